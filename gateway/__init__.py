@@ -1,0 +1,1 @@
+"""Sessions: accept, authenticate, route frames, deliver events (locally and across processes)."""

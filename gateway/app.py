@@ -1,0 +1,99 @@
+"""Wiring: configuration in, a running gateway out (one process, or a supervisor of several)."""
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import signal
+from datetime import timedelta
+from pathlib import Path
+from types import TracebackType
+
+from gateway.config import Config
+from gateway.delivery import Hub
+from gateway.server import Gateway
+from handlers.context import Services
+from handlers.passwords import Passwords
+from handlers.tokens import TokenIssuer
+from storage.crypto import FieldCipher, KeyRing
+from storage.db import connect_postgres, connect_redis
+from storage.migrate import migrate
+
+log = logging.getLogger(__name__)
+
+
+def load_secret(config: Config) -> str:
+    """GATEWAY_SECRET, else the one generated on first start and kept in DATA_DIR."""
+    if config.secret:
+        return config.secret
+    path = config.data_dir / "secret"
+    if not path.exists():
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def token_issuer(config: Config) -> TokenIssuer:
+    return TokenIssuer(load_secret(config), timedelta(seconds=config.token_ttl_s),
+                       timedelta(seconds=config.refresh_ttl_s))
+
+
+class Running:
+    """`async with Running(config) as gw:` a gateway serving on config's address (or `sock`)."""
+
+    def __init__(self, config: Config, sock: object = None, passwords: Passwords | None = None) -> None:
+        assert config.database_url and config.redis_url, "resolve the embedded servers first"
+        self.config = config
+        self.sock = sock
+        self.passwords = passwords
+        self.gateway: Gateway | None = None
+
+    async def __aenter__(self) -> Gateway:
+        c = self.config
+        assert c.database_url and c.redis_url
+        db = await connect_postgres(c.database_url, c.db_pool_size)
+        async with db.acquire() as conn:
+            await migrate(conn)
+        redis = connect_redis(c.redis_url)
+        cipher = FieldCipher(db, KeyRing.load_or_create(Path(c.data_dir) / "keys"))
+        await cipher.start()
+        services = Services(db, redis, token_issuer(c), self.passwords or Passwords(), cipher)
+        hub = Hub(redis)
+        await hub.start()
+        self.gateway = Gateway(c, services, hub)
+        await self.gateway.start(self.sock)
+        return self.gateway
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        gateway = self.gateway
+        if gateway is None:
+            return
+        await gateway.shutdown()
+        await gateway.hub.stop()
+        await gateway.services.redis.aclose()
+        await gateway.services.db.close()
+
+
+async def serve_until_signalled(config: Config) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with Running(config) as gateway:
+        log.info("gateway listening on ws://%s:%d/ws", config.host, gateway.port)
+        await stop.wait()
+        log.info("signal received, shutting down")
+
+
+def run_worker(config: Config) -> None:
+    """A worker process's body: serve until SIGTERM, then shut down gracefully."""
+    from gateway import logs
+
+    logs.setup(config.log_level, config.log_format)
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    asyncio.run(serve_until_signalled(config))

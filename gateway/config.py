@@ -1,0 +1,121 @@
+"""The gateway's configuration: one frozen object, built once from environment and flags."""
+
+import argparse
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+
+class ConfigError(ValueError):
+    """Raised with a one-line, human-readable explanation."""
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    data_dir: Path = Path("var")
+    database_url: str | None = None  # None: start the embedded PostgreSQL under data_dir
+    redis_url: str | None = None  # None: start the embedded Redis under data_dir
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    secret: str | None = None  # None: generated once and kept in data_dir
+    log_level: str = "INFO"
+    log_format: str = "text"
+    token_ttl_s: int = 3600
+    refresh_ttl_s: int = 30 * 24 * 3600
+    auth_timeout_s: float = 10.0
+    idle_timeout_s: float = 600.0
+    ping_interval_s: float = 20.0
+    max_frame_bytes: int = 64 * 1024
+    rate_per_s: float = 50.0
+    rate_burst: int = 100
+    outbox_limit: int = 1000
+    db_pool_size: int = 10
+    shutdown_grace_s: float = 10.0
+
+
+# environment variable -> field; each also has a --flag on `serve` (field name, dashes).
+ENV = {
+    "DATA_DIR": "data_dir",
+    "DATABASE_URL": "database_url",
+    "REDIS_URL": "redis_url",
+    "GATEWAY_HOST": "host",
+    "GATEWAY_PORT": "port",
+    "GATEWAY_WORKERS": "workers",
+    "GATEWAY_SECRET": "secret",
+    "LOG_LEVEL": "log_level",
+    "LOG_FORMAT": "log_format",
+    "TOKEN_TTL_S": "token_ttl_s",
+    "REFRESH_TTL_S": "refresh_ttl_s",
+    "AUTH_TIMEOUT_S": "auth_timeout_s",
+    "IDLE_TIMEOUT_S": "idle_timeout_s",
+    "PING_INTERVAL_S": "ping_interval_s",
+    "MAX_FRAME_BYTES": "max_frame_bytes",
+    "RATE_PER_S": "rate_per_s",
+    "RATE_BURST": "rate_burst",
+    "OUTBOX_LIMIT": "outbox_limit",
+    "DB_POOL_SIZE": "db_pool_size",
+    "SHUTDOWN_GRACE_S": "shutdown_grace_s",
+}
+FLAG_OF = {name: env for env, name in ENV.items()}
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def add_flags(parser: argparse.ArgumentParser, only: tuple[str, ...] | None = None) -> None:
+    for f in fields(Config):
+        if only is not None and f.name not in only:
+            continue
+        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None, metavar=FLAG_OF[f.name],
+                            help=f"(env {FLAG_OF[f.name]}, default {f.default!s})")
+
+
+def _convert(name: str, raw: str) -> Any:
+    kind = {f.name: f.type for f in fields(Config)}[name]
+    try:
+        if kind in (int, "int"):
+            return int(raw)
+        if kind in (float, "float"):
+            return float(raw)
+    except ValueError:
+        raise ConfigError(f"{FLAG_OF[name]}={raw!r} is not a number") from None
+    if kind in (Path, "Path"):
+        return Path(raw)
+    return raw or None if name in ("database_url", "redis_url", "secret") else raw
+
+
+def load(env: Mapping[str, str] = os.environ, flags: argparse.Namespace | None = None) -> Config:
+    """Defaults, overridden by environment, overridden by flags; then validated."""
+    values: dict[str, Any] = {}
+    for var, name in ENV.items():
+        if var in env:
+            values[name] = _convert(name, env[var])
+    for name, raw in vars(flags or argparse.Namespace()).items():
+        if name in FLAG_OF and raw is not None:
+            values[name] = _convert(name, str(raw))
+    config = Config(**values)
+    validate(config)
+    return config
+
+
+def validate(c: Config) -> None:
+    if not 0 <= c.port <= 65535:
+        raise ConfigError(f"GATEWAY_PORT={c.port} is out of range 0-65535")
+    if c.workers < 1:
+        raise ConfigError(f"GATEWAY_WORKERS={c.workers} must be at least 1")
+    if c.database_url is not None and urlparse(c.database_url).scheme not in ("postgres", "postgresql"):
+        raise ConfigError(f"DATABASE_URL must start with postgresql://, got {c.database_url.split(':')[0]!r}")
+    if c.redis_url is not None and urlparse(c.redis_url).scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(f"REDIS_URL must start with redis://, rediss:// or unix://, got {c.redis_url!r}")
+    if c.log_level.upper() not in LOG_LEVELS:
+        raise ConfigError(f"LOG_LEVEL={c.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+    if c.log_format not in ("text", "json"):
+        raise ConfigError(f"LOG_FORMAT={c.log_format!r} is not one of text, json")
+    if c.secret is not None and len(c.secret) < 32:
+        raise ConfigError("GATEWAY_SECRET must be at least 32 characters")
+    for name in ("token_ttl_s", "refresh_ttl_s", "auth_timeout_s", "idle_timeout_s", "max_frame_bytes",
+                 "rate_per_s", "rate_burst", "outbox_limit", "db_pool_size"):
+        if getattr(c, name) <= 0:
+            raise ConfigError(f"{FLAG_OF[name]} must be positive")

@@ -1,0 +1,190 @@
+"""One websocket session: feed frames to the state and the handlers, write replies and events."""
+
+import asyncio
+import collections
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import msgspec
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
+
+from gateway.delivery import group_channel, user_channel
+from gateway.i18n import negotiate
+from gateway.session import SessionState
+from handlers.context import Identity, Services
+from handlers.errors import N_, BadRequest, GatewayError, Internal, RateLimited, TooLarge
+from protocol.codec import Codec, error_frame
+from protocol.frames import Event, Reply
+from protocol.messages import BY_TYPE
+
+if TYPE_CHECKING:
+    from gateway.server import Gateway
+
+log = logging.getLogger(__name__)
+
+
+class Session:
+    """Implements handlers' `Context` for one connection, and delivery's `Sink`."""
+
+    __slots__ = ("_outbox", "_timer", "_writer", "channels", "codec", "gateway", "state", "ws")
+
+    def __init__(self, gateway: "Gateway", ws: ServerConnection, codec: Codec) -> None:
+        self.gateway = gateway
+        self.ws = ws
+        self.codec = codec
+        config = gateway.config
+        self.state = SessionState(config.rate_per_s, config.rate_burst, time.monotonic())
+        self.channels: tuple[str, ...] = ()
+        self._outbox: collections.deque[bytes] | None = None  # events waiting for the writer
+        self._writer: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
+            config.auth_timeout_s, self._auth_deadline)
+
+    # -- Context ---------------------------------------------------------------------------
+    @property
+    def identity(self) -> Identity | None:
+        return self.state.identity
+
+    @property
+    def services(self) -> Services:
+        return self.gateway.services
+
+    async def sign_in(self, identity: Identity) -> None:
+        self.state.identity = identity
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        channels = (user_channel(identity.user_id), group_channel("role:" + identity.role))
+        if channels != self.channels:
+            self.gateway.hub.leave(self, self.channels)
+            self.channels = channels
+            await self.gateway.hub.join(self, channels)
+
+    def negotiate_locale(self, requested: str | None) -> str:
+        return negotiate(requested)
+
+    async def deliver_to_user(self, user_id: str, event: Event) -> int:
+        return await self.gateway.hub.publish(user_channel(user_id), event)
+
+    async def deliver_to_group(self, group: str, event: Event) -> int:
+        return await self.gateway.hub.publish(group_channel(group), event)
+
+    # -- the frame loop --------------------------------------------------------------------
+    async def run(self) -> None:
+        recv, send, text = self.ws.recv, self.ws.send, self.codec.text
+        try:
+            while True:
+                reply = await self.handle(await recv(decode=False))
+                if reply is not None:
+                    await send(reply, text=text)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.close_down()
+
+    async def handle(self, data: bytes) -> bytes | None:
+        """One frame in, at most one frame out."""
+        gateway, state = self.gateway, self.state
+        now = time.monotonic()
+        state.last_seen = now
+        if len(data) > gateway.config.max_frame_bytes:
+            return self._error(data, TooLarge(limit=gateway.config.max_frame_bytes))
+        wait = state.bucket.take(now)
+        if wait:
+            return self._error(data, RateLimited(wait))
+        try:
+            request = self.codec.decode_request(data)
+        except msgspec.DecodeError as exc:
+            return self._error(data, self._bad_frame(data, exc))
+        route = gateway.routes[type(request)]
+        stats = gateway.op_metrics[route.request]
+        stats.frames_in.inc()
+        refused = state.admit(route)
+        if refused is not None:
+            return self._error(data, refused, request.id)
+        try:
+            reply: Reply | None = await route.handler(self, request)
+        except GatewayError as exc:
+            return self._error(data, exc, request.id)
+        except Exception:
+            log.exception("handler for %s failed", route.operation)
+            return self._error(data, Internal(), request.id)
+        finally:
+            stats.latency.observe(time.monotonic() - now)
+        if reply is None or (request.id is None and request.silent_without_id):
+            return None
+        reply.id = request.id
+        gateway.result_counter.inc()
+        return self.codec.encode(reply)
+
+    def _bad_frame(self, data: bytes, exc: msgspec.DecodeError) -> GatewayError:
+        self.gateway.metrics.frames_in.labels("invalid").inc()
+        try:
+            kind = self.codec.decode_head(data).type
+        except msgspec.DecodeError:
+            kind = None
+        if kind is None:
+            return BadRequest(N_("Every frame must be an object with a string `type`."))
+        if kind not in BY_TYPE:
+            return BadRequest(N_("Unknown operation {operation}."), operation=kind[:64])
+        return BadRequest(N_("The request is not valid: {detail}"), detail=str(exc))
+
+    def _error(self, data: bytes, exc: GatewayError, request_id: object = None) -> bytes:
+        if request_id is None and len(data) <= self.gateway.config.max_frame_bytes:
+            try:
+                request_id = self.codec.decode_head(data).id
+            except msgspec.DecodeError:
+                pass
+        gateway = self.gateway
+        gateway.metrics.errors.labels(exc.code).inc()
+        locale = self.state.identity.locale if self.state.identity else "en"
+        message = gateway.catalogs.translate(locale, exc.message, **exc.params)
+        return self.codec.encode(error_frame(request_id, exc.code, message, exc.details))
+
+    # -- events ----------------------------------------------------------------------------
+    def push(self, frame: bytes) -> None:
+        """Queue an event frame; a session that lets too many pile up is closed, not buffered."""
+        outbox = self._outbox
+        if outbox is None:
+            outbox = self._outbox = collections.deque()
+        if len(outbox) >= self.gateway.config.outbox_limit:
+            if self._writer is not None and not self._writer.done():
+                self._writer.cancel()
+            outbox.clear()
+            self.gateway.metrics.slow_consumers.inc()
+            self.gateway.spawn(self.ws.close(CloseCode.POLICY_VIOLATION, "slow consumer: outgoing queue full"))
+            return
+        outbox.append(frame)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write())
+
+    async def _write(self) -> None:
+        outbox, send, text = self._outbox, self.ws.send, self.codec.text
+        counter = self.gateway.event_counter
+        assert outbox is not None
+        try:
+            while outbox:
+                await send(outbox.popleft(), text=text)
+                counter.inc()
+        except ConnectionClosed:
+            outbox.clear()
+
+    def _auth_deadline(self) -> None:
+        self._timer = None
+        if self.state.identity is None:
+            self.gateway.spawn(self.ws.close(CloseCode.POLICY_VIOLATION, "authentication timeout"))
+
+    def close(self, code: int, reason: str) -> None:
+        self.gateway.spawn(self.ws.close(code, reason))
+
+    def close_down(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._writer is not None and not self._writer.done():
+            self._writer.cancel()
+        self.gateway.hub.leave(self, self.channels)
+        self.channels = ()

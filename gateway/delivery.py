@@ -1,0 +1,163 @@
+"""Deliver an event to a user's sessions or a group's, wherever they are connected.
+
+Every channel (`u:<user id>`, `g:<group>`) is a Redis pub/sub channel. A process subscribes to
+a channel while it holds at least one session in it, delivers to its own sessions directly, and
+publishes for the others; each published message starts with the publisher's node id so the
+publisher skips its own echo. Subscription changes are batched: one SUBSCRIBE for many sessions.
+"""
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+import msgspec
+import redis.asyncio as aioredis
+
+from protocol.codec import MSGPACK, Codec
+from protocol.frames import Event
+
+log = logging.getLogger(__name__)
+NODE_ID_LEN = 16
+
+
+class Sink(Protocol):
+    codec: Codec
+
+    def push(self, frame: bytes) -> None: ...
+
+
+def user_channel(user_id: str) -> str:
+    return "u:" + user_id
+
+
+def group_channel(group: str) -> str:
+    return "g:" + group
+
+
+class Hub:
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self.node = os.urandom(NODE_ID_LEN)
+        self._redis = redis
+        self._pubsub = redis.pubsub()
+        self.channels: dict[str, set[Sink]] = {}
+        self._subscribed: set[str] = set()
+        self._dirty: set[str] = set()
+        self._wake = asyncio.Event()
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        # The node channel opens the pub/sub connection before the reader starts listening.
+        await self._pubsub.subscribe("n:" + self.node.hex())
+        self._tasks = [asyncio.create_task(self._read(), name="hub-read"),
+                       asyncio.create_task(self._sync(), name="hub-sync")]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._pubsub.aclose()
+
+    async def join(self, sink: Sink, channels: Iterable[str]) -> None:
+        """Add the sink to the channels; returns once this process receives their messages."""
+        waits = []
+        for channel in channels:
+            members = self.channels.setdefault(channel, set())
+            members.add(sink)
+            if channel not in self._subscribed or channel in self._dirty:
+                future = asyncio.get_running_loop().create_future()
+                self._waiters.setdefault(channel, []).append(future)
+                waits.append(future)
+                self._dirty.add(channel)
+        if waits:
+            self._wake.set()
+            await asyncio.gather(*waits)
+
+    def leave(self, sink: Sink, channels: Iterable[str]) -> None:
+        for channel in channels:
+            members = self.channels.get(channel)
+            if members is None:
+                continue
+            members.discard(sink)
+            if not members:
+                del self.channels[channel]
+                self._dirty.add(channel)
+                self._wake.set()
+
+    async def publish(self, channel: str, event: Event) -> int:
+        """Deliver to this process's sessions and to every other process; returns the local count."""
+        delivered = self.deliver_local(channel, event)
+        await self._redis.publish(channel, self.node + MSGPACK.encode(event))
+        return delivered
+
+    def deliver_local(self, channel: str, event: Event) -> int:
+        sinks = self.channels.get(channel)
+        if not sinks:
+            return 0
+        frames: dict[Codec, bytes] = {}  # encode once per wire format
+        for sink in list(sinks):
+            frame = frames.get(sink.codec)
+            if frame is None:
+                frame = frames[sink.codec] = sink.codec.encode(event)
+            sink.push(frame)
+        return len(sinks)
+
+    async def _sync(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            dirty, self._dirty = self._dirty, set()
+            add = [c for c in dirty if c in self.channels and c not in self._subscribed]
+            drop = [c for c in dirty if c not in self.channels and c in self._subscribed]
+            try:
+                if add:
+                    await self._pubsub.subscribe(*add)
+                    self._subscribed.update(add)
+                if drop:
+                    self._subscribed.difference_update(drop)
+                    await self._pubsub.unsubscribe(*drop)
+            except (aioredis.ConnectionError, OSError) as exc:
+                log.warning("pub/sub subscription update failed, retrying: %s", exc)
+                self._dirty.update(add)
+                self._dirty.update(drop)
+                self._subscribed.difference_update(add)
+                await asyncio.sleep(0.5)
+                self._wake.set()
+                continue
+            for channel in dirty:  # already subscribed (left and rejoined before this flush)
+                if channel in self._subscribed and channel not in add:
+                    self._resolve(channel)
+
+    def _resolve(self, channel: str) -> None:
+        for future in self._waiters.pop(channel, ()):
+            if not future.done():
+                future.set_result(None)
+
+    async def _read(self) -> None:
+        while True:
+            try:
+                message: dict[str, Any] | None = await self._pubsub.get_message(timeout=None)
+            except (aioredis.ConnectionError, OSError) as exc:
+                log.warning("pub/sub connection lost, reconnecting: %s", exc)
+                await asyncio.sleep(0.5)
+                continue
+            if message is None:
+                continue
+            kind, channel = message["type"], message["channel"].decode()
+            if kind == "subscribe":
+                self._resolve(channel)
+            elif kind == "message":
+                data: bytes = message["data"]
+                if data[:NODE_ID_LEN] == self.node:
+                    continue
+                try:
+                    event = MSGPACK.decode_event(data[NODE_ID_LEN:])
+                except msgspec.DecodeError:
+                    log.warning("undecodable event on %s", channel)
+                    continue
+                self.deliver_local(channel, event)

@@ -1,0 +1,159 @@
+"""The gateway process: the websocket server, its HTTP endpoints, sweeps and graceful shutdown."""
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from prometheus_client import Counter, Histogram
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.frames import CloseCode
+from websockets.http11 import Request as HttpRequest
+from websockets.http11 import Response
+
+from gateway.config import Config
+from gateway.connection import Session
+from gateway.delivery import Hub
+from gateway.i18n import Catalogs
+from gateway.metrics import Metrics
+from handlers.context import Services
+from handlers.registry import ROUTES
+from handlers.routing import Route
+from protocol.codec import CODECS, JSON, JSON_SUBPROTOCOL, SUBPROTOCOLS
+from protocol.frames import Request
+
+log = logging.getLogger(__name__)
+WS_PATH = "/ws"
+
+
+@dataclass(frozen=True, slots=True)
+class OpMetrics:
+    frames_in: Counter
+    latency: Histogram
+
+
+def select_subprotocol(connection: ServerConnection, offered: Sequence[str]) -> str | None:
+    """MessagePack when asked for; JSON otherwise, also for clients that offer nothing."""
+    for name in SUBPROTOCOLS:
+        if name in offered:
+            return name
+    return None
+
+
+class Gateway:
+    def __init__(self, config: Config, services: Services, hub: Hub,
+                 catalogs: Catalogs | None = None, metrics: Metrics | None = None) -> None:
+        self.config = config
+        self.services = services
+        self.hub = hub
+        self.catalogs = catalogs or Catalogs()
+        self.metrics = metrics or Metrics()
+        self.routes: dict[type[Request], Route] = ROUTES
+        self.op_metrics = {r: OpMetrics(self.metrics.frames_in.labels(route.operation),
+                                        self.metrics.latency.labels(route.operation))
+                           for r, route in ROUTES.items()}
+        self.result_counter = self.metrics.frames_out.labels("result")
+        self.event_counter = self.metrics.frames_out.labels("event")
+        self.sessions: set[Session] = set()
+        self.server: Server | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def start(self, sock: Any = None) -> None:
+        c = self.config
+        where: dict[str, Any] = {"sock": sock} if sock is not None else {"host": c.host, "port": c.port}
+        self.server = await serve(
+            self.connect, **where,
+            subprotocols=list(SUBPROTOCOLS),  # type: ignore[arg-type]
+            select_subprotocol=select_subprotocol,  # type: ignore[arg-type]
+            process_request=self.http,
+            compression=None,  # permessage-deflate costs ~100 KiB per idle session
+            max_size=max(c.max_frame_bytes * 4, 1 << 20),
+            ping_interval=c.ping_interval_s,
+            ping_timeout=c.ping_interval_s,
+            reuse_port=c.workers > 1 and sock is None,
+        )
+        self.spawn(self._sweep())
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        port: int = next(iter(self.server.sockets)).getsockname()[1]
+        return port
+
+    async def connect(self, ws: ServerConnection) -> None:
+        session = Session(self, ws, CODECS.get(ws.subprotocol or JSON_SUBPROTOCOL, JSON))
+        self.sessions.add(session)
+        self.metrics.sessions.inc()
+        try:
+            await session.run()
+        finally:
+            self.sessions.discard(session)
+            self.metrics.sessions.dec()
+
+    async def http(self, connection: ServerConnection, request: HttpRequest) -> Response | None:
+        path = request.path.split("?", 1)[0]
+        if path == WS_PATH:
+            return None
+        if path == "/healthz":
+            checks = await self.health()
+            ok = all(v == "ok" for v in checks.values())
+            return _response(200 if ok else 503, "application/json",
+                             msgspec.json.encode({"status": "ok" if ok else "unavailable", **checks}))
+        if path == "/metrics":
+            return _response(200, "text/plain; version=0.0.4; charset=utf-8", self.metrics.exposition())
+        return _response(404, "text/plain; charset=utf-8", b"not found; the websocket endpoint is /ws\n")
+
+    async def health(self) -> dict[str, str]:
+        async def check(name: str, probe: Coroutine[Any, Any, Any]) -> tuple[str, str]:
+            try:
+                await asyncio.wait_for(probe, timeout=2)
+                return name, "ok"
+            except Exception as exc:
+                return name, f"error: {type(exc).__name__}"
+
+        results = await asyncio.gather(check("postgres", self.services.db.fetchval("SELECT 1")),
+                                       check("redis", self.services.redis.ping()))
+        return dict(results)
+
+    async def _sweep(self) -> None:
+        """Close sessions that went quiet or whose token expired."""
+        idle = self.config.idle_timeout_s
+        while True:
+            await asyncio.sleep(min(5.0, idle / 4))
+            now, wall = time.monotonic(), datetime.now(UTC)
+            for session in list(self.sessions):
+                identity = session.state.identity
+                if now - session.state.last_seen > idle:
+                    session.close(CloseCode.GOING_AWAY, "idle timeout")
+                elif identity is not None and identity.expires_at <= wall:
+                    session.close(CloseCode.POLICY_VIOLATION, "session token expired")
+
+    async def shutdown(self) -> None:
+        """Stop accepting, close every session with 1012 so apps reconnect elsewhere, drain."""
+        if self.server is None:
+            return
+        log.info("shutting down: closing %d sessions with 1012", len(self.sessions))
+        self.server.close(code=CloseCode.SERVICE_RESTART, reason="service restart")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.server.wait_closed(), self.config.shutdown_grace_s)
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+
+
+def _response(status: int, content_type: str, body: bytes) -> Response:
+    reason = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}[status]
+    headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body))),
+                       ("Cache-Control", "no-store")])
+    return Response(status, reason, headers, body)

@@ -1,0 +1,81 @@
+"""Accounts and sessions: register, log in, refresh, log out, authenticate a session, ping."""
+
+import uuid
+from datetime import UTC, datetime
+
+from handlers.context import Context, Identity
+from handlers.errors import N_, Conflict, Forbidden, Unauthorized
+from handlers.routing import Router
+from protocol.auth import Auth, AuthResult, Login, Logout, Ping, Pong, Refresh, Register, SessionTokens
+from protocol.frames import Empty
+from storage import users
+
+router = Router()
+
+
+async def _issue(ctx: Context, user: users.User, family: uuid.UUID | None = None) -> SessionTokens:
+    tokens = ctx.services.tokens
+    token, expires_at = tokens.mint(user.id, user.role, user.locale)  # type: ignore[arg-type]
+    refresh, refresh_expires_at = tokens.new_refresh_token()
+    await users.add_refresh_token(ctx.services.db, user.id, refresh, family or uuid.uuid4(), refresh_expires_at)
+    return SessionTokens(user_id=user.id, role=user.role, token=token,  # type: ignore[arg-type]
+                         expires_at=expires_at, refresh_token=refresh, refresh_expires_at=refresh_expires_at)
+
+
+@router.route(Auth, roles=None)
+async def auth(ctx: Context, req: Auth) -> AuthResult:
+    identity = ctx.services.tokens.verify(req.token)
+    current = ctx.identity
+    if current is not None and current.user_id != identity.user_id:
+        raise Forbidden(N_("This connection is signed in as another user."))
+    locale = ctx.negotiate_locale(req.locale or identity.locale)
+    identity = Identity(identity.user_id, identity.role, locale, identity.expires_at)
+    await ctx.sign_in(identity)
+    return AuthResult(user_id=identity.user_id, role=identity.role, locale=locale,
+                      server_time=datetime.now(UTC), expires_at=identity.expires_at)
+
+
+@router.route(Ping, roles=None)
+async def ping(ctx: Context, req: Ping) -> Pong:
+    return Pong(server_time=datetime.now(UTC))
+
+
+@router.route(Register, roles=None)
+async def register(ctx: Context, req: Register) -> SessionTokens:
+    user_id = uuid.uuid4()
+    phone = None
+    if req.phone is not None:
+        phone = ctx.services.cipher.encrypt(req.phone, f"users.phone:{user_id}")
+    locale = ctx.negotiate_locale(req.locale or (ctx.identity.locale if ctx.identity else None))
+    password_hash = await ctx.services.passwords.hash(req.password)
+    user = await users.create_user(ctx.services.db, user_id, req.email.strip(), password_hash, req.role,
+                                   req.name.strip(), phone, locale)
+    if user is None:
+        raise Conflict(N_("An account with this e-mail already exists."))
+    return await _issue(ctx, user)
+
+
+@router.route(Login, roles=None)
+async def login(ctx: Context, req: Login) -> SessionTokens:
+    user = await users.user_by_email(ctx.services.db, req.email)
+    passwords = ctx.services.passwords
+    if not await passwords.verify(user.password_hash if user else None, req.password) or user is None:
+        raise Unauthorized(N_("Wrong e-mail or password."))
+    if passwords.needs_rehash(user.password_hash):
+        await users.update_password_hash(ctx.services.db, user.id, await passwords.hash(req.password))
+    return await _issue(ctx, user)
+
+
+@router.route(Refresh, roles=None)
+async def refresh(ctx: Context, req: Refresh) -> SessionTokens:
+    spent = await users.spend_refresh_token(ctx.services.db, req.refresh_token)
+    if spent is None:
+        raise Unauthorized(N_("The refresh token is not valid. Please log in again."))
+    user, family = spent
+    return await _issue(ctx, user, family)
+
+
+@router.route(Logout, roles=None)
+async def logout(ctx: Context, req: Logout) -> Empty:
+    await users.revoke_refresh_token(ctx.services.db, req.refresh_token)
+    return Empty()

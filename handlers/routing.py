@@ -1,0 +1,50 @@
+"""The route table: which function handles an operation and which roles may call it."""
+
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from handlers.context import ROLES, Context, Role
+from protocol.frames import Reply, Request
+from protocol.messages import operation
+
+R = TypeVar("R", bound=Request)
+Handler = Callable[[Context, Any], Awaitable[Reply | None]]
+
+ANY_ROLE: frozenset[Role] = frozenset(ROLES)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    request: type[Request]
+    handler: Handler
+    # None: callable before `auth` (public); otherwise the roles allowed.
+    roles: frozenset[Role] | None
+
+    @property
+    def operation(self) -> str:
+        return operation(self.request)
+
+
+class Router:
+    def __init__(self) -> None:
+        self.routes: dict[type[Request], Route] = {}
+
+    def route(
+        self, request: type[R], *, roles: Iterable[Role] | None
+    ) -> Callable[[Callable[[Context, R], Awaitable[Reply | None]]], Callable[[Context, R], Awaitable[Reply | None]]]:
+        def register(fn: Callable[[Context, R], Awaitable[Reply | None]]) -> Callable[[Context, R], Awaitable[Reply | None]]:
+            assert request not in self.routes, f"{request.__name__} routed twice"
+            self.routes[request] = Route(request, fn, None if roles is None else frozenset(roles))
+            return fn
+
+        return register
+
+
+def merge(*routers: Router) -> dict[type[Request], Route]:
+    table: dict[type[Request], Route] = {}
+    for router in routers:
+        for request, route in router.routes.items():
+            assert request not in table, f"{request.__name__} routed twice"
+            table[request] = route
+    return table

@@ -1,0 +1,1 @@
+"""What travels on the wire: msgspec Structs, codecs and the client library."""

@@ -1,0 +1,85 @@
+"""Sign-up, log-in, token refresh, session authentication and liveness."""
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+
+from protocol.frames import Reply, Request
+
+Role = Literal["consumer", "technician", "merchant", "admin"]
+Email = Annotated[
+    str, msgspec.Meta(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", description="E-mail address")
+]
+Password = Annotated[str, msgspec.Meta(min_length=8, max_length=256)]
+Locale = Annotated[str, msgspec.Meta(max_length=35, description="BCP 47 tag, e.g. `es-MX` or `zh-Hans`")]
+Token = Annotated[str, msgspec.Meta(max_length=4096)]
+
+
+class AuthResult(Reply):
+    user_id: str
+    role: Role
+    locale: str
+    server_time: datetime
+    expires_at: datetime
+
+
+class Auth(Request, tag="auth"):
+    """First frame of a session: present a session token. `locale` overrides the token's."""
+
+    token: Token
+    locale: Locale | None = None
+    reply = AuthResult
+
+
+class Pong(Reply):
+    server_time: datetime
+
+
+class Ping(Request, tag="ping"):
+    """Liveness and clock check; allowed before `auth`."""
+
+    reply = Pong
+
+
+class SessionTokens(Reply):
+    """A short-lived session token for `auth` and a long-lived refresh token for `auth.refresh`."""
+
+    user_id: str
+    role: Role
+    token: str
+    expires_at: datetime
+    refresh_token: str
+    refresh_expires_at: datetime
+
+
+class Register(Request, tag="auth.register"):
+    """Create a consumer or technician account; `phone` is stored encrypted."""
+
+    email: Email
+    password: Password
+    role: Literal["consumer", "technician"]
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=120)]
+    phone: Annotated[str, msgspec.Meta(pattern=r"^\+?[0-9 ()-]{6,24}$")] | None = None
+    locale: Locale | None = None
+    reply = SessionTokens
+
+
+class Login(Request, tag="auth.login"):
+    email: Email
+    password: Annotated[str, msgspec.Meta(max_length=256)]
+    reply = SessionTokens
+
+
+class Refresh(Request, tag="auth.refresh"):
+    """Trade a refresh token for new tokens. The old refresh token is spent; presenting a spent
+    one again revokes every refresh token of that user (theft detection)."""
+
+    refresh_token: Token
+    reply = SessionTokens
+
+
+class Logout(Request, tag="auth.logout"):
+    """Revoke a refresh token (the app signs out)."""
+
+    refresh_token: Token

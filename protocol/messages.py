@@ -1,0 +1,32 @@
+"""The closed sets of frames: every request the server accepts and every event it pushes.
+
+Adding an operation: declare its Struct in the domain's module and list it here.
+"""
+
+from typing import Union
+
+from protocol import admin, auth
+from protocol.frames import Event, Request
+
+REQUESTS: tuple[type[Request], ...] = (
+    auth.Auth,
+    auth.Ping,
+    auth.Register,
+    auth.Login,
+    auth.Refresh,
+    auth.Logout,
+    admin.Notify,
+)
+
+EVENTS: tuple[type[Event], ...] = (admin.Notice,)
+
+AnyRequest = Union[REQUESTS]  # type: ignore[valid-type]  # noqa: UP007
+AnyEvent = Union[EVENTS]  # type: ignore[valid-type]  # noqa: UP007
+
+BY_TYPE: dict[str, type[Request]] = {r.__struct_config__.tag: r for r in REQUESTS}  # type: ignore[misc]
+
+
+def operation(request: type[Request]) -> str:
+    tag = request.__struct_config__.tag
+    assert isinstance(tag, str)
+    return tag

@@ -1,0 +1,131 @@
+"""dispatch-gateway: the one entry point.
+
+    python run.py [serve]            run the gateway (embedded PostgreSQL and Redis by default)
+    python run.py token --role admin --sub alice
+    python run.py console            the protocol debug console
+    python run.py migrate            apply database migrations
+    python run.py schema             write docs/asyncapi.yaml
+"""
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from gateway import config as configuration
+from gateway.config import Config, ConfigError
+
+COMMON = ("data_dir", "database_url", "redis_url", "secret", "log_level", "log_format")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="run.py", description="dispatch-gateway: realtime back end of an "
+                                  "on-demand home-repair service.")
+    sub = top.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the gateway (default)",
+                           description="Run the websocket gateway on ws://HOST:PORT/ws. With no DATABASE_URL/"
+                           "REDIS_URL it starts embedded PostgreSQL and Redis under --data-dir.")
+    configuration.add_flags(serve)
+
+    token = sub.add_parser("token", help="mint a session token", description="Print a signed session token "
+                           "(its last line of output).")
+    configuration.add_flags(token, ("data_dir", "secret", "token_ttl_s"))
+    token.add_argument("--role", required=True, choices=["consumer", "technician", "merchant", "admin"])
+    token.add_argument("--sub", required=True, help="subject: the user id")
+    token.add_argument("--locale", default="en")
+
+    console = sub.add_parser("console", help="the protocol debug console",
+                             description="Connect to a gateway and send frames interactively or from a script.")
+    configuration.add_flags(console, ("data_dir", "secret"))
+    console.add_argument("--url", default=None, help="gateway URL (default ws://GATEWAY_HOST:GATEWAY_PORT/ws)")
+    console.add_argument("--token", help="session token to `auth` with")
+    console.add_argument("--role", choices=["consumer", "technician", "merchant", "admin"],
+                         help="mint a token for this role (needs the secret)")
+    console.add_argument("--sub", help="subject of the minted token", default="console")
+    console.add_argument("--locale", default=None)
+    console.add_argument("--msgpack", action="store_true", help="use the dispatch.v1.msgpack subprotocol")
+    console.add_argument("--script", type=Path, help="run the frames in FILE, exit non-zero on an error reply")
+
+    migrate = sub.add_parser("migrate", help="apply database migrations",
+                             description="Apply pending SQL migrations (embedded PostgreSQL if no DATABASE_URL).")
+    configuration.add_flags(migrate, ("data_dir", "database_url"))
+
+    schema = sub.add_parser("schema", help="write the AsyncAPI document",
+                            description="Write the AsyncAPI 3 document generated from the protocol types.")
+    configuration.add_flags(schema, ("data_dir",))
+    schema.add_argument("--output", type=Path, default=Path("docs/asyncapi.yaml"))
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    command = args.command or "serve"
+    try:
+        config = configuration.load(flags=args)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    if command == "serve":
+        from gateway import logs, supervisor
+
+        logs.setup(config.log_level, config.log_format)
+        return supervisor.serve(config)
+    if command == "token":
+        return token(config, args)
+    if command == "console":
+        from clients import console
+
+        return console.main(config, args)
+    if command == "migrate":
+        return migrate(config)
+    if command == "schema":
+        from protocol.schema import write
+
+        write(args.output, roles())
+        print(f"wrote {args.output}")
+        return 0
+    raise AssertionError(command)
+
+
+def token(config: Config, args: argparse.Namespace) -> int:
+    from gateway.app import token_issuer
+
+    value, expires_at = token_issuer(config).mint(args.sub, args.role, args.locale)
+    print(f"# {args.role} {args.sub}, expires {expires_at.isoformat()}", file=sys.stderr)
+    print(value)
+    return 0
+
+
+def migrate(config: Config) -> int:
+    from storage.db import connect_postgres
+    from storage.embedded import EmbeddedPostgres
+    from storage.migrate import migrate as apply
+
+    embedded = EmbeddedPostgres(config.data_dir.absolute() / "postgres")
+    url = config.database_url or embedded.start()
+
+    async def go() -> list[str]:
+        pool = await connect_postgres(url, 1)
+        try:
+            async with pool.acquire() as conn:
+                return await apply(conn)
+        finally:
+            await pool.close()
+
+    try:
+        applied = asyncio.run(go())
+    finally:
+        embedded.stop()
+    print("applied: " + (", ".join(applied) if applied else "nothing, up to date"))
+    return 0
+
+
+def roles() -> dict[str, list[str] | None]:
+    from handlers.registry import ROUTES
+
+    return {route.operation: None if route.roles is None else sorted(route.roles) for route in ROUTES.values()}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

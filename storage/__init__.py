@@ -1,0 +1,1 @@
+"""PostgreSQL and Redis access, migrations, encryption of sensitive fields, embedded servers."""

@@ -1,0 +1,14 @@
+"""Connections: the asyncpg pool and the Redis client."""
+
+import asyncpg
+import redis.asyncio as aioredis
+
+
+async def connect_postgres(url: str, size: int) -> asyncpg.Pool:
+    pool: asyncpg.Pool = await asyncpg.create_pool(url, min_size=min(2, size), max_size=size,
+                                                   command_timeout=30)
+    return pool
+
+
+def connect_redis(url: str) -> aioredis.Redis:
+    return aioredis.Redis.from_url(url, health_check_interval=30, socket_keepalive=True)

@@ -1,0 +1,86 @@
+"""Accounts and refresh tokens."""
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: str
+    email: str
+    password_hash: str
+    role: str
+    name: str
+    locale: str
+
+
+def _user(row: asyncpg.Record) -> User:
+    return User(str(row["id"]), row["email"], row["password_hash"], row["role"], row["name"], row["locale"])
+
+
+def token_hash(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+async def create_user(db: asyncpg.Pool, user_id: uuid.UUID, email: str, password_hash: str, role: str,
+                      name: str, phone_enc: bytes | None, locale: str) -> User | None:
+    """Insert a user; None when the e-mail is taken (case-insensitively)."""
+    row = await db.fetchrow(
+        "INSERT INTO users (id, email, password_hash, role, name, phone_enc, locale)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT ((lower(email))) DO NOTHING RETURNING *",
+        user_id, email, password_hash, role, name, phone_enc, locale)
+    return None if row is None else _user(row)
+
+
+async def user_by_email(db: asyncpg.Pool, email: str) -> User | None:
+    row = await db.fetchrow("SELECT * FROM users WHERE lower(email) = lower($1)", email)
+    return None if row is None else _user(row)
+
+
+async def user_by_id(db: asyncpg.Pool, user_id: str) -> User | None:
+    row = await db.fetchrow("SELECT * FROM users WHERE id = $1::uuid", user_id)
+    return None if row is None else _user(row)
+
+
+async def update_password_hash(db: asyncpg.Pool, user_id: str, password_hash: str) -> None:
+    await db.execute("UPDATE users SET password_hash = $2 WHERE id = $1::uuid", user_id, password_hash)
+
+
+async def phone_ciphertext(db: asyncpg.Pool, user_id: str) -> bytes | None:
+    value: bytes | None = await db.fetchval("SELECT phone_enc FROM users WHERE id = $1::uuid", user_id)
+    return value
+
+
+async def add_refresh_token(db: asyncpg.Pool, user_id: str, token: str, family: uuid.UUID,
+                            expires_at: datetime) -> None:
+    await db.execute(
+        "INSERT INTO refresh_tokens (token_hash, user_id, family, expires_at) VALUES ($1, $2::uuid, $3, $4)",
+        token_hash(token), user_id, family, expires_at)
+
+
+async def spend_refresh_token(db: asyncpg.Pool, token: str) -> tuple[User, uuid.UUID] | None:
+    """Mark a live refresh token used, in one conditional statement (two racing uses: one wins).
+
+    A token presented again after it was spent revokes its whole family; returns None then."""
+    h = token_hash(token)
+    row = await db.fetchrow(
+        "WITH spent AS (UPDATE refresh_tokens SET used_at = now() WHERE token_hash = $1 AND used_at IS NULL"
+        " AND revoked_at IS NULL AND expires_at > now() RETURNING user_id, family)"
+        " SELECT u.*, spent.family FROM spent JOIN users u ON u.id = spent.user_id", h)
+    if row is not None:
+        return _user(row), row["family"]
+    await db.execute(
+        "UPDATE refresh_tokens SET revoked_at = now() WHERE revoked_at IS NULL AND family ="
+        " (SELECT family FROM refresh_tokens WHERE token_hash = $1 AND used_at IS NOT NULL)", h)
+    return None
+
+
+async def revoke_refresh_token(db: asyncpg.Pool, token: str) -> bool:
+    status: str = await db.execute(
+        "UPDATE refresh_tokens SET revoked_at = now() WHERE family ="
+        " (SELECT family FROM refresh_tokens WHERE token_hash = $1) AND revoked_at IS NULL", token_hash(token))
+    return status != "UPDATE 0"
