@@ -8,6 +8,10 @@ import signal
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
+from urllib.parse import parse_qs, urlsplit
+
+import asyncpg
+import redis.asyncio as aioredis
 
 from gateway.config import Config
 from gateway.delivery import Hub
@@ -20,6 +24,18 @@ from storage.db import connect_postgres, connect_redis
 from storage.migrate import migrate
 
 log = logging.getLogger(__name__)
+
+
+class StartupError(RuntimeError):
+    """A dependency is unreachable at start: reported as one line, exit status 1."""
+
+
+def _where(url: str) -> str:
+    """host:port of a server URL, never its password (or the socket folder of a local one)."""
+    parts = urlsplit(url)
+    if parts.hostname:
+        return f"{parts.hostname}:{parts.port}" if parts.port else parts.hostname
+    return parse_qs(parts.query).get("host", ["the default socket"])[0]
 
 
 def load_secret(config: Config) -> str:
@@ -52,10 +68,18 @@ class Running:
     async def __aenter__(self) -> Gateway:
         c = self.config
         assert c.database_url and c.redis_url
-        db = await connect_postgres(c.database_url, c.db_pool_size)
+        try:
+            db = await asyncio.wait_for(connect_postgres(c.database_url, c.db_pool_size), 15)
+        except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+            raise StartupError(f"cannot connect to PostgreSQL at {_where(c.database_url)}: {exc}") from None
         async with db.acquire() as conn:
             await migrate(conn)
         redis = connect_redis(c.redis_url)
+        try:
+            await asyncio.wait_for(redis.ping(), 15)
+        except (OSError, TimeoutError, aioredis.RedisError) as exc:
+            await db.close()
+            raise StartupError(f"cannot connect to Redis at {_where(c.redis_url)}: {exc}") from None
         cipher = FieldCipher(db, KeyRing.load_or_create(Path(c.data_dir) / "keys"))
         await cipher.start()
         services = Services(db, redis, token_issuer(c), self.passwords or Passwords(), cipher)
@@ -96,4 +120,8 @@ def run_worker(config: Config) -> None:
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    asyncio.run(serve_until_signalled(config))
+    try:
+        asyncio.run(serve_until_signalled(config))
+    except StartupError as exc:
+        log.error("%s", exc)
+        raise SystemExit(1) from None

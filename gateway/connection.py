@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 class Session:
     """Implements handlers' `Context` for one connection, and delivery's `Sink`."""
 
-    __slots__ = ("_outbox", "_timer", "_writer", "channels", "codec", "gateway", "state", "ws")
+    __slots__ = ("_outbox", "_overflowed", "_timer", "_writer", "channels", "codec", "gateway", "state", "ws")
 
     def __init__(self, gateway: "Gateway", ws: ServerConnection, codec: Codec) -> None:
         self.gateway = gateway
@@ -40,6 +40,7 @@ class Session:
         self.channels: tuple[str, ...] = ()
         self._outbox: collections.deque[bytes] | None = None  # events waiting for the writer
         self._writer: asyncio.Task[None] | None = None
+        self._overflowed = False
         self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
             config.auth_timeout_s, self._auth_deadline)
 
@@ -133,7 +134,7 @@ class Session:
         return BadRequest(N_("The request is not valid: {detail}"), detail=str(exc))
 
     def _error(self, data: bytes, exc: GatewayError, request_id: object = None) -> bytes:
-        if request_id is None and len(data) <= self.gateway.config.max_frame_bytes:
+        if request_id is None:  # a frame that failed to decode may still carry its id
             try:
                 request_id = self.codec.decode_head(data).id
             except msgspec.DecodeError:
@@ -147,15 +148,18 @@ class Session:
     # -- events ----------------------------------------------------------------------------
     def push(self, frame: bytes) -> None:
         """Queue an event frame; a session that lets too many pile up is closed, not buffered."""
+        if self._overflowed:
+            return
         outbox = self._outbox
         if outbox is None:
             outbox = self._outbox = collections.deque()
         if len(outbox) >= self.gateway.config.outbox_limit:
+            self._overflowed = True
             if self._writer is not None and not self._writer.done():
                 self._writer.cancel()
             outbox.clear()
             self.gateway.metrics.slow_consumers.inc()
-            self.gateway.spawn(self.ws.close(CloseCode.POLICY_VIOLATION, "slow consumer: outgoing queue full"))
+            self.gateway.spawn(self._evict())
             return
         outbox.append(frame)
         if self._writer is None or self._writer.done():
@@ -171,6 +175,15 @@ class Session:
                 counter.inc()
         except ConnectionClosed:
             outbox.clear()
+
+    async def _evict(self) -> None:
+        """Close a slow reader: the close frame waits behind what it did not read, so give it a
+        moment, then drop the connection."""
+        try:
+            async with asyncio.timeout(1.0):
+                await self.ws.close(CloseCode.POLICY_VIOLATION, "slow consumer: outgoing queue full")
+        except TimeoutError:
+            self.ws.transport.abort()
 
     def _auth_deadline(self) -> None:
         self._timer = None

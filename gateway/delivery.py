@@ -61,7 +61,7 @@ class Hub:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self._pubsub.aclose()
+        await self._pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def join(self, sink: Sink, channels: Iterable[str]) -> None:
         """Add the sink to the channels; returns once this process receives their messages."""

@@ -4,7 +4,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Awaitable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -115,7 +115,7 @@ class Gateway:
         return _response(404, "text/plain; charset=utf-8", b"not found; the websocket endpoint is /ws\n")
 
     async def health(self) -> dict[str, str]:
-        async def check(name: str, probe: Coroutine[Any, Any, Any]) -> tuple[str, str]:
+        async def check(name: str, probe: Awaitable[Any]) -> tuple[str, str]:
             try:
                 await asyncio.wait_for(probe, timeout=2)
                 return name, "ok"

@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import time
+from multiprocessing.process import BaseProcess
 from types import FrameType
 
 from gateway.app import run_worker
@@ -26,14 +27,15 @@ def serve(config: Config) -> int:
     try:
         if config.workers == 1:
             run_worker(config)
-        else:
-            _supervise(config)
+            return 0
+        return _supervise(config)
+    except SystemExit as exc:
+        return int(exc.code or 0)
     finally:
         embedded.stop()
-    return 0
 
 
-def _supervise(config: Config) -> None:
+def _supervise(config: Config) -> int:
     metrics_dir = config.data_dir.absolute() / "metrics"
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir(parents=True)
@@ -47,23 +49,31 @@ def _supervise(config: Config) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    workers = []
-    for _ in range(config.workers):
+    def start() -> tuple[BaseProcess, float]:
         worker = ctx.Process(target=run_worker, args=(config,), daemon=False)
         worker.start()
-        workers.append(worker)
+        return worker, time.monotonic()
+
+    workers = [start() for _ in range(config.workers)]
     log.info("started %d workers on port %d", config.workers, config.port)
+    status = 0
     while not stopping:
         time.sleep(0.2)
-        for i, worker in enumerate(workers):
-            if not worker.is_alive() and not stopping:
-                log.warning("worker %d exited with %s; restarting", worker.pid, worker.exitcode)
-                workers[i] = ctx.Process(target=run_worker, args=(config,), daemon=False)
-                workers[i].start()
-    for worker in workers:
+        for i, (worker, started) in enumerate(workers):
+            if worker.is_alive() or stopping:
+                continue
+            if time.monotonic() - started < 5:  # it could not start: restarting would loop
+                log.error("worker %d failed at start (exit %s); stopping", worker.pid, worker.exitcode)
+                stopping, status = True, 1
+                break
+            log.warning("worker %d exited with %s; restarting", worker.pid, worker.exitcode)
+            workers[i] = start()
+    workers_only = [worker for worker, _ in workers]
+    for worker in workers_only:
         if worker.is_alive() and worker.pid is not None:
             os.kill(worker.pid, signal.SIGTERM)
-    for worker in workers:
+    for worker in workers_only:
         worker.join(config.shutdown_grace_s + 5)
         if worker.is_alive():
             worker.kill()
+    return status

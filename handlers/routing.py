@@ -10,6 +10,7 @@ from protocol.messages import operation
 
 R = TypeVar("R", bound=Request)
 Handler = Callable[[Context, Any], Awaitable[Reply | None]]
+TypedHandler = Callable[[Context, R], Awaitable[Reply | None]]
 
 ANY_ROLE: frozenset[Role] = frozenset(ROLES)
 
@@ -30,10 +31,10 @@ class Router:
     def __init__(self) -> None:
         self.routes: dict[type[Request], Route] = {}
 
-    def route(
-        self, request: type[R], *, roles: Iterable[Role] | None
-    ) -> Callable[[Callable[[Context, R], Awaitable[Reply | None]]], Callable[[Context, R], Awaitable[Reply | None]]]:
-        def register(fn: Callable[[Context, R], Awaitable[Reply | None]]) -> Callable[[Context, R], Awaitable[Reply | None]]:
+    def route(self, request: type[R], *, roles: Iterable[Role] | None) -> Callable[[TypedHandler[R]], TypedHandler[R]]:
+        """Register the decorated function for `request`; `roles=None` makes it public."""
+
+        def register(fn: TypedHandler[R]) -> TypedHandler[R]:
             assert request not in self.routes, f"{request.__name__} routed twice"
             self.routes[request] = Route(request, fn, None if roles is None else frozenset(roles))
             return fn

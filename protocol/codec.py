@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from protocol.frames import Error, Head
+from protocol.frames import Error, Event, Head, Request
 from protocol.messages import AnyEvent, AnyRequest
 
 JSON_SUBPROTOCOL = "dispatch.v1.json"
@@ -37,11 +37,15 @@ class Codec:
         data: bytes = self._encode(frame)
         return data
 
-    def decode_request(self, data: bytes) -> AnyRequest:
-        return self._requests(data)
+    def decode_request(self, data: bytes) -> Request:
+        """One of `messages.REQUESTS`, validated."""
+        request: Request = self._requests(data)
+        return request
 
-    def decode_event(self, data: bytes) -> AnyEvent:
-        return self._events(data)
+    def decode_event(self, data: bytes) -> Event:
+        """One of `messages.EVENTS`, validated."""
+        event: Event = self._events(data)
+        return event
 
     def decode_head(self, data: bytes) -> Head:
         head: Head = self._heads(data)

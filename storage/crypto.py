@@ -54,11 +54,11 @@ class KeyRing:
         keys: dict[str, rsa.RSAPrivateKey] = {}
         current = ""
         for path in files:  # oldest first: the last one read is the current KEK
-            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-            if not isinstance(key, rsa.RSAPrivateKey):
+            loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+            if not isinstance(loaded, rsa.RSAPrivateKey):
                 raise ValueError(f"{path} is not an RSA private key")
-            current = cls.kid(key)
-            keys[current] = key
+            current = cls.kid(loaded)
+            keys[current] = loaded
         return cls(keys, current)
 
 

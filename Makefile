@@ -1,0 +1,36 @@
+# The common paths, one command each. A virtualenv is made and the project installed on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint bench schema messages clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)  ## the gateway on ws://127.0.0.1:8080/ws, embedded PostgreSQL and Redis under ./var
+	$(PY) run.py serve
+
+test: $(STAMP) lint  ## lint, then the whole test suite against real servers
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+bench: $(STAMP)
+	$(PY) -m bench.gateway --markdown docs/benchmarks.md
+
+schema: $(STAMP)  ## regenerate docs/asyncapi.yaml from the protocol types
+	$(PY) run.py schema
+
+messages: $(STAMP)  ## re-extract translatable strings and merge them into the catalogs
+	$(VENV)/bin/pybabel extract -F babel.cfg -k N_ --no-location --omit-header -o gateway/locales/messages.pot gateway handlers storage protocol
+	$(VENV)/bin/pybabel update -i gateway/locales/messages.pot -d gateway/locales -D messages --no-location --omit-header
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

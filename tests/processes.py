@@ -1,0 +1,69 @@
+"""Gateways as real OS processes (`python run.py serve ...`), for multi-process and shutdown tests."""
+
+import asyncio
+import os
+import signal
+import sys
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+
+from storage.embedded import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def healthz(port: int) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+            status: int = response.status
+            return status
+    except OSError:
+        return 0
+
+
+class GatewayProcess:
+    def __init__(self, *args: str, env: dict[str, str] | None = None, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.args = ["run.py", "serve", "--port", str(self.port), "--log-level", "WARNING", *args]
+        self.env = {**os.environ, **(env or {})}
+        self.process: asyncio.subprocess.Process | None = None
+        self.output = b""
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    async def start(self, timeout: float = 60) -> "GatewayProcess":
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable, *self.args, cwd=ROOT, env=self.env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        async with asyncio.timeout(timeout):
+            while await asyncio.to_thread(healthz, self.port) != 200:
+                if self.process.returncode is not None:
+                    raise RuntimeError(f"gateway exited: {await self.read_output()}")
+                await asyncio.sleep(0.1)
+        return self
+
+    async def read_output(self) -> str:
+        assert self.process is not None and self.process.stdout is not None
+        self.output += await self.process.stdout.read()
+        return self.output.decode(errors="replace")
+
+    async def terminate(self, timeout: float = 30) -> int:
+        """SIGTERM, then wait for the exit code."""
+        assert self.process is not None
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(timeout):
+            await self.read_output()
+            return await self.process.wait()
+
+    async def __aenter__(self) -> "GatewayProcess":
+        return await self.start()
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.kill()
+            await self.process.wait()

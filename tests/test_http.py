@@ -1,0 +1,41 @@
+"""The gateway's HTTP side: health and Prometheus metrics on the websocket port."""
+
+import asyncio
+import urllib.error
+import urllib.request
+
+from protocol.auth import Ping
+
+
+def get(port: int, path: str) -> tuple[int, str, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, r.headers["Content-Type"], r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers["Content-Type"], exc.read().decode()
+
+
+async def test_healthz_checks_postgres_and_redis(gateway):
+    status, kind, body = await asyncio.to_thread(get, gateway.port, "/healthz")
+    assert (status, kind) == (200, "application/json")
+    assert body == '{"status":"ok","postgres":"ok","redis":"ok"}'
+
+
+async def test_metrics_count_sessions_frames_errors_and_latency(gateway, signed_in):
+    client, _ = await signed_in("consumer")
+    await client.request(Ping())
+    await client.call("nope", {})
+    status, kind, body = await asyncio.to_thread(get, gateway.port, "/metrics")
+    assert status == 200 and kind.startswith("text/plain")
+    lines = {line.split(" ")[0]: float(line.split(" ")[1]) for line in body.splitlines()
+             if line and not line.startswith("#")}
+    assert lines["gateway_sessions"] >= 1
+    assert lines['gateway_frames_in_total{type="ping"}'] >= 1
+    assert lines['gateway_frames_in_total{type="invalid"}'] >= 1
+    assert lines['gateway_errors_total{code="bad_request"}'] >= 1
+    assert lines['gateway_handler_seconds_count{type="ping"}'] >= 1
+
+
+async def test_other_paths_are_404(gateway):
+    status, _, body = await asyncio.to_thread(get, gateway.port, "/nope")
+    assert status == 404 and "/ws" in body

@@ -1,0 +1,124 @@
+"""Session limits: rate, frame size, slow readers, authentication deadline, idleness, expiry."""
+
+import asyncio
+from datetime import timedelta
+
+import msgspec
+import pytest
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed
+
+from gateway.delivery import user_channel
+from protocol.admin import Notice
+from protocol.auth import Auth
+from tests.conftest import mint, ws_url
+
+
+async def closed_with(ws, timeout: float = 10.0) -> tuple[int, str]:
+    with pytest.raises(ConnectionClosed) as caught:
+        async with asyncio.timeout(timeout):
+            while True:
+                await ws.recv()
+    assert caught.value.rcvd is not None
+    return caught.value.rcvd.code, caught.value.rcvd.reason
+
+
+async def test_rate_limit_answers_rate_limited_with_retry_after(make_gateway, connect):
+    async with make_gateway(rate_per_s=5, rate_burst=5) as gw:
+        client = await connect(gw)
+        replies = [(await client.call("ping", {}))[0] for _ in range(8)]
+        codes = [r.get("code") for r in replies]
+        assert codes[:5] == [None] * 5
+        limited = [r for r in replies if r.get("code") == "rate_limited"]
+        assert limited and 0 < limited[0]["details"]["retry_after"] <= 0.2
+        await asyncio.sleep(0.25)
+        assert (await client.call("ping", {}))[0]["type"] == "result"
+
+
+async def test_oversized_frame_gets_too_large_and_the_session_lives_on(gateway, connect):
+    client = await connect()
+    limit = gateway.config.max_frame_bytes
+    reply, _ = await client.call("ping", {"padding": "x" * (limit + 10)})
+    assert reply["code"] == "too_large" and str(limit) in reply["message"]
+    assert (await client.call("ping", {}))[0]["type"] == "result"
+
+
+async def test_a_frame_beyond_the_transport_limit_closes_with_1009(gateway):
+    async with ws_connect(ws_url(gateway), compression=None, max_size=None) as ws:
+        await ws.send("x" * (max(gateway.config.max_frame_bytes * 4, 1 << 20) + 1))
+        code, _ = await closed_with(ws)
+        assert code == 1009
+
+
+async def test_a_client_that_stops_reading_is_disconnected(make_gateway):
+    async with make_gateway(outbox_limit=20) as gw:
+        user_id, token = mint(gw, "consumer")
+        # max_queue=1: the client library stops reading the socket once one frame waits unread.
+        async with ws_connect(ws_url(gw), compression=None, max_queue=1) as ws:
+            await ws.send(msgspec.json.encode({"type": "auth", "id": "a", "token": token}).decode())
+            await asyncio.sleep(0.2)  # the auth reply arrives and fills the one-frame queue
+            notice = Notice(text="x" * 4000, sender="test")
+            for _ in range(2000):  # ~8 MB: more than the socket buffers hold
+                gw.hub.deliver_local(user_channel(user_id), notice)
+                await asyncio.sleep(0)
+                if not gw.sessions:
+                    break
+            await asyncio.sleep(1.5)
+            assert gw.metrics.slow_consumers._value.get() == 1
+            assert not gw.sessions  # evicted within the grace period, not after close_timeout
+            received = 0
+            with pytest.raises(ConnectionClosed):
+                async with asyncio.timeout(10):
+                    while True:
+                        await ws.recv()
+                        received += 1
+            assert received < 2000  # what the socket buffers held; the rest was never queued
+
+
+async def test_a_reading_client_gets_every_event_in_order(gateway, signed_in):
+    client, user_id = await signed_in("consumer")
+    for i in range(300):
+        gateway.hub.deliver_local(user_channel(user_id), Notice(text=str(i), sender="t"))
+    texts = [(await client.next_event()).text for _ in range(300)]
+    assert texts == [str(i) for i in range(300)]
+
+
+async def test_unauthenticated_connections_are_closed_after_the_deadline(make_gateway):
+    async with make_gateway(auth_timeout_s=0.3) as gw, ws_connect(ws_url(gw), compression=None) as ws:
+        await ws.send('{"type": "ping", "id": "1"}')  # public frames do not count as signing in
+        assert msgspec.json.decode(await ws.recv())["type"] == "result"
+        assert await closed_with(ws, 5) == (1008, "authentication timeout")
+
+
+async def test_signed_in_sessions_outlive_the_auth_deadline(make_gateway, connect):
+    async with make_gateway(auth_timeout_s=0.3) as gw:
+        client = await connect(gw)
+        _, token = mint(gw, "consumer")
+        await client.request(Auth(token=token))
+        await asyncio.sleep(0.6)
+        assert (await client.call("ping", {}))[0]["type"] == "result"
+
+
+async def test_idle_sessions_are_closed(make_gateway):
+    async with make_gateway(idle_timeout_s=0.4) as gw, ws_connect(ws_url(gw), compression=None) as ws:
+        code, reason = await closed_with(ws, 5)
+        assert (code, reason) == (1001, "idle timeout")
+
+
+async def test_sessions_end_when_their_token_expires(make_gateway):
+    async with make_gateway(idle_timeout_s=0.4) as gw, ws_connect(ws_url(gw), compression=None) as ws:
+        token, _ = gw.services.tokens.mint("u-exp", "consumer", ttl=timedelta(seconds=1))
+        await ws.send(msgspec.json.encode({"type": "auth", "id": "a", "token": token}).decode())
+        assert msgspec.json.decode(await ws.recv())["type"] == "result"
+
+        async def keep_alive() -> None:
+            while True:
+                await asyncio.sleep(0.1)
+                await ws.send('{"type": "ping"}')
+
+        pinger = asyncio.create_task(keep_alive())
+        try:
+            code, reason = await closed_with(ws, 5)
+        finally:
+            pinger.cancel()
+        assert (code, reason) == (1008, "session token expired")

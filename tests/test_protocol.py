@@ -1,0 +1,106 @@
+"""The wire: JSON and MessagePack sessions, and no input that can crash a session."""
+
+import asyncio
+
+import msgspec
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from websockets.asyncio.client import connect as ws_connect
+
+from protocol.auth import Auth, Ping
+from protocol.codec import JSON, MSGPACK
+from protocol.frames import ERROR_CODES
+from tests.conftest import mint, ws_url
+
+JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=12,
+)
+OPERATIONS = st.sampled_from(["auth", "ping", "auth.register", "auth.login", "auth.refresh", "auth.logout",
+                              "admin.notify", "nope", ""])
+FRAMEY = st.builds(lambda op, rest, rid: {**rest, "type": op, "id": rid}, OPERATIONS,
+                   st.dictionaries(st.sampled_from(["token", "email", "password", "role", "name", "text",
+                                                    "user_id", "group", "refresh_token", "locale"]), JSONISH,
+                               max_size=4),
+                   st.none() | st.text(max_size=70) | st.integers())
+
+
+async def test_msgpack_session_speaks_binary_frames(gateway, connect):
+    client = await connect(codec=MSGPACK)
+    assert client.ws.subprotocol == "dispatch.v1.msgpack"
+    _, token = mint(gateway, "consumer")
+    assert (await client.request(Auth(token=token))).role == "consumer"
+    raw = await client.call("ping", {})
+    assert raw[0]["type"] == "result"
+
+
+async def test_a_client_offering_no_subprotocol_gets_json(gateway):
+    async with ws_connect(ws_url(gateway), compression=None) as ws:
+        assert ws.subprotocol is None
+        await ws.send('{"type": "ping", "id": "p1"}')
+        reply = msgspec.json.decode(await ws.recv())
+        assert reply["type"] == "result" and reply["id"] == "p1" and "server_time" in reply
+
+
+async def test_a_client_offering_an_unknown_subprotocol_gets_json(gateway):
+    async with ws_connect(ws_url(gateway), subprotocols=["graphql-ws"], compression=None) as ws:  # type: ignore[list-item]
+        await ws.send('{"type": "ping", "id": "p2"}')
+        assert msgspec.json.decode(await ws.recv())["id"] == "p2"
+
+
+async def test_replies_keep_the_request_id_and_errors_name_a_stable_code(gateway):
+    async with ws_connect(ws_url(gateway), compression=None) as ws:
+        for frame, code in ((b'{"type": "nope", "id": "a"}', "bad_request"),
+                            (b'[1, 2]', "bad_request"),
+                            (b'{"id": "b"}', "bad_request"),
+                            (b'{"type": "admin.notify", "id": "c", "text": "x", "group": "g"}', "unauthorized"),
+                            (b'{"type": "ping", "id": 7}', "bad_request")):
+            await ws.send(frame.decode())
+            reply = msgspec.json.decode(await ws.recv())
+            assert reply["type"] == "error" and reply["code"] == code, (frame, reply)
+            assert reply["message"]
+        # the session survived all of it
+        await ws.send('{"type": "ping", "id": "d"}')
+        assert msgspec.json.decode(await ws.recv())["type"] == "result"
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=300) | st.builds(msgspec.json.encode, FRAMEY) | st.builds(msgspec.json.encode, JSONISH),
+       as_text=st.booleans())
+async def test_arbitrary_frames_get_an_error_or_a_reply_never_a_crash(gateway, data, as_text):
+    async with ws_connect(ws_url(gateway), compression=None) as ws:
+        try:
+            await ws.send(data.decode("utf-8", "replace") if as_text else data)
+            reply = msgspec.json.decode(await asyncio.wait_for(ws.recv(), 5))
+        except Exception as exc:  # a clean close is acceptable; anything else is a failure
+            from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK
+            assert isinstance(exc, (ConnectionClosedOK, ConnectionClosedError)), exc
+            assert exc.rcvd is not None and exc.rcvd.code in (1000, 1007, 1008, 1009), exc
+            return
+        assert reply["type"] in ("result", "error")
+        if reply["type"] == "error":
+            assert reply["code"] in ERROR_CODES and reply["code"] != "internal", reply
+        # the session still answers
+        await ws.send('{"type": "ping", "id": "after"}')
+        assert msgspec.json.decode(await asyncio.wait_for(ws.recv(), 5))["id"] == "after"
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=JSONISH)
+async def test_arbitrary_msgpack_frames_never_crash_a_session(gateway, value):
+    async with ws_connect(ws_url(gateway), subprotocols=["dispatch.v1.msgpack"], compression=None) as ws:  # type: ignore[list-item]
+        await ws.send(msgspec.msgpack.encode(value))
+        reply = msgspec.msgpack.decode(await asyncio.wait_for(ws.recv(), 5))
+        assert reply["type"] in ("result", "error")
+        await ws.send(msgspec.msgpack.encode({"type": "ping", "id": "after"}))
+        assert msgspec.msgpack.decode(await asyncio.wait_for(ws.recv(), 5))["id"] == "after"
+
+
+def test_codecs_round_trip_every_request_field():
+    ping = Ping(id="x")
+    assert JSON.decode_request(JSON.encode(ping)) == ping
+    assert MSGPACK.decode_request(MSGPACK.encode(ping)) == ping
+    with pytest.raises(msgspec.DecodeError):
+        JSON.decode_request(b'{"type": "ping", "id": ""}')  # ids are 1-64 characters

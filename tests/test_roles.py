@@ -1,0 +1,55 @@
+"""Every operation against every role: allowed roles get past the check, others get `forbidden`,
+anonymous sessions get `unauthorized` except for the public operations."""
+
+import uuid
+
+import pytest
+
+from handlers.context import ROLES
+from handlers.registry import ROUTES
+from protocol.messages import REQUESTS, operation
+from tests.conftest import mint
+
+# A well-formed example of every operation, so the role check (not validation) decides.
+EXAMPLES: dict[str, dict[str, object]] = {
+    "auth": {"token": "not-a-token"},
+    "ping": {},
+    "auth.register": {"email": "x@example.com", "password": "short"},
+    "auth.login": {"email": "nobody@example.com", "password": "whatever1"},
+    "auth.refresh": {"refresh_token": "nope"},
+    "auth.logout": {"refresh_token": "nope"},
+    "admin.notify": {"user_id": "nobody", "text": "hello"},
+}
+
+
+def test_every_operation_is_routed_and_has_an_example():
+    assert {operation(r) for r in REQUESTS} == {route.operation for route in ROUTES.values()}
+    assert set(EXAMPLES) == {operation(r) for r in REQUESTS}
+
+
+@pytest.mark.parametrize("role", [None, *ROLES])
+async def test_role_matrix(gateway, connect, role):
+    client = await connect()
+    if role is not None:
+        _, token = mint(gateway, role)
+        await client.call("auth", {"token": token})
+    for route in ROUTES.values():
+        reply, _ = await client.call(route.operation, dict(EXAMPLES[route.operation]))
+        code = reply.get("code")
+        if route.roles is None or (role is not None and role in route.roles):
+            assert code not in ("forbidden",) and not (code == "unauthorized" and route.operation
+                                                        not in ("auth", "auth.login", "auth.refresh")), reply
+        elif role is None:
+            assert code == "unauthorized", (route.operation, reply)
+        else:
+            assert code == "forbidden", (route.operation, role, reply)
+
+
+async def test_public_operations_return_real_results_for_each_role(gateway, connect):
+    for role in ROLES:
+        client = await connect()
+        user_id, token = mint(gateway, role, str(uuid.uuid4()))
+        reply, _ = await client.call("auth", {"token": token})
+        assert reply["type"] == "result" and reply["user_id"] == user_id and reply["role"] == role
+        reply, _ = await client.call("ping", {})
+        assert reply["type"] == "result"

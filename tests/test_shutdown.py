@@ -1,0 +1,73 @@
+"""Graceful shutdown, and the embedded default: a gateway with no URLs runs its own servers."""
+
+import asyncio
+import contextlib
+import uuid
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+
+from protocol.auth import Auth, Login, Ping, Register
+from protocol.client import Client
+from tests.conftest import SECRET, mint
+from tests.processes import GatewayProcess
+
+
+async def test_sigterm_closes_sessions_with_1012_and_exits_0(gateway, servers, tmp_path):
+    args = ("--database-url", servers[0], "--redis-url", servers[1], "--secret", SECRET, "--data-dir", str(tmp_path))
+    async with GatewayProcess(*args) as served:
+        clients = [await Client.connect(served.url) for _ in range(5)]
+        for client in clients:
+            await client.request(Auth(token=mint(gateway, "technician")[1]))
+        assert await served.terminate() == 0
+        for client in clients:
+            await asyncio.wait_for(client.ws.wait_closed(), 5)
+            assert client.ws.close_code == 1012 and client.ws.close_reason == "service restart"
+
+
+def _processes_under(path) -> list[str]:
+    found = []
+    for proc in __import__("pathlib").Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if proc.name.isdigit() and str(path) in (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode():
+                found.append(proc.name)
+    return found
+
+
+@pytest.mark.timeout(180)
+async def test_embedded_servers_start_keep_data_and_stop(tmp_path):
+    env = {"DATABASE_URL": "", "REDIS_URL": "", "GATEWAY_SECRET": ""}  # nothing configured
+    email = f"embedded-{uuid.uuid4().hex[:8]}@example.com"
+    served = await GatewayProcess("--data-dir", str(tmp_path), env=env).start(timeout=120)
+    async with await Client.connect(served.url) as client:
+        tokens = await client.request(Register(email=email, password="password1", role="consumer", name="E"))
+        await client.request(Auth(token=tokens.token))
+        await client.request(Ping())
+    assert await served.terminate() == 0
+    assert not _processes_under(tmp_path), "PostgreSQL or Redis left running"
+    assert (tmp_path / "postgres" / "PG_VERSION").exists() and (tmp_path / "secret").exists()
+
+    # Restarted on the same folder: the account is still there, the old session token still valid.
+    served = await GatewayProcess("--data-dir", str(tmp_path), env=env).start(timeout=120)
+    try:
+        async with await Client.connect(served.url) as client:
+            assert (await client.request(Login(email=email, password="password1"))).user_id == tokens.user_id
+            assert (await client.request(Auth(token=tokens.token))).user_id == tokens.user_id
+    finally:
+        assert await served.terminate() == 0
+    assert not _processes_under(tmp_path)
+
+
+async def test_a_gateway_that_cannot_reach_its_database_fails_with_one_line(tmp_path):
+    env = {"DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none", "REDIS_URL": "redis://127.0.0.1:1/0"}
+    served = GatewayProcess("--data-dir", str(tmp_path), env=env)
+    with pytest.raises(RuntimeError) as caught:
+        await served.start(timeout=30)
+    assert "Traceback" not in str(caught.value) and "cannot connect to PostgreSQL" in str(caught.value)
+
+
+async def test_closed_sessions_raise_for_pending_requests(make_gateway):
+    async with make_gateway() as gw:
+        client = await Client.connect(f"ws://127.0.0.1:{gw.port}/ws")
+    with pytest.raises((ConnectionError, ConnectionClosed)):
+        await client.request(Ping(), timeout=5)

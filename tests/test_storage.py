@@ -1,0 +1,81 @@
+"""Migrations and the encryption of personal fields, against the real PostgreSQL."""
+
+import asyncio
+import uuid
+
+import asyncpg
+import pytest
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from protocol.auth import Register
+from storage.crypto import FieldCipher, KeyRing
+from storage.migrate import migrate, migrations
+
+
+async def test_migrations_run_twice_and_concurrently_apply_once(gateway, servers):
+    conns = [await asyncpg.connect(servers[0]) for _ in range(3)]
+    try:
+        results = await asyncio.gather(*(migrate(c) for c in conns))
+        assert all(r == [] for r in results)  # the gateway fixture applied them already
+        versions = await conns[0].fetch("SELECT version FROM schema_migrations ORDER BY version")
+        assert [r["version"] for r in versions] == [v for v, _, _ in migrations()]
+    finally:
+        for conn in conns:
+            await conn.close()
+
+
+async def test_a_fresh_database_migrates_from_two_processes_at_once(servers):
+    admin = await asyncpg.connect(servers[0])
+    name = f"m_{uuid.uuid4().hex[:10]}"
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        url = servers[0].replace("/postgres?", f"/{name}?") if "/postgres?" in servers[0] else None
+        if url is None:
+            pytest.skip("external database URL: cannot derive a scratch database")
+        conns = [await asyncpg.connect(url) for _ in range(2)]
+        results = await asyncio.gather(*(migrate(c) for c in conns))
+        assert sorted(len(r) for r in results) == [0, len(migrations())]  # one applied all, one none
+        for conn in conns:
+            await conn.close()
+    finally:
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def test_phone_numbers_are_stored_encrypted(gateway, connect):
+    client = await connect()
+    phone = "+1 555 867 5309"
+    tokens = await client.request(Register(email=f"p-{uuid.uuid4().hex[:8]}@example.com", password="password1",
+                                           role="consumer", name="Jenny", phone=phone))
+    stored = await gateway.services.db.fetchval("SELECT phone_enc FROM users WHERE id = $1::uuid", tokens.user_id)
+    assert phone.encode() not in stored and b"8675309" not in stored
+    everything = await gateway.services.db.fetchval("SELECT row_to_json(u)::text FROM users u WHERE id = $1::uuid",
+                                                    tokens.user_id)
+    assert "867" not in everything
+    cipher = gateway.services.cipher
+    assert await cipher.decrypt(stored, f"users.phone:{tokens.user_id}") == phone
+    # bound to its row: the same bytes copied to another user do not decrypt
+    with pytest.raises(InvalidTag):
+        await cipher.decrypt(stored, f"users.phone:{uuid.uuid4()}")
+
+
+async def test_a_new_key_encryption_key_rotates_and_old_values_stay_readable(gateway, tmp_path):
+    db = gateway.services.db
+    old = FieldCipher(db, KeyRing.load_or_create(tmp_path))
+    await old.start()
+    sealed = old.encrypt("221B Baker Street", "test:1")
+    ring = KeyRing.load_or_create(tmp_path)
+    new_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    path = tmp_path / f"kek-{KeyRing.kid(new_key)}.pem"
+    path.write_bytes(new_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    rotated_ring = KeyRing.load_or_create(tmp_path)
+    assert rotated_ring.current == KeyRing.kid(new_key) != ring.current
+    rotated = FieldCipher(db, rotated_ring)
+    await rotated.start()
+    fresh = rotated.encrypt("10 Downing Street", "test:2")
+    assert fresh[1:5] != sealed[1:5]  # a new data key id
+    assert await rotated.decrypt(sealed, "test:1") == "221B Baker Street"
+    assert await rotated.decrypt(fresh, "test:2") == "10 Downing Street"
