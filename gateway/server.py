@@ -81,6 +81,7 @@ class Gateway:
             max_size=max(c.max_frame_bytes * 4, 1 << 20),
             ping_interval=c.ping_interval_s,
             ping_timeout=c.ping_interval_s,
+            close_timeout=c.ping_interval_s,  # a peer that cannot answer within a heartbeat is gone
             reuse_port=c.workers > 1 and sock is None,
         )
         self.spawn(self._sweep())

@@ -25,8 +25,8 @@ def healthz(port: int) -> int:
 class GatewayProcess:
     def __init__(self, *args: str, env: dict[str, str] | None = None, port: int | None = None) -> None:
         self.port = port or free_port()
-        self.args = ["run.py", "serve", "--port", str(self.port), "--log-level", "WARNING", *args]
-        self.env = {**os.environ, **(env or {})}
+        self.args = ["run.py", "serve", "--port", str(self.port), *args]
+        self.env = {**os.environ, "LOG_LEVEL": "WARNING", **(env or {})}
         self.process: asyncio.subprocess.Process | None = None
         self.output = b""
 

@@ -122,3 +122,18 @@ async def test_sessions_end_when_their_token_expires(make_gateway):
         finally:
             pinger.cancel()
         assert (code, reason) == (1008, "session token expired")
+
+
+async def test_a_peer_that_stops_answering_heartbeats_is_dropped(make_gateway):
+    async with make_gateway(ping_interval_s=0.3) as gw:
+        # A raw TCP client: completes the handshake, then never reads or answers a ping.
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        writer.write(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+        await asyncio.sleep(0.1)
+        assert len(gw.sessions) == 1
+        async with asyncio.timeout(5):
+            while gw.sessions:
+                await asyncio.sleep(0.1)
+        writer.close()

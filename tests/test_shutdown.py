@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import uuid
 
+import msgspec
 import pytest
 from websockets.exceptions import ConnectionClosed
 
@@ -14,8 +15,9 @@ from tests.processes import GatewayProcess
 
 
 async def test_sigterm_closes_sessions_with_1012_and_exits_0(gateway, servers, tmp_path):
-    args = ("--database-url", servers[0], "--redis-url", servers[1], "--secret", SECRET, "--data-dir", str(tmp_path))
-    async with GatewayProcess(*args) as served:
+    args = ("--database-url", servers[0], "--redis-url", servers[1], "--secret", SECRET, "--data-dir", str(tmp_path),
+            "--log-format", "json")
+    async with GatewayProcess(*args, env={"LOG_LEVEL": "INFO"}) as served:
         clients = [await Client.connect(served.url) for _ in range(5)]
         for client in clients:
             await client.request(Auth(token=mint(gateway, "technician")[1]))
@@ -23,6 +25,10 @@ async def test_sigterm_closes_sessions_with_1012_and_exits_0(gateway, servers, t
         for client in clients:
             await asyncio.wait_for(client.ws.wait_closed(), 5)
             assert client.ws.close_code == 1012 and client.ws.close_reason == "service restart"
+    # structured logs: one JSON object per line
+    logs = [msgspec.json.decode(line) for line in served.output.decode().splitlines() if line.strip()]
+    assert any(entry["msg"].startswith("shutting down: closing 5 sessions") for entry in logs)
+    assert all({"ts", "level", "logger", "msg"} <= set(entry) for entry in logs)
 
 
 def _processes_under(path) -> list[str]:
