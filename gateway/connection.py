@@ -6,7 +6,9 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+import asyncpg
 import msgspec
+from redis.exceptions import RedisError
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
@@ -15,7 +17,7 @@ from gateway.delivery import group_channel, user_channel
 from gateway.i18n import negotiate
 from gateway.session import SessionState
 from handlers.context import Identity, Services
-from handlers.errors import N_, BadRequest, GatewayError, Internal, RateLimited, TooLarge
+from handlers.errors import N_, BadRequest, GatewayError, Internal, RateLimited, TooLarge, Unavailable
 from protocol.codec import Codec, error_frame
 from protocol.frames import Event, Reply
 from protocol.messages import BY_TYPE
@@ -24,6 +26,8 @@ if TYPE_CHECKING:
     from gateway.server import Gateway
 
 log = logging.getLogger(__name__)
+# PostgreSQL or Redis down or timing out: the client should retry, nothing is wrong with its frame.
+UNREACHABLE = (OSError, TimeoutError, RedisError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
 
 
 class Session:
@@ -62,7 +66,8 @@ class Session:
         if channels != self.channels:
             self.gateway.hub.leave(self, self.channels)
             self.channels = channels
-            await self.gateway.hub.join(self, channels)
+            async with asyncio.timeout(5):  # Redis must confirm the subscriptions
+                await self.gateway.hub.join(self, channels)
 
     def negotiate_locale(self, requested: str | None) -> str:
         return negotiate(requested)
@@ -110,6 +115,9 @@ class Session:
             reply: Reply | None = await route.handler(self, request)
         except GatewayError as exc:
             return self._error(data, exc, request.id)
+        except UNREACHABLE as exc:
+            log.warning("%s: a dependency is unreachable: %r", route.operation, exc)
+            return self._error(data, Unavailable(), request.id)
         except Exception:
             log.exception("handler for %s failed", route.operation)
             return self._error(data, Internal(), request.id)

@@ -39,3 +39,19 @@ async def test_metrics_count_sessions_frames_errors_and_latency(gateway, signed_
 async def test_other_paths_are_404(gateway):
     status, _, body = await asyncio.to_thread(get, gateway.port, "/nope")
     assert status == 404 and "/ws" in body
+
+
+async def test_a_lost_redis_gives_unavailable_and_an_unhealthy_healthz(make_gateway, connect, tmp_path):
+    from storage.embedded import EmbeddedRedis
+    from tests.conftest import mint
+
+    redis = EmbeddedRedis(tmp_path / "redis")
+    async with make_gateway(redis_url=redis.start()) as gw:
+        admin = await connect(gw)
+        await admin.call("auth", {"token": mint(gw, "admin")[1]})
+        redis.stop()
+        reply, _ = await admin.call("admin.notify", {"group": "role:technician", "text": "x"})
+        assert reply["code"] == "unavailable"
+        status, _, body = await asyncio.to_thread(get, gw.port, "/healthz")
+        assert status == 503 and '"postgres":"ok"' in body and '"redis":"error' in body
+        assert (await admin.call("ping", {}))[0]["type"] == "result"  # the session lives on
