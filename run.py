@@ -91,7 +91,11 @@ def main(argv: list[str] | None = None) -> int:
 def token(config: Config, args: argparse.Namespace) -> int:
     from gateway.app import token_issuer
 
-    value, expires_at = token_issuer(config).mint(args.sub, args.role, args.locale)
+    try:
+        value, expires_at = token_issuer(config, create_secret=False).mint(args.sub, args.role, args.locale)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
     print(f"# {args.role} {args.sub}, expires {expires_at.isoformat()}", file=sys.stderr)
     print(value)
     return 0

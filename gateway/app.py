@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 import asyncpg
 import redis.asyncio as aioredis
 
-from gateway.config import Config
+from gateway.config import Config, ConfigError
 from gateway.delivery import Hub
 from gateway.server import Gateway
 from handlers.context import Services
@@ -38,11 +38,17 @@ def _where(url: str) -> str:
     return parse_qs(parts.query).get("host", ["the default socket"])[0]
 
 
-def load_secret(config: Config) -> str:
-    """GATEWAY_SECRET, else the one generated on first start and kept in DATA_DIR."""
+def load_secret(config: Config, create: bool = True) -> str:
+    """GATEWAY_SECRET, else the one generated on the gateway's first start and kept in DATA_DIR.
+
+    Tools that only mint tokens pass `create=False`: a secret of their own would sign tokens
+    that no gateway accepts."""
     if config.secret:
         return config.secret
     path = config.data_dir / "secret"
+    if not path.exists() and not create:
+        raise ConfigError(f"no secret: set GATEWAY_SECRET, or start the gateway once with --data-dir "
+                          f"{config.data_dir} so that it generates {path}")
     if not path.exists():
         config.data_dir.mkdir(parents=True, exist_ok=True)
         path.write_text(secrets.token_urlsafe(48))
@@ -50,8 +56,8 @@ def load_secret(config: Config) -> str:
     return path.read_text().strip()
 
 
-def token_issuer(config: Config) -> TokenIssuer:
-    return TokenIssuer(load_secret(config), timedelta(seconds=config.token_ttl_s),
+def token_issuer(config: Config, create_secret: bool = True) -> TokenIssuer:
+    return TokenIssuer(load_secret(config, create_secret), timedelta(seconds=config.token_ttl_s),
                        timedelta(seconds=config.refresh_ttl_s))
 
 

@@ -51,6 +51,7 @@ def test_every_subcommand_has_help_and_takes_data_dir(command):
 
 
 def test_token_prints_a_token_that_the_gateway_accepts_as_its_last_line(tmp_path):
+    (tmp_path / "secret").write_text("s" * 48)  # as the gateway's first start leaves it
     result = subprocess.run([sys.executable, "run.py", "token", "--role", "admin", "--sub", "alice",
                              "--data-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
@@ -58,3 +59,13 @@ def test_token_prints_a_token_that_the_gateway_accepts_as_its_last_line(tmp_path
     from gateway.app import token_issuer
     identity = token_issuer(configuration.Config(data_dir=tmp_path)).verify(token)
     assert (identity.user_id, identity.role) == ("alice", "admin")
+
+
+def test_token_without_any_secret_says_where_to_get_one(tmp_path):
+    result = subprocess.run([sys.executable, "run.py", "token", "--role", "admin", "--sub", "alice",
+                             "--data-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                            env={"PATH": "/usr/bin:/bin"})
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        f"configuration error: no secret: set GATEWAY_SECRET, or start the gateway once with --data-dir "
+        f"{tmp_path} so that it generates {tmp_path / 'secret'}"]

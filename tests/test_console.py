@@ -1,0 +1,188 @@
+"""The debug console as its users run it: `run.py console` against a real gateway, from a script
+and in a pseudo-terminal, plus its Tab completion."""
+
+import asyncio
+import fcntl
+import os
+import pty
+import re
+import socket
+import struct
+import sys
+import termios
+import uuid
+from pathlib import Path
+
+import pytest
+from prompt_toolkit.completion import CompleteEvent
+from prompt_toolkit.document import Document
+
+from clients.console import FrameCompleter
+from protocol.admin import Notify
+from tests.conftest import ROOT, SECRET, ws_url
+
+TIMEOUT_S = 60.0
+ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07|\x1b[()][0-9A-Za-z]|\x1b[=>78]|\r")
+
+
+def console_argv(url: str, data_dir: Path, *args: str) -> list[str]:
+    return [sys.executable, "run.py", "console", "--url", url, "--secret", SECRET,
+            "--data-dir", str(data_dir), *args]
+
+
+async def run_console(url: str, data_dir: Path, *args: str) -> tuple[int, str]:
+    """Exit status and output (stdout and stderr) of a non-interactive console."""
+    proc = await asyncio.create_subprocess_exec(
+        *console_argv(url, data_dir, *args), cwd=ROOT, env={**os.environ, "COLUMNS": "200"},
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), TIMEOUT_S)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()
+
+
+def user() -> str:
+    return f"alice-{uuid.uuid4().hex[:8]}"
+
+
+async def test_script_pings_and_notifies_itself(gateway, tmp_path):
+    alice = user()
+    script = tmp_path / "smoke.txt"
+    script.write_text(f'# a comment, then a blank line\n\nping\nadmin.notify {{"user_id": "{alice}", '
+                      f'"text": "hello from the console"}}\nping\n')
+    code, out = await run_console(ws_url(gateway), tmp_path, "--role", "admin", "--sub", alice,
+                                  "--script", str(script))
+    assert code == 0, out
+    assert '"role": "admin"' in out  # the auth result comes first
+    assert out.count('-> {"type": "ping"') == 2
+    assert out.count('"server_time"') == 3  # auth and two pongs
+    assert '"sessions": 1' in out  # this very session is alice's
+    assert "event notice" in out and f'"sender": "{alice}"' in out
+    assert "comment" not in out
+
+
+@pytest.mark.parametrize(("role", "line", "code"), [
+    ("admin", "admin.notify {}", "bad_request"),
+    ("consumer", 'admin.notify {"user_id": "u1", "text": "hi"}', "forbidden"),
+])
+async def test_script_stops_at_the_first_error(gateway, tmp_path, role, line, code):
+    script = tmp_path / "failing.txt"
+    script.write_text(f"ping\n{line}\nping\n")
+    status, out = await run_console(ws_url(gateway), tmp_path, "--role", role, "--sub", user(),
+                                    "--script", str(script))
+    assert status == 1, out
+    assert f"error {code}" in out and f'"code": "{code}"' in out
+    assert "failing.txt:2" in out
+    assert out.count("-> ") == 2  # the last ping never went out
+
+
+async def test_raw_frames_and_msgpack(gateway, tmp_path):
+    script = tmp_path / "raw.txt"
+    script.write_text('{"type": "ping", "id": "mine"}\n{"type": "ping"}\n')
+    code, out = await run_console(ws_url(gateway), tmp_path, "--msgpack", "--script", str(script))
+    assert code == 0, out
+    assert '"id": "mine"' in out and '"id": null' in out  # a frame without id is sent as typed
+    assert out.count('"server_time"') == 2  # msgpack replies shown as JSON
+
+
+async def test_unreadable_script_and_unreachable_gateway_say_so_in_one_line(gateway, tmp_path):
+    code, out = await run_console(ws_url(gateway), tmp_path, "--script", str(tmp_path / "missing.txt"))
+    assert (code, out.strip().count("\n")) == (2, 0)
+    assert "cannot read script" in out and "No such file" in out
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    script = tmp_path / "ping.txt"
+    script.write_text("ping\n")
+    code, out = await run_console(f"ws://127.0.0.1:{port}/ws", tmp_path, "--script", str(script))
+    assert (code, out.strip().count("\n")) == (2, 0)
+    assert f"cannot connect to ws://127.0.0.1:{port}/ws" in out
+
+
+class Terminal:
+    """The master side of a pseudo-terminal, read by the event loop so the gateway keeps serving."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.output = bytearray()
+        self.changed = asyncio.Event()
+        asyncio.get_running_loop().add_reader(fd, self._read)
+
+    def _read(self) -> None:
+        try:
+            data = os.read(self.fd, 65536)
+        except OSError:  # EIO: the console exited
+            data = b""
+        if not data:
+            asyncio.get_running_loop().remove_reader(self.fd)
+        self.output += data
+        self.changed.set()
+
+    @property
+    def text(self) -> str:
+        return ANSI.sub("", self.output.decode(errors="replace"))
+
+    async def expect(self, wanted: str, after: int = 0) -> int:
+        """Wait for `wanted` on screen after position `after`; returns where it ends."""
+        async with asyncio.timeout(TIMEOUT_S):
+            while (found := self.text.find(wanted, after)) < 0:
+                self.changed.clear()
+                await self.changed.wait()
+        return found + len(wanted)
+
+    def type(self, keys: str) -> None:
+        os.write(self.fd, keys.encode())
+
+    def close(self) -> None:
+        asyncio.get_running_loop().remove_reader(self.fd)
+        os.close(self.fd)
+
+
+async def test_interactive_ping_event_and_quit(gateway, signed_in, tmp_path):
+    alice = user()
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
+    env = {**os.environ, "TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1", "NO_COLOR": "1"}
+    proc = await asyncio.create_subprocess_exec(
+        *console_argv(ws_url(gateway), tmp_path, "--role", "admin", "--sub", alice), cwd=ROOT, env=env,
+        stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+    os.close(slave)
+    terminal = Terminal(master)
+    try:
+        seen = await terminal.expect("dispatch>")
+        terminal.type("ping\r")
+        seen = await terminal.expect('"server_time"', seen)
+        seen = await terminal.expect("dispatch>", seen)
+
+        admin, _ = await signed_in("admin")  # someone else pushes a notice while the prompt waits
+        await admin.request(Notify(user_id=alice, text="ring ring"))
+        seen = await terminal.expect("event notice", seen)
+        await terminal.expect('"ring ring"', seen)
+
+        terminal.type(":quit\r")
+        assert await asyncio.wait_for(proc.wait(), TIMEOUT_S) == 0, terminal.text
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        terminal.close()
+    assert "ping" in (tmp_path / "console_history").read_text()  # Up-arrow finds it next time
+
+
+def completions(text: str) -> list[str]:
+    return [c.text for c in FrameCompleter().get_completions(Document(text), CompleteEvent())]
+
+
+def test_tab_completes_operations_then_their_fields():
+    assert completions("adm") == ["admin.notify"]
+    assert set(completions("auth.")) == {"auth.register", "auth.login", "auth.refresh", "auth.logout"}
+    assert completions('admin.notify {"') == ['"text": ', '"user_id": ', '"group": ']
+    assert completions('admin.notify {"us') == ['"user_id": ']
+    assert completions('admin.notify {"text": "hi", "') == ['"user_id": ', '"group": ']  # not twice
+    assert completions('admin.notify {"text": "a, b') == []  # inside a string value
+    assert completions("ping ") == []  # no fields but `id`, which the console fills in
