@@ -16,9 +16,12 @@ import redis.asyncio as aioredis
 from gateway.config import Config, ConfigError
 from gateway.delivery import Hub
 from gateway.server import Gateway
-from handlers.context import Services
+from handlers.context import Rules, Services
 from handlers.passwords import Passwords
+from handlers.pool import rebuild_if_lost
 from handlers.tokens import TokenIssuer
+from storage import geo
+from storage.blobs import LocalBlobs
 from storage.crypto import FieldCipher, KeyRing
 from storage.db import connect_postgres, connect_redis
 from storage.migrate import migrate
@@ -88,11 +91,20 @@ class Running:
             raise StartupError(f"cannot connect to Redis at {_where(c.redis_url)}: {exc}") from None
         cipher = FieldCipher(db, KeyRing.load_or_create(Path(c.data_dir) / "keys"))
         await cipher.start()
-        services = Services(db, redis, token_issuer(c), self.passwords or Passwords(), cipher)
+        data = Path(c.data_dir).absolute()
+        rules = Rules(radius_mi=c.dispatch_radius_mi, max_radius_mi=c.max_radius_mi,
+                      stale_after_s=c.position_stale_s, platform_fee_bp=c.platform_fee_bp,
+                      upload_dir=str(data / "uploads"))
+        positions = geo.PositionWriter(redis)
+        services = Services(db, redis, token_issuer(c), self.passwords or Passwords(), cipher, positions,
+                            geo.NearbySearch(redis), LocalBlobs(data / "blobs"), rules)
+        positions.start()
+        await rebuild_if_lost(services)
         hub = Hub(redis)
         await hub.start()
         self.gateway = Gateway(c, services, hub)
         await self.gateway.start(self.sock)
+        self.gateway.spawn(upkeep(services, c.sweep_interval_s))
         return self.gateway
 
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
@@ -101,9 +113,24 @@ class Running:
         if gateway is None:
             return
         await gateway.shutdown()
+        await gateway.services.positions.stop()
         await gateway.hub.stop()
         await gateway.services.redis.aclose()
         await gateway.services.db.close()
+
+
+async def upkeep(services: Services, interval_s: float) -> None:
+    """Periodic chores of every process (all idempotent): drop stale positions from matching,
+    rebuild the order pool if Redis lost it."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            swept = await geo.sweep_stale(services.redis, services.rules.stale_after_s)
+            if swept:
+                log.info("swept %d stale technician positions", swept)
+            await rebuild_if_lost(services)
+        except (OSError, aioredis.RedisError, asyncpg.PostgresError) as exc:
+            log.warning("upkeep failed, retrying: %r", exc)
 
 
 async def serve_until_signalled(config: Config) -> None:

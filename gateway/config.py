@@ -35,6 +35,11 @@ class Config:
     outbox_limit: int = 1000
     db_pool_size: int = 10
     shutdown_grace_s: float = 10.0
+    dispatch_radius_mi: float = 50.0
+    max_radius_mi: float = 100.0
+    position_stale_s: float = 300.0
+    platform_fee_bp: int = 1500
+    sweep_interval_s: float = 15.0
 
 
 # environment variable -> field; each also has a --flag on `serve` (field name, dashes).
@@ -59,6 +64,11 @@ ENV = {
     "OUTBOX_LIMIT": "outbox_limit",
     "DB_POOL_SIZE": "db_pool_size",
     "SHUTDOWN_GRACE_S": "shutdown_grace_s",
+    "DISPATCH_RADIUS_MI": "dispatch_radius_mi",
+    "MAX_RADIUS_MI": "max_radius_mi",
+    "POSITION_STALE_S": "position_stale_s",
+    "PLATFORM_FEE_BP": "platform_fee_bp",
+    "SWEEP_INTERVAL_S": "sweep_interval_s",
 }
 FLAG_OF = {name: env for env, name in ENV.items()}
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -113,9 +123,12 @@ def validate(c: Config) -> None:
         raise ConfigError(f"LOG_LEVEL={c.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
     if c.log_format not in ("text", "json"):
         raise ConfigError(f"LOG_FORMAT={c.log_format!r} is not one of text, json")
+    if not 0 <= c.platform_fee_bp <= 10_000:
+        raise ConfigError(f"PLATFORM_FEE_BP={c.platform_fee_bp} must be between 0 and 10000 (basis points)")
     if c.secret is not None and len(c.secret) < 32:
         raise ConfigError("GATEWAY_SECRET must be at least 32 characters")
     for name in ("token_ttl_s", "refresh_ttl_s", "auth_timeout_s", "idle_timeout_s", "max_frame_bytes",
-                 "rate_per_s", "rate_burst", "outbox_limit", "db_pool_size"):
+                 "rate_per_s", "rate_burst", "outbox_limit", "db_pool_size", "dispatch_radius_mi",
+                 "max_radius_mi", "position_stale_s", "sweep_interval_s"):
         if getattr(c, name) <= 0:
             raise ConfigError(f"{FLAG_OF[name]} must be positive")

@@ -4,7 +4,8 @@ import asyncio
 import collections
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import msgspec
@@ -13,7 +14,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 
-from gateway.delivery import group_channel, user_channel
+from gateway.delivery import Batches, group_channel, user_channel
 from gateway.i18n import negotiate
 from gateway.session import SessionState
 from handlers.context import Identity, Services
@@ -33,7 +34,8 @@ UNREACHABLE = (OSError, TimeoutError, RedisError, asyncpg.PostgresConnectionErro
 class Session:
     """Implements handlers' `Context` for one connection, and delivery's `Sink`."""
 
-    __slots__ = ("_outbox", "_overflowed", "_timer", "_writer", "channels", "codec", "gateway", "state", "ws")
+    __slots__ = ("_closers", "_memo", "_outbox", "_overflowed", "_timer", "_writer", "channels", "codec", "gateway",
+                 "state", "ws")
 
     def __init__(self, gateway: "Gateway", ws: ServerConnection, codec: Codec) -> None:
         self.gateway = gateway
@@ -45,6 +47,8 @@ class Session:
         self._outbox: collections.deque[bytes] | None = None  # events waiting for the writer
         self._writer: asyncio.Task[None] | None = None
         self._overflowed = False
+        self._memo: dict[str, Any] | None = None  # created on first use: most sessions never need it
+        self._closers: list[Callable[[], object]] | None = None
         self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
             config.auth_timeout_s, self._auth_deadline)
 
@@ -69,6 +73,17 @@ class Session:
             async with asyncio.timeout(5):  # Redis must confirm the subscriptions
                 await self.gateway.hub.join(self, channels)
 
+    @property
+    def memo(self) -> dict[str, Any]:
+        if self._memo is None:
+            self._memo = {}
+        return self._memo
+
+    def on_close(self, callback: Callable[[], object]) -> None:
+        if self._closers is None:
+            self._closers = []
+        self._closers.append(callback)
+
     def negotiate_locale(self, requested: str | None) -> str:
         return negotiate(requested)
 
@@ -77,6 +92,9 @@ class Session:
 
     async def deliver_to_group(self, group: str, event: Event) -> int:
         return await self.gateway.hub.publish(group_channel(group), event)
+
+    async def deliver_many(self, batches: Batches) -> None:
+        await self.gateway.hub.publish_many(batches)
 
     # -- the frame loop --------------------------------------------------------------------
     async def run(self) -> None:
@@ -209,3 +227,9 @@ class Session:
             self._writer.cancel()
         self.gateway.hub.leave(self, self.channels)
         self.channels = ()
+        for callback in self._closers or ():
+            try:
+                callback()
+            except Exception:
+                log.exception("session close callback failed")
+        self._closers = None

@@ -37,6 +37,11 @@ def group_channel(group: str) -> str:
     return "g:" + group
 
 
+MULTICAST = "m"  # every process listens: one message carries events for many users
+Batches = list[tuple[list[str], Event]]
+BATCHES = msgspec.msgpack.Decoder(list[tuple[list[str], bytes]])
+
+
 class Hub:
     def __init__(self, redis: aioredis.Redis) -> None:
         self.node = os.urandom(NODE_ID_LEN)
@@ -51,7 +56,7 @@ class Hub:
 
     async def start(self) -> None:
         # The node channel opens the pub/sub connection before the reader starts listening.
-        await self._pubsub.subscribe("n:" + self.node.hex())
+        await self._pubsub.subscribe("n:" + self.node.hex(), MULTICAST)
         self._tasks = [asyncio.create_task(self._read(), name="hub-read"),
                        asyncio.create_task(self._sync(), name="hub-sync")]
 
@@ -93,6 +98,26 @@ class Hub:
         """Deliver to this process's sessions and to every other process; returns the local count."""
         delivered = self.deliver_local(channel, event)
         await self._redis.publish(channel, self.node + MSGPACK.encode(event))
+        return delivered
+
+    async def publish_many(self, batches: Batches) -> int:
+        """Each event to every session of its users, wherever they are, in one Redis message
+        (an order announced to thousands of technicians is one PUBLISH, not thousands)."""
+        delivered = sum(self.deliver_local_many(users, event) for users, event in batches)
+        payload = [(users, MSGPACK.encode(event)) for users, event in batches]
+        await self._redis.publish(MULTICAST, self.node + MSGPACK.encode_any(payload))
+        return delivered
+
+    def deliver_local_many(self, users: list[str], event: Event) -> int:
+        frames: dict[Codec, bytes] = {}
+        delivered = 0
+        for user in users:
+            for sink in self.channels.get(user_channel(user), ()):
+                frame = frames.get(sink.codec)
+                if frame is None:
+                    frame = frames[sink.codec] = sink.codec.encode(event)
+                sink.push(frame)
+                delivered += 1
         return delivered
 
     def deliver_local(self, channel: str, event: Event) -> int:
@@ -156,8 +181,10 @@ class Hub:
                 if data[:NODE_ID_LEN] == self.node:
                     continue
                 try:
-                    event = MSGPACK.decode_event(data[NODE_ID_LEN:])
+                    if channel == MULTICAST:
+                        for users, encoded in BATCHES.decode(data[NODE_ID_LEN:]):
+                            self.deliver_local_many(users, MSGPACK.decode_event(encoded))
+                    else:
+                        self.deliver_local(channel, MSGPACK.decode_event(data[NODE_ID_LEN:]))
                 except msgspec.DecodeError:
                     log.warning("undecodable event on %s", channel)
-                    continue
-                self.deliver_local(channel, event)

@@ -2,9 +2,10 @@
 
 The gateway implements `Context`; handlers depend on this declaration only."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -14,7 +15,9 @@ from protocol.frames import Event
 if TYPE_CHECKING:
     from handlers.passwords import Passwords
     from handlers.tokens import TokenIssuer
+    from storage.blobs import BlobStore
     from storage.crypto import FieldCipher
+    from storage.geo import NearbySearch, PositionWriter
 
 Role = Literal["consumer", "technician", "merchant", "admin"]
 ROLES: tuple[Role, ...] = ("consumer", "technician", "merchant", "admin")
@@ -29,12 +32,27 @@ class Identity:
 
 
 @dataclass(frozen=True, slots=True)
+class Rules:
+    """The domain's tunables, from configuration."""
+
+    radius_mi: float = 50.0  # announcement radius of an order, default radius of the feed
+    max_radius_mi: float = 100.0  # the feed's cap
+    stale_after_s: float = 300.0  # a position older than this does not count for matching
+    platform_fee_bp: int = 1500  # the platform's share of a job's price, in basis points
+    upload_dir: str = "var/uploads"
+
+
+@dataclass(frozen=True, slots=True)
 class Services:
     db: asyncpg.Pool
     redis: aioredis.Redis
     tokens: "TokenIssuer"
     passwords: "Passwords"
     cipher: "FieldCipher"
+    positions: "PositionWriter"
+    nearby: "NearbySearch"
+    blobs: "BlobStore"
+    rules: Rules
 
 
 class Context(Protocol):
@@ -43,6 +61,13 @@ class Context(Protocol):
 
     @property
     def services(self) -> Services: ...
+
+    @property
+    def memo(self) -> dict[str, Any]:
+        """Per-session state a domain keeps between requests (last position, uploads...)."""
+
+    def on_close(self, callback: Callable[[], object]) -> None:
+        """Run `callback` when the session ends (to release what `memo` holds)."""
 
     async def sign_in(self, identity: Identity) -> None:
         """Bind the session to an authenticated identity (and join its groups)."""
@@ -56,3 +81,6 @@ class Context(Protocol):
 
     async def deliver_to_group(self, group: str, event: Event) -> int:
         """Push `event` to every session in the group, on any gateway process."""
+
+    async def deliver_many(self, batches: list[tuple[list[str], Event]]) -> None:
+        """Push each event to every session of its users, on any process, in one broadcast."""

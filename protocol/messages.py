@@ -5,7 +5,7 @@ Adding an operation: declare its Struct in the domain's module and list it here.
 
 from typing import Union
 
-from protocol import admin, auth
+from protocol import admin, auth, location, orders, uploads
 from protocol.frames import Event, Request
 
 REQUESTS: tuple[type[Request], ...] = (
@@ -15,10 +15,34 @@ REQUESTS: tuple[type[Request], ...] = (
     auth.Login,
     auth.Refresh,
     auth.Logout,
+    location.LocationUpdate,
+    location.Duty,
+    location.TechStats,
+    orders.OrderCreate,
+    orders.OrderGet,
+    orders.OrderList,
+    orders.OrderTimeline,
+    orders.OrderNearby,
+    orders.OrderAccept,
+    orders.OrderDecline,
+    orders.OrderRelease,
+    orders.OrderDepart,
+    orders.OrderStart,
+    orders.OrderComplete,
+    orders.OrderCancel,
+    orders.OrderRate,
+    uploads.UploadBegin,
+    uploads.UploadChunk,
+    uploads.UploadEnd,
     admin.Notify,
 )
 
-EVENTS: tuple[type[Event], ...] = (admin.Notice,)
+EVENTS: tuple[type[Event], ...] = (
+    orders.OrderAvailable,
+    orders.OrderUnavailable,
+    orders.OrderStatus,
+    admin.Notice,
+)
 
 AnyRequest = Union[REQUESTS]  # type: ignore[valid-type]  # noqa: UP007
 AnyEvent = Union[EVENTS]  # type: ignore[valid-type]  # noqa: UP007

@@ -10,6 +10,7 @@ from handlers.registry import ROUTES
 from protocol.messages import REQUESTS, operation
 from tests.conftest import mint
 
+NO_ORDER = str(uuid.uuid4())
 # A well-formed example of every operation, so the role check (not validation) decides.
 EXAMPLES: dict[str, dict[str, object]] = {
     "auth": {"token": "not-a-token"},
@@ -19,6 +20,26 @@ EXAMPLES: dict[str, dict[str, object]] = {
     "auth.refresh": {"refresh_token": "nope"},
     "auth.logout": {"refresh_token": "nope"},
     "admin.notify": {"user_id": "nobody", "text": "hello"},
+    "location.update": {"lat": 40.7, "lng": -74.0},
+    "tech.duty": {"on_duty": False},
+    "tech.stats": {},
+    "order.create": {"brand": "acme", "sku": "X1", "service_type": "repair", "description": "d", "address": "a",
+                     "lat": 40.7, "lng": -74.0},
+    "order.get": {"order_id": NO_ORDER},
+    "order.list": {},
+    "order.timeline": {"order_id": NO_ORDER},
+    "order.nearby": {"lat": 40.7, "lng": -74.0},
+    "order.accept": {"order_id": NO_ORDER},
+    "order.decline": {"order_id": NO_ORDER},
+    "order.release": {"order_id": NO_ORDER},
+    "order.depart": {"order_id": NO_ORDER},
+    "order.start": {"order_id": NO_ORDER},
+    "order.complete": {"order_id": NO_ORDER},
+    "order.cancel": {"order_id": NO_ORDER},
+    "order.rate": {"order_id": NO_ORDER, "stars": 5},
+    "upload.begin": {"content_type": "image/png", "size": 10},
+    "upload.chunk": {"upload_id": "nope", "offset": 0, "data": ""},
+    "upload.end": {"upload_id": "nope"},
 }
 
 

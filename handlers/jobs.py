@@ -1,0 +1,147 @@
+"""A job's life after the order opens: accept, decline, release, depart, start, complete, cancel.
+
+The allowed transitions are one table; each operation is one conditional UPDATE, which is also
+what makes concurrent attempts (fifty technicians accepting at once) race-free."""
+
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import asyncpg
+
+from handlers.context import Context
+from handlers.errors import N_, Conflict, Forbidden, NotFound
+from handlers.orders import check_attachments, tell_parties
+from handlers.pool import announce, withdraw
+from handlers.routing import Router
+from handlers.views import parse_id, sight, view
+from protocol.frames import Empty
+from protocol.orders import (
+    OrderAccept,
+    OrderCancel,
+    OrderComplete,
+    OrderDecline,
+    OrderDepart,
+    OrderRelease,
+    OrderReply,
+    OrderStart,
+)
+from storage import geo, orders
+
+router = Router()
+
+
+@dataclass(frozen=True)
+class Transition:
+    from_states: tuple[str, ...]
+    to_state: str
+    guard: str = "TRUE"  # SQL over `o`, parameters from $7
+
+
+ASSIGNED = "o.technician_id = $7"
+TRANSITIONS = {
+    "accept": Transition(("open",), "accepted"),
+    "release": Transition(("accepted",), "open", ASSIGNED),
+    "depart": Transition(("accepted",), "en_route", ASSIGNED),
+    "start": Transition(("en_route",), "in_service", ASSIGNED),
+    "complete": Transition(("in_service",), "completed", ASSIGNED),
+    "cancel_by_consumer": Transition(("open", "accepted", "en_route"), "cancelled", "o.consumer_id = $7"),
+    "cancel_by_admin": Transition(("open", "accepted", "en_route", "in_service"), "cancelled"),
+}
+
+
+async def apply(ctx: Context, order_id: str, name: str, *, sets: str = "", args: tuple[Any, ...] = (),
+                details: dict[str, Any] | None = None) -> asyncpg.Record:
+    """Run the named transition for the caller, or raise the error that says why it did not apply."""
+    who = ctx.identity
+    assert who is not None
+    step = TRANSITIONS[name]
+    oid = parse_id(order_id)
+    guard_args = (who.user_id,) if "$7" in step.guard or "$7" in sets else ()
+    row = await orders.move(ctx.services.db, oid, from_states=step.from_states, to_state=step.to_state,
+                            actor_id=who.user_id, actor_role=who.role, guard=step.guard, sets=sets,
+                            args=guard_args + args, details=details)
+    if row is None:
+        await explain(ctx, oid, step)
+    return row
+
+
+async def explain(ctx: Context, order_id: Any, step: Transition) -> NoReturn:
+    who = ctx.identity
+    assert who is not None
+    row = await orders.get(ctx.services.db, order_id)
+    # Technicians act on pool orders they do not own yet: they may learn an order's state.
+    if row is None or (who.role != "technician" and await sight(ctx, who, row) is None):
+        raise NotFound(N_("No such order."))
+    if row["state"] not in step.from_states:
+        raise Conflict(N_("The order is {state} now."), current_state=row["state"], state=row["state"])
+    raise Forbidden(N_("This order is not assigned to you."))
+
+
+@router.route(OrderAccept, roles=["technician"])
+async def accept(ctx: Context, req: OrderAccept) -> OrderReply:
+    assert ctx.identity is not None
+    row = await apply(ctx, req.order_id, "accept", sets=", technician_id = $7", args=())
+    await withdraw(ctx, row)
+    await tell_parties(ctx, row)
+    return OrderReply(order=await view(ctx, row))
+
+
+@router.route(OrderDecline, roles=["technician"])
+async def decline(ctx: Context, req: OrderDecline) -> Empty:
+    assert ctx.identity is not None
+    order_id = parse_id(req.order_id)
+    if not await orders.decline(ctx.services.db, order_id, ctx.identity.user_id):
+        await explain(ctx, order_id, TRANSITIONS["accept"])
+    await geo.decline(ctx.services.redis, ctx.identity.user_id, str(order_id))
+    return Empty()
+
+
+@router.route(OrderRelease, roles=["technician"])
+async def release(ctx: Context, req: OrderRelease) -> OrderReply:
+    assert ctx.identity is not None
+    me = ctx.identity.user_id
+    row = await apply(ctx, req.order_id, "release", sets=", technician_id = NULL",
+                      details={"reason": req.reason} if req.reason else None)
+    await tell_parties(ctx, row, me)
+    exclude = frozenset({me}) | await orders.decliners(ctx.services.db, row["id"])
+    await announce(ctx, row, exclude)
+    return OrderReply(order=await view(ctx, row))
+
+
+async def _advance(ctx: Context, order_id: str, name: str, **kwargs: Any) -> OrderReply:
+    row = await apply(ctx, order_id, name, **kwargs)
+    await tell_parties(ctx, row)
+    return OrderReply(order=await view(ctx, row))
+
+
+@router.route(OrderDepart, roles=["technician"])
+async def depart(ctx: Context, req: OrderDepart) -> OrderReply:
+    return await _advance(ctx, req.order_id, "depart")
+
+
+@router.route(OrderStart, roles=["technician"])
+async def start(ctx: Context, req: OrderStart) -> OrderReply:
+    return await _advance(ctx, req.order_id, "start")
+
+
+@router.route(OrderComplete, roles=["technician"])
+async def complete(ctx: Context, req: OrderComplete) -> OrderReply:
+    assert ctx.identity is not None
+    photos = await check_attachments(ctx, req.attachments, ctx.identity.user_id)
+    keep = 10_000 - ctx.services.rules.platform_fee_bp
+    return await _advance(
+        ctx, req.order_id, "complete",
+        sets=", payout_cents = o.price_cents * $8::int / 10000, completion_attachments = $9,"
+             " completion_note = $10",
+        args=(keep, photos, req.note), details={"photos": len(photos)})
+
+
+@router.route(OrderCancel, roles=["consumer", "admin"])
+async def cancel(ctx: Context, req: OrderCancel) -> OrderReply:
+    assert ctx.identity is not None
+    name = "cancel_by_admin" if ctx.identity.role == "admin" else "cancel_by_consumer"
+    row = await apply(ctx, req.order_id, name, details={"reason": req.reason} if req.reason else None)
+    if row["previous_state"] == "open":
+        await withdraw(ctx, row)
+    await tell_parties(ctx, row)
+    return OrderReply(order=await view(ctx, row))

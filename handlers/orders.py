@@ -1,0 +1,143 @@
+"""Orders as their parties see them: create, get, list, timeline, rate."""
+
+import base64
+import uuid
+from datetime import datetime
+
+import asyncpg
+import msgspec
+
+from handlers.context import Context
+from handlers.errors import N_, BadRequest, Conflict, Forbidden, NotFound
+from handlers.pool import announce
+from handlers.routing import Router
+from handlers.views import Sight, parse_id, view, visible_order
+from protocol.orders import (
+    OrderCreate,
+    OrderGet,
+    OrderList,
+    OrderPage,
+    OrderRate,
+    OrderReply,
+    OrderStatus,
+    OrderTimeline,
+    Timeline,
+    TimelineEntry,
+)
+from storage import orders
+
+router = Router()
+
+
+async def tell_parties(ctx: Context, row: asyncpg.Record, *others: str | None) -> None:
+    """`order.status` to the order's consumer and technician (and anyone else concerned)."""
+    assert ctx.identity is not None
+    event = OrderStatus(order=await view(ctx, row), previous_state=row["previous_state"],
+                        actor_role=ctx.identity.role)
+    for user in {row["consumer_id"], row["technician_id"], *others} - {None}:
+        await ctx.deliver_to_user(user, event)
+
+
+def attachment_ids(values: list[str]) -> list[uuid.UUID]:
+    try:
+        return [uuid.UUID(v) for v in values]
+    except ValueError:
+        raise BadRequest(N_("Unknown attachment.")) from None
+
+
+async def check_attachments(ctx: Context, values: list[str], owner: str) -> list[uuid.UUID]:
+    ids = attachment_ids(values)
+    if ids and await orders.owned_attachments(ctx.services.db, ids, owner) != len(set(ids)):
+        raise BadRequest(N_("Unknown attachment."))
+    return ids
+
+
+@router.route(OrderCreate, roles=["consumer", "merchant"])
+async def create(ctx: Context, req: OrderCreate) -> OrderReply:
+    who = ctx.identity
+    assert who is not None
+    db = ctx.services.db
+    if who.role == "merchant":
+        if not req.consumer_id:
+            raise BadRequest(N_("A merchant orders on behalf of a consumer: give consumer_id."))
+        if req.brand not in await orders.merchant_brands(db, who.user_id):
+            raise Forbidden(N_("You may only order for your own brands."))
+        consumer = req.consumer_id
+    else:
+        consumer = who.user_id
+    if req.window_start and req.window_end and req.window_end <= req.window_start:
+        raise BadRequest(N_("The time window ends before it starts."))
+    price = await orders.catalog_price(db, req.brand, req.sku, req.service_type)
+    if price is None:
+        raise BadRequest(N_("No such product and service in the catalog."))
+    order_id = uuid.uuid4()
+    row = await orders.create(
+        db, order_id, consumer_id=consumer, created_by=who.user_id, actor_role=who.role, brand=req.brand,
+        sku=req.sku, service=req.service_type, description=req.description,
+        address_enc=ctx.services.cipher.encrypt(req.address, f"orders.address:{order_id}"), lat=req.lat,
+        lng=req.lng, attachments=await check_attachments(ctx, req.attachments, who.user_id),
+        window_start=req.window_start, window_end=req.window_end, price_cents=price["price_cents"],
+        currency=price["currency"])
+    await announce(ctx, row)
+    if who.role == "merchant":
+        await tell_parties(ctx, row)
+    return OrderReply(order=await view(ctx, row))
+
+
+@router.route(OrderGet, roles=["consumer", "technician", "merchant", "admin"])
+async def get(ctx: Context, req: OrderGet) -> OrderReply:
+    row, seen = await visible_order(ctx, req.order_id)
+    return OrderReply(order=await view(ctx, row, seen))
+
+
+def encode_cursor(row: asyncpg.Record) -> str:
+    return base64.urlsafe_b64encode(f"{row['created_at'].isoformat()}|{row['id']}".encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        at, order_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
+        return datetime.fromisoformat(at), uuid.UUID(order_id)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest(N_("The cursor is not valid.")) from None
+
+
+@router.route(OrderList, roles=["consumer", "technician", "merchant", "admin"])
+async def list_orders(ctx: Context, req: OrderList) -> OrderPage:
+    who = ctx.identity
+    assert who is not None
+    column = {"consumer": "consumer_id", "technician": "technician_id", "merchant": "brand_id"}.get(who.role)
+    value: str | list[str] | None = who.user_id if column else None  # admins: every order
+    if column == "brand_id":
+        value = await orders.merchant_brands(ctx.services.db, who.user_id)
+    rows = await orders.page(ctx.services.db, column=column, value=value, state=req.state,
+                             after=decode_cursor(req.cursor) if req.cursor else None, limit=req.limit + 1)
+    more = len(rows) > req.limit
+    rows = rows[:req.limit]
+    return OrderPage(orders=[await view(ctx, row) for row in rows],
+                     next_cursor=encode_cursor(rows[-1]) if more else None)
+
+
+@router.route(OrderTimeline, roles=["consumer", "technician", "merchant", "admin"])
+async def timeline(ctx: Context, req: OrderTimeline) -> Timeline:
+    row, seen = await visible_order(ctx, req.order_id)
+    if seen is Sight.POOL:
+        raise NotFound(N_("No such order."))
+    entries = [TimelineEntry(at=e["at"], actor_id=e["actor_id"], actor_role=e["actor_role"],
+                             from_state=e["from_state"], to_state=e["to_state"],
+                             details=msgspec.json.decode(e["details"]))
+               for e in await orders.timeline(ctx.services.db, row["id"])]
+    return Timeline(order_id=str(row["id"]), entries=entries)
+
+
+@router.route(OrderRate, roles=["consumer"])
+async def rate(ctx: Context, req: OrderRate) -> OrderReply:
+    assert ctx.identity is not None
+    order_id = parse_id(req.order_id)
+    row = await orders.rate(ctx.services.db, order_id, ctx.identity.user_id, req.stars, req.comment)
+    if row is None:
+        current, _ = await visible_order(ctx, req.order_id)
+        if current["state"] != "completed":
+            raise Conflict(N_("Only a completed order can be rated."), current_state=current["state"])
+        raise Conflict(N_("This order has been rated already."), current_state=current["state"])
+    return OrderReply(order=await view(ctx, row))

@@ -1,0 +1,86 @@
+"""The pool of open orders: announcing an order to the technicians around it, withdrawing it,
+and the technicians' feed (`order.nearby`)."""
+
+import asyncpg
+import msgspec
+
+from handlers.context import Context, Services
+from handlers.errors import N_, BadRequest
+from handlers.routing import Router
+from handlers.views import pool_view, technician_position
+from protocol.frames import Event
+from protocol.orders import NearbyOrder, NearbyPage, Order, OrderAvailable, OrderNearby, OrderUnavailable
+from storage import geo, orders
+
+router = Router()
+POOL_CODEC = msgspec.msgpack.Encoder()
+POOL_DECODE = msgspec.msgpack.Decoder(Order)
+
+
+def pool_entry(row: asyncpg.Record) -> geo.PoolEntry:
+    return (str(row["id"]), row["lng"], row["lat"], row["brand_id"], row["service_type"],
+            POOL_CODEC.encode(pool_view(row)))
+
+
+async def rebuild_if_lost(services: Services) -> bool:
+    async def load() -> list[geo.PoolEntry]:
+        return [pool_entry(row) for row in await orders.open_orders(services.db)]
+
+    return await geo.ensure_pool(services.redis, load)
+
+
+async def announce(ctx: Context, row: asyncpg.Record, exclude: frozenset[str] = frozenset()) -> int:
+    """Put the order in the pool and send `order.available` to every on-duty technician in its
+    radius whose filters it matches; returns how many were told."""
+    services = ctx.services
+    await geo.pool_add(services.redis, pool_entry(row))
+    nearby = await geo.technicians_within(services.redis, row["lng"], row["lat"], services.rules.radius_mi)
+    filters = await geo.filters_of(services.redis, [t for t, _ in nearby])
+    brand, service = row["brand_id"], row["service_type"]
+    order = pool_view(row)
+    by_distance: dict[float, list[str]] = {}  # one event per tenth of a mile: encoded once for many
+    for technician, distance in nearby:
+        wanted = filters.get(technician)
+        if technician in exclude or (wanted and ((wanted[0] and brand not in wanted[0])
+                                                 or (wanted[1] and service not in wanted[1]))):
+            continue
+        by_distance.setdefault(round(distance, 1), []).append(technician)
+    batches: list[tuple[list[str], Event]] = [(technicians, OrderAvailable(order=order, distance_mi=distance))
+                                              for distance, technicians in by_distance.items()]
+    await ctx.deliver_many(batches)
+    return sum(len(t) for t, _ in batches)
+
+
+async def withdraw(ctx: Context, row: asyncpg.Record) -> None:
+    """Take the order out of the pool and tell the technicians around it."""
+    services = ctx.services
+    await geo.pool_remove(services.redis, [str(row["id"])])
+    nearby = await geo.technicians_within(services.redis, row["lng"], row["lat"], services.rules.radius_mi)
+    if nearby:
+        await ctx.deliver_many([([t for t, _ in nearby], OrderUnavailable(order_id=str(row["id"]),
+                                                                          state=row["state"]))])
+
+
+@router.route(OrderNearby, roles=["technician"])
+async def nearby(ctx: Context, req: OrderNearby) -> NearbyPage:
+    assert ctx.identity is not None
+    rules = ctx.services.rules
+    if (req.lat is None) != (req.lng is None):
+        raise BadRequest(N_("Give both lat and lng, or neither."))
+    if req.lat is not None and req.lng is not None:
+        lng, lat = req.lng, req.lat
+    else:
+        where = await technician_position(ctx, ctx.identity.user_id)
+        if where is None:
+            raise BadRequest(N_("Send your location first, or give lat and lng."))
+        lng, lat = where
+    try:
+        offset = int(req.cursor or 0)
+    except ValueError:
+        raise BadRequest(N_("The cursor is not valid.")) from None
+    radius = min(req.radius_mi or rules.radius_mi, rules.max_radius_mi)
+    found, more = await ctx.services.nearby(ctx.identity.user_id, lng, lat, radius, req.brand, req.service_type,
+                                            max(offset, 0), req.limit)
+    page = [NearbyOrder(order=POOL_DECODE.decode(view), distance_mi=round(distance, 2))
+            for _, distance, view in found]
+    return NearbyPage(orders=page, next_cursor=str(offset + len(found)) if more else None)

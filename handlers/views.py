@@ -1,0 +1,93 @@
+"""Who may see an order, and how much of it: the one place that turns a row into an `Order`."""
+
+import math
+import uuid
+from enum import Enum
+
+import asyncpg
+import msgspec
+
+from handlers.context import Context, Identity
+from handlers.errors import N_, NotFound
+from protocol.orders import Order
+from storage import geo, orders
+
+EARTH_RADIUS_MI = 3958.7613
+
+
+class Sight(Enum):
+    FULL = "full"  # the parties: consumer, assigned technician, the brand's merchants, admins
+    POOL = "pool"  # technicians looking at an open order: no address, no consumer, approximate position
+
+
+def parse_id(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise NotFound(N_("No such order.")) from None
+
+
+def miles(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
+    """Great-circle distance (haversine), as Redis computes it."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lng2 - lng1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_MI * math.asin(math.sqrt(a))
+
+
+async def technician_position(ctx: Context, technician: str) -> tuple[float, float] | None:
+    """(lng, lat): this session's last update, else the index's."""
+    known: tuple[float, float] | None = ctx.memo.get("position")
+    if known is not None:
+        return known[0], known[1]
+    return await geo.position(ctx.services.redis, technician)
+
+
+async def sight(ctx: Context, who: Identity, row: asyncpg.Record) -> Sight | None:
+    if who.role == "admin":
+        return Sight.FULL
+    if who.role == "consumer":
+        return Sight.FULL if row["consumer_id"] == who.user_id else None
+    if who.role == "merchant":
+        return Sight.FULL if row["brand_id"] in await orders.merchant_brands(ctx.services.db, who.user_id) else None
+    if row["technician_id"] == who.user_id:
+        return Sight.FULL
+    if row["state"] != "open":
+        return None
+    where = await technician_position(ctx, who.user_id)
+    if where is None or miles(row["lat"], row["lng"], where[1], where[0]) > ctx.services.rules.radius_mi:
+        return None
+    return Sight.POOL
+
+
+async def visible_order(ctx: Context, order_id: str) -> tuple[asyncpg.Record, Sight]:
+    """The order and how much the caller sees; `not_found` both when it does not exist and when
+    the caller may not see it, so ids cannot be probed."""
+    assert ctx.identity is not None
+    row = await orders.get(ctx.services.db, parse_id(order_id))
+    seen = None if row is None else await sight(ctx, ctx.identity, row)
+    if row is None or seen is None:
+        raise NotFound(N_("No such order."))
+    return row, seen
+
+
+def pool_view(row: asyncpg.Record) -> Order:
+    return Order(
+        id=str(row["id"]), state=row["state"], brand=row["brand_id"], sku=row["sku_id"],
+        service_type=row["service_type"], description=row["description"],
+        lat=round(row["lat"], 2), lng=round(row["lng"], 2),  # about a kilometre
+        attachments=[str(a) for a in row["attachments"]], window_start=row["window_start"],
+        window_end=row["window_end"], price_cents=row["price_cents"], currency=row["currency"],
+        created_at=row["created_at"], updated_at=row["updated_at"])
+
+
+async def view(ctx: Context, row: asyncpg.Record, seen: Sight = Sight.FULL) -> Order:
+    order = pool_view(row)
+    if seen is Sight.POOL:
+        return order
+    address = await ctx.services.cipher.decrypt(row["address_enc"], f"orders.address:{row['id']}")
+    return msgspec.structs.replace(
+        order, lat=row["lat"], lng=row["lng"], address=address, consumer_id=row["consumer_id"],
+        technician_id=row["technician_id"],
+        completion_attachments=[str(a) for a in row["completion_attachments"]],
+        completion_note=row["completion_note"], rating=row["rating"], rating_comment=row["rating_comment"])

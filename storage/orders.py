@@ -1,0 +1,139 @@
+"""Orders, their timeline, declines, technicians' duty state and the catalog prices."""
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import msgspec
+
+OPEN_STATES = ("open",)
+
+
+async def catalog_price(db: asyncpg.Pool, brand: str, sku: str, service: str) -> asyncpg.Record | None:
+    return await db.fetchrow(
+        "SELECT p.price_cents, p.currency FROM catalog_prices p JOIN skus s ON s.id = p.sku_id"
+        " WHERE s.id = $1 AND s.brand_id = $2 AND p.service_type = $3", sku, brand, service)
+
+
+async def merchant_brands(db: asyncpg.Pool, merchant_id: str) -> list[str]:
+    rows = await db.fetch("SELECT brand_id FROM merchant_brands WHERE merchant_id = $1", merchant_id)
+    return [r["brand_id"] for r in rows]
+
+
+async def owned_attachments(db: asyncpg.Pool, ids: list[uuid.UUID], owner: str) -> int:
+    count: int = await db.fetchval("SELECT count(*) FROM attachments WHERE id = ANY($1::uuid[]) AND owner_id = $2",
+                                   ids, owner)
+    return count
+
+
+async def create(db: asyncpg.Pool, order_id: uuid.UUID, *, consumer_id: str, created_by: str, actor_role: str,
+                 brand: str, sku: str, service: str, description: str, address_enc: bytes, lat: float,
+                 lng: float, attachments: list[uuid.UUID], window_start: datetime | None,
+                 window_end: datetime | None, price_cents: int, currency: str) -> asyncpg.Record:
+    """Insert the order and its first timeline entry in one statement."""
+    row: asyncpg.Record = await db.fetchrow(
+        "WITH created AS (INSERT INTO orders (id, consumer_id, created_by, brand_id, sku_id, service_type,"
+        " description, address_enc, lat, lng, attachments, window_start, window_end, price_cents, currency)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING *),"
+        " logged AS (INSERT INTO order_events (order_id, actor_id, actor_role, from_state, to_state)"
+        " SELECT id, $3, $16, NULL, state FROM created)"
+        " SELECT *, NULL::text AS previous_state FROM created",
+        order_id, consumer_id, created_by, brand, sku, service, description, address_enc, lat, lng, attachments,
+        window_start, window_end, price_cents, currency, actor_role)
+    return row
+
+
+async def get(db: asyncpg.Pool, order_id: uuid.UUID) -> asyncpg.Record | None:
+    return await db.fetchrow("SELECT * FROM orders WHERE id = $1", order_id)
+
+
+async def move(db: asyncpg.Pool, order_id: uuid.UUID, *, from_states: tuple[str, ...], to_state: str,
+               actor_id: str, actor_role: str, guard: str = "TRUE", sets: str = "", args: tuple[Any, ...] = (),
+               details: dict[str, Any] | None = None) -> asyncpg.Record | None:
+    """One state transition as one conditional statement: the row is locked, the transition
+    applies only from `from_states` and when `guard` holds, and the timeline entry is written
+    with it. None when it did not apply (the caller looks at the order to say why).
+
+    `guard` and `sets` are SQL fragments from the caller's code (never input) over the columns of
+    `orders o`; their parameters, `args`, are numbered from $7."""
+    return await db.fetchrow(
+        "WITH old AS (SELECT id, state FROM orders WHERE id = $1 FOR UPDATE),"
+        f" moved AS (UPDATE orders o SET state = $2, updated_at = now(){sets} FROM old"
+        f" WHERE o.id = old.id AND old.state = ANY($3::text[]) AND ({guard})"
+        " RETURNING o.*, old.state AS previous_state),"
+        " logged AS (INSERT INTO order_events (order_id, actor_id, actor_role, from_state, to_state, details)"
+        " SELECT id, $4, $5, previous_state, state, $6::jsonb FROM moved)"
+        " SELECT * FROM moved",
+        order_id, to_state, list(from_states), actor_id, actor_role,
+        msgspec.json.encode(details or {}).decode(), *args)
+
+
+async def rate(db: asyncpg.Pool, order_id: uuid.UUID, consumer_id: str, stars: int,
+               comment: str | None) -> asyncpg.Record | None:
+    return await db.fetchrow(
+        "UPDATE orders SET rating = $3, rating_comment = $4, updated_at = now()"
+        " WHERE id = $1 AND consumer_id = $2 AND state = 'completed' AND rating IS NULL"
+        " RETURNING *, state AS previous_state", order_id, consumer_id, stars, comment)
+
+
+async def decline(db: asyncpg.Pool, order_id: uuid.UUID, technician: str) -> bool:
+    """Record a decline of an open order; False when the order is not open."""
+    status: str = await db.execute(
+        "INSERT INTO order_declines (technician_id, order_id) SELECT $2, id FROM orders"
+        " WHERE id = $1 AND state = 'open' ON CONFLICT DO NOTHING", order_id, technician)
+    return status != "INSERT 0 0" or bool(await db.fetchval(
+        "SELECT 1 FROM order_declines WHERE technician_id = $2 AND order_id = $1", order_id, technician))
+
+
+async def decliners(db: asyncpg.Pool, order_id: uuid.UUID) -> set[str]:
+    rows = await db.fetch("SELECT technician_id FROM order_declines WHERE order_id = $1", order_id)
+    return {r["technician_id"] for r in rows}
+
+
+async def timeline(db: asyncpg.Pool, order_id: uuid.UUID) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await db.fetch(
+        "SELECT at, actor_id, actor_role, from_state, to_state, details FROM order_events"
+        " WHERE order_id = $1 ORDER BY id", order_id)
+    return rows
+
+
+async def page(db: asyncpg.Pool, *, column: str | None, value: Any, state: str | None,
+               after: tuple[datetime, uuid.UUID] | None, limit: int) -> list[asyncpg.Record]:
+    """Newest first, keyset-paginated on (created_at, id). `column` is `consumer_id`,
+    `technician_id`, `brand_id` (with a list value) or None for every order."""
+    where = {"consumer_id": "consumer_id = $1", "technician_id": "technician_id = $1",
+             "brand_id": "brand_id = ANY($1::text[])", None: "$1::text IS NULL"}[column]
+    rows: list[asyncpg.Record] = await db.fetch(
+        f"SELECT * FROM orders WHERE {where} AND ($2::text IS NULL OR state = $2)"
+        " AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4))"
+        " ORDER BY created_at DESC, id DESC LIMIT $5",
+        value, state, after[0] if after else None, after[1] if after else None, limit)
+    return rows
+
+
+async def open_orders(db: asyncpg.Pool) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await db.fetch("SELECT * FROM orders WHERE state = 'open'")
+    return rows
+
+
+async def technician_stats(db: asyncpg.Pool, technician: str) -> asyncpg.Record:
+    row: asyncpg.Record = await db.fetchrow(
+        "SELECT coalesce(sum(payout_cents), 0) AS earnings, count(*) AS jobs, avg(rating)::float AS average,"
+        " count(rating) AS ratings, min(currency) AS currency"
+        " FROM orders WHERE technician_id = $1 AND state = 'completed'", technician)
+    return row
+
+
+async def set_duty(db: asyncpg.Pool, technician: str, on_duty: bool, brands: list[str] | None,
+                   services: list[str] | None) -> asyncpg.Record:
+    row: asyncpg.Record = await db.fetchrow(
+        "INSERT INTO technicians (user_id, on_duty, brands, services) VALUES ($1, $2, coalesce($3, '{}'),"
+        " coalesce($4, '{}')) ON CONFLICT (user_id) DO UPDATE SET on_duty = $2,"
+        " brands = coalesce($3, technicians.brands), services = coalesce($4, technicians.services),"
+        " updated_at = now() RETURNING *", technician, on_duty, brands, services)
+    return row
+
+
+async def duty(db: asyncpg.Pool, technician: str) -> bool:
+    return bool(await db.fetchval("SELECT on_duty FROM technicians WHERE user_id = $1", technician))
