@@ -4,7 +4,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -19,14 +19,16 @@ from websockets.http11 import Response
 
 from gateway.config import Config
 from gateway.connection import Session
-from gateway.delivery import Hub
-from gateway.i18n import Catalogs
+from gateway.delivery import Batches, Hub, group_channel, user_channel
+from gateway.i18n import Catalogs, negotiate
 from gateway.metrics import Metrics
-from handlers.context import Services
+from handlers import uploads
+from handlers.context import Identity, Services
+from handlers.errors import BadRequest, GatewayError
 from handlers.registry import ROUTES
 from handlers.routing import Route
 from protocol.codec import CODECS, JSON, JSON_SUBPROTOCOL, SUBPROTOCOLS
-from protocol.frames import Request
+from protocol.frames import Event, Request
 
 log = logging.getLogger(__name__)
 WS_PATH = "/ws"
@@ -113,7 +115,24 @@ class Gateway:
                              msgspec.json.encode({"status": "ok" if ok else "unavailable", **checks}))
         if path == "/metrics":
             return _response(200, "text/plain; version=0.0.4; charset=utf-8", self.metrics.exposition())
+        if path.startswith("/attachments/"):
+            return await self.attachment(request, path.removeprefix("/attachments/"))
         return _response(404, "text/plain; charset=utf-8", b"not found; the websocket endpoint is /ws\n")
+
+    async def attachment(self, request: HttpRequest, attachment_id: str) -> Response:
+        """GET /attachments/<id> with `Authorization: Bearer <session token>`."""
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        try:
+            identity = self.services.tokens.verify(token) if scheme.lower() == "bearer" else None
+        except GatewayError:
+            identity = None
+        if identity is None:
+            return _response(401, "text/plain; charset=utf-8", b"a session token is required\n")
+        found = await uploads.fetch(RequestContext(self, identity), attachment_id)
+        if found is None:
+            return _response(404, "text/plain; charset=utf-8", b"not found\n")
+        content_type, body = found
+        return _response(200, content_type, body)
 
     async def health(self) -> dict[str, str]:
         async def check(name: str, probe: Awaitable[Any]) -> tuple[str, str]:
@@ -153,8 +172,36 @@ class Gateway:
         await asyncio.gather(*self._background, return_exceptions=True)
 
 
+class RequestContext:
+    """The context of an HTTP request: an identity but no session to sign in or keep state in."""
+
+    def __init__(self, gateway: Gateway, identity: Identity) -> None:
+        self.gateway = gateway
+        self.identity: Identity | None = identity
+        self.services = gateway.services
+        self.memo: dict[str, Any] = {}
+
+    def on_close(self, callback: Callable[[], object]) -> None:
+        callback()
+
+    async def sign_in(self, identity: Identity) -> None:
+        raise BadRequest()
+
+    def negotiate_locale(self, requested: str | None) -> str:
+        return negotiate(requested)
+
+    async def deliver_to_user(self, user_id: str, event: Event) -> int:
+        return await self.gateway.hub.publish(user_channel(user_id), event)
+
+    async def deliver_to_group(self, group: str, event: Event) -> int:
+        return await self.gateway.hub.publish(group_channel(group), event)
+
+    async def deliver_many(self, batches: Batches) -> None:
+        await self.gateway.hub.publish_many(batches)
+
+
 def _response(status: int, content_type: str, body: bytes) -> Response:
-    reason = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}[status]
+    reason = {200: "OK", 401: "Unauthorized", 404: "Not Found", 503: "Service Unavailable"}[status]
     headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body))),
                        ("Cache-Control", "no-store")])
     return Response(status, reason, headers, body)

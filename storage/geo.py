@@ -210,7 +210,7 @@ async def decline(redis: aioredis.Redis, technician: str, order_id: str) -> None
 # number of declined orders, the declined ones skipped, then the page's pool views.
 NEARBY_SCRIPT = """
 local declined = KEYS[3]
-local wanted = tonumber(ARGV[4]) + tonumber(ARGV[5])
+local wanted = tonumber(ARGV[4]) + tonumber(ARGV[5]) + 1  -- one more: is there a next page?
 local found = redis.call('GEOSEARCH', KEYS[1], 'FROMLONLAT', ARGV[1], ARGV[2], 'BYRADIUS', ARGV[3], 'mi',
                          'ASC', 'COUNT', wanted + redis.call('SCARD', declined), 'WITHDIST')
 local ids, dists, skipped = {}, {}, 0

@@ -128,9 +128,9 @@ async def technician_stats(db: asyncpg.Pool, technician: str) -> asyncpg.Record:
 async def set_duty(db: asyncpg.Pool, technician: str, on_duty: bool, brands: list[str] | None,
                    services: list[str] | None) -> asyncpg.Record:
     row: asyncpg.Record = await db.fetchrow(
-        "INSERT INTO technicians (user_id, on_duty, brands, services) VALUES ($1, $2, coalesce($3, '{}'),"
-        " coalesce($4, '{}')) ON CONFLICT (user_id) DO UPDATE SET on_duty = $2,"
-        " brands = coalesce($3, technicians.brands), services = coalesce($4, technicians.services),"
+        "INSERT INTO technicians (user_id, on_duty, brands, services) VALUES ($1, $2, coalesce($3::text[], '{}'),"
+        " coalesce($4::text[], '{}')) ON CONFLICT (user_id) DO UPDATE SET on_duty = $2,"
+        " brands = coalesce($3::text[], technicians.brands), services = coalesce($4::text[], technicians.services),"
         " updated_at = now() RETURNING *", technician, on_duty, brands, services)
     return row
 

@@ -134,6 +134,6 @@ async def test_a_peer_that_stops_answering_heartbeats_is_dropped(make_gateway):
         await asyncio.sleep(0.1)
         assert len(gw.sessions) == 1
         async with asyncio.timeout(5):
-            while gw.sessions:  # noqa: ASYNC110  (polling the server from outside)
+            while gw.sessions:
                 await asyncio.sleep(0.1)
         writer.close()
