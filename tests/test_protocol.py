@@ -13,6 +13,7 @@ from protocol.codec import JSON, MSGPACK
 from protocol.frames import ERROR_CODES
 from tests.conftest import mint, ws_url
 
+
 def documents(integers: st.SearchStrategy[int]) -> st.SearchStrategy[object]:
     return st.recursive(
         st.none() | st.booleans() | integers | st.floats(allow_nan=False) | st.text(max_size=20),
