@@ -3,6 +3,7 @@
     python run.py [serve]            run the gateway (embedded PostgreSQL and Redis by default)
     python run.py token --role admin --sub alice
     python run.py console            the protocol debug console
+    python run.py load               the load generator: technicians streaming positions
     python run.py migrate            apply database migrations
     python run.py schema             write docs/asyncapi.yaml
 """
@@ -47,6 +48,36 @@ def parser() -> argparse.ArgumentParser:
     console.add_argument("--msgpack", action="store_true", help="use the dispatch.v1.msgpack subprotocol")
     console.add_argument("--script", type=Path, help="run the frames in FILE, exit non-zero on an error reply")
 
+    load = sub.add_parser("load", help="the load generator",
+                          description="Simulated technicians go on duty and stream location updates (consumers "
+                          "create orders) against a gateway; live progress, then a summary of throughput and "
+                          "acknowledgement latency.")
+    configuration.add_flags(load, ("data_dir", "secret"))
+    load.add_argument("--url", default=None, help="gateway URL (default ws://GATEWAY_HOST:GATEWAY_PORT/ws)")
+    load.add_argument("--technicians", type=int, default=100, metavar="N",
+                      help="sessions streaming positions (default %(default)s)")
+    load.add_argument("--duration", type=float, default=60.0, metavar="SECONDS",
+                      help="then a clean stop (default %(default)g)")
+    load.add_argument("--interval", type=float, default=60.0, metavar="SECONDS",
+                      help="between a technician's updates, starts spread over it (default %(default)g)")
+    load.add_argument("--max", action="store_true", help="updates as fast as acknowledged, --window in flight")
+    load.add_argument("--window", type=int, default=8, help="updates in flight per session with --max (default 8)")
+    load.add_argument("--ramp", type=float, default=0.0, metavar="SECONDS",
+                      help="spread connection setup over this (default %(default)g)")
+    load.add_argument("--city", default="40.7128,-74.0060", metavar="LAT,LNG",
+                      help="centre of the walks (default %(default)s, New York)")
+    load.add_argument("--spread-km", type=float, default=20.0, help="radius of the walks (default %(default)g)")
+    load.add_argument("--consumers", type=int, default=0, metavar="M",
+                      help="sessions creating orders (default %(default)s)")
+    load.add_argument("--order-interval", type=float, default=10.0, metavar="SECONDS",
+                      help="between a consumer's orders (default %(default)g)")
+    load.add_argument("--processes", type=int, default=None, metavar="P",
+                      help="worker processes (default: one per 5,000 sessions)")
+    load.add_argument("--id-prefix", default=None, metavar="PREFIX",
+                      help="user ids are PREFIX-tech-I and PREFIX-cons-I (default load-RANDOM)")
+    load.add_argument("--json", type=Path, metavar="PATH", help="also write the summary as JSON")
+    load.add_argument("--quiet", action="store_true", help="a progress line every few seconds, no live table")
+
     migrate = sub.add_parser("migrate", help="apply database migrations",
                              description="Apply pending SQL migrations (embedded PostgreSQL if no DATABASE_URL).")
     configuration.add_flags(migrate, ("data_dir", "database_url"))
@@ -77,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         from clients import console
 
         return console.main(config, args)
+    if command == "load":
+        from clients import load
+
+        return load.main(config, args)
     if command == "migrate":
         return migrate(config)
     if command == "schema":

@@ -1,0 +1,102 @@
+"""The load generator as load testers run it: `run.py load` against a real gateway, then what its
+technicians and consumers left in Redis and PostgreSQL."""
+
+import asyncio
+import json
+import os
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+from gateway.server import Gateway
+from storage import geo
+from storage.embedded import free_port
+from tests.conftest import ROOT, SECRET, ws_url
+
+TIMEOUT_S = 120.0
+NEW_YORK = (40.7128, -74.0060)
+
+
+async def run_load(url: str, tmp_path: Path, *args: str) -> tuple[int, str, dict[str, Any] | None]:
+    """Exit status, output (stdout and stderr) and the JSON summary (None if none was written).
+    A subprocess: this event loop keeps serving the gateway meanwhile."""
+    summary = tmp_path / f"summary-{uuid.uuid4().hex[:8]}.json"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "run.py", "load", "--url", url, "--data-dir", str(tmp_path), "--json", str(summary),
+        "--quiet", *args, cwd=ROOT, env={k: v for k, v in os.environ.items() if k != "GATEWAY_SECRET"},
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT)
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), TIMEOUT_S)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), json.loads(summary.read_text()) if summary.exists() else None
+
+
+def prefix() -> str:
+    return f"loadtest-{uuid.uuid4().hex[:8]}"
+
+
+async def test_technicians_stream_positions_and_consumers_order(gateway: Gateway, tmp_path: Path) -> None:
+    run = prefix()
+    code, out, summary = await run_load(ws_url(gateway), tmp_path, "--secret", SECRET, "--id-prefix", run,
+                                        "--technicians", "20", "--duration", "3", "--interval", "0.2",
+                                        "--consumers", "2", "--order-interval", "1")
+    assert code == 0, out
+    assert summary is not None
+    assert summary["sessions"] == {"target": 22, "connected": 22, "signed_in": 22}
+    assert summary["updates"]["acked"] > 0
+    assert summary["errors"] == {} and summary["connection_failures"] == {}
+    assert summary["latency_ms"]["p50"] > 0
+    assert f"load {run}:" in out and "acknowledged" in out  # the printed summary
+
+    redis = gateway.services.redis
+    technicians = {member.decode() async for member, _ in redis.zscan_iter(geo.TECHS, match=f"{run}-*")}
+    assert technicians == {f"{run}-tech-{i}" for i in range(20)}
+    within: Any = await redis.geosearch(geo.TECHS, longitude=NEW_YORK[1], latitude=NEW_YORK[0], radius=20,
+                                        unit="km")
+    assert technicians <= {member.decode() for member in within}
+
+    assert summary["orders"]["created"] > 0
+    stored = await gateway.services.db.fetchval("SELECT count(*) FROM orders WHERE consumer_id LIKE $1", run + "-%")
+    assert stored >= summary["orders"]["created"]
+
+
+async def test_max_mode_streams(gateway: Gateway, tmp_path: Path) -> None:
+    code, out, summary = await run_load(ws_url(gateway), tmp_path, "--secret", SECRET, "--id-prefix", prefix(),
+                                        "--technicians", "10", "--duration", "2", "--max")
+    assert code == 0, out
+    assert summary is not None
+    assert summary["mode"] == "max, window 8"
+    assert summary["updates"]["acked"] > 10 * 2  # more than one update per technician and second
+    assert summary["updates"]["sent"] >= summary["updates"]["acked"]
+
+
+async def test_a_wrong_secret_is_one_clear_line(gateway: Gateway, tmp_path: Path) -> None:
+    code, out, summary = await run_load(ws_url(gateway), tmp_path, "--secret", "not-the-gateway-secret-0123456789",
+                                        "--technicians", "5", "--duration", "10")
+    assert code == 2, out
+    assert out.strip().splitlines()[-1] == ("load: no session could sign in: unauthorized (The session token is "
+                                            "not valid.): is the secret the gateway's (--secret, GATEWAY_SECRET, "
+                                            "--data-dir)?")
+    assert summary is not None
+    assert summary["errors"] == {"unauthorized": 5}
+    assert summary["updates"]["sent"] == 0
+
+
+async def test_no_gateway_is_one_clear_line(tmp_path: Path) -> None:
+    url = f"ws://127.0.0.1:{free_port()}/ws"
+    code, out, _ = await run_load(url, tmp_path, "--secret", SECRET, "--technicians", "3", "--duration", "10")
+    assert code == 2, out
+    assert out.strip().splitlines()[-1].startswith(f"load: cannot connect to {url}: ")
+
+
+async def test_no_secret_is_one_clear_line(tmp_path: Path) -> None:
+    code, out, summary = await run_load("ws://127.0.0.1:9/ws", tmp_path / "empty")
+    assert code == 2, out
+    assert out.strip().startswith("load: no secret: set GATEWAY_SECRET")
+    assert summary is None
