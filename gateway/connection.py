@@ -124,8 +124,8 @@ class Session:
         except msgspec.DecodeError as exc:
             return self._error(data, self._bad_frame(data, exc))
         route = gateway.routes[type(request)]
-        stats = gateway.op_metrics[route.request]
-        stats.frames_in.inc()
+        tally = gateway.metrics.tally_in
+        tally[route.operation] += 1
         refused = state.admit(route)
         if refused is not None:
             return self._error(data, refused, request.id)
@@ -140,15 +140,15 @@ class Session:
             log.exception("handler for %s failed", route.operation)
             return self._error(data, Internal(), request.id)
         finally:
-            stats.latency.observe(time.monotonic() - now)
+            gateway.latency[route.request].observe(time.monotonic() - now)
         if reply is None or (request.id is None and request.silent_without_id):
             return None
         reply.id = request.id
-        gateway.result_counter.inc()
+        gateway.metrics.tally_out["result"] += 1
         return self.codec.encode(reply)
 
     def _bad_frame(self, data: bytes, exc: msgspec.DecodeError) -> GatewayError:
-        self.gateway.metrics.frames_in.labels("invalid").inc()
+        self.gateway.metrics.tally_in["invalid"] += 1
         try:
             kind = self.codec.decode_head(data).type
         except msgspec.DecodeError:
@@ -193,12 +193,12 @@ class Session:
 
     async def _write(self) -> None:
         outbox, send, text = self._outbox, self.ws.send, self.codec.text
-        counter = self.gateway.event_counter
+        tally = self.gateway.metrics.tally_out
         assert outbox is not None
         try:
             while outbox:
                 await send(outbox.popleft(), text=text)
-                counter.inc()
+                tally["event"] += 1
         except ConnectionClosed:
             outbox.clear()
 

@@ -8,6 +8,11 @@ LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0
 
 
 class Metrics:
+    """Frame counts are tallied in plain dicts on the hot path and added to the Prometheus
+    counters by `flush()` (every second, and before each scrape): a Prometheus update costs
+    ~0.3 us under its lock, a dict increment a tenth of that, and at 50k frames/s that is the
+    difference. Latency is observed per frame: the histogram is worth its price."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
@@ -19,8 +24,18 @@ class Metrics:
         self.latency = Histogram("gateway_handler_seconds", "Handler latency, by operation", ["type"],
                                  buckets=LATENCY_BUCKETS, registry=r)
         self.slow_consumers = Counter("gateway_slow_consumers", "Sessions closed for not reading", registry=r)
+        self.tally_in: dict[str, int] = {}
+        self.tally_out: dict[str, int] = {"result": 0, "event": 0}
+
+    def flush(self) -> None:
+        for tally, counter in ((self.tally_in, self.frames_in), (self.tally_out, self.frames_out)):
+            for kind, count in tally.items():
+                if count:
+                    counter.labels(kind).inc(count)
+                    tally[kind] = 0
 
     def exposition(self) -> bytes:
+        self.flush()
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]

@@ -5,12 +5,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-from prometheus_client import Counter, Histogram
+from prometheus_client import Histogram
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.frames import CloseCode
@@ -34,11 +33,6 @@ log = logging.getLogger(__name__)
 WS_PATH = "/ws"
 
 
-@dataclass(frozen=True, slots=True)
-class OpMetrics:
-    frames_in: Counter
-    latency: Histogram
-
 
 def select_subprotocol(connection: ServerConnection, offered: Sequence[str]) -> str | None:
     """MessagePack when asked for; JSON otherwise, also for clients that offer nothing."""
@@ -57,11 +51,9 @@ class Gateway:
         self.catalogs = catalogs or Catalogs()
         self.metrics = metrics or Metrics()
         self.routes: dict[type[Request], Route] = ROUTES
-        self.op_metrics = {r: OpMetrics(self.metrics.frames_in.labels(route.operation),
-                                        self.metrics.latency.labels(route.operation))
-                           for r, route in ROUTES.items()}
-        self.result_counter = self.metrics.frames_out.labels("result")
-        self.event_counter = self.metrics.frames_out.labels("event")
+        self.latency: dict[type[Request], Histogram] = {
+            r: self.metrics.latency.labels(route.operation) for r, route in ROUTES.items()}
+        self.metrics.tally_in.update({route.operation: 0 for route in ROUTES.values()} | {"invalid": 0})
         self.sessions: set[Session] = set()
         self.server: Server | None = None
         self._background: set[asyncio.Task[Any]] = set()
@@ -87,6 +79,7 @@ class Gateway:
             reuse_port=c.workers > 1 and sock is None,
         )
         self.spawn(self._sweep())
+        self.spawn(self._flush_metrics())
 
     @property
     def port(self) -> int:
@@ -145,6 +138,11 @@ class Gateway:
         results = await asyncio.gather(check("postgres", self.services.db.fetchval("SELECT 1")),
                                        check("redis", self.services.redis.ping()))
         return dict(results)
+
+    async def _flush_metrics(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self.metrics.flush()
 
     async def _sweep(self) -> None:
         """Close sessions that went quiet or whose token expired."""

@@ -21,10 +21,7 @@ class Route:
     handler: Handler
     # None: callable before `auth` (public); otherwise the roles allowed.
     roles: frozenset[Role] | None
-
-    @property
-    def operation(self) -> str:
-        return operation(self.request)
+    operation: str  # the request's `type`
 
 
 class Router:
@@ -36,7 +33,7 @@ class Router:
 
         def register(fn: TypedHandler[R]) -> TypedHandler[R]:
             assert request not in self.routes, f"{request.__name__} routed twice"
-            self.routes[request] = Route(request, fn, None if roles is None else frozenset(roles))
+            self.routes[request] = Route(request, fn, None if roles is None else frozenset(roles), operation(request))
             return fn
 
         return register

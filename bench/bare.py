@@ -1,0 +1,67 @@
+"""The baseline server: bare websockets on uvloop with the gateway's transport settings, decoding
+each frame with msgspec and answering it with a small Struct. Nothing else: no sessions, no auth.
+
+    python -m bench.bare --port 8765
+"""
+
+import argparse
+import asyncio
+import signal
+
+import msgspec
+import uvloop
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from gateway.config import Config
+
+
+class Reply(msgspec.Struct, tag="result", tag_field="type"):
+    id: str | None = None
+
+
+encode = msgspec.json.Encoder().encode
+decode = msgspec.json.decode
+
+
+async def answer(ws: ServerConnection) -> None:
+    recv, send = ws.recv, ws.send
+    try:
+        while True:
+            frame = decode(await recv(decode=False))
+            request_id = frame.get("id") if isinstance(frame, dict) else None
+            await send(encode(Reply(id=request_id if isinstance(request_id, str) else None)), text=True)
+    except ConnectionClosed:
+        pass
+
+
+def healthz(connection: ServerConnection, request: Request) -> Response | None:
+    """The same readiness probe as the gateway's, so one start-up routine serves both."""
+    if request.path.split("?", 1)[0] == "/healthz":
+        body = b'{"status":"ok"}'
+        return Response(200, "OK", Headers([("Content-Type", "application/json"),
+                                             ("Content-Length", str(len(body)))]), body)
+    return None
+
+
+async def main(host: str, port: int) -> None:
+    defaults = Config()  # the transport settings Gateway.start uses (keep in step), from the same defaults
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with serve(answer, host, port, process_request=healthz, compression=None,
+                     max_size=max(defaults.max_frame_bytes * 4, 1 << 20),
+                     ping_interval=defaults.ping_interval_s, ping_timeout=defaults.ping_interval_s,
+                     close_timeout=defaults.ping_interval_s):
+        await stop.wait()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    uvloop.run(main(args.host, args.port))

@@ -1,0 +1,270 @@
+"""The gateway against a bare websockets + msgspec server, measured in the same run.
+
+    .venv/bin/python -m bench.gateway [--quick] [--markdown docs/benchmarks.md]
+
+(a) resident memory per idle authenticated session, (b) `ping` replies per second over many
+concurrent sessions. Each server runs as its own process pinned to one core, driven by client
+processes on the other core(s); the rounds alternate which server goes first, and the medians
+are reported with the ratio gateway ÷ bare against the goals.
+"""
+
+import sys
+from pathlib import Path
+
+if __name__ == "__main__" and not __package__:  # `python bench/gateway.py`: import from the project root
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+import argparse
+import contextlib
+import os
+import pstats
+import shlex
+import signal
+import statistics
+import tempfile
+import time
+import uuid
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from types import FrameType
+
+import msgspec
+
+from bench.load import Clients
+from bench.report import Figures, Run, print_report, write_markdown
+from bench.servers import ServerProcess, bare_server, gateway_server
+from gateway.app import token_issuer
+from gateway.config import Config
+from protocol.auth import Auth
+from storage.embedded import Embedded
+
+SECRET = "bench-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
+WARM_SESSIONS = 100  # opened and closed before the "before" RSS, so one-time costs are not per-session
+MAX_IDLE_SESSIONS = 18_000  # the server's descriptors are capped at 20,000
+
+
+@dataclass(frozen=True)
+class Settings:
+    idle_sessions: int
+    sessions: int
+    seconds: float
+    warmup: float
+    window: int
+    rounds: int
+    clients: int
+    pin: bool
+
+    @property
+    def budget_s(self) -> int:
+        """A hard bound on the whole run; generous, it only stops a bench that hangs."""
+        per_server = 120 + self.idle_sessions / 40 + self.sessions / 40 + self.warmup + self.seconds
+        return int(180 + 2 * self.rounds * per_server)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench.gateway", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--idle-sessions", type=int, default=5000, help="idle sessions for the memory figure")
+    p.add_argument("--sessions", type=int, default=1000, help="concurrent sessions for the ping throughput")
+    p.add_argument("--seconds", type=float, default=5.0, help="measured seconds of ping load per run")
+    p.add_argument("--warmup", type=float, default=1.0, help="seconds of ping load before the measurement")
+    p.add_argument("--window", type=int, default=4, help="pings in flight per session")
+    p.add_argument("--rounds", type=int, default=3, help="runs of each server (alternating); medians reported")
+    p.add_argument("--clients", type=int, default=2, help="client processes")
+    p.add_argument("--no-pin", dest="pin", action="store_false",
+                   help="do not pin the server to one core and the clients to the others")
+    p.add_argument("--quick", action="store_true", help="small numbers: a smoke run in well under a minute")
+    p.add_argument("--markdown", type=Path, metavar="PATH", help="also write the report as Markdown to PATH")
+    p.add_argument("--profile", type=Path, metavar="PATH",
+                   help="instead: run the gateway once under cProfile (the ping window only), write the "
+                        "stats to PATH and print where the time goes")
+    return p
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    if args.quick:
+        args.idle_sessions, args.sessions, args.seconds, args.warmup, args.rounds = 500, 200, 2.0, 0.5, 1
+    if not 1 <= args.idle_sessions <= MAX_IDLE_SESSIONS:
+        raise SystemExit(f"--idle-sessions must be 1..{MAX_IDLE_SESSIONS} (open files are capped at 20,000)")
+    if args.sessions < 1 or args.seconds <= 0 or args.window < 1 or args.rounds < 1 or args.clients < 1:
+        raise SystemExit("--sessions, --seconds, --window, --rounds and --clients must be positive")
+    return Settings(args.idle_sessions, args.sessions, args.seconds, args.warmup, args.window, args.rounds,
+                    args.clients, args.pin and len(os.sched_getaffinity(0)) >= 2)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser().parse_args(argv)
+    settings = settings_from(args)
+    command = shlex.join(["python", "-m", "bench.gateway", *argv])
+    if args.profile is not None:
+        with _stopped_by_signals(settings.budget_s):
+            profile(settings, args.profile)
+        return 0
+    with _stopped_by_signals(settings.budget_s):
+        figures = measure(settings, command)
+    print_report(figures)
+    if args.markdown is not None:
+        write_markdown(figures, args.markdown)
+        print(f"wrote {args.markdown}")
+    return 0
+
+
+def measure(settings: Settings, command: str) -> Figures:
+    server_cpus, client_cpus = _cores(settings)
+    figures = Figures(command=command, started=time.time(),
+                      settings=vars(settings) | {"pinned": settings.pin, "warm_sessions": WARM_SESSIONS,
+                                                 "client_cores": len(client_cpus or os.sched_getaffinity(0))})
+    with _backends() as (root, database_url, redis_url):
+        data_dir = root / "gateway"
+        hellos = _hellos(Config(data_dir=data_dir, secret=SECRET), settings.idle_sessions + settings.sessions)
+        idle, busy = hellos[:settings.idle_sessions], hellos[settings.idle_sessions:]
+        for round_ in range(1, settings.rounds + 1):
+            order = ("bare", "gateway") if round_ % 2 else ("gateway", "bare")
+            for name in order:
+                log = root / f"{name}-{round_}.log"
+                if name == "bare":
+                    server = bare_server(log, server_cpus)
+                else:
+                    server = gateway_server(log, server_cpus, database_url=database_url, redis_url=redis_url,
+                                            data_dir=data_dir, secret=SECRET)
+                print(f"round {round_}/{settings.rounds}: {name} server ...", flush=True)
+                with server:
+                    run = _measure_server(server, round_, idle, busy, settings, client_cpus)
+                figures.runs.append(run)
+                print(f"  {run.summary()}", flush=True)
+    figures.seconds = time.time() - figures.started
+    return figures
+
+
+def profile(settings: Settings, path: Path) -> None:
+    """The gateway alone, its ping window under cProfile; prints the functions that cost the most."""
+    server_cpus, client_cpus = _cores(settings)
+    path = path.absolute()
+    path.unlink(missing_ok=True)
+    with _backends() as (root, database_url, redis_url):
+        data_dir = root / "gateway"
+        hellos = _hellos(Config(data_dir=data_dir, secret=SECRET), settings.idle_sessions + settings.sessions)
+        server = gateway_server(root / "gateway.log", server_cpus, database_url=database_url,
+                                redis_url=redis_url, data_dir=data_dir, secret=SECRET,
+                                launcher=[sys.executable, "-m", "bench.profiled", str(path)])
+        with server:
+            hooks = (lambda: os.kill(server.pid, signal.SIGUSR1), lambda: os.kill(server.pid, signal.SIGUSR2))
+            run = _measure_server(server, 1, hellos[:settings.idle_sessions], hellos[settings.idle_sessions:],
+                                  settings, client_cpus, hooks)
+            deadline = time.monotonic() + 30
+            while not path.exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+    print(f"under cProfile (slower than without): {run.summary()}")
+    stats = pstats.Stats(str(path))
+    stats.sort_stats("tottime").print_stats(30)
+    stats.sort_stats("cumulative").print_stats(r"gateway|handlers|protocol|websockets|prometheus", 30)
+    print(f"stats in {path} (e.g. `python -m pstats {path}`)")
+
+
+def _cores(settings: Settings) -> tuple[set[int] | None, set[int] | None]:
+    """(the server's CPUs, the clients'): the last one for the server, the others for the clients."""
+    if not settings.pin:
+        return None, None
+    cpus = sorted(os.sched_getaffinity(0))
+    return {cpus[-1]}, set(cpus[:-1])
+
+
+@contextlib.contextmanager
+def _backends() -> Iterator[tuple[Path, str, str]]:
+    """A scratch folder with embedded PostgreSQL and Redis running: (folder, database URL, Redis URL)."""
+    with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
+        root = Path(tmp)
+        print(f"starting embedded PostgreSQL and Redis under {root} ...", flush=True)
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")  # pgserver's, harmless
+        embedded = Embedded(root / "servers")
+        try:
+            database_url, redis_url = embedded.start()
+            assert database_url and redis_url
+            yield root, database_url, redis_url
+        finally:
+            embedded.stop()
+
+
+def _measure_server(server: ServerProcess, round_: int, idle: Sequence[bytes], busy: Sequence[bytes],
+                    s: Settings, client_cpus: set[int] | None,
+                    hooks: tuple[Callable[[], None], Callable[[], None]] | None = None) -> Run:
+    def clients(hellos: Sequence[bytes], processes: int) -> Clients:
+        return Clients(server.url, hellos, processes=processes, window=s.window, cpus=client_cpus)
+
+    def open_all(group: Clients, what: str) -> None:
+        opened, failed, error = group.open(timeout=60 + _open_timeout(s))
+        if failed:
+            raise RuntimeError(f"{server.name}: {failed} of {opened + failed} {what} sessions failed "
+                               f"to open; first: {error}\n{server.log_tail()}")
+
+    with clients(idle[:WARM_SESSIONS], 1) as warm:  # first-use costs: imports, caches, catalogs
+        open_all(warm, "warm-up")
+    time.sleep(0.5)
+    before = _settled_rss(server)
+    started = time.monotonic()
+    with clients(idle, s.clients) as group:
+        open_all(group, "idle")
+        open_seconds = time.monotonic() - started
+        after = _settled_rss(server)
+    with clients(busy, s.clients) as group:
+        open_all(group, "pinging")
+        tally = group.ping(s.warmup, s.seconds, server.pid, hooks)
+    if tally.errors:
+        raise RuntimeError(f"{server.name}: {tally.errors} error frames or closed sessions while pinging\n"
+                           f"{server.log_tail()}")
+    return Run(server=server.name, round=round_, idle_sessions=len(idle), rss_before=before, rss_after=after,
+               open_seconds=open_seconds, sessions=len(busy), replies=tally.replies, seconds=tally.seconds,
+               server_cpu=tally.server_cpu, client_cpu=tally.client_cpu, other_cpu=tally.other_cpu)
+
+
+def _open_timeout(s: Settings) -> float:
+    return max(s.idle_sessions, s.sessions) / 40
+
+
+def _settled_rss(server: ServerProcess) -> int:
+    """The median of a few readings once the server has had a second to finish its work."""
+    time.sleep(1.0)
+    readings = []
+    for _ in range(3):
+        readings.append(server.rss())
+        time.sleep(0.3)
+    return int(statistics.median(readings))
+
+
+def _hellos(config: Config, count: int) -> list[bytes]:
+    """One `auth` frame per session, each for its own user, as real apps would connect."""
+    issuer = token_issuer(config)
+    encode = msgspec.json.Encoder().encode
+    return [encode(Auth(id="auth", token=issuer.mint(str(uuid.uuid4()), "technician")[0]))
+            for _ in range(count)]
+
+
+@contextlib.contextmanager
+def _stopped_by_signals(budget_s: int) -> Iterator[None]:
+    """SIGTERM, and the run outliving its time budget, unwind like Ctrl-C: every `finally` and
+    `with` above stops what it started."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    def overdue(signum: int, frame: FrameType | None) -> None:
+        raise TimeoutError(f"the bench ran past its {budget_s} s budget")
+
+    previous = signal.signal(signal.SIGTERM, interrupt), signal.signal(signal.SIGALRM, overdue)
+    signal.alarm(budget_s)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGTERM, previous[0])
+        signal.signal(signal.SIGALRM, previous[1])
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("interrupted; everything started was stopped", file=sys.stderr)
+        sys.exit(130)
