@@ -31,7 +31,26 @@ log = logging.getLogger(__name__)
 UNREACHABLE = (OSError, TimeoutError, RedisError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
 
 
-class Session:
+class Deliveries:
+    """What every context of this gateway offers handlers: locales and event delivery."""
+
+    __slots__ = ()
+    gateway: "Gateway"
+
+    def negotiate_locale(self, requested: str | None) -> str:
+        return negotiate(requested)
+
+    async def deliver_to_user(self, user_id: str, event: Event) -> int:
+        return await self.gateway.hub.publish(user_channel(user_id), event)
+
+    async def deliver_to_group(self, group: str, event: Event) -> int:
+        return await self.gateway.hub.publish(group_channel(group), event)
+
+    async def deliver_many(self, batches: Batches) -> None:
+        await self.gateway.hub.publish_many(batches)
+
+
+class Session(Deliveries):
     """Implements handlers' `Context` for one connection, and delivery's `Sink`."""
 
     __slots__ = ("_closers", "_memo", "_outbox", "_overflowed", "_timer", "_writer", "channels", "codec", "gateway",
@@ -83,18 +102,6 @@ class Session:
         if self._closers is None:
             self._closers = []
         self._closers.append(callback)
-
-    def negotiate_locale(self, requested: str | None) -> str:
-        return negotiate(requested)
-
-    async def deliver_to_user(self, user_id: str, event: Event) -> int:
-        return await self.gateway.hub.publish(user_channel(user_id), event)
-
-    async def deliver_to_group(self, group: str, event: Event) -> int:
-        return await self.gateway.hub.publish(group_channel(group), event)
-
-    async def deliver_many(self, batches: Batches) -> None:
-        await self.gateway.hub.publish_many(batches)
 
     # -- the frame loop --------------------------------------------------------------------
     async def run(self) -> None:

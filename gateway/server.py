@@ -17,9 +17,9 @@ from websockets.http11 import Request as HttpRequest
 from websockets.http11 import Response
 
 from gateway.config import Config
-from gateway.connection import Session
-from gateway.delivery import Batches, Hub, group_channel, user_channel
-from gateway.i18n import Catalogs, negotiate
+from gateway.connection import Deliveries, Session
+from gateway.delivery import Hub
+from gateway.i18n import Catalogs
 from gateway.metrics import Metrics
 from handlers import uploads
 from handlers.context import Identity, Services
@@ -27,7 +27,7 @@ from handlers.errors import BadRequest, GatewayError
 from handlers.registry import ROUTES
 from handlers.routing import Route
 from protocol.codec import CODECS, JSON, JSON_SUBPROTOCOL, SUBPROTOCOLS
-from protocol.frames import Event, Request
+from protocol.frames import Request
 
 log = logging.getLogger(__name__)
 WS_PATH = "/ws"
@@ -170,7 +170,7 @@ class Gateway:
         await asyncio.gather(*self._background, return_exceptions=True)
 
 
-class RequestContext:
+class RequestContext(Deliveries):
     """The context of an HTTP request: an identity but no session to sign in or keep state in."""
 
     def __init__(self, gateway: Gateway, identity: Identity) -> None:
@@ -184,18 +184,6 @@ class RequestContext:
 
     async def sign_in(self, identity: Identity) -> None:
         raise BadRequest()
-
-    def negotiate_locale(self, requested: str | None) -> str:
-        return negotiate(requested)
-
-    async def deliver_to_user(self, user_id: str, event: Event) -> int:
-        return await self.gateway.hub.publish(user_channel(user_id), event)
-
-    async def deliver_to_group(self, group: str, event: Event) -> int:
-        return await self.gateway.hub.publish(group_channel(group), event)
-
-    async def deliver_many(self, batches: Batches) -> None:
-        await self.gateway.hub.publish_many(batches)
 
 
 def _response(status: int, content_type: str, body: bytes) -> Response:

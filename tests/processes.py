@@ -67,3 +67,18 @@ class GatewayProcess:
         if self.process is not None and self.process.returncode is None:
             self.process.kill()
             await self.process.wait()
+
+
+async def run_command(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> tuple[int, str]:
+    """`python run.py ARGS...` to its end: exit status and output (stdout and stderr together)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "run.py", *args, cwd=ROOT, env=env if env is not None else dict(os.environ),
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(errors="replace")

@@ -20,6 +20,7 @@ from prompt_toolkit.document import Document
 from clients.console import FrameCompleter
 from protocol.admin import Notify
 from tests.conftest import ROOT, SECRET, ws_url
+from tests.processes import run_command
 
 TIMEOUT_S = 60.0
 ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07|\x1b[()][0-9A-Za-z]|\x1b[=>78]|\r")
@@ -32,17 +33,8 @@ def console_argv(url: str, data_dir: Path, *args: str) -> list[str]:
 
 async def run_console(url: str, data_dir: Path, *args: str) -> tuple[int, str]:
     """Exit status and output (stdout and stderr) of a non-interactive console."""
-    proc = await asyncio.create_subprocess_exec(
-        *console_argv(url, data_dir, *args), cwd=ROOT, env={**os.environ, "COLUMNS": "200"},
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), TIMEOUT_S)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode()
+    return await run_command(*console_argv(url, data_dir, *args)[2:], env={**os.environ, "COLUMNS": "200"},
+                             timeout=TIMEOUT_S)
 
 
 def user() -> str:

@@ -1,10 +1,8 @@
 """The load generator as load testers run it: `run.py load` against a real gateway, then what its
 technicians and consumers left in Redis and PostgreSQL."""
 
-import asyncio
 import json
 import os
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -12,7 +10,8 @@ from typing import Any
 from gateway.server import Gateway
 from storage import geo
 from storage.embedded import free_port
-from tests.conftest import ROOT, SECRET, ws_url
+from tests.conftest import SECRET, ws_url
+from tests.processes import run_command
 
 TIMEOUT_S = 120.0
 NEW_YORK = (40.7128, -74.0060)
@@ -22,19 +21,10 @@ async def run_load(url: str, tmp_path: Path, *args: str) -> tuple[int, str, dict
     """Exit status, output (stdout and stderr) and the JSON summary (None if none was written).
     A subprocess: this event loop keeps serving the gateway meanwhile."""
     summary = tmp_path / f"summary-{uuid.uuid4().hex[:8]}.json"
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "run.py", "load", "--url", url, "--data-dir", str(tmp_path), "--json", str(summary),
-        "--quiet", *args, cwd=ROOT, env={k: v for k, v in os.environ.items() if k != "GATEWAY_SECRET"},
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT)
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), TIMEOUT_S)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), json.loads(summary.read_text()) if summary.exists() else None
+    status, out = await run_command(
+        "load", "--url", url, "--data-dir", str(tmp_path), "--json", str(summary), "--quiet", *args,
+        env={k: v for k, v in os.environ.items() if k != "GATEWAY_SECRET"}, timeout=TIMEOUT_S)
+    return status, out, json.loads(summary.read_text()) if summary.exists() else None
 
 
 def prefix() -> str:
