@@ -34,17 +34,17 @@ router = Router()
 class Transition:
     from_states: tuple[str, ...]
     to_state: str
-    guard: str = "TRUE"  # SQL over `o`, parameters from $7
+    guard: str = "TRUE"  # SQL over `o`; $4 is the caller's id
 
 
-ASSIGNED = "o.technician_id = $7"
+ASSIGNED = "o.technician_id = $4"
 TRANSITIONS = {
     "accept": Transition(("open",), "accepted"),
     "release": Transition(("accepted",), "open", ASSIGNED),
     "depart": Transition(("accepted",), "en_route", ASSIGNED),
     "start": Transition(("en_route",), "in_service", ASSIGNED),
     "complete": Transition(("in_service",), "completed", ASSIGNED),
-    "cancel_by_consumer": Transition(("open", "accepted", "en_route"), "cancelled", "o.consumer_id = $7"),
+    "cancel_by_consumer": Transition(("open", "accepted", "en_route"), "cancelled", "o.consumer_id = $4"),
     "cancel_by_admin": Transition(("open", "accepted", "en_route", "in_service"), "cancelled"),
 }
 
@@ -56,10 +56,9 @@ async def apply(ctx: Context, order_id: str, name: str, *, sets: str = "", args:
     assert who is not None
     step = TRANSITIONS[name]
     oid = parse_id(order_id)
-    guard_args = (who.user_id,) if "$7" in step.guard or "$7" in sets else ()
     row = await orders.move(ctx.services.db, oid, from_states=step.from_states, to_state=step.to_state,
-                            actor_id=who.user_id, actor_role=who.role, guard=step.guard, sets=sets,
-                            args=guard_args + args, details=details)
+                            actor_id=who.user_id, actor_role=who.role, guard=step.guard, sets=sets, args=args,
+                            details=details)
     if row is None:
         await explain(ctx, oid, step)
     return row
@@ -80,7 +79,7 @@ async def explain(ctx: Context, order_id: Any, step: Transition) -> NoReturn:
 @router.route(OrderAccept, roles=["technician"])
 async def accept(ctx: Context, req: OrderAccept) -> OrderReply:
     assert ctx.identity is not None
-    row = await apply(ctx, req.order_id, "accept", sets=", technician_id = $7", args=())
+    row = await apply(ctx, req.order_id, "accept", sets=", technician_id = $4")
     await withdraw(ctx, row)
     await tell_parties(ctx, row)
     return OrderReply(order=await view(ctx, row))
@@ -131,8 +130,8 @@ async def complete(ctx: Context, req: OrderComplete) -> OrderReply:
     keep = 10_000 - ctx.services.rules.platform_fee_bp
     return await _advance(
         ctx, req.order_id, "complete",
-        sets=", payout_cents = o.price_cents * $8::int / 10000, completion_attachments = $9,"
-             " completion_note = $10",
+        sets=", payout_cents = o.price_cents * $7::int / 10000, completion_attachments = $8,"
+             " completion_note = $9",
         args=(keep, photos, req.note), details={"photos": len(photos)})
 
 

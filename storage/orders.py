@@ -56,7 +56,7 @@ async def move(db: asyncpg.Pool, order_id: uuid.UUID, *, from_states: tuple[str,
     with it. None when it did not apply (the caller looks at the order to say why).
 
     `guard` and `sets` are SQL fragments from the caller's code (never input) over the columns of
-    `orders o`; their parameters, `args`, are numbered from $7."""
+    `orders o`; in them $4 is the actor's id, and their own parameters, `args`, are $7 on."""
     return await db.fetchrow(
         "WITH old AS (SELECT id, state FROM orders WHERE id = $1 FOR UPDATE),"
         f" moved AS (UPDATE orders o SET state = $2, updated_at = now(){sets} FROM old"
