@@ -22,15 +22,16 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-bench: $(STAMP)
+bench: $(STAMP)  ## both benchmarks against their same-run baselines, each into its section of docs/benchmarks.md
 	$(PY) -m bench.gateway --markdown docs/benchmarks.md
+	$(PY) -m bench.orders --markdown docs/benchmarks.md
 
 schema: $(STAMP)  ## regenerate docs/asyncapi.yaml from the protocol types
 	$(PY) run.py schema
 
 messages: $(STAMP)  ## re-extract translatable strings and merge them into the catalogs
-	$(VENV)/bin/pybabel extract -F babel.cfg -k N_ --no-location --omit-header -o gateway/locales/messages.pot gateway handlers storage protocol
-	$(VENV)/bin/pybabel update -i gateway/locales/messages.pot -d gateway/locales -D messages --no-location --omit-header
+	$(VENV)/bin/pybabel extract -F babel.cfg -k N_ --no-location --omit-header -o handlers/locales/messages.pot gateway handlers storage protocol
+	$(VENV)/bin/pybabel update -i handlers/locales/messages.pot -d handlers/locales -D messages --no-location --omit-header
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

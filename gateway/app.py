@@ -17,6 +17,7 @@ from gateway.config import Config, ConfigError
 from gateway.delivery import Hub
 from gateway.server import Gateway
 from handlers.context import Rules, Services
+from handlers.i18n import Catalogs
 from handlers.passwords import Passwords
 from handlers.pool import rebuild_if_lost
 from handlers.tokens import TokenIssuer
@@ -97,7 +98,7 @@ class Running:
                       upload_dir=str(data / "uploads"))
         positions = geo.PositionWriter(redis)
         services = Services(db, redis, token_issuer(c), self.passwords or Passwords(), cipher, positions,
-                            geo.NearbySearch(redis), LocalBlobs(data / "blobs"), rules)
+                            geo.NearbySearch(redis), LocalBlobs(data / "blobs"), rules, Catalogs())
         positions.start()
         await rebuild_if_lost(services)
         hub = Hub(redis)

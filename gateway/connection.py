@@ -15,10 +15,10 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 
 from gateway.delivery import Batches, group_channel, user_channel
-from gateway.i18n import negotiate
 from gateway.session import SessionState
 from handlers.context import Identity, Services
 from handlers.errors import N_, BadRequest, GatewayError, Internal, RateLimited, TooLarge, Unavailable
+from handlers.i18n import negotiate
 from protocol.codec import Codec, error_frame
 from protocol.frames import Event, Reply
 from protocol.messages import BY_TYPE

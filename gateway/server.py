@@ -19,7 +19,6 @@ from websockets.http11 import Response
 from gateway.config import Config
 from gateway.connection import Deliveries, Session
 from gateway.delivery import Hub
-from gateway.i18n import Catalogs
 from gateway.metrics import Metrics
 from handlers import uploads
 from handlers.context import Identity, Services
@@ -43,12 +42,11 @@ def select_subprotocol(connection: ServerConnection, offered: Sequence[str]) -> 
 
 
 class Gateway:
-    def __init__(self, config: Config, services: Services, hub: Hub,
-                 catalogs: Catalogs | None = None, metrics: Metrics | None = None) -> None:
+    def __init__(self, config: Config, services: Services, hub: Hub, metrics: Metrics | None = None) -> None:
         self.config = config
         self.services = services
         self.hub = hub
-        self.catalogs = catalogs or Catalogs()
+        self.catalogs = services.catalogs
         self.metrics = metrics or Metrics()
         self.routes: dict[type[Request], Route] = ROUTES
         self.latency: dict[type[Request], Histogram] = {

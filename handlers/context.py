@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 from protocol.frames import Event
 
 if TYPE_CHECKING:
+    from handlers.i18n import Catalogs
     from handlers.passwords import Passwords
     from handlers.tokens import TokenIssuer
     from storage.blobs import BlobStore
@@ -53,6 +54,7 @@ class Services:
     nearby: "NearbySearch"
     blobs: "BlobStore"
     rules: Rules
+    catalogs: "Catalogs"
 
 
 class Context(Protocol):

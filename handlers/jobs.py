@@ -8,6 +8,7 @@ from typing import Any, NoReturn
 
 import asyncpg
 
+from handlers.chat import post_system
 from handlers.context import Context
 from handlers.errors import N_, Conflict, Forbidden, NotFound
 from handlers.orders import check_attachments, tell_parties
@@ -82,6 +83,7 @@ async def accept(ctx: Context, req: OrderAccept) -> OrderReply:
     row = await apply(ctx, req.order_id, "accept", sets=", technician_id = $4")
     await withdraw(ctx, row)
     await tell_parties(ctx, row)
+    await post_system(ctx, row)
     return OrderReply(order=await view(ctx, row))
 
 
@@ -102,6 +104,7 @@ async def release(ctx: Context, req: OrderRelease) -> OrderReply:
     row = await apply(ctx, req.order_id, "release", sets=", technician_id = NULL",
                       details={"reason": req.reason} if req.reason else None)
     await tell_parties(ctx, row, me)
+    await post_system(ctx, row)
     exclude = frozenset({me}) | await orders.decliners(ctx.services.db, row["id"])
     await announce(ctx, row, exclude)
     return OrderReply(order=await view(ctx, row))
@@ -110,6 +113,7 @@ async def release(ctx: Context, req: OrderRelease) -> OrderReply:
 async def _advance(ctx: Context, order_id: str, name: str, **kwargs: Any) -> OrderReply:
     row = await apply(ctx, order_id, name, **kwargs)
     await tell_parties(ctx, row)
+    await post_system(ctx, row)
     return OrderReply(order=await view(ctx, row))
 
 
@@ -143,4 +147,5 @@ async def cancel(ctx: Context, req: OrderCancel) -> OrderReply:
     if row["previous_state"] == "open":
         await withdraw(ctx, row)
     await tell_parties(ctx, row)
+    await post_system(ctx, row)
     return OrderReply(order=await view(ctx, row))

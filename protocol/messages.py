@@ -5,7 +5,7 @@ Adding an operation: declare its Struct in the domain's module and list it here.
 
 from typing import Union
 
-from protocol import admin, auth, location, orders, uploads
+from protocol import admin, auth, chat, location, orders, uploads
 from protocol.frames import Event, Request
 
 REQUESTS: tuple[type[Request], ...] = (
@@ -34,6 +34,12 @@ REQUESTS: tuple[type[Request], ...] = (
     uploads.UploadBegin,
     uploads.UploadChunk,
     uploads.UploadEnd,
+    chat.ChatSend,
+    chat.ChatHistory,
+    chat.ChatSync,
+    chat.ChatRead,
+    chat.ChatRooms,
+    chat.ChatTyping,
     admin.Notify,
 )
 
@@ -41,6 +47,9 @@ EVENTS: tuple[type[Event], ...] = (
     orders.OrderAvailable,
     orders.OrderUnavailable,
     orders.OrderStatus,
+    chat.ChatMessageEvent,
+    chat.ChatReadEvent,
+    chat.ChatTypingEvent,
     admin.Notice,
 )
 

@@ -101,9 +101,10 @@ def document(roles: Roles) -> dict[str, Any]:
         messages[name[reply]] = _message(reply, name[reply], f"result of {', '.join(users)}")
     for event in EVENTS:
         tag = _tag(event)
-        assert tag not in ops, f"event {tag!r} has the name of an operation"
         messages[name[event]] = _message(event, name[event], tag)
-        ops[tag] = {"action": "receive", "channel": _channel_ref(), "messages": [_message_ref(name[event])]}
+        # an event may share its type with the request that causes it (`chat.read`): key it apart
+        key = f"{tag} (event)" if tag in ops else tag
+        ops[key] = {"action": "receive", "channel": _channel_ref(), "messages": [_message_ref(name[event])]}
     messages[name[Error]] = _message(Error, name[Error], _tag(Error))
     messages[name[Error]]["description"] += f" Stable codes: {_CODES}."
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from babel.messages.extract import extract_from_dir
 
-from gateway.i18n import SUPPORTED, Catalogs, negotiate
+from handlers.i18n import SUPPORTED, Catalogs, negotiate
 from protocol.auth import Auth
 
 ROOT = Path(__file__).resolve().parent.parent

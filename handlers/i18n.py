@@ -1,4 +1,5 @@
-"""Message catalogs (gettext .po files read with Babel) and locale negotiation."""
+"""Message catalogs (gettext .po files read with Babel) and locale negotiation: the language of
+error messages, system messages and push texts."""
 
 from importlib import resources
 from typing import Any
@@ -26,7 +27,7 @@ def negotiate(tag: str | None) -> str:
 class Catalogs:
     def __init__(self) -> None:
         self._messages: dict[str, dict[str, str]] = {DEFAULT: {}}
-        root = resources.files("gateway") / "locales"
+        root = resources.files("handlers") / "locales"
         for locale in SUPPORTED[1:]:
             po = root / locale.replace("-", "_") / "LC_MESSAGES" / "messages.po"
             with po.open("rb") as f:

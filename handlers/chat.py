@@ -1,0 +1,192 @@
+"""Order chat rooms: send (idempotent, gap-free sequence), history, sync after a reconnect, read
+receipts, typing, and the system messages that narrate the order's progress."""
+
+import time
+import uuid
+
+import asyncpg
+
+from handlers.context import Context
+from handlers.errors import N_, BadRequest, Forbidden
+from handlers.orders import check_attachments
+from handlers.routing import Router
+from protocol.chat import (
+    ChatHistory,
+    ChatMessage,
+    ChatMessageEvent,
+    ChatPage,
+    ChatRead,
+    ChatReadEvent,
+    ChatRooms,
+    ChatSend,
+    ChatSent,
+    ChatSync,
+    ChatSynced,
+    ChatTyping,
+    ChatTypingEvent,
+    Room,
+    Rooms,
+    RoomSync,
+)
+from protocol.frames import Empty
+from storage import chat, orders, users
+
+router = Router()
+TYPING_EVERY_S = 2.0
+SYSTEM_TEXT = {  # order state reached -> what the room is told
+    "accepted": N_("A technician accepted the order."),
+    "open": N_("The technician gave the order back; it is open again."),
+    "en_route": N_("The technician is on the way."),
+    "in_service": N_("The technician has started the work."),
+    "completed": N_("The job is complete."),
+    "cancelled": N_("The order was cancelled."),
+}
+
+
+def members(order: asyncpg.Record) -> list[str]:
+    return [m for m in (order["consumer_id"], order["technician_id"]) if m is not None]
+
+
+async def room(ctx: Context, order_id: str, *, write: bool) -> asyncpg.Record:
+    """The order whose room the caller may use: its members read and write, admins only read.
+    Anyone else gets `forbidden`, whether or not the order exists."""
+    who = ctx.identity
+    assert who is not None
+    try:
+        order = await orders.get(ctx.services.db, uuid.UUID(order_id))
+    except ValueError:
+        order = None
+    if order is not None and (who.user_id in members(order) or (who.role == "admin" and not write)):
+        return order
+    raise Forbidden(N_("You are not a member of this chat."))
+
+
+def message(ctx: Context, row: asyncpg.Record, locale: str) -> ChatMessage:
+    system = row["kind"] == "system"
+    text = ctx.services.catalogs.translate(locale, SYSTEM_TEXT[row["system_code"]]) if system else row["body"]
+    return ChatMessage(order_id=str(row["order_id"]), seq=row["seq"], sender_id=row["sender_id"],
+                       sender_role=row["sender_role"], kind=row["kind"], text=text,
+                       attachments=[str(a) for a in row["attachments"]], client_id=row["client_id"],
+                       sent_at=row["created_at"])
+
+
+def _locale(ctx: Context) -> str:
+    return ctx.identity.locale if ctx.identity else "en"
+
+
+@router.route(ChatSend, roles=["consumer", "technician"])
+async def send(ctx: Context, req: ChatSend) -> ChatSent:
+    who = ctx.identity
+    assert who is not None
+    if not (req.text and req.text.strip()) and not req.attachments:
+        raise BadRequest(N_("A message needs text or attachments."))
+    order = await room(ctx, req.order_id, write=True)
+    attachments = await check_attachments(ctx, req.attachments, who.user_id)
+    row = await store_and_deliver(ctx, order, "text", req.client_id, req.text, attachments)
+    return ChatSent(message=message(ctx, row, _locale(ctx)), duplicate=row["duplicate"])
+
+
+async def store_and_deliver(ctx: Context, order: asyncpg.Record, kind: str, client_id: str | None,
+                            text: str | None, attachments: list[uuid.UUID]) -> asyncpg.Record:
+    """Store the message and push it to the room's members before the commit releases the room:
+    members receive a room's messages in sequence order, whichever processes send them. Acked
+    (returned) only once committed."""
+    who = ctx.identity
+    assert who is not None
+    system_code = order["state"] if kind == "system" else None
+    role = "system" if kind == "system" else who.role
+    for attempt in range(2):
+        try:
+            async with ctx.services.db.acquire() as conn, conn.transaction():
+                row = await chat.send(conn, order["id"], who.user_id, role, client_id, kind, text, attachments,
+                                      system_code)
+                if not row["duplicate"]:
+                    await deliver(ctx, order, row)
+            return row
+        except asyncpg.UniqueViolationError:
+            if attempt:
+                raise
+    raise AssertionError("unreachable")
+
+
+async def deliver(ctx: Context, order: asyncpg.Record, row: asyncpg.Record) -> None:
+    people = members(order)
+    if row["kind"] == "text":
+        await ctx.deliver_many([(people, ChatMessageEvent(message=message(ctx, row, _locale(ctx))))])
+        return
+    locales = await users.locales(ctx.services.db, people)  # system messages: each in its reader's language
+    await ctx.deliver_many([([person], ChatMessageEvent(message=message(ctx, row, locales.get(person, "en"))))
+                            for person in people])
+
+
+async def post_system(ctx: Context, order: asyncpg.Record) -> None:
+    """Tell the room what happened to the order, in each member's language."""
+    if order["state"] in SYSTEM_TEXT:
+        await store_and_deliver(ctx, order, "system", None, None, [])
+
+
+@router.route(ChatHistory, roles=["consumer", "technician", "admin"])
+async def history(ctx: Context, req: ChatHistory) -> ChatPage:
+    if req.before_seq is not None and req.after_seq is not None:
+        raise BadRequest(N_("Give before_seq or after_seq, not both."))
+    order = await room(ctx, req.order_id, write=False)
+    rows = await chat.page(ctx.services.db, order["id"], before=req.before_seq, after=req.after_seq,
+                           limit=req.limit)
+    more = len(rows) > req.limit
+    rows = rows[:req.limit] if req.after_seq is not None else rows[-req.limit:]
+    return ChatPage(order_id=str(order["id"]), messages=[message(ctx, r, _locale(ctx)) for r in rows],
+                    has_more=more)
+
+
+@router.route(ChatSync, roles=["consumer", "technician"])
+async def sync(ctx: Context, req: ChatSync) -> ChatSynced:
+    who = ctx.identity
+    assert who is not None
+    mine = await chat.rooms_of(ctx.services.db, who.user_id, who.role)
+    positions = {r["room"]: req.positions.get(str(r["room"]), 0) for r in mine}
+    found: dict[uuid.UUID, list[asyncpg.Record]] = {}
+    for row in await chat.missed(ctx.services.db, positions, req.limit):
+        found.setdefault(row["order_id"], []).append(row)
+    return ChatSynced(rooms=[RoomSync(order_id=str(room_id), messages=[message(ctx, r, who.locale)
+                                                                          for r in rows[:req.limit]],
+                                      has_more=len(rows) > req.limit) for room_id, rows in found.items()])
+
+
+@router.route(ChatRead, roles=["consumer", "technician"])
+async def read(ctx: Context, req: ChatRead) -> Empty:
+    who = ctx.identity
+    assert who is not None
+    order = await room(ctx, req.order_id, write=True)
+    seq = await chat.mark_read(ctx.services.db, order["id"], who.user_id, req.seq)
+    others = [m for m in members(order) if m != who.user_id]
+    if others:
+        await ctx.deliver_many([(others, ChatReadEvent(order_id=str(order["id"]), user_id=who.user_id, seq=seq))])
+    return Empty()
+
+
+@router.route(ChatRooms, roles=["consumer", "technician"])
+async def rooms(ctx: Context, req: ChatRooms) -> Rooms:
+    who = ctx.identity
+    assert who is not None
+    listed = []
+    for row in await chat.rooms_of(ctx.services.db, who.user_id, who.role):
+        last = message(ctx, row, who.locale) if row["seq"] is not None else None
+        listed.append(Room(order_id=str(row["room"]), state=row["state"], last_message=last,
+                           unread=row["unread"], read_seq=row["read_seq"]))
+    return Rooms(rooms=listed)
+
+
+@router.route(ChatTyping, roles=["consumer", "technician"])
+async def typing(ctx: Context, req: ChatTyping) -> Empty:
+    who = ctx.identity
+    assert who is not None
+    last: dict[str, float] = ctx.memo.setdefault("typing", {})
+    now = time.monotonic()
+    if now - last.get(req.order_id, 0.0) < TYPING_EVERY_S:
+        return Empty()  # too soon: dropped, not an error (apps send it on every keystroke)
+    order = await room(ctx, req.order_id, write=True)
+    last[req.order_id] = now
+    others = [m for m in members(order) if m != who.user_id]
+    if others:
+        await ctx.deliver_many([(others, ChatTypingEvent(order_id=str(order["id"]), user_id=who.user_id))])
+    return Empty()
