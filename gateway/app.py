@@ -17,9 +17,11 @@ from gateway.config import Config, ConfigError
 from gateway.delivery import Hub
 from gateway.server import Gateway
 from handlers.context import Rules, Services
+from handlers.fcm import FcmClient
 from handlers.i18n import Catalogs
 from handlers.passwords import Passwords
 from handlers.pool import rebuild_if_lost
+from handlers.push import run_worker as push_worker
 from handlers.tokens import TokenIssuer
 from storage import geo
 from storage.blobs import LocalBlobs
@@ -74,6 +76,7 @@ class Running:
         self.sock = sock
         self.passwords = passwords
         self.gateway: Gateway | None = None
+        self.fcm: FcmClient | None = None
 
     async def __aenter__(self) -> Gateway:
         c = self.config
@@ -95,7 +98,8 @@ class Running:
         data = Path(c.data_dir).absolute()
         rules = Rules(radius_mi=c.dispatch_radius_mi, max_radius_mi=c.max_radius_mi,
                       stale_after_s=c.position_stale_s, platform_fee_bp=c.platform_fee_bp,
-                      upload_dir=str(data / "uploads"))
+                      upload_dir=str(data / "uploads"), push_max_attempts=c.push_max_attempts,
+                      push_retry_base_s=c.push_retry_base_s, push_poll_s=c.push_poll_s)
         positions = geo.PositionWriter(redis)
         services = Services(db, redis, token_issuer(c), self.passwords or Passwords(), cipher, positions,
                             geo.NearbySearch(redis), LocalBlobs(data / "blobs"), rules, Catalogs())
@@ -106,6 +110,8 @@ class Running:
         self.gateway = Gateway(c, services, hub)
         await self.gateway.start(self.sock)
         self.gateway.spawn(upkeep(services, c.sweep_interval_s))
+        self.fcm = FcmClient(Path(c.fcm_credentials), c.fcm_endpoint) if c.fcm_credentials else None
+        self.gateway.spawn(push_worker(services, self.fcm))
         return self.gateway
 
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
@@ -114,6 +120,8 @@ class Running:
         if gateway is None:
             return
         await gateway.shutdown()
+        if self.fcm is not None:
+            await self.fcm.aclose()
         await gateway.services.positions.stop()
         await gateway.hub.stop()
         await gateway.services.redis.aclose()

@@ -40,6 +40,11 @@ class Config:
     position_stale_s: float = 300.0
     platform_fee_bp: int = 1500
     sweep_interval_s: float = 15.0
+    fcm_credentials: str | None = None  # service-account JSON; None: pushes are logged, not sent
+    fcm_endpoint: str = "https://fcm.googleapis.com"
+    push_max_attempts: int = 8
+    push_retry_base_s: float = 2.0
+    push_poll_s: float = 1.0
 
 
 # environment variable -> field; each also has a --flag on `serve` (field name, dashes).
@@ -69,6 +74,11 @@ ENV = {
     "POSITION_STALE_S": "position_stale_s",
     "PLATFORM_FEE_BP": "platform_fee_bp",
     "SWEEP_INTERVAL_S": "sweep_interval_s",
+    "FCM_CREDENTIALS": "fcm_credentials",
+    "FCM_ENDPOINT": "fcm_endpoint",
+    "PUSH_MAX_ATTEMPTS": "push_max_attempts",
+    "PUSH_RETRY_BASE_S": "push_retry_base_s",
+    "PUSH_POLL_S": "push_poll_s",
 }
 FLAG_OF = {name: env for env, name in ENV.items()}
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -93,7 +103,7 @@ def _convert(name: str, raw: str) -> Any:
         raise ConfigError(f"{FLAG_OF[name]}={raw!r} is not a number") from None
     if kind in (Path, "Path"):
         return Path(raw)
-    return raw or None if name in ("database_url", "redis_url", "secret") else raw
+    return raw or None if name in ("database_url", "redis_url", "secret", "fcm_credentials") else raw
 
 
 def load(env: Mapping[str, str] = os.environ, flags: argparse.Namespace | None = None) -> Config:
@@ -123,12 +133,15 @@ def validate(c: Config) -> None:
         raise ConfigError(f"LOG_LEVEL={c.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
     if c.log_format not in ("text", "json"):
         raise ConfigError(f"LOG_FORMAT={c.log_format!r} is not one of text, json")
+    if c.fcm_credentials is not None and not Path(c.fcm_credentials).is_file():
+        raise ConfigError(f"FCM_CREDENTIALS={c.fcm_credentials!r} is not a readable file")
     if not 0 <= c.platform_fee_bp <= 10_000:
         raise ConfigError(f"PLATFORM_FEE_BP={c.platform_fee_bp} must be between 0 and 10000 (basis points)")
     if c.secret is not None and len(c.secret) < 32:
         raise ConfigError("GATEWAY_SECRET must be at least 32 characters")
     for name in ("token_ttl_s", "refresh_ttl_s", "auth_timeout_s", "idle_timeout_s", "max_frame_bytes",
                  "rate_per_s", "rate_burst", "outbox_limit", "db_pool_size", "dispatch_radius_mi",
-                 "max_radius_mi", "position_stale_s", "sweep_interval_s"):
+                 "max_radius_mi", "position_stale_s", "sweep_interval_s", "push_max_attempts", "push_retry_base_s",
+                 "push_poll_s"):
         if getattr(c, name) <= 0:
             raise ConfigError(f"{FLAG_OF[name]} must be positive")

@@ -22,6 +22,7 @@ from handlers.i18n import negotiate
 from protocol.codec import Codec, error_frame
 from protocol.frames import Event, Reply
 from protocol.messages import BY_TYPE
+from storage import push
 
 if TYPE_CHECKING:
     from gateway.server import Gateway
@@ -91,6 +92,7 @@ class Session(Deliveries):
             self.channels = channels
             async with asyncio.timeout(5):  # Redis must confirm the subscriptions
                 await self.gateway.hub.join(self, channels)
+                await push.mark_online(self.services.redis, self.gateway.hub.node.hex(), [identity.user_id])
 
     @property
     def memo(self) -> dict[str, Any]:
@@ -232,7 +234,11 @@ class Session(Deliveries):
             self._timer = None
         if self._writer is not None and not self._writer.done():
             self._writer.cancel()
-        self.gateway.hub.leave(self, self.channels)
+        hub = self.gateway.hub
+        hub.leave(self, self.channels)
+        identity = self.state.identity
+        if identity is not None and user_channel(identity.user_id) not in hub.channels:  # its last session here
+            self.gateway.spawn(push.mark_offline(self.services.redis, hub.node.hex(), identity.user_id))
         self.channels = ()
         for callback in self._closers or ():
             try:

@@ -10,6 +10,7 @@ from typing import Any
 
 import msgspec
 from prometheus_client import Histogram
+from redis.exceptions import RedisError
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.frames import CloseCode
@@ -27,6 +28,7 @@ from handlers.registry import ROUTES
 from handlers.routing import Route
 from protocol.codec import CODECS, JSON, JSON_SUBPROTOCOL, SUBPROTOCOLS
 from protocol.frames import Request
+from storage import push
 
 log = logging.getLogger(__name__)
 WS_PATH = "/ws"
@@ -78,6 +80,7 @@ class Gateway:
         )
         self.spawn(self._sweep())
         self.spawn(self._flush_metrics())
+        self.spawn(self._presence())
 
     @property
     def port(self) -> int:
@@ -136,6 +139,18 @@ class Gateway:
         results = await asyncio.gather(check("postgres", self.services.db.fetchval("SELECT 1")),
                                        check("redis", self.services.redis.ping()))
         return dict(results)
+
+    async def _presence(self) -> None:
+        """Keep this process's signed-in users marked online (push goes to the others)."""
+        node = self.hub.node.hex()
+        while True:
+            await asyncio.sleep(10)
+            users = [c[2:] for c in self.hub.channels if c.startswith("u:")]
+            try:
+                for start in range(0, len(users), 5000):
+                    await push.mark_online(self.services.redis, node, users[start:start + 5000])
+            except (OSError, RedisError) as exc:
+                log.warning("presence refresh failed: %r", exc)
 
     async def _flush_metrics(self) -> None:
         while True:

@@ -9,7 +9,9 @@ import asyncpg
 from handlers.context import Context
 from handlers.errors import N_, BadRequest, Forbidden
 from handlers.orders import check_attachments
+from handlers.push import to_offline
 from handlers.routing import Router
+from handlers.texts import ATTACHMENT, NEW_MESSAGE, STATE_TEXT
 from protocol.chat import (
     ChatHistory,
     ChatMessage,
@@ -33,14 +35,6 @@ from storage import chat, orders, users
 
 router = Router()
 TYPING_EVERY_S = 2.0
-SYSTEM_TEXT = {  # order state reached -> what the room is told
-    "accepted": N_("A technician accepted the order."),
-    "open": N_("The technician gave the order back; it is open again."),
-    "en_route": N_("The technician is on the way."),
-    "in_service": N_("The technician has started the work."),
-    "completed": N_("The job is complete."),
-    "cancelled": N_("The order was cancelled."),
-}
 
 
 def members(order: asyncpg.Record) -> list[str]:
@@ -63,7 +57,7 @@ async def room(ctx: Context, order_id: str, *, write: bool) -> asyncpg.Record:
 
 def message(ctx: Context, row: asyncpg.Record, locale: str) -> ChatMessage:
     system = row["kind"] == "system"
-    text = ctx.services.catalogs.translate(locale, SYSTEM_TEXT[row["system_code"]]) if system else row["body"]
+    text = ctx.services.catalogs.translate(locale, STATE_TEXT[row["system_code"]]) if system else row["body"]
     return ChatMessage(order_id=str(row["order_id"]), seq=row["seq"], sender_id=row["sender_id"],
                        sender_role=row["sender_role"], kind=row["kind"], text=text,
                        attachments=[str(a) for a in row["attachments"]], client_id=row["client_id"],
@@ -102,6 +96,11 @@ async def store_and_deliver(ctx: Context, order: asyncpg.Record, kind: str, clie
                                       system_code)
                 if not row["duplicate"]:
                     await deliver(ctx, order, row)
+                    if kind == "text":  # status changes push on their own (order.status)
+                        others = [m for m in members(order) if m != who.user_id]
+                        await to_offline(ctx, conn, others, f"chat:{order['id']}:{row['seq']}", NEW_MESSAGE,
+                                         text or ATTACHMENT, {"type": "chat.message", "order_id": str(order["id"]),
+                                                             "seq": str(row["seq"])})
             return row
         except asyncpg.UniqueViolationError:
             if attempt:
@@ -121,7 +120,7 @@ async def deliver(ctx: Context, order: asyncpg.Record, row: asyncpg.Record) -> N
 
 async def post_system(ctx: Context, order: asyncpg.Record) -> None:
     """Tell the room what happened to the order, in each member's language."""
-    if order["state"] in SYSTEM_TEXT:
+    if order["state"] in STATE_TEXT:
         await store_and_deliver(ctx, order, "system", None, None, [])
 
 

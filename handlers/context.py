@@ -41,6 +41,10 @@ class Rules:
     stale_after_s: float = 300.0  # a position older than this does not count for matching
     platform_fee_bp: int = 1500  # the platform's share of a job's price, in basis points
     upload_dir: str = "var/uploads"
+    preview_chars: int = 100  # a push shows this much of a message
+    push_max_attempts: int = 8  # then the push goes to the dead letter
+    push_retry_base_s: float = 2.0  # backoff: base * 2^(attempt-1), jittered
+    push_poll_s: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)

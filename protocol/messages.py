@@ -5,7 +5,7 @@ Adding an operation: declare its Struct in the domain's module and list it here.
 
 from typing import Union
 
-from protocol import admin, auth, chat, location, orders, uploads
+from protocol import admin, auth, chat, location, orders, push, uploads
 from protocol.frames import Event, Request
 
 REQUESTS: tuple[type[Request], ...] = (
@@ -40,6 +40,8 @@ REQUESTS: tuple[type[Request], ...] = (
     chat.ChatRead,
     chat.ChatRooms,
     chat.ChatTyping,
+    push.PushRegister,
+    push.PushUnregister,
     admin.Notify,
 )
 

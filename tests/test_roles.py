@@ -46,6 +46,8 @@ EXAMPLES: dict[str, dict[str, object]] = {
     "chat.read": {"order_id": NO_ORDER, "seq": 1},
     "chat.rooms": {},
     "chat.typing": {"order_id": NO_ORDER},
+    "push.register": {"token": "fcm-token-0123456789"},
+    "push.unregister": {"token": "fcm-token-0123456789"},
 }
 
 

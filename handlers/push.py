@@ -1,0 +1,100 @@
+"""Push to offline devices: device registration, the outbox written with the event it announces,
+and the worker that sends it through FCM with retries, backoff and a dead letter."""
+
+import asyncio
+import logging
+import random
+from datetime import timedelta
+
+import asyncpg
+
+from handlers.context import Context, Services
+from handlers.fcm import FcmClient
+from handlers.routing import Router
+from protocol.frames import Empty
+from protocol.push import PushRegister, PushUnregister
+from storage import push, users
+
+log = logging.getLogger(__name__)
+router = Router()
+LEASE = timedelta(seconds=60)
+BATCH = 50
+
+
+@router.route(PushRegister, roles=["consumer", "technician"])
+async def register(ctx: Context, req: PushRegister) -> Empty:
+    assert ctx.identity is not None
+    await push.register(ctx.services.db, ctx.identity.user_id, req.token, req.platform)
+    return Empty()
+
+
+@router.route(PushUnregister, roles=["consumer", "technician"])
+async def unregister(ctx: Context, req: PushUnregister) -> Empty:
+    assert ctx.identity is not None
+    await push.unregister(ctx.services.db, ctx.identity.user_id, req.token)
+    return Empty()
+
+
+def preview(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
+
+
+async def to_offline(ctx: Context, conn: asyncpg.Connection | asyncpg.Pool, recipients: list[str], key: str,
+                     title: str, body: str, data: dict[str, str]) -> None:
+    """Enqueue a push for each recipient with no live session anywhere. `title` and `body` are
+    message ids, translated for each recipient; `body` may also be the text itself."""
+    services = ctx.services
+    offline = [r for r in recipients if r not in await push.online(services.redis, recipients)]
+    if not offline:
+        return
+    locales = await users.locales(services.db, offline)
+    for user_id in offline:
+        locale = locales.get(user_id, "en")
+        await push.enqueue(conn, user_id, f"{key}:{user_id}", services.catalogs.translate(locale, title),
+                           preview(services.catalogs.translate(locale, body), services.rules.preview_chars), data)
+
+
+async def run_worker(services: Services, client: FcmClient | None) -> None:
+    """Send due pushes, forever (cancel to stop); every process may run one: jobs are leased."""
+    while True:
+        try:
+            jobs = await push.claim(services.db, BATCH, LEASE)
+            for job in jobs:
+                await _send(services, client, job)
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("push worker: %r", exc)
+            jobs = []
+        if not jobs:
+            await asyncio.sleep(services.rules.push_poll_s)
+
+
+async def _send(services: Services, client: FcmClient | None, job: asyncpg.Record) -> None:
+    rules = services.rules
+    devices = await push.tokens(services.db, job["user_id"])
+    if client is None or not devices:
+        log.info("push for %s (%s): %s: %s", job["user_id"], "no device" if devices == [] else "logged only",
+                 job["title"], job["body"])
+        await push.finish(services.db, job["id"], "sent", None if devices else "no device")
+        return
+    retry, wait, delivered, errors = False, 0.0, 0, []
+    for token in devices:
+        outcome = await client.send(token, job["title"], job["body"], push.job_data(job))
+        if outcome.kind == "sent":
+            delivered += 1
+            continue
+        errors.append(outcome.detail)
+        if outcome.kind == "unregistered":
+            await push.forget_token(services.db, token)  # FCM says this install is gone
+        elif outcome.kind == "retry":
+            retry, wait = True, max(wait, outcome.retry_after_s or 0.0)
+    error = "; ".join(errors) or None
+    if delivered or not retry:
+        # delivered to a device (a retry would duplicate it there), or nothing left to try
+        await push.finish(services.db, job["id"], "sent" if delivered else "dead", error)
+    elif job["attempts"] >= rules.push_max_attempts:
+        await push.finish(services.db, job["id"], "dead", error)
+        log.warning("push %s dead after %d attempts: %s", job["id"], job["attempts"], error)
+    else:
+        backoff = rules.push_retry_base_s * 2 ** (job["attempts"] - 1) * random.uniform(0.8, 1.2)
+        await push.finish(services.db, job["id"], "pending", error, timedelta(seconds=max(backoff, wait)))

@@ -1,0 +1,140 @@
+"""Push to offline devices: the outbox written with the message, the real FCM client against a
+local FCM v1 server (failures, recovery, unregistered tokens, dead letters), no duplicates."""
+
+import asyncio
+import uuid
+
+import pytest
+
+from protocol.auth import Auth, Register
+from protocol.chat import ChatSend
+from protocol.orders import OrderAccept, OrderDepart
+from protocol.push import PushRegister, PushUnregister
+from storage import push
+from tests.fake_fcm import FakeFcm, error
+from tests.world import order_at, spot, technician
+
+
+@pytest.fixture
+def fcm():
+    with FakeFcm() as server:
+        yield server
+
+
+@pytest.fixture
+async def pushing(make_gateway, fcm, tmp_path):
+    async with make_gateway(fcm_credentials=str(fcm.credentials(tmp_path)), fcm_endpoint=fcm.url,
+                            push_retry_base_s=0.05, push_poll_s=0.05, push_max_attempts=3) as gw:
+        yield gw
+
+
+async def offline_consumer_with_order(gw, connect, signed_in, locale="en-US"):
+    """A registered consumer with a device, an order accepted by an online technician, then the
+    consumer's app goes away. Returns (technician client, order id, consumer id, device token)."""
+    client = await connect(gw)
+    account = await client.request(Register(email=f"p-{uuid.uuid4().hex[:8]}@example.com", password="password1",
+                                            role="consumer", name="Pat", locale=locale))
+    await client.request(Auth(token=account.token))
+    device = f"device-{uuid.uuid4().hex}"
+    await client.request(PushRegister(token=device, platform="android"))
+    place = spot()
+    tech, _ = await technician(signed_in, place, connect={"gw": gw})
+    order = (await client.request(order_at(place))).order
+    await tech.request(OrderAccept(order_id=order.id))
+    await client.close()
+    async with asyncio.timeout(5):
+        while await push.online(gw.services.redis, [account.user_id]):
+            await asyncio.sleep(0.02)
+    return tech, order.id, account.user_id, device
+
+
+async def outbox(gw, user_id):
+    return await gw.services.db.fetch("SELECT * FROM push_outbox WHERE user_id = $1 ORDER BY id", user_id)
+
+
+async def settled(gw, user_id, count=1):
+    async with asyncio.timeout(10):
+        while True:
+            rows = await outbox(gw, user_id)
+            if len(rows) >= count and all(r["state"] != "pending" for r in rows):
+                return rows
+            await asyncio.sleep(0.05)
+
+
+async def test_an_offline_member_gets_one_push_per_message(pushing, fcm, connect, signed_in):
+    tech, order_id, consumer_id, device = await offline_consumer_with_order(pushing, connect, signed_in)
+    long = "The replacement part arrived. " * 10
+    for _ in range(3):  # the technician's app retries: still one message, one push
+        await tech.request(ChatSend(order_id=order_id, client_id="c-1", text=long))
+    [job] = [r for r in await settled(pushing, consumer_id) if r["dedupe_key"].startswith("chat:")]
+    assert job["state"] == "sent" and job["attempts"] == 1
+    [sent] = [m for m in fcm.delivered if m["data"].get("type") == "chat.message"]
+    assert sent["token"] == device and sent["notification"]["title"] == "New message"
+    body = sent["notification"]["body"]
+    assert len(body) == 100 and body.endswith("…") and body.startswith("The replacement part arrived.")
+    assert sent["data"] == {"type": "chat.message", "order_id": order_id, "seq": sent["data"]["seq"]}
+
+
+async def test_online_members_get_no_push(pushing, fcm, signed_in):
+    place = spot()
+    consumer, consumer_id = await signed_in("consumer", gw=pushing)
+    await consumer.request(PushRegister(token=f"device-{uuid.uuid4().hex}"))
+    tech, _ = await technician(signed_in, place, connect={"gw": pushing})
+    order = (await consumer.request(order_at(place))).order
+    await tech.request(OrderAccept(order_id=order.id))
+    await tech.request(ChatSend(order_id=order.id, client_id="x", text="on my way"))
+    await asyncio.sleep(0.3)
+    assert await outbox(pushing, consumer_id) == []
+
+
+async def test_status_changes_push_in_the_recipients_language(pushing, fcm, connect, signed_in):
+    tech, order_id, consumer_id, _ = await offline_consumer_with_order(pushing, connect, signed_in, locale="es")
+    await tech.request(OrderDepart(order_id=order_id))
+    rows = await settled(pushing, consumer_id)
+    assert [r["title"] for r in rows] == ["Novedades de tu pedido"]
+    assert rows[0]["body"] == "El técnico está en camino." and rows[0]["state"] == "sent"
+
+
+async def test_a_failing_endpoint_is_retried_until_it_recovers(pushing, fcm, connect, signed_in):
+    tech, order_id, consumer_id, device = await offline_consumer_with_order(pushing, connect, signed_in)
+    fcm.scripts[device] = [error(503, "UNAVAILABLE"), error(500, "INTERNAL")]
+    await tech.request(ChatSend(order_id=order_id, client_id="r", text="ring the bell?"))
+    [job] = await settled(pushing, consumer_id)
+    assert (job["state"], job["attempts"]) == ("sent", 3) and fcm.attempts[device] == 3
+    assert len(fcm.delivered) == 1  # delivered once, after two failures
+
+
+async def test_it_gives_up_into_the_dead_letter(pushing, fcm, connect, signed_in):
+    tech, order_id, consumer_id, device = await offline_consumer_with_order(pushing, connect, signed_in)
+    fcm.scripts[device] = [error(503, "UNAVAILABLE")] * 10
+    await tech.request(ChatSend(order_id=order_id, client_id="d", text="hello?"))
+    [job] = await settled(pushing, consumer_id)
+    assert (job["state"], job["attempts"]) == ("dead", 3) and "503" in job["last_error"]
+
+
+async def test_unregistered_tokens_are_removed(pushing, fcm, connect, signed_in):
+    tech, order_id, consumer_id, device = await offline_consumer_with_order(pushing, connect, signed_in)
+    fcm.scripts[device] = [error(404, "NOT_FOUND", "UNREGISTERED")]
+    await tech.request(ChatSend(order_id=order_id, client_id="u", text="hello"))
+    [job] = await settled(pushing, consumer_id)
+    assert job["state"] == "dead" and "UNREGISTERED" in job["last_error"]
+    assert await push.tokens(pushing.services.db, consumer_id) == []
+
+
+async def test_register_and_unregister_devices(gateway, signed_in):
+    client, user_id = await signed_in("technician")
+    await client.request(PushRegister(token="device-aaaaaaaaaaaaaaaa", platform="ios"))
+    await client.request(PushRegister(token="device-bbbbbbbbbbbbbbbb"))
+    assert await push.tokens(gateway.services.db, user_id) == ["device-aaaaaaaaaaaaaaaa", "device-bbbbbbbbbbbbbbbb"]
+    await client.request(PushUnregister(token="device-aaaaaaaaaaaaaaaa"))
+    assert await push.tokens(gateway.services.db, user_id) == ["device-bbbbbbbbbbbbbbbb"]
+    reply, _ = await client.call("push.register", {"token": "short"})
+    assert reply["code"] == "bad_request"
+
+
+async def test_without_credentials_pushes_are_logged_not_sent(gateway, connect, signed_in, caplog):
+    tech, order_id, consumer_id, _ = await offline_consumer_with_order(gateway, connect, signed_in)
+    with caplog.at_level("INFO", logger="handlers.push"):
+        await tech.request(ChatSend(order_id=order_id, client_id="l", text="logged"))
+        [job] = await settled(gateway, consumer_id)
+    assert job["state"] == "sent" and any("logged" in r.getMessage() for r in caplog.records)
