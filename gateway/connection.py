@@ -3,6 +3,7 @@
 import asyncio
 import collections
 import logging
+import struct
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -13,6 +14,7 @@ from redis.exceptions import RedisError
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
+from websockets.protocol import OPEN
 
 from gateway.delivery import Batches, group_channel, user_channel
 from gateway.session import SessionState
@@ -28,8 +30,19 @@ if TYPE_CHECKING:
     from gateway.server import Gateway
 
 log = logging.getLogger(__name__)
+HIGH_WATER = 64 * 1024  # bytes unsent in the socket's buffer beyond which frames queue in the outbox
 # PostgreSQL or Redis down or timing out: the client should retry, nothing is wrong with its frame.
 UNREACHABLE = (OSError, TimeoutError, RedisError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+
+
+def frame_header(length: int, text: bool) -> bytes:
+    """RFC 6455 header of a final, unmasked (server-to-client) text or binary frame."""
+    first = 0x81 if text else 0x82
+    if length < 126:
+        return bytes((first, length))
+    if length < 65536:
+        return struct.pack("!BBH", first, 126, length)
+    return struct.pack("!BBQ", first, 127, length)
 
 
 class Deliveries:
@@ -107,12 +120,12 @@ class Session(Deliveries):
 
     # -- the frame loop --------------------------------------------------------------------
     async def run(self) -> None:
-        recv, send, text = self.ws.recv, self.ws.send, self.codec.text
+        recv, write = self.ws.recv, self.write
         try:
             while True:
                 reply = await self.handle(await recv(decode=False))
                 if reply is not None:
-                    await send(reply, text=text)
+                    write(reply)
         except ConnectionClosed:
             pass
         finally:
@@ -182,8 +195,21 @@ class Session(Deliveries):
 
     # -- events ----------------------------------------------------------------------------
     def push(self, frame: bytes) -> None:
-        """Queue an event frame; a session that lets too many pile up is closed, not buffered."""
+        """Deliver an event frame (delivery's `Sink`)."""
+        self.gateway.metrics.tally_out["event"] += 1
+        self.write(frame)
+
+    def write(self, frame: bytes) -> None:
+        """Send a frame. While the peer keeps up it goes straight to the socket: one write of a
+        ready-made websocket frame, no task, no await (an order announced to thousands of sessions
+        costs thousands of writes, not thousands of tasks). Otherwise it waits in the outbox behind
+        a writer that respects the socket's flow control; a session that lets too many pile up is
+        closed, not buffered."""
         if self._overflowed:
+            return
+        ws = self.ws
+        if not self._outbox and ws.protocol.state is OPEN and ws.transport.get_write_buffer_size() <= HIGH_WATER:
+            ws.transport.write(frame_header(len(frame), self.codec.text) + frame)
             return
         outbox = self._outbox
         if outbox is None:
@@ -202,12 +228,10 @@ class Session(Deliveries):
 
     async def _write(self) -> None:
         outbox, send, text = self._outbox, self.ws.send, self.codec.text
-        tally = self.gateway.metrics.tally_out
         assert outbox is not None
         try:
             while outbox:
                 await send(outbox.popleft(), text=text)
-                tally["event"] += 1
         except ConnectionClosed:
             outbox.clear()
 

@@ -110,3 +110,15 @@ def test_codecs_round_trip_every_request_field():
     assert MSGPACK.decode_request(MSGPACK.encode(ping)) == ping
     with pytest.raises(msgspec.DecodeError):
         JSON.decode_request(b'{"type": "ping", "id": ""}')  # ids are 1-64 characters
+
+
+@settings(max_examples=60, deadline=None)
+@given(size=st.sampled_from([0, 1, 125, 126, 127, 65535, 65536, 70000]) | st.integers(0, 70000), text=st.booleans())
+def test_frames_written_directly_are_what_websockets_would_send(size, text):
+    from websockets.frames import Frame, Opcode
+
+    from gateway.connection import frame_header
+
+    payload = b"x" * size
+    expected = Frame(Opcode.TEXT if text else Opcode.BINARY, payload).serialize(mask=False, extensions=[])
+    assert frame_header(size, text) + payload == expected
