@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from gateway.config import Config, ConfigError
 from gateway.delivery import Hub
 from gateway.server import Gateway
+from handlers.chat_writer import ChatWriter
 from handlers.context import Rules, Services
 from handlers.fcm import FcmClient
 from handlers.i18n import Catalogs
@@ -101,11 +102,13 @@ class Running:
                       upload_dir=str(data / "uploads"), push_max_attempts=c.push_max_attempts,
                       push_retry_base_s=c.push_retry_base_s, push_poll_s=c.push_poll_s)
         positions = geo.PositionWriter(redis)
-        services = Services(db, redis, token_issuer(c), self.passwords or Passwords(), cipher, positions,
-                            geo.NearbySearch(redis), LocalBlobs(data / "blobs"), rules, Catalogs())
-        positions.start()
-        await rebuild_if_lost(services)
         hub = Hub(redis)
+        chat = ChatWriter(hub.publish_many)
+        services = Services(db, redis, token_issuer(c), self.passwords or Passwords(), cipher, positions,
+                            geo.NearbySearch(redis), LocalBlobs(data / "blobs"), rules, Catalogs(), chat)
+        positions.start()
+        chat.start(services)
+        await rebuild_if_lost(services)
         await hub.start()
         self.gateway = Gateway(c, services, hub)
         await self.gateway.start(self.sock)
@@ -123,6 +126,7 @@ class Running:
         if self.fcm is not None:
             await self.fcm.aclose()
         await gateway.services.positions.stop()
+        await gateway.services.chat.stop()
         await gateway.hub.stop()
         await gateway.services.redis.aclose()
         await gateway.services.db.close()

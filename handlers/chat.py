@@ -6,16 +6,15 @@ import uuid
 
 import asyncpg
 
+from handlers.chat_writer import message as render
 from handlers.context import Context
 from handlers.errors import N_, BadRequest, Forbidden
 from handlers.orders import check_attachments
-from handlers.push import to_offline
 from handlers.routing import Router
-from handlers.texts import ATTACHMENT, NEW_MESSAGE, STATE_TEXT
+from handlers.texts import STATE_TEXT
 from protocol.chat import (
     ChatHistory,
     ChatMessage,
-    ChatMessageEvent,
     ChatPage,
     ChatRead,
     ChatReadEvent,
@@ -31,7 +30,7 @@ from protocol.chat import (
     RoomSync,
 )
 from protocol.frames import Empty
-from storage import chat, orders, users
+from storage import chat, orders
 
 router = Router()
 TYPING_EVERY_S = 2.0
@@ -56,12 +55,7 @@ async def room(ctx: Context, order_id: str, *, write: bool) -> asyncpg.Record:
 
 
 def message(ctx: Context, row: asyncpg.Record, locale: str) -> ChatMessage:
-    system = row["kind"] == "system"
-    text = ctx.services.catalogs.translate(locale, STATE_TEXT[row["system_code"]]) if system else row["body"]
-    return ChatMessage(order_id=str(row["order_id"]), seq=row["seq"], sender_id=row["sender_id"],
-                       sender_role=row["sender_role"], kind=row["kind"], text=text,
-                       attachments=[str(a) for a in row["attachments"]], client_id=row["client_id"],
-                       sent_at=row["created_at"])
+    return render(ctx.services, row, locale)
 
 
 def _locale(ctx: Context) -> str:
@@ -76,52 +70,17 @@ async def send(ctx: Context, req: ChatSend) -> ChatSent:
         raise BadRequest(N_("A message needs text or attachments."))
     order = await room(ctx, req.order_id, write=True)
     attachments = await check_attachments(ctx, req.attachments, who.user_id)
-    row = await store_and_deliver(ctx, order, "text", req.client_id, req.text, attachments)
-    return ChatSent(message=message(ctx, row, _locale(ctx)), duplicate=row["duplicate"])
-
-
-async def store_and_deliver(ctx: Context, order: asyncpg.Record, kind: str, client_id: str | None,
-                            text: str | None, attachments: list[uuid.UUID]) -> asyncpg.Record:
-    """Store the message and push it to the room's members before the commit releases the room:
-    members receive a room's messages in sequence order, whichever processes send them. Acked
-    (returned) only once committed."""
-    who = ctx.identity
-    assert who is not None
-    system_code = order["state"] if kind == "system" else None
-    role = "system" if kind == "system" else who.role
-    for attempt in range(2):
-        try:
-            async with ctx.services.db.acquire() as conn, conn.transaction():
-                row = await chat.send(conn, order["id"], who.user_id, role, client_id, kind, text, attachments,
-                                      system_code)
-                if not row["duplicate"]:
-                    await deliver(ctx, order, row)
-                    if kind == "text":  # status changes push on their own (order.status)
-                        others = [m for m in members(order) if m != who.user_id]
-                        await to_offline(ctx, conn, others, f"chat:{order['id']}:{row['seq']}", NEW_MESSAGE,
-                                         text or ATTACHMENT, {"type": "chat.message", "order_id": str(order["id"]),
-                                                             "seq": str(row["seq"])})
-            return row
-        except asyncpg.UniqueViolationError:
-            if attempt:
-                raise
-    raise AssertionError("unreachable")
-
-
-async def deliver(ctx: Context, order: asyncpg.Record, row: asyncpg.Record) -> None:
-    people = members(order)
-    if row["kind"] == "text":
-        await ctx.deliver_many([(people, ChatMessageEvent(message=message(ctx, row, _locale(ctx))))])
-        return
-    locales = await users.locales(ctx.services.db, people)  # system messages: each in its reader's language
-    await ctx.deliver_many([([person], ChatMessageEvent(message=message(ctx, row, locales.get(person, "en"))))
-                            for person in people])
+    draft = chat.Draft(order["id"], who.user_id, who.role, req.client_id, "text", req.text, tuple(attachments))
+    row, duplicate = await ctx.services.chat.post(draft, tuple(members(order)))
+    return ChatSent(message=message(ctx, row, _locale(ctx)), duplicate=duplicate)
 
 
 async def post_system(ctx: Context, order: asyncpg.Record) -> None:
     """Tell the room what happened to the order, in each member's language."""
     if order["state"] in STATE_TEXT:
-        await store_and_deliver(ctx, order, "system", None, None, [])
+        assert ctx.identity is not None
+        draft = chat.Draft(order["id"], ctx.identity.user_id, "system", None, "system", system_code=order["state"])
+        await ctx.services.chat.post(draft, tuple(members(order)))
 
 
 @router.route(ChatHistory, roles=["consumer", "technician", "admin"])

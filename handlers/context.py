@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 from protocol.frames import Event
 
 if TYPE_CHECKING:
+    from handlers.chat_writer import ChatWriter
     from handlers.i18n import Catalogs
     from handlers.passwords import Passwords
     from handlers.tokens import TokenIssuer
@@ -59,6 +60,7 @@ class Services:
     blobs: "BlobStore"
     rules: Rules
     catalogs: "Catalogs"
+    chat: "ChatWriter"
 
 
 class Context(Protocol):

@@ -10,7 +10,7 @@ import msgspec
 from handlers.context import Context
 from handlers.errors import N_, BadRequest, Conflict, Forbidden, NotFound
 from handlers.pool import announce
-from handlers.push import to_offline
+from handlers.push import Offline, to_offline
 from handlers.routing import Router
 from handlers.texts import ORDER_UPDATE, STATE_TEXT
 from handlers.views import Sight, parse_id, view, visible_order
@@ -40,9 +40,10 @@ async def tell_parties(ctx: Context, row: asyncpg.Record, *others: str | None) -
     for user in people:
         await ctx.deliver_to_user(user, event)
     if row["state"] in STATE_TEXT:
-        await to_offline(ctx, ctx.services.db, [p for p in people if p != ctx.identity.user_id],
-                         f"status:{row['id']}:{row['updated_at'].timestamp()}", ORDER_UPDATE, STATE_TEXT[row["state"]],
-                         {"type": "order.status", "order_id": str(row["id"]), "state": row["state"]})
+        await to_offline(ctx.services, ctx.services.db, [Offline(
+            [p for p in people if p != ctx.identity.user_id], f"status:{row['id']}:{row['updated_at'].timestamp()}",
+            ORDER_UPDATE, STATE_TEXT[row["state"]],
+            {"type": "order.status", "order_id": str(row["id"]), "state": row["state"]})])
 
 
 def attachment_ids(values: list[str]) -> list[uuid.UUID]:

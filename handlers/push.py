@@ -4,6 +4,7 @@ and the worker that sends it through FCM with retries, backoff and a dead letter
 import asyncio
 import logging
 import random
+from dataclasses import dataclass
 from datetime import timedelta
 
 import asyncpg
@@ -40,19 +41,35 @@ def preview(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
 
 
-async def to_offline(ctx: Context, conn: asyncpg.Connection | asyncpg.Pool, recipients: list[str], key: str,
-                     title: str, body: str, data: dict[str, str]) -> None:
-    """Enqueue a push for each recipient with no live session anywhere. `title` and `body` are
-    message ids, translated for each recipient; `body` may also be the text itself."""
-    services = ctx.services
-    offline = [r for r in recipients if r not in await push.online(services.redis, recipients)]
+@dataclass(frozen=True, slots=True)
+class Offline:
+    """A push for those of `recipients` who have no live session: `title` and `body` are message
+    ids translated for each recipient (`body` may be the message text itself)."""
+
+    recipients: list[str]
+    key: str  # with the recipient: one push per event and person, however often enqueued
+    title: str
+    body: str
+    data: dict[str, str]
+
+
+async def to_offline(services: Services, conn: asyncpg.Connection | asyncpg.Pool, pushes: list[Offline]) -> None:
+    """Queue the pushes for offline recipients, in the caller's transaction when `conn` is one."""
+    everyone = sorted({r for p in pushes for r in p.recipients})
+    if not everyone:
+        return
+    online = await push.online(services.redis, everyone)
+    offline = [r for r in everyone if r not in online]
     if not offline:
         return
     locales = await users.locales(services.db, offline)
-    for user_id in offline:
-        locale = locales.get(user_id, "en")
-        await push.enqueue(conn, user_id, f"{key}:{user_id}", services.catalogs.translate(locale, title),
-                           preview(services.catalogs.translate(locale, body), services.rules.preview_chars), data)
+    translate, limit = services.catalogs.translate, services.rules.preview_chars
+    for p in pushes:
+        for user_id in p.recipients:
+            if user_id in offline:
+                locale = locales.get(user_id, "en")
+                await push.enqueue(conn, user_id, f"{p.key}:{user_id}", translate(locale, p.title),
+                                   preview(translate(locale, p.body), limit), p.data)
 
 
 async def run_worker(services: Services, client: FcmClient | None) -> None:

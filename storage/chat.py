@@ -1,39 +1,78 @@
 """Chat rooms: messages with a gap-free sequence per room, idempotent by the sender's client id."""
 
 import uuid
+from collections import Counter
+from dataclasses import dataclass
 
 import asyncpg
 
 COLUMNS = "order_id, seq, sender_id, sender_role, client_id, kind, body, attachments, system_code, created_at"
 
-# One statement: a retry returns the stored original; otherwise the room's counter moves by one
-# (its row lock serializes senders) and the message takes that number. Two identical retries at
-# once: the loser trips the unique index and its statement rolls back whole, counter included.
-SEND = f"""
-WITH existing AS (
-    SELECT {COLUMNS} FROM chat_messages WHERE order_id = $1 AND sender_id = $2 AND client_id = $3),
-room AS (
-    INSERT INTO chat_rooms AS r (order_id, last_seq) SELECT $1, 1 WHERE NOT EXISTS (SELECT 1 FROM existing)
-    ON CONFLICT (order_id) DO UPDATE SET last_seq = r.last_seq + 1 RETURNING last_seq),
-stored AS (
-    INSERT INTO chat_messages (order_id, seq, sender_id, sender_role, client_id, kind, body, attachments,
-                               system_code)
-    SELECT $1, last_seq, $2, $4, $3, $5, $6, $7, $8 FROM room RETURNING {COLUMNS})
-SELECT *, false AS duplicate FROM stored UNION ALL SELECT *, true AS duplicate FROM existing
-"""
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """A message to store."""
+
+    order_id: uuid.UUID
+    sender_id: str
+    sender_role: str
+    client_id: str | None
+    kind: str
+    body: str | None = None
+    attachments: tuple[uuid.UUID, ...] = ()
+    system_code: str | None = None
+
+    @property
+    def key(self) -> tuple[uuid.UUID, str, str] | None:
+        return (self.order_id, self.sender_id, self.client_id) if self.client_id else None
 
 
-async def send(conn: asyncpg.Connection, order_id: uuid.UUID, sender_id: str, sender_role: str,
-               client_id: str | None, kind: str, body: str | None, attachments: list[uuid.UUID],
-               system_code: str | None = None) -> asyncpg.Record:
-    """Store a message (or find the one this client id stored); the record has `duplicate`.
-
-    Run it in a transaction: the room stays locked until the commit, so what the caller does
-    before committing (delivering the message) happens in sequence order across processes.
-    `asyncpg.UniqueViolationError` means an identical retry won a race: try again, it finds it."""
-    row: asyncpg.Record = await conn.fetchrow(SEND, order_id, sender_id, client_id, sender_role, kind, body,
-                                              attachments, system_code)
-    return row
+async def send_many(conn: asyncpg.Connection, drafts: list[Draft]) -> list[tuple[asyncpg.Record, bool]]:
+    """Store many messages in three statements (in the caller's transaction): (row, duplicate) per
+    draft, in order. Rooms are locked in id order, so concurrent batches cannot deadlock; the
+    locks hold until the commit, so what the caller does before committing (delivering) happens
+    in sequence order. A `UniqueViolationError` means another process stored one of them first."""
+    keys = [d.key for d in drafts if d.key]
+    stored: dict[tuple[uuid.UUID, str, str], tuple[asyncpg.Record, bool]] = {}
+    if keys:
+        for row in await conn.fetch(
+                f"SELECT {COLUMNS} FROM chat_messages m JOIN unnest($1::uuid[], $2::text[], $3::text[])"
+                " AS k(o, s, c) ON m.order_id = k.o AND m.sender_id = k.s AND m.client_id = k.c",
+                [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]):
+            stored[(row["order_id"], row["sender_id"], row["client_id"])] = (row, True)
+    Key = tuple[uuid.UUID, str, str]
+    plan: list[tuple[Key | None, int]] = []  # per draft: (key, -1) already stored; (None, i) fresh[i]; (key, i) again
+    fresh: list[Draft] = []
+    claimed: dict[tuple[uuid.UUID, str, str], int] = {}
+    for d in drafts:  # a client id twice in one batch: the first is stored, the second is its duplicate
+        if d.key is not None and d.key in stored:
+            plan.append((d.key, -1))
+        elif d.key is not None and d.key in claimed:
+            plan.append((d.key, claimed[d.key]))
+        else:
+            if d.key is not None:
+                claimed[d.key] = len(fresh)
+            plan.append((None, len(fresh)))
+            fresh.append(d)
+    counts = Counter(d.order_id for d in fresh)
+    rooms = sorted(counts)
+    firsts = {r["order_id"]: r["last_seq"] - counts[r["order_id"]] + 1 for r in await conn.fetch(
+        "INSERT INTO chat_rooms AS r (order_id, last_seq) SELECT * FROM unnest($1::uuid[], $2::bigint[])"
+        " ON CONFLICT (order_id) DO UPDATE SET last_seq = r.last_seq + EXCLUDED.last_seq RETURNING *",
+        rooms, [counts[r] for r in rooms])} if rooms else {}
+    seqs = []
+    for d in fresh:
+        seqs.append(firsts[d.order_id])
+        firsts[d.order_id] += 1
+    by_seq = {(r["order_id"], r["seq"]): r for r in await conn.fetch(
+        "INSERT INTO chat_messages (order_id, seq, sender_id, sender_role, client_id, kind, body, attachments,"
+        " system_code) SELECT o, q, s, r, c, k, b, string_to_array(a, ',')::uuid[], y FROM unnest($1::uuid[],"
+        " $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[])"
+        f" AS t(o, q, s, r, c, k, b, a, y) RETURNING {COLUMNS}",
+        [d.order_id for d in fresh], seqs, [d.sender_id for d in fresh], [d.sender_role for d in fresh],
+        [d.client_id for d in fresh], [d.kind for d in fresh], [d.body for d in fresh],
+        [",".join(map(str, d.attachments)) for d in fresh], [d.system_code for d in fresh])} if fresh else {}
+    rows = [by_seq[(d.order_id, seq)] for d, seq in zip(fresh, seqs, strict=True)]
+    return [stored[key] if key is not None and i < 0 else (rows[i], key is not None) for key, i in plan]
 
 
 async def page(db: asyncpg.Pool, order_id: uuid.UUID, *, before: int | None, after: int | None,
