@@ -1,5 +1,10 @@
 """The baseline server: bare websockets on uvloop with the gateway's transport settings, decoding
-each frame with msgspec and answering it with a small Struct. Nothing else: no sessions, no auth.
+each frame with msgspec and answering it with a small Struct when it has an `id` (frames without
+one are a stream, as the gateway's `location.update`). Nothing else: no sessions, no auth.
+
+One operation of its own, for the fan-out baseline: `{"type": "broadcast", "id": ..., "event": {...}}`
+sends the event, encoded once, to every other open connection with websockets' `broadcast()`,
+then answers.
 
     python -m bench.bare --port 8765
 """
@@ -10,7 +15,7 @@ import signal
 
 import msgspec
 import uvloop
-from websockets.asyncio.server import ServerConnection, serve
+from websockets.asyncio.server import ServerConnection, broadcast, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
@@ -32,7 +37,11 @@ async def answer(ws: ServerConnection) -> None:
         while True:
             frame = decode(await recv(decode=False))
             request_id = frame.get("id") if isinstance(frame, dict) else None
-            await send(encode(Reply(id=request_id if isinstance(request_id, str) else None)), text=True)
+            if not isinstance(request_id, str):
+                continue
+            if frame.get("type") == "broadcast":
+                broadcast(ws.server.connections - {ws}, encode(frame.get("event")), text=True)
+            await send(encode(Reply(id=request_id)), text=True)
     except ConnectionClosed:
         pass
 

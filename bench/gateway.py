@@ -15,29 +15,19 @@ if __name__ == "__main__" and not __package__:  # `python bench/gateway.py`: imp
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 import argparse
-import contextlib
 import os
 import pstats
 import shlex
 import signal
 import statistics
-import tempfile
 import time
-import uuid
-import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from types import FrameType
 
-import msgspec
-
-from bench.load import Clients
-from bench.report import Figures, Run, print_report, write_markdown
-from bench.servers import ServerProcess, bare_server, gateway_server
-from gateway.app import token_issuer
+from bench.gateway_report import Figures, Run, print_report, write_markdown
+from bench.load import Clients, Hooks
+from bench.servers import ServerProcess, backends, bare_server, cores, gateway_server, hellos, stopped_by_signals
 from gateway.config import Config
-from protocol.auth import Auth
-from storage.embedded import Embedded
 
 SECRET = "bench-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
 WARM_SESSIONS = 100  # opened and closed before the "before" RSS, so one-time costs are not per-session
@@ -99,10 +89,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = settings_from(args)
     command = shlex.join(["python", "-m", "bench.gateway", *argv])
     if args.profile is not None:
-        with _stopped_by_signals(settings.budget_s):
+        with stopped_by_signals(settings.budget_s):
             profile(settings, args.profile)
         return 0
-    with _stopped_by_signals(settings.budget_s):
+    with stopped_by_signals(settings.budget_s):
         figures = measure(settings, command)
     print_report(figures)
     if args.markdown is not None:
@@ -112,14 +102,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def measure(settings: Settings, command: str) -> Figures:
-    server_cpus, client_cpus = _cores(settings)
+    server_cpus, client_cpus = cores(settings.pin)
     figures = Figures(command=command, started=time.time(),
                       settings=vars(settings) | {"pinned": settings.pin, "warm_sessions": WARM_SESSIONS,
                                                  "client_cores": len(client_cpus or os.sched_getaffinity(0))})
-    with _backends() as (root, database_url, redis_url):
+    with backends("bench-gateway-") as b:
+        root, database_url, redis_url = b.root, b.database_url, b.redis_url
         data_dir = root / "gateway"
-        hellos = _hellos(Config(data_dir=data_dir, secret=SECRET), settings.idle_sessions + settings.sessions)
-        idle, busy = hellos[:settings.idle_sessions], hellos[settings.idle_sessions:]
+        _, frames = hellos(Config(data_dir=data_dir, secret=SECRET), settings.idle_sessions + settings.sessions)
+        idle, busy = frames[:settings.idle_sessions], frames[settings.idle_sessions:]
         for round_ in range(1, settings.rounds + 1):
             order = ("bare", "gateway") if round_ % 2 else ("gateway", "bare")
             for name in order:
@@ -140,18 +131,19 @@ def measure(settings: Settings, command: str) -> Figures:
 
 def profile(settings: Settings, path: Path) -> None:
     """The gateway alone, its ping window under cProfile; prints the functions that cost the most."""
-    server_cpus, client_cpus = _cores(settings)
+    server_cpus, client_cpus = cores(settings.pin)
     path = path.absolute()
     path.unlink(missing_ok=True)
-    with _backends() as (root, database_url, redis_url):
+    with backends("bench-gateway-") as b:
+        root, database_url, redis_url = b.root, b.database_url, b.redis_url
         data_dir = root / "gateway"
-        hellos = _hellos(Config(data_dir=data_dir, secret=SECRET), settings.idle_sessions + settings.sessions)
+        _, frames = hellos(Config(data_dir=data_dir, secret=SECRET), settings.idle_sessions + settings.sessions)
         server = gateway_server(root / "gateway.log", server_cpus, database_url=database_url,
                                 redis_url=redis_url, data_dir=data_dir, secret=SECRET,
                                 launcher=[sys.executable, "-m", "bench.profiled", str(path)])
         with server:
             hooks = (lambda: os.kill(server.pid, signal.SIGUSR1), lambda: os.kill(server.pid, signal.SIGUSR2))
-            run = _measure_server(server, 1, hellos[:settings.idle_sessions], hellos[settings.idle_sessions:],
+            run = _measure_server(server, 1, frames[:settings.idle_sessions], frames[settings.idle_sessions:],
                                   settings, client_cpus, hooks)
             deadline = time.monotonic() + 30
             while not path.exists() and time.monotonic() < deadline:
@@ -160,36 +152,15 @@ def profile(settings: Settings, path: Path) -> None:
     stats = pstats.Stats(str(path))
     stats.sort_stats("tottime").print_stats(30)
     stats.sort_stats("cumulative").print_stats(r"gateway|handlers|protocol|websockets|prometheus", 30)
+    collections = Path(f"{path}.gc")
+    if collections.exists():
+        print(collections.read_text())
     print(f"stats in {path} (e.g. `python -m pstats {path}`)")
-
-
-def _cores(settings: Settings) -> tuple[set[int] | None, set[int] | None]:
-    """(the server's CPUs, the clients'): the last one for the server, the others for the clients."""
-    if not settings.pin:
-        return None, None
-    cpus = sorted(os.sched_getaffinity(0))
-    return {cpus[-1]}, set(cpus[:-1])
-
-
-@contextlib.contextmanager
-def _backends() -> Iterator[tuple[Path, str, str]]:
-    """A scratch folder with embedded PostgreSQL and Redis running: (folder, database URL, Redis URL)."""
-    with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
-        root = Path(tmp)
-        print(f"starting embedded PostgreSQL and Redis under {root} ...", flush=True)
-        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")  # pgserver's, harmless
-        embedded = Embedded(root / "servers")
-        try:
-            database_url, redis_url = embedded.start()
-            assert database_url and redis_url
-            yield root, database_url, redis_url
-        finally:
-            embedded.stop()
 
 
 def _measure_server(server: ServerProcess, round_: int, idle: Sequence[bytes], busy: Sequence[bytes],
                     s: Settings, client_cpus: set[int] | None,
-                    hooks: tuple[Callable[[], None], Callable[[], None]] | None = None) -> Run:
+                    hooks: Hooks | None = None) -> Run:
     def clients(hellos: Sequence[bytes], processes: int) -> Clients:
         return Clients(server.url, hellos, processes=processes, window=s.window, cpus=client_cpus)
 
@@ -231,35 +202,6 @@ def _settled_rss(server: ServerProcess) -> int:
         readings.append(server.rss())
         time.sleep(0.3)
     return int(statistics.median(readings))
-
-
-def _hellos(config: Config, count: int) -> list[bytes]:
-    """One `auth` frame per session, each for its own user, as real apps would connect."""
-    issuer = token_issuer(config)
-    encode = msgspec.json.Encoder().encode
-    return [encode(Auth(id="auth", token=issuer.mint(str(uuid.uuid4()), "technician")[0]))
-            for _ in range(count)]
-
-
-@contextlib.contextmanager
-def _stopped_by_signals(budget_s: int) -> Iterator[None]:
-    """SIGTERM, and the run outliving its time budget, unwind like Ctrl-C: every `finally` and
-    `with` above stops what it started."""
-
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-
-    def overdue(signum: int, frame: FrameType | None) -> None:
-        raise TimeoutError(f"the bench ran past its {budget_s} s budget")
-
-    previous = signal.signal(signal.SIGTERM, interrupt), signal.signal(signal.SIGALRM, overdue)
-    signal.alarm(budget_s)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGTERM, previous[0])
-        signal.signal(signal.SIGALRM, previous[1])
 
 
 if __name__ == "__main__":

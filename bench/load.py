@@ -1,10 +1,11 @@
 """The load generator: client processes, each holding a share of the sessions on one server.
 
-Clients speak through websockets' Sans-I/O protocol on uvloop, so the client side adds as
-little as it can; the same code drives the gateway and the baseline server. Every session
-opens with its hello frame (`auth` with a token) and must get a `result` back before it counts.
-The parent steers its children over pipes: open the sessions, then either hold them idle or
-ping for a time window, then close.
+Clients speak through websockets' Sans-I/O protocol on uvloop (`bench.session`), so the client
+side adds as little as it can; the same code drives the gateway and the baseline server. Every
+session opens with its hello frame (`auth` with a token) and must get a `result` back before it
+counts. The parent steers its children over pipes: open the sessions, then send each session a
+request, ping, stream positions or loop on a request for a time window, listen for events; close.
+Session i of the whole group is session i // processes of child i % processes.
 """
 
 import asyncio
@@ -12,24 +13,32 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import Any, cast
+from typing import Any, NamedTuple
 
 import uvloop
-from websockets.client import ClientProtocol
-from websockets.frames import Frame, Opcode
-from websockets.http11 import Response
-from websockets.protocol import State
-from websockets.uri import WebSocketURI, parse_uri
+from websockets.uri import parse_uri
 
 from bench.procfs import busy_seconds, cpu_seconds
+from bench.session import RESULT, Counts, Session, Stream
 
-RESULT = b'{"type":"result"'  # both servers put the tag first, as msgspec encodes it
 CLOSE_TIMEOUT_S = 30.0
+DRAIN_TIMEOUT_S = 30.0  # replies still due when a window closes must come within this
+Hooks = tuple[Callable[[], None], Callable[[], None]]  # called as the measured window opens and closes
+
+
+class Heard(NamedTuple):
+    """One order's `order.available` as the sessions of a group received it."""
+
+    sessions: int  # that received it
+    first: float  # time.monotonic, which every process of the machine shares
+    last: float
+    size: int  # bytes of the frame's payload
 
 
 @dataclass(frozen=True)
@@ -44,14 +53,26 @@ class Share:
 
 @dataclass
 class Tally:
-    """Replies counted inside the measurement window, over all client processes."""
+    """What the sessions counted inside the measurement window, over all client processes."""
 
-    replies: int = 0
+    replies: int = 0  # ping, loop: replies; stream: location updates confirmed (see Session.start_stream)
     errors: int = 0  # frames other than `result` (e.g. rate_limited), lost sessions: the run is not valid
+    sent: int = 0  # stream: updates sent, in and after the window
     seconds: float = 0.0
     client_cpu: float = 0.0  # CPU seconds of all client processes during the window
     server_cpu: float = 0.0  # CPU seconds of the server during the window
     other_cpu: float = 0.0  # CPU seconds the rest of the machine used meanwhile (noise)
+    watched_cpu: dict[str, float] = field(default_factory=dict)  # the `watch` processes' (Redis...)
+    latencies: list[float] = field(default_factory=list)  # loop: seconds per request
+    finished: float = 0.0  # stream: when the last marker's reply came (time.monotonic)
+    closed_at: float = 0.0  # when the window closed (time.monotonic)
+
+    def add(self, counts: Counts) -> None:
+        self.replies += counts.replies
+        self.errors += counts.errors
+        self.sent += counts.sent
+        self.latencies.extend(counts.latencies)
+        self.finished = max(self.finished, counts.finished)
 
 
 class Clients:
@@ -61,6 +82,7 @@ class Clients:
                  connect_concurrency: int = 32, cpus: set[int] | None = None) -> None:
         # fork: the children inherit their share instead of unpickling it, and start at once.
         ctx = multiprocessing.get_context("fork")
+        self.size = len(hellos)
         self.pipes: list[Connection] = []
         self.processes: list[BaseProcess] = []
         self._child_ends: list[Connection] = []
@@ -98,28 +120,68 @@ class Clients:
             first_error = first_error or reply[3]
         return opened, failed, first_error
 
-    def ping(self, warmup: float, seconds: float, server_pid: int,
-             hooks: tuple[Callable[[], None], Callable[[], None]] | None = None) -> Tally:
+    def each(self, frames: Sequence[bytes], timeout: float) -> list[bytes]:
+        """Every session sends its frame (frames[i] for session i) and waits for the reply; the
+        replies, in the same order (b"" for a session that was lost)."""
+        assert len(frames) == self.size
+        n = len(self.pipes)
+        replies = self._gather(timeout, "answered", [("each", frames[i::n]) for i in range(n)])
+        out: list[bytes] = [b""] * self.size
+        for i, reply in enumerate(replies):
+            out[i::n] = reply[1]
+        return out
+
+    def sequence(self, frames: Sequence[bytes], spacing: float, timeout: float) -> list[tuple[float, float, bytes]]:
+        """The first session sends the frames one after another, each when the previous one is
+        answered and at least `spacing` seconds after the previous one left: (sent, answered, reply).
+        For a group of one process."""
+        assert len(self.pipes) == 1
+        reply = self._gather(timeout, "sequenced", ("sequence", frames, spacing))
+        return list(reply[0][1])
+
+    def listen(self) -> None:
+        """From now on the sessions note when each `order.available` reaches them."""
+        self._gather(30, "listening", ("listen",))
+
+    def heard(self) -> dict[str, Heard]:
+        """Per order id since `listen()`: how many sessions received its `order.available`, the first
+        and the last moment (time.monotonic, which every process of the machine shares), its size."""
+        merged: dict[str, Heard] = {}
+        for reply in self._gather(60, "heard", ("heard",)):
+            for key, (count, first, last, size) in reply[1].items():
+                order_id = key.decode()
+                seen = merged.get(order_id)
+                merged[order_id] = (Heard(int(count), first, last, int(size)) if seen is None else
+                                    Heard(seen.sessions + int(count), min(seen.first, first), max(seen.last, last),
+                                          seen.size))
+        return merged
+
+    def ping(self, warmup: float, seconds: float, server_pid: int, hooks: Hooks | None = None) -> Tally:
         """Every session pings (`window` in flight) for warmup + seconds; replies are counted in the
-        last `seconds` only, and the CPU time of clients and server over the same window. `hooks`
-        are called as the window opens and closes."""
-        start = time.monotonic() + 0.2
-        t_from, t_until = start + warmup, start + warmup + seconds
-        for pipe in self.pipes:
-            pipe.send(("ping", start, t_from, t_until))
-        _sleep_until(t_from)
-        if hooks:
-            hooks[0]()
-        clients_from, server_from, machine_from = self._cpu(), cpu_seconds(server_pid), busy_seconds()
-        _sleep_until(t_until)
-        tally = Tally(seconds=seconds, client_cpu=self._cpu() - clients_from,
-                      server_cpu=cpu_seconds(server_pid) - server_from)
-        tally.other_cpu = max(0.0, busy_seconds() - machine_from - tally.client_cpu - tally.server_cpu)
-        if hooks:
-            hooks[1]()
-        for reply in self._gather(seconds + 60, "pinged"):
-            tally.replies += reply[1]
-            tally.errors += reply[2]
+        last `seconds` only, and the CPU time of clients and server over the same window."""
+        tally, _ = self._measure("ping", "pinged", None, warmup, seconds, server_pid, hooks, {})
+        return tally
+
+    def stream(self, streams: Sequence[Stream], warmup: float, seconds: float, server_pid: int,
+               hooks: Hooks | None = None, watch: Mapping[str, int] | None = None) -> tuple[Tally, list[int]]:
+        """Every session streams `location.update` (streams[i] for session i, see
+        `Session.start_stream`) for warmup + seconds, then waits for its markers' replies; returns
+        the tally and the number of the last update each session sent (a marker)."""
+        assert len(streams) == self.size
+        n = len(self.pipes)
+        tally, replies = self._measure("stream", "streamed", [streams[i::n] for i in range(n)], warmup, seconds,
+                                       server_pid, hooks, watch or {})
+        last = [0] * self.size
+        for i, reply in enumerate(replies):
+            last[i::n] = reply[2]
+        return tally, last
+
+    def loop(self, frame: bytes, warmup: float, seconds: float, server_pid: int, hooks: Hooks | None = None,
+             watch: Mapping[str, int] | None = None) -> Tally:
+        """Every session sends `frame` and waits for the reply, again and again (a closed loop),
+        for warmup + seconds; replies and latencies count in the last `seconds`."""
+        tally, _ = self._measure("loop", "looped", [frame] * len(self.pipes), warmup, seconds, server_pid, hooks,
+                                 watch or {})
         return tally
 
     def stop(self) -> None:
@@ -137,13 +199,28 @@ class Clients:
             pipe.close()
         self.pipes, self.processes = [], []
 
-    def _cpu(self) -> float:
+    def _measure(self, kind: str, expect: str, payloads: list[Any] | None, warmup: float, seconds: float,
+                 server_pid: int, hooks: Hooks | None, watch: Mapping[str, int]) -> tuple[Tally, list[Any]]:
+        def start(*moments: float) -> None:
+            for i, pipe in enumerate(self.pipes):
+                pipe.send((kind, *moments, None if payloads is None else payloads[i]))
+
+        tally = measure_window(start, self.cpu, warmup, seconds, server_pid, hooks, watch)
+        replies = self._gather(seconds + DRAIN_TIMEOUT_S + 30, expect)
+        for reply in replies:
+            tally.add(reply[1])
+        return tally, replies
+
+    def cpu(self) -> float:
+        """CPU seconds the client processes have used so far."""
         return sum(cpu_seconds(p.pid) for p in self.processes if p.pid is not None)
 
-    def _gather(self, timeout: float, expect: str, command: tuple[Any, ...] | None = None) -> list[Any]:
+    def _gather(self, timeout: float, expect: str, command: tuple[Any, ...] | list[tuple[Any, ...]] | None = None
+                ) -> list[Any]:
+        """Send the command (one for all, or one per child), then a reply from every child."""
         if command is not None:
-            for pipe in self.pipes:
-                pipe.send(command)
+            for i, pipe in enumerate(self.pipes):
+                pipe.send(command[i] if isinstance(command, list) else command)
         deadline = time.monotonic() + timeout
         replies = []
         for pipe, process in zip(self.pipes, self.processes, strict=True):
@@ -166,6 +243,30 @@ class Clients:
         return replies
 
 
+def measure_window(start: Callable[[float, float, float], None], client_cpu: Callable[[], float], warmup: float,
+                   seconds: float, server_pid: int, hooks: Hooks | None, watch: Mapping[str, int]) -> Tally:
+    """Tell the clients when to start, when the window opens and when it closes (`start(start,
+    t_from, t_until)`), then note the CPU time of the clients, the server, the watched processes
+    and the rest of the machine over the window. The clients' counts are for the caller to add."""
+    begin = time.monotonic() + 0.2
+    t_from, t_until = begin + warmup, begin + warmup + seconds
+    start(begin, t_from, t_until)
+    _sleep_until(t_from)
+    if hooks:
+        hooks[0]()
+    clients_from, server_from, machine_from = client_cpu(), cpu_seconds(server_pid), busy_seconds()
+    watched_from = {name: cpu_seconds(pid) for name, pid in watch.items()}
+    _sleep_until(t_until)
+    tally = Tally(seconds=seconds, closed_at=t_until, client_cpu=client_cpu() - clients_from,
+                  server_cpu=cpu_seconds(server_pid) - server_from,
+                  watched_cpu={name: cpu_seconds(pid) - watched_from[name] for name, pid in watch.items()})
+    tally.other_cpu = max(0.0, busy_seconds() - machine_from - tally.client_cpu - tally.server_cpu
+                          - sum(tally.watched_cpu.values()))
+    if hooks:
+        hooks[1]()
+    return tally
+
+
 def _sleep_until(moment: float) -> None:
     time.sleep(max(0.0, moment - time.monotonic()))
 
@@ -186,15 +287,42 @@ def _child(pipe: Connection, share: Share) -> None:
 async def _drive(pipe: Connection, share: Share) -> None:
     commands: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
     loop = asyncio.get_running_loop()
-    loop.add_reader(pipe.fileno(), lambda: commands.put_nowait(pipe.recv()))
+
+    def read() -> None:  # a thread: commands may be larger than a pipe's buffer, and recv() blocks
+        while True:
+            try:
+                command = pipe.recv()
+            except (EOFError, OSError):
+                command = ("close",)  # the parent is gone
+            loop.call_soon_threadsafe(commands.put_nowait, command)
+            if command[0] == "close":
+                return
+
+    threading.Thread(target=read, name="commands", daemon=True).start()
     sessions = await _open_all(pipe, share)
+    heard: dict[bytes, list[float]] = {}
     try:
         while True:
             command = await commands.get()
-            if command[0] == "ping":
-                replies, errors = await _ping_all(sessions, share.window, *command[1:])
-                pipe.send(("pinged", replies, errors))
-            elif command[0] == "close":
+            kind, args = command[0], command[1:]
+            if kind == "ping":
+                pipe.send(("pinged", await _ping_all(sessions, share.window, *args[:3])))
+            elif kind == "stream":
+                pipe.send(("streamed", *await _stream_all(sessions, *args)))
+            elif kind == "loop":
+                pipe.send(("looped", await _loop_all(sessions, *args)))
+            elif kind == "each":
+                pipe.send(("answered", await _each(sessions, args[0])))
+            elif kind == "sequence":
+                pipe.send(("sequenced", await _sequence(sessions[0], *args)))
+            elif kind == "listen":
+                heard.clear()
+                for session in sessions:
+                    session.heard = heard
+                pipe.send(("listening",))
+            elif kind == "heard":
+                pipe.send(("heard", heard))
+            elif kind == "close":
                 break
     finally:
         for session in sessions:
@@ -207,7 +335,7 @@ async def _drive(pipe: Connection, share: Share) -> None:
     pipe.send(("closed",))
 
 
-async def _open_all(pipe: Connection, share: Share) -> list["Session"]:
+async def _open_all(pipe: Connection, share: Share) -> list[Session]:
     gate = asyncio.Semaphore(share.connect_concurrency)
     uri = parse_uri(share.url)
     loop = asyncio.get_running_loop()
@@ -235,115 +363,68 @@ async def _open_all(pipe: Connection, share: Share) -> list["Session"]:
     return sessions
 
 
-async def _ping_all(sessions: list["Session"], window: int, start: float, t_from: float,
-                    t_until: float) -> tuple[int, int]:
-    await asyncio.sleep(max(0.0, start - time.monotonic()))
-    counts = [0, 0]  # replies in the window, error frames and lost sessions
+async def _until(moment: float) -> None:
+    await asyncio.sleep(max(0.0, moment - time.monotonic()))
+
+
+async def _drained(sessions: list[Session], counts: Counts) -> None:
+    """Wait (boundedly) for the replies still due; a session that never gets them is an error."""
+    for _ in range(int(DRAIN_TIMEOUT_S / 0.02)):
+        if not any(s.busy for s in sessions):
+            break
+        await asyncio.sleep(0.02)
+    counts.errors += sum(s.busy for s in sessions)
+
+
+async def _ping_all(sessions: list[Session], window: int, start: float, t_from: float, t_until: float) -> Counts:
+    await _until(start)
+    counts = Counts()
     for session in sessions:
         session.ping(window, t_from, t_until, counts)
-    await asyncio.sleep(max(0.0, t_until - time.monotonic()) + 0.05)
-    return counts[0], counts[1]
+    await _until(t_until + 0.05)
+    return counts
 
 
-class Session(asyncio.Protocol):
-    """One client session on websockets' Sans-I/O protocol: bytes in, frames out, and no task,
-    future or lock per frame. (The asyncio client costs as much CPU per reply as the bare server
-    does to answer it, so the clients, not the server, would set the pace.)"""
+async def _stream_all(sessions: list[Session], start: float, t_from: float, t_until: float,
+                      streams: list[Stream]) -> tuple[Counts, list[int]]:
+    await _until(start)
+    counts = Counts()
+    for session, stream in zip(sessions, streams, strict=True):
+        session.start_stream(stream, t_from, t_until, counts)
+    await _until(t_until)
+    await _drained(sessions, counts)
+    return counts, [s.sent for s in sessions]
 
-    def __init__(self, uri: WebSocketURI, hello: bytes) -> None:
-        self.ws = ClientProtocol(uri, max_size=1 << 20)
-        self.hello = hello
-        loop = asyncio.get_running_loop()
-        self.opened: asyncio.Future[bytes] = loop.create_future()  # the hello's reply
-        self.closed: asyncio.Future[None] = loop.create_future()
-        self.transport: asyncio.Transport | None = None
-        self.counts: list[int] | None = None  # set while pinging
-        self.sent = 0
-        self.t_from = self.t_until = 0.0
 
-    # -- asyncio.Protocol ---------------------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        self.ws.send_request(self.ws.connect())
-        self._flush()
+async def _loop_all(sessions: list[Session], start: float, t_from: float, t_until: float, frame: bytes) -> Counts:
+    await _until(start)
+    counts = Counts()
+    for session in sessions:
+        session.start_loop(frame, t_from, t_until, counts)
+    await _until(t_until)
+    await _drained(sessions, counts)
+    return counts
 
-    def data_received(self, data: bytes) -> None:
-        ws = self.ws
-        ws.receive_data(data)
-        for event in ws.events_received():
-            if isinstance(event, Frame):
-                if event.opcode is Opcode.TEXT:
-                    self._message(cast(bytes, event.data))  # parsed frames hold bytes
-            elif isinstance(event, Response):
-                if ws.handshake_exc is not None:
-                    self._fail(ws.handshake_exc)
-                else:
-                    ws.send_text(self.hello)
-        self._flush()  # also pongs and the closing handshake, which the protocol answers itself
 
-    def eof_received(self) -> bool | None:
-        self.ws.receive_eof()
-        self._flush()
-        return None
+async def _each(sessions: list[Session], frames: Sequence[bytes]) -> list[bytes]:
+    async def one(session: Session, frame: bytes) -> bytes:
+        try:
+            async with asyncio.timeout(DRAIN_TIMEOUT_S):
+                return await session.request(frame)
+        except (OSError, TimeoutError):
+            return b""
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._fail(exc or ConnectionError("connection closed"))
-        if self.counts is not None:
-            self.counts[1] += 1
-            self.counts = None
-        if not self.closed.done():
-            self.closed.set_result(None)
+    return list(await asyncio.gather(*(one(s, f) for s, f in zip(sessions, frames, strict=True))))
 
-    # -- the session --------------------------------------------------------------------------
-    def ping(self, window: int, t_from: float, t_until: float, counts: list[int]) -> None:
-        """Keep `window` pings in flight until t_until; count `result` replies from t_from."""
-        self.counts, self.t_from, self.t_until = counts, t_from, t_until
-        for _ in range(window):
-            self._send_ping()
-        self._flush()
 
-    def close(self) -> None:
-        self.counts = None
-        if self.transport is not None and not self.transport.is_closing() and self.ws.state is State.OPEN:
-            self.ws.send_close()
-            self._flush()
-
-    def abort(self) -> None:
-        if self.transport is not None:
-            self.transport.abort()
-
-    def _message(self, data: bytes) -> None:
-        if not self.opened.done():
-            self.opened.set_result(data)
-            return
-        counts = self.counts
-        if counts is None:
-            return
-        now = time.monotonic()
-        if now >= self.t_until:
-            self.counts = None
-            return
-        if not data.startswith(RESULT):
-            counts[1] += 1
-        elif now >= self.t_from:
-            counts[0] += 1
-        self._send_ping()
-
-    def _send_ping(self) -> None:
-        self.sent += 1
-        self.ws.send_text(b'{"type":"ping","id":"%d"}' % self.sent)
-
-    def _flush(self) -> None:
-        transport = self.transport
-        if transport is None:
-            return
-        for data in self.ws.data_to_send():
-            if data:
-                transport.write(data)
-            elif transport.can_write_eof():  # the protocol is done: half-close, as websockets does
-                transport.write_eof()
-
-    def _fail(self, exc: BaseException) -> None:
-        if not self.opened.done():
-            self.opened.set_exception(exc)
-            self.opened.exception()  # retrieved: a session that fails to open is counted, not logged
+async def _sequence(session: Session, frames: Sequence[bytes], spacing: float) -> list[tuple[float, float, bytes]]:
+    out = []
+    due = time.monotonic()
+    for frame in frames:
+        await _until(due)
+        sent = time.monotonic()
+        async with asyncio.timeout(DRAIN_TIMEOUT_S):
+            reply = await session.request(frame)
+        out.append((sent, time.monotonic(), reply))
+        due = sent + spacing
+    return out

@@ -26,3 +26,20 @@ def busy_seconds() -> float:
     with open("/proc/stat") as stat:
         fields = stat.readline().split()  # the "cpu" line: user nice system idle iowait irq softirq steal
     return sum(int(fields[i]) for i in (1, 2, 3, 6, 7, 8)) / _TICKS
+
+
+def family_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and of its running children: a PostgreSQL postmaster and
+    its backends, each a process of its own. (Children that have exited no longer count.)"""
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(entry) == pid or int(fields[1]) == pid:  # fields[1]: the parent's pid
+            total += (int(fields[11]) + int(fields[12])) / _TICKS
+    return total

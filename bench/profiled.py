@@ -2,24 +2,64 @@
 profile covers just the measured window.
 
     python -m bench.profiled OUT.prof run.py serve ...
+
+cProfile does not see the cyclic garbage collector (its pauses land on whichever call allocated),
+so the collections during the window are timed apart and written to OUT.prof.gc as text.
 """
 
 import cProfile
+import gc
 import runpy
 import signal
 import sys
+import time
+from pathlib import Path
 from types import FrameType
+from typing import Any
+
+
+class GcClock:
+    """The collections of each generation while switched on: how many, how long."""
+
+    def __init__(self) -> None:
+        self.on = False
+        self.started = 0.0
+        self.pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if not self.on:
+            return
+        if phase == "start":
+            self.started = time.perf_counter()
+        else:
+            self.pauses[info["generation"]].append(time.perf_counter() - self.started)
+
+    def report(self, seconds: float) -> str:
+        lines = [f"garbage collector over {seconds:.1f} s (not in the cProfile stats):"]
+        for generation, pauses in self.pauses.items():
+            if pauses:
+                lines.append(f"  generation {generation}: {len(pauses)} collections, {sum(pauses) * 1000:.0f} ms in "
+                             f"all, longest {max(pauses) * 1000:.1f} ms")
+        return "\n".join(lines) + "\n"
+
 
 if __name__ == "__main__":
     out, script = sys.argv[1], sys.argv[2]
     sys.argv = sys.argv[2:]
     profiler = cProfile.Profile()
+    clock = GcClock()
+    gc.callbacks.append(clock)
+    window = [0.0]
 
     def start(signum: int, frame: FrameType | None) -> None:
+        window[0] = time.monotonic()
+        clock.on = True
         profiler.enable()  # signal handlers run in the main thread: the event loop's
 
     def stop(signum: int, frame: FrameType | None) -> None:
         profiler.disable()
+        clock.on = False
+        Path(out + ".gc").write_text(clock.report(time.monotonic() - window[0]))
         profiler.dump_stats(out)
 
     signal.signal(signal.SIGUSR1, start)

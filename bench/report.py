@@ -1,90 +1,27 @@
-"""The figures of a bench run, and how they are shown: a rich table on the terminal, Markdown for docs/."""
+"""What every bench's report shares: the machine's description, PASS/FAIL tables on the terminal,
+Markdown tables, and docs/benchmarks.md, where each bench owns one section between its markers."""
 
 import os
 import platform
-import statistics
+import re
 import sys
-import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-MEMORY_GOAL = 2.0  # gateway KiB per idle session at most this many times the bare server's
-THROUGHPUT_GOAL = 0.6  # gateway ping replies/s at least this fraction of the bare server's
-NOISY = 0.15  # other processes using more than this much of a core disturbed the measurement
-
-
-@dataclass
-class Run:
-    """One server measured once: memory with idle sessions, then ping throughput."""
-
-    server: str
-    round: int
-    idle_sessions: int
-    rss_before: int
-    rss_after: int
-    open_seconds: float
-    sessions: int
-    replies: int
-    seconds: float
-    server_cpu: float  # CPU seconds of the server during the measured window
-    client_cpu: float  # CPU seconds of all client processes during the window
-    other_cpu: float  # CPU seconds anything else on the machine used during the window
-
-    @property
-    def kib_per_session(self) -> float:
-        return (self.rss_after - self.rss_before) / self.idle_sessions / 1024
-
-    @property
-    def rate(self) -> float:
-        return self.replies / self.seconds
-
-    @property
-    def server_load(self) -> float:
-        return self.server_cpu / self.seconds
-
-    @property
-    def client_load(self) -> float:
-        return self.client_cpu / self.seconds
-
-    @property
-    def other_load(self) -> float:
-        return self.other_cpu / self.seconds
-
-    @property
-    def per_cpu_second(self) -> float:
-        return self.replies / self.server_cpu if self.server_cpu else 0.0
-
-    def summary(self) -> str:
-        return (f"{self.kib_per_session:.1f} KiB/session ({self.idle_sessions} idle, opened in "
-                f"{self.open_seconds:.1f} s); {self.rate:,.0f} replies/s, server CPU {self.server_load:.0%}, "
-                f"clients {self.client_load:.0%}, others {self.other_load:.0%}")
-
-
-@dataclass
-class Figures:
-    command: str
-    settings: dict[str, Any]
-    started: float
-    seconds: float = 0.0
-    runs: list[Run] = field(default_factory=list)
-
-    def median(self, server: str, attribute: str) -> float:
-        return float(statistics.median(getattr(r, attribute) for r in self.runs if r.server == server))
-
-    def ratio(self, attribute: str) -> float:
-        bare = self.median("bare", attribute)
-        return self.median("gateway", attribute) / bare if bare else float("nan")
-
-    def memory_ok(self) -> bool:
-        return self.ratio("kib_per_session") <= MEMORY_GOAL
-
-    def throughput_ok(self) -> bool:
-        return self.ratio("rate") >= THROUGHPUT_GOAL
+# The sections of docs/benchmarks.md, in order: name -> (title, the command that writes it).
+SECTIONS = {
+    "gateway": ("The gateway against a bare websockets server",
+                ".venv/bin/python -m bench.gateway --markdown docs/benchmarks.md"),
+    "orders": ("Location ingest, dispatch and the order feed",
+               ".venv/bin/python -m bench.orders --markdown docs/benchmarks.md"),
+    "chat": ("Chat: message latency and throughput",
+             ".venv/bin/python -m bench.chat --markdown docs/benchmarks.md"),
+}
+MARK = {True: "PASS", False: "FAIL"}
 
 
 def machine() -> str:
@@ -101,134 +38,59 @@ def machine() -> str:
             f"Linux {platform.release()}; Python {platform.python_version()}; {packages}")
 
 
-def summary_rows(f: Figures) -> list[list[str]]:
-    mark = {True: "PASS", False: "FAIL"}
-    return [
-        ["KiB per idle authenticated session", f"{f.median('bare', 'kib_per_session'):.1f}",
-         f"{f.median('gateway', 'kib_per_session'):.1f}", f"{f.ratio('kib_per_session'):.3f}x",
-         f"<= {MEMORY_GOAL:.1f}x", mark[f.memory_ok()]],
-        ["ping replies/s", f"{f.median('bare', 'rate'):,.0f}", f"{f.median('gateway', 'rate'):,.0f}",
-         f"{f.ratio('rate'):.3f}x", f">= {THROUGHPUT_GOAL:.1f}x", mark[f.throughput_ok()]],
-        ["ping replies per server CPU-second", f"{f.median('bare', 'per_cpu_second'):,.0f}",
-         f"{f.median('gateway', 'per_cpu_second'):,.0f}", f"{f.ratio('per_cpu_second'):.3f}x", "", ""],
-        ["Server CPU while pinging (1 core = 100%)", f"{f.median('bare', 'server_load'):.0%}",
-         f"{f.median('gateway', 'server_load'):.0%}", "", "", ""],
-        ["Clients' CPU while pinging", f"{f.median('bare', 'client_load'):.0%}",
-         f"{f.median('gateway', 'client_load'):.0%}", "", "", ""],
-    ]
+def console() -> Console:
+    return Console(width=None if sys.stdout.isatty() else 140)  # not 80 columns in a log
 
 
-def conditions(f: Figures) -> str:
-    s = f.settings
-    rounds = s["rounds"]
-    return (f"{s['idle_sessions']:,} idle sessions; {s['sessions']:,} sessions pinging with {s['window']} in "
-            f"flight each for {s['seconds']:g} s; median of {rounds} round{'s' * (rounds > 1)}")
-
-
-SUMMARY_HEADER = ["Measure", "Bare server", "Gateway", "Gateway ÷ bare", "Goal", "Result"]
-RUNS_HEADER = ["Round", "Server", "RSS before, MiB", "RSS after, MiB", "KiB/session", "Open, s",
-               "Replies/s", "Server CPU", "Client CPU", "Other CPU", "Replies/CPU-s"]
-
-
-def run_rows(f: Figures) -> list[list[str]]:
-    return [[str(r.round), r.server, f"{r.rss_before / 2**20:.1f}", f"{r.rss_after / 2**20:.1f}",
-             f"{r.kib_per_session:.1f}", f"{r.open_seconds:.1f}", f"{r.rate:,.0f}", f"{r.server_load:.0%}",
-             f"{r.client_load:.0%}", f"{r.other_load:.0%}", f"{r.per_cpu_second:,.0f}"] for r in f.runs]
-
-
-def notes(f: Figures) -> list[str]:
-    out = []
-    client_cores = f.settings["client_cores"]
-    if f.median("bare", "client_load") >= 0.9 * client_cores:
-        out.append("The client processes used all of their CPU against the bare server: it may be able to "
-                   "answer more than measured, so the throughput ratio may flatter the gateway; replies per "
-                   "server CPU-second compare the servers' own costs.")
-    busy = [r for r in f.runs if r.other_load > NOISY]
-    if busy:
-        out.append(f"Other processes used more than {NOISY:.0%} of a core during {len(busy)} of {len(f.runs)} "
-                   "ping windows (Other CPU), which lowers those runs' replies/s; replies per server "
-                   "CPU-second are less sensitive to that.")
-    if not f.settings["pinned"]:
-        out.append("Servers and clients were not pinned to separate cores (--no-pin).")
-    return out
-
-
-def print_report(f: Figures) -> None:
-    console = Console(width=None if sys.stdout.isatty() else 140)  # not 80 columns in a log
-    table = Table(title="Gateway vs bare websockets + msgspec", caption=conditions(f))
-    for i, name in enumerate(SUMMARY_HEADER):
+def rich_table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]], caption: str | None = None) -> Table:
+    """First column left-aligned, the others right; PASS green, FAIL red."""
+    table = Table(title=title, caption=caption)
+    for i, name in enumerate(header):
         table.add_column(name, justify="left" if i == 0 else "right")
-    for row in summary_rows(f):
-        style = {"PASS": "[green]PASS[/]", "FAIL": "[bold red]FAIL[/]"}
-        table.add_row(*row[:-1], style.get(row[-1], row[-1]))
-    runs = Table(title="Every run")
-    for name in RUNS_HEADER:
-        runs.add_column(name, justify="right")
-    for row in run_rows(f):
-        runs.add_row(*row)
-    console.print(runs)
-    console.print(table)
-    for note in notes(f):
-        console.print(f"[yellow]note:[/] {note}")
-    console.print(f"command: {f.command}  ({f.seconds:.0f} s; {machine()})")
+    style = {"PASS": "[green]PASS[/]", "FAIL": "[bold red]FAIL[/]"}
+    for row in rows:
+        table.add_row(*(style.get(cell, cell) for cell in row))
+    return table
 
 
-def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["--:"] * (len(header) - 1)) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
 
 
-def write_markdown(f: Figures, path: Path) -> None:
-    s = f.settings
-    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(f.started))
-    pinning = ("the server is pinned to one core and the clients to the others" if s["pinned"]
-               else "nothing is pinned to a core")
-    text = f"""# Benchmarks: the gateway against a bare websockets server
+def _markers(name: str) -> tuple[str, str]:
+    return f"<!-- bench:{name}:start -->", f"<!-- bench:{name}:end -->"
 
-Generated by `{f.command}` on {when}. Regenerate with `make bench`, which runs
-`.venv/bin/python -m bench.gateway --markdown docs/benchmarks.md`; `--quick` is a smoke run and
-`--profile PATH` runs the gateway alone under cProfile and prints where its time goes.
 
-Both servers run in the same bench run, one after the other ({s['rounds']} round{'s' * (s['rounds'] > 1)},
-alternating which goes first; the summary shows medians), each as its own process with the same
-transport settings (websockets on uvloop, `compression=None`, the gateway's `max_size`, ping
-interval and close timeout). The **baseline** (`bench/bare.py`) only decodes each frame with
-`msgspec.json.decode` and answers with a small msgspec Struct. The **gateway** is `run.py serve`
-with one worker, embedded PostgreSQL and Redis, and the per-session rate limit raised out of the
-way (1,000,000/s). The load comes from {s['clients']} separate client processes on uvloop speaking
-websockets' own Sans-I/O protocol (`websockets.client.ClientProtocol`: no task, future or lock per
-frame, so the clients stay cheaper than the server they drive), the same code for both servers;
-{pinning}.
+def _anchor(title: str) -> str:
+    """GitHub's heading anchor: lower case, punctuation dropped, spaces to dashes."""
+    return re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
 
-- **Memory per idle session**: the server's resident set (`VmRSS`) before and after opening
-  {s['idle_sessions']:,} sessions, divided by their number. Each session first sends `auth` with a
-  valid token of its own user (technician role) and waits for the `result`; the baseline gets the
-  same frame and answers it. {s["warm_sessions"]} sessions are opened and closed first, so one-time
-  costs do not count. Goal: the gateway at most {MEMORY_GOAL:.0f}x the baseline.
-- **ping throughput**: {s['sessions']:,} authenticated sessions each keep {s['window']}
-  `{{"type":"ping","id":"N"}}` frames in flight, sending the next when a reply arrives; replies are
-  counted for {s['seconds']:g} s after {s['warmup']:g} s of warm-up. Goal: the gateway at least
-  {THROUGHPUT_GOAL}x the baseline's replies/s.
-- **CPU** over the same window, from `/proc`: the server's (100% = its one core), the client
-  processes' together, and *other*: whatever else the machine ran meanwhile (noise; this machine
-  is shared). Replies per server CPU-second compare the servers' own costs even when the machine
-  gave one of them less CPU.
 
-Machine: {machine()}. The whole bench took {f.seconds:.0f} s.
+SECTION = re.compile(r"<!-- bench:([\w-]+):start -->\n(.*?)\n?<!-- bench:\1:end -->", re.DOTALL)
 
-## Summary
 
-{conditions(f)}.
-
-{_markdown_table(SUMMARY_HEADER, summary_rows(f))}
-
-## Every run
-
-{_markdown_table(RUNS_HEADER, run_rows(f))}
-"""
-    extra = notes(f)
-    if extra:
-        text += "\n" + "\n".join(f"Note: {n}" for n in extra) + "\n"
+def write_section(path: Path, name: str, text: str) -> None:
+    """Put `text` (Markdown starting with a `## ` heading) between the markers of section `name`
+    in `path`, keeping the other sections as they are. The file is rewritten as a short index, then
+    the sections: those of SECTIONS in its order, then any other in the order found. Text outside
+    the markers (an older unmarked report) is dropped."""
+    old = path.read_text() if path.exists() else ""
+    sections = {found.group(1): found.group(2).strip("\n") for found in SECTION.finditer(old)}
+    sections[name] = text.strip("\n")
+    order = [n for n in SECTIONS if n in sections] + [n for n in sections if n not in SECTIONS]
+    index = ["# Benchmarks", "",
+             "Each section below is written by its own command, which replaces only that section;",
+             "`make bench` runs them all. `--quick` makes any of them a smoke run.", ""]
+    for other in order:
+        heading = re.match(r"#+ *(.+)", sections[other])
+        title, command = SECTIONS.get(other, (heading.group(1) if heading else other,
+                                              f".venv/bin/python -m bench.{other} --markdown docs/benchmarks.md"))
+        index.append(f"- [{title}](#{_anchor(title)}): `{command}`")
+    parts = ["\n".join(index)]
+    for other in order:
+        start, end = _markers(other)
+        parts.append(f"{start}\n{sections[other]}\n{end}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    path.write_text("\n\n".join(parts) + "\n")

@@ -1,18 +1,32 @@
-"""The servers under test, each its own process: start, wait for /healthz, read its RSS and CPU, stop."""
+"""The servers under test, each its own process: start, wait for /healthz, read its RSS and CPU, stop.
+Also what every bench needs around them: embedded PostgreSQL and Redis in a scratch folder, the
+cores for servers and clients, the sessions' hello frames, and a run that stops on SIGTERM or when
+it outlives its budget as it does on Ctrl-C."""
 
 import contextlib
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
+import uuid
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
+
+import msgspec
 
 from bench.procfs import cpu_seconds, rss_bytes
-from gateway.config import ENV
-from storage.embedded import free_port
+from gateway.app import token_issuer
+from gateway.config import ENV, Config
+from handlers.context import Role
+from protocol.auth import Auth
+from storage.embedded import Embedded, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -104,12 +118,75 @@ def bare_server(log: Path, cpus: set[int] | None) -> ServerProcess:
 
 
 def gateway_server(log: Path, cpus: set[int] | None, *, database_url: str, redis_url: str, data_dir: Path,
-                   secret: str, launcher: list[str] | None = None) -> ServerProcess:
-    """`run.py serve` with one worker and the rate limit out of the way. `launcher` runs it under
-    something else (the profiler)."""
+                   secret: str, launcher: list[str] | None = None, flags: tuple[str, ...] = ()) -> ServerProcess:
+    """`run.py serve` with one worker and the rate limit out of the way, plus `flags`. `launcher`
+    runs it under something else (the profiler)."""
     port = free_port(HOST)
     argv = [*(launcher or [sys.executable]), str(ROOT / "run.py"), "serve", "--host", HOST, "--port", str(port),
             "--workers", "1", "--database-url", database_url, "--redis-url", redis_url,
             "--data-dir", str(data_dir), "--secret", secret, "--log-level", "WARNING",
-            "--rate-per-s", "1000000", "--rate-burst", "1000000", "--shutdown-grace-s", "2"]
+            "--rate-per-s", "1000000", "--rate-burst", "1000000", "--shutdown-grace-s", "2", *flags]
     return ServerProcess("gateway", argv, port, log, cpus)
+
+
+@dataclass(frozen=True)
+class Backends:
+    root: Path  # the scratch folder: logs, the gateway's data dir
+    database_url: str
+    redis_url: str
+    redis_pid: int
+
+
+@contextlib.contextmanager
+def backends(prefix: str) -> Iterator[Backends]:
+    """A scratch folder with embedded PostgreSQL and Redis running, all removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        root = Path(tmp)
+        print(f"starting embedded PostgreSQL and Redis under {root} ...", flush=True)
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")  # pgserver's, harmless
+        embedded = Embedded(root / "servers")
+        try:
+            database_url, redis_url = embedded.start()
+            assert database_url and redis_url and embedded.redis.process is not None
+            yield Backends(root, database_url, redis_url, embedded.redis.process.pid)
+        finally:
+            embedded.stop()
+
+
+def cores(pin: bool) -> tuple[set[int] | None, set[int] | None]:
+    """(the server's CPUs, the clients'): the last one for the server, the others for the clients;
+    None, None when not pinning (or with a single CPU)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if not pin or len(cpus) < 2:
+        return None, None
+    return {cpus[-1]}, set(cpus[:-1])
+
+
+def hellos(config: Config, count: int, role: Role = "technician") -> tuple[list[str], list[bytes]]:
+    """One `auth` frame per session, each for its own user, as real apps would connect: (the users'
+    ids, the frames)."""
+    issuer = token_issuer(config)
+    encode = msgspec.json.Encoder().encode
+    users = [str(uuid.uuid4()) for _ in range(count)]
+    return users, [encode(Auth(id="auth", token=issuer.mint(user, role)[0])) for user in users]
+
+
+@contextlib.contextmanager
+def stopped_by_signals(budget_s: int) -> Iterator[None]:
+    """SIGTERM, and the run outliving its time budget, unwind like Ctrl-C: every `finally` and
+    `with` above stops what it started."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    def overdue(signum: int, frame: FrameType | None) -> None:
+        raise TimeoutError(f"the bench ran past its {budget_s} s budget")
+
+    previous = signal.signal(signal.SIGTERM, interrupt), signal.signal(signal.SIGALRM, overdue)
+    signal.alarm(budget_s)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGTERM, previous[0])
+        signal.signal(signal.SIGALRM, previous[1])

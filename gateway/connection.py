@@ -161,9 +161,10 @@ class Session(Deliveries):
         except Exception:
             log.exception("handler for %s failed", route.operation)
             return self._error(data, Internal(), request.id)
-        finally:
-            gateway.latency[route.request].observe(time.monotonic() - now)
-        if reply is None or (request.id is None and request.silent_without_id):
+        if request.id is None and request.silent_without_id:
+            return None  # a stream frame: counted above, too many and too cheap to time one by one
+        gateway.latency[route.request].observe(time.monotonic() - now)
+        if reply is None:
             return None
         reply.id = request.id
         gateway.metrics.tally_out["result"] += 1
