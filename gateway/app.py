@@ -124,6 +124,7 @@ class Running:
         if gateway is None:
             return
         await gateway.shutdown()
+        await gateway.presence.stop()
         if self.fcm is not None:
             await self.fcm.aclose()
         await gateway.services.positions.stop()

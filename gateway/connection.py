@@ -24,7 +24,6 @@ from handlers.i18n import negotiate
 from protocol.codec import Codec, error_frame
 from protocol.frames import Event, Reply
 from protocol.messages import BY_TYPE
-from storage import push
 
 if TYPE_CHECKING:
     from gateway.server import Gateway
@@ -105,7 +104,7 @@ class Session(Deliveries):
             self.channels = channels
             async with asyncio.timeout(5):  # Redis must confirm the subscriptions
                 await self.gateway.hub.join(self, channels)
-                await push.mark_online(self.services.redis, self.gateway.hub.node.hex(), [identity.user_id])
+            self.gateway.presence.set(identity.user_id, True)
 
     @property
     def memo(self) -> dict[str, Any]:
@@ -263,7 +262,7 @@ class Session(Deliveries):
         hub.leave(self, self.channels)
         identity = self.state.identity
         if identity is not None and user_channel(identity.user_id) not in hub.channels:  # its last session here
-            self.gateway.spawn(push.mark_offline(self.services.redis, hub.node.hex(), identity.user_id))
+            self.gateway.presence.set(identity.user_id, False)
         self.channels = ()
         for callback in self._closers or ():
             try:

@@ -10,7 +10,6 @@ from typing import Any
 
 import msgspec
 from prometheus_client import Histogram
-from redis.exceptions import RedisError
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.frames import CloseCode
@@ -28,7 +27,7 @@ from handlers.registry import ROUTES
 from handlers.routing import Route
 from protocol.codec import CODECS, JSON, JSON_SUBPROTOCOL, SUBPROTOCOLS
 from protocol.frames import Request
-from storage import push
+from storage.push import Presence
 
 log = logging.getLogger(__name__)
 WS_PATH = "/ws"
@@ -48,6 +47,7 @@ class Gateway:
         self.config = config
         self.services = services
         self.hub = hub
+        self.presence = Presence(services.redis, hub.node.hex())
         self.catalogs = services.catalogs
         self.metrics = metrics or Metrics()
         self.routes: dict[type[Request], Route] = ROUTES
@@ -78,9 +78,9 @@ class Gateway:
             close_timeout=c.ping_interval_s,  # a peer that cannot answer within a heartbeat is gone
             reuse_port=c.workers > 1 and sock is None,
         )
+        await self.presence.start()
         self.spawn(self._sweep())
         self.spawn(self._flush_metrics())
-        self.spawn(self._presence())
 
     @property
     def port(self) -> int:
@@ -139,18 +139,6 @@ class Gateway:
         results = await asyncio.gather(check("postgres", self.services.db.fetchval("SELECT 1")),
                                        check("redis", self.services.redis.ping()))
         return dict(results)
-
-    async def _presence(self) -> None:
-        """Keep this process's signed-in users marked online (push goes to the others)."""
-        node = self.hub.node.hex()
-        while True:
-            await asyncio.sleep(10)
-            users = [c[2:] for c in self.hub.channels if c.startswith("u:")]
-            try:
-                for start in range(0, len(users), 5000):
-                    await push.mark_online(self.services.redis, node, users[start:start + 5000])
-            except (OSError, RedisError) as exc:
-                log.warning("presence refresh failed: %r", exc)
 
     async def _flush_metrics(self) -> None:
         while True:

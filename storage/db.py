@@ -6,8 +6,13 @@ import redis.asyncio as aioredis
 
 async def connect_postgres(url: str, size: int) -> asyncpg.Pool:
     pool: asyncpg.Pool = await asyncpg.create_pool(url, min_size=min(2, size), max_size=size,
-                                                   command_timeout=30)
+                                                   command_timeout=30, reset=_no_reset)
     return pool
+
+
+async def _no_reset(conn: asyncpg.Connection) -> None:
+    """Connections go back to the pool as they are: no code here sets session state (advisory
+    locks are transaction-scoped), so asyncpg's reset query would only cost a round trip per use."""
 
 
 def connect_redis(url: str) -> aioredis.Redis:

@@ -1,5 +1,8 @@
 """Device tokens, the push outbox and Redis presence (is a user connected anywhere?)."""
 
+import asyncio
+import contextlib
+import logging
 import time
 from datetime import timedelta
 from typing import Any
@@ -8,34 +11,94 @@ import asyncpg
 import msgspec
 import redis.asyncio as aioredis
 
-PRESENCE_TTL_S = 45  # a process refreshes its users every 10 s; one that died stops counting after this
+log = logging.getLogger(__name__)
+
+NODES = "presence:nodes"  # ZSET gateway process -> unix time of its last heartbeat
+NODE_TTL_S = 30  # a process that has not beaten for this long is dead: its users do not count
 
 
-def presence_key(user_id: str) -> str:
-    return "presence:" + user_id
+def node_key(node: str) -> str:
+    return "presence:" + node  # SET of the users with a live session on that process
 
 
-async def mark_online(redis: aioredis.Redis, node: str, user_ids: list[str]) -> None:
-    now = time.time()
-    pipe = redis.pipeline(transaction=False)
-    for user_id in user_ids:
-        pipe.hset(presence_key(user_id), node, now)
-        pipe.expire(presence_key(user_id), PRESENCE_TTL_S)
-    await pipe.execute()
+class Presence:
+    """Which users have a live session on this gateway process, kept in Redis for every process
+    to ask. Joins and leaves are coalesced into one pipeline per flush (a thousand sessions
+    closing at once are one round trip, not a thousand); liveness is one heartbeat per process."""
 
+    def __init__(self, redis: aioredis.Redis, node: str) -> None:
+        self._redis = redis
+        self.node = node
+        self._changes: dict[str, bool] = {}
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
 
-async def mark_offline(redis: aioredis.Redis, node: str, user_id: str) -> None:
-    await redis.hdel(presence_key(user_id), node)
+    async def start(self) -> None:
+        await self._redis.delete(node_key(self.node))
+        await self._beat()
+        self._tasks = [asyncio.create_task(self._flush(), name="presence"),
+                       asyncio.create_task(self._heartbeat(), name="presence-heartbeat")]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        with contextlib.suppress(aioredis.RedisError, OSError):
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.zrem(NODES, self.node)
+            pipe.delete(node_key(self.node))
+            await pipe.execute()
+
+    def set(self, user_id: str, online: bool) -> None:
+        self._changes[user_id] = online
+        self._wake.set()
+
+    async def _beat(self) -> None:
+        await self._redis.zadd(NODES, {self.node: time.time()})
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(NODE_TTL_S / 3)
+            try:
+                await self._beat()
+            except (aioredis.RedisError, OSError) as exc:
+                log.warning("presence heartbeat failed: %r", exc)
+
+    async def _flush(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            changes, self._changes = self._changes, {}
+            joined = [u for u, online in changes.items() if online]
+            left = [u for u, online in changes.items() if not online]
+            pipe = self._redis.pipeline(transaction=False)
+            if joined:
+                pipe.sadd(node_key(self.node), *joined)
+            if left:
+                pipe.srem(node_key(self.node), *left)
+            try:
+                await pipe.execute()
+            except (aioredis.RedisError, OSError) as exc:
+                log.warning("presence update failed, retrying: %r", exc)
+                self._changes = changes | self._changes
+                await asyncio.sleep(0.5)
+                self._wake.set()
 
 
 async def online(redis: aioredis.Redis, user_ids: list[str]) -> set[str]:
-    """Those of the users with a live session on some gateway process."""
+    """Those of the users with a live session on some live gateway process."""
+    nodes: Any = await redis.zrangebyscore(NODES, time.time() - NODE_TTL_S, "+inf")
+    if not nodes or not user_ids:
+        return set()
     pipe = redis.pipeline(transaction=False)
-    for user_id in user_ids:
-        pipe.hvals(presence_key(user_id))
-    cutoff = time.time() - PRESENCE_TTL_S
-    return {u for u, stamps in zip(user_ids, await pipe.execute(), strict=True)
-            if any(float(s) > cutoff for s in stamps)}
+    for node in nodes:
+        pipe.smismember(node_key(node.decode()), user_ids)
+    found: set[str] = set()
+    for flags in await pipe.execute():
+        found.update(u for u, flag in zip(user_ids, flags, strict=True) if flag)
+    return found
 
 
 async def register(db: asyncpg.Pool, user_id: str, token: str, platform: str) -> None:

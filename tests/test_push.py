@@ -138,3 +138,22 @@ async def test_without_credentials_pushes_are_logged_not_sent(gateway, connect, 
         await tech.request(ChatSend(order_id=order_id, client_id="l", text="logged"))
         [job] = await settled(gateway, consumer_id)
     assert job["state"] == "sent" and any("logged" in r.getMessage() for r in caplog.records)
+
+
+async def test_presence_follows_sessions_even_when_hundreds_close_at_once(gateway, signed_in):
+    sessions = [await signed_in("technician") for _ in range(300)]
+    users = [user_id for _, user_id in sessions]
+    async with asyncio.timeout(5):
+        while len(await push.online(gateway.services.redis, users)) < len(users):
+            await asyncio.sleep(0.05)
+    await asyncio.gather(*(client.close() for client, _ in sessions))
+    async with asyncio.timeout(5):
+        while await push.online(gateway.services.redis, users):
+            await asyncio.sleep(0.05)
+
+
+async def test_users_of_a_process_that_stopped_beating_count_as_offline(gateway):
+    redis = gateway.services.redis
+    await redis.zadd(push.NODES, {"dead-node": 1.0})  # its last heartbeat: 1970
+    await redis.sadd(push.node_key("dead-node"), "ghost-user")
+    assert await push.online(redis, ["ghost-user"]) == set()
