@@ -22,9 +22,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-bench: $(STAMP)  ## both benchmarks against their same-run baselines, each into its section of docs/benchmarks.md
+bench: $(STAMP)  ## every benchmark against its same-run baselines, each into its section of docs/benchmarks.md
 	$(PY) -m bench.gateway --markdown docs/benchmarks.md
 	$(PY) -m bench.orders --markdown docs/benchmarks.md
+	$(PY) -m bench.chat --markdown docs/benchmarks.md
 
 schema: $(STAMP)  ## regenerate docs/asyncapi.yaml from the protocol types
 	$(PY) run.py schema

@@ -29,8 +29,9 @@ def busy_seconds() -> float:
 
 
 def family_cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process and of its running children: a PostgreSQL postmaster and
-    its backends, each a process of its own. (Children that have exited no longer count.)"""
+    """User + system CPU time of a process and of its children, running or ended: a PostgreSQL
+    postmaster and its backends, each a process of its own. (A child that has ended but is not
+    yet reaped counts in neither, for a moment.)"""
     total = 0.0
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -40,6 +41,8 @@ def family_cpu_seconds(pid: int) -> float:
                 fields = stat.read().rsplit(")", 1)[1].split()
         except OSError:  # gone meanwhile
             continue
-        if int(entry) == pid or int(fields[1]) == pid:  # fields[1]: the parent's pid
+        if int(entry) == pid:  # with cutime and cstime: its children that have ended
+            total += sum(int(fields[i]) for i in (11, 12, 13, 14)) / _TICKS
+        elif int(fields[1]) == pid:  # fields[1]: the parent's pid
             total += (int(fields[11]) + int(fields[12])) / _TICKS
     return total

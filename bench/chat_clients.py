@@ -1,0 +1,419 @@
+"""The chat bench's load: client processes holding rooms, each room an order's two members (its
+consumer's session and its technician's, both in the same process), sending `chat.send` open-loop
+at a steady rate or in a closed loop, and timing each message from its frame leaving the sender to
+the OTHER member's `chat.message` (the sender receives its own copy too; that one is ignored).
+
+Sessions are `bench.session.Session`s (websockets' Sans-I/O protocol on uvloop). Room r of the
+whole group is room r // processes of child r % processes.
+"""
+
+import asyncio
+import contextlib
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from array import array
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+import uvloop
+from websockets.uri import WebSocketURI, parse_uri
+
+from bench.procfs import cpu_seconds
+from bench.session import ERROR, RESULT, Session
+
+CHAT_MESSAGE = b'{"type":"chat.message"'  # msgspec writes the tag first
+CLIENT_ID = b'"client_id":"'
+REQUEST_ID = b'"id":"'  # a reply's id: `"order_id":"` and the like have no quote before `id`
+TEXT = b"On my way, about 20 minutes out. Is the side gate open, or should I ring the front door?"
+DRAIN_S = 30.0  # messages still due when a window closes must arrive within this
+CLOSE_TIMEOUT_S = 30.0
+TICK_S = 0.001  # open loop: uvloop's timers count whole milliseconds; a shorter sleep would spin
+SLOW_S, SLOW_KEPT = 0.050, 2000  # open loop: the slow messages' send times show stalls apart from overload
+CONNECT_CONCURRENCY = 32  # handshakes in flight per process (the listen backlog is 100)
+
+
+@dataclass(frozen=True)
+class Room:
+    order_id: str
+    hellos: tuple[bytes, bytes]  # the `auth` frames of its consumer and of its technician
+
+
+@dataclass
+class Counts:
+    """What the rooms of one client process (or, added up, of all) measured in one window."""
+
+    sent: int = 0  # messages sent in the window
+    done: int = 0  # open loop: of those, delivered to the other member and answered; closed: delivered in the window
+    latencies: "array[float]" = field(default_factory=lambda: array("d"))  # sent -> the other member's chat.message
+    replies: "array[float]" = field(default_factory=lambda: array("d"))  # sent -> the sender's reply
+    lag: "array[float]" = field(default_factory=lambda: array("d"))  # open loop: sent later than scheduled by
+    slow: list[tuple[float, float]] = field(default_factory=list)  # (sent, latency) over SLOW_S, the first SLOW_KEPT
+    late: int = 0  # sent in the window and still not delivered or answered when the drain ended
+    errors: int = 0  # error replies, lost sessions: the run is not valid
+    first_error: str = ""
+
+    def add(self, other: "Counts") -> None:
+        self.sent += other.sent
+        self.done += other.done
+        self.latencies.extend(other.latencies)
+        self.replies.extend(other.replies)
+        self.lag.extend(other.lag)
+        self.slow.extend(other.slow)
+        self.late += other.late
+        self.errors += other.errors
+        self.first_error = self.first_error or other.first_error
+
+
+class Message:
+    __slots__ = ("answered", "cid", "delivered", "room", "sender", "sent")
+
+    def __init__(self, cid: bytes, room: int, sender: "Member", sent: float) -> None:
+        self.cid, self.room, self.sender, self.sent = cid, room, sender, sent
+        self.delivered = self.answered = 0.0
+
+
+class Member(Session):
+    """One member's session: its replies and the room's messages go to the process's `Traffic`."""
+
+    def __init__(self, uri: WebSocketURI, hello: bytes, traffic: "Traffic") -> None:
+        super().__init__(uri, hello)
+        self.traffic = traffic
+
+    def _message(self, data: bytes) -> None:
+        if not self.opened.done():
+            self.opened.set_result(data)
+        elif data.startswith(CHAT_MESSAGE):
+            self.traffic.heard(self, data)
+        elif data.startswith(RESULT) or data.startswith(ERROR):
+            self.traffic.answered(data)
+
+
+def _between(data: bytes, key: bytes) -> bytes:
+    start = data.find(key)
+    if start < 0:
+        return b""
+    start += len(key)
+    return bytes(data[start:data.find(b'"', start)])  # frames may hold a bytearray: not hashable
+
+
+class Traffic:
+    """A process's rooms and the messages in flight among them. A message is done once the other
+    member has it and the sender has its reply (stored and committed)."""
+
+    def __init__(self, order_ids: Sequence[str]) -> None:
+        self.order_ids = [o.encode() for o in order_ids]
+        self.members: list[Member] = []  # room r: 2r (consumer), 2r + 1 (technician)
+        self.turns = [0] * len(order_ids)  # the members of a room take turns
+        self.pending: dict[bytes, Message] = {}  # by client id, which is also the request id
+        self.serial = 0
+        self.counts: Counts | None = None
+        self.closed_loop = False
+        self.looping = 0  # closed loop: rooms 0 .. looping - 1 send again when a message is done
+        self.t_from = self.t_until = 0.0
+
+    def measure(self, counts: Counts, t_from: float, t_until: float, closed_loop: bool, looping: int = 0) -> None:
+        self.counts, self.t_from, self.t_until = counts, t_from, t_until
+        self.closed_loop, self.looping = closed_loop, looping
+
+    def send(self, room: int) -> None:
+        turn = self.turns[room]
+        self.turns[room] = turn + 1
+        member = self.members[2 * room + turn % 2]
+        self.serial += 1
+        cid = b"%d" % self.serial
+        member.ws.send_text(b'{"type":"chat.send","id":"%s","order_id":"%s","client_id":"%s","text":"%s"}'
+                            % (cid, self.order_ids[room], cid, TEXT))
+        member._flush()
+        now = time.monotonic()
+        self.pending[cid] = Message(cid, room, member, now)
+        counts = self.counts
+        if counts is not None and self.t_from <= now < self.t_until:
+            counts.sent += 1
+
+    def heard(self, member: Member, data: bytes) -> None:
+        message = self.pending.get(_between(data, CLIENT_ID))
+        if message is None or message.sender is member:  # not ours (any more), or the sender's own copy
+            return
+        message.delivered = time.monotonic()
+        if message.answered:
+            self._done(message)
+
+    def answered(self, data: bytes) -> None:
+        cid = _between(data, REQUEST_ID)
+        message = self.pending.get(cid)
+        if message is None:
+            return
+        if data.startswith(ERROR):
+            del self.pending[cid]
+            counts = self.counts
+            if counts is not None:
+                counts.errors += 1
+                counts.first_error = counts.first_error or data[:300].decode(errors="replace")
+            return  # in a closed loop, that room stops: the run is not valid anyway
+        message.answered = time.monotonic()
+        if message.delivered:
+            self._done(message)
+
+    def _done(self, message: Message) -> None:
+        del self.pending[message.cid]
+        counts = self.counts
+        if counts is None:
+            return
+        if self.closed_loop:
+            if self.t_from <= message.delivered < self.t_until:
+                counts.done += 1
+                counts.latencies.append(message.delivered - message.sent)
+                counts.replies.append(message.answered - message.sent)
+            if message.room < self.looping and time.monotonic() < self.t_until:
+                self.send(message.room)
+        elif self.t_from <= message.sent < self.t_until:
+            latency = message.delivered - message.sent
+            counts.done += 1
+            counts.latencies.append(latency)
+            counts.replies.append(message.answered - message.sent)
+            if latency > SLOW_S and len(counts.slow) < SLOW_KEPT:
+                counts.slow.append((message.sent, latency))
+
+    async def drained(self, counts: Counts) -> None:
+        """Wait (boundedly) for the messages in flight; those of the window still due are late.
+        Their replies and events, should they come after all, are ignored."""
+        for _ in range(int(DRAIN_S / 0.02)):
+            if not self.pending:
+                break
+            await asyncio.sleep(0.02)
+        counts.late += sum(1 for m in self.pending.values() if self.t_from <= m.sent < self.t_until)
+        self.pending.clear()
+        self.counts, self.looping = None, 0
+        lost = sum(1 for m in self.members if m.closed.done())
+        if lost:
+            counts.errors += lost
+            counts.first_error = counts.first_error or f"{lost} sessions closed"
+
+
+# -- the child process ---------------------------------------------------------------------------
+async def _until(moment: float) -> None:
+    await asyncio.sleep(max(0.0, moment - time.monotonic()))
+
+
+async def _open_loop(traffic: Traffic, rate: float, start: float, t_from: float, t_until: float) -> Counts:
+    """Message k leaves at start + k / rate (at most a tick late), whether or not earlier ones were
+    answered; rooms take turns, and so do the members of each room."""
+    counts = Counts()
+    traffic.measure(counts, t_from, t_until, closed_loop=False)
+    rooms, interval, k = len(traffic.order_ids), 1.0 / rate, 0
+    await _until(start)
+    while True:
+        now = time.monotonic()
+        due = start + k * interval
+        while due <= now and due < t_until:
+            traffic.send(k % rooms)
+            if due >= t_from:
+                counts.lag.append(time.monotonic() - due)
+            k += 1
+            due = start + k * interval
+        if due >= t_until:
+            break
+        await asyncio.sleep(max(TICK_S, due - now))
+    await traffic.drained(counts)
+    return counts
+
+
+async def _closed_loop(traffic: Traffic, rooms: int, start: float, t_from: float, t_until: float) -> Counts:
+    """Rooms 0 .. rooms - 1 each keep one message in flight: the next leaves once the previous one
+    is done."""
+    counts = Counts()
+    traffic.measure(counts, t_from, t_until, closed_loop=True, looping=rooms)
+    await _until(start)
+    for room in range(rooms):
+        traffic.send(room)
+    await _until(t_until)
+    await traffic.drained(counts)
+    return counts
+
+
+async def _open_all(traffic: Traffic, url: str, hellos: Sequence[bytes]) -> tuple[int, int, str]:
+    gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+    uri = parse_uri(url)
+    loop = asyncio.get_running_loop()
+
+    async def open_one(member: Member) -> None:
+        async with gate:
+            try:
+                async with asyncio.timeout(30):
+                    await loop.create_connection(lambda: member, uri.host, uri.port)
+                    reply = await member.opened
+            except BaseException:
+                member.abort()
+                raise
+            if not reply.startswith(RESULT):
+                member.close()
+                raise RuntimeError(f"hello refused: {reply[:200]!r}")
+
+    traffic.members = [Member(uri, hello, traffic) for hello in hellos]
+    results = await asyncio.gather(*(open_one(m) for m in traffic.members), return_exceptions=True)
+    errors = [r for r in results if isinstance(r, BaseException)]
+    first = f"{type(errors[0]).__name__}: {errors[0]}" if errors else ""
+    return len(results) - len(errors), len(errors), first
+
+
+async def _drive(pipe: Connection, url: str, rooms: Sequence[Room]) -> None:
+    commands: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+
+    def read() -> None:  # a thread: recv() blocks
+        while True:
+            try:
+                command = pipe.recv()
+            except (EOFError, OSError):
+                command = ("close",)  # the parent is gone
+            loop.call_soon_threadsafe(commands.put_nowait, command)
+            if command[0] == "close":
+                return
+
+    threading.Thread(target=read, name="commands", daemon=True).start()
+    traffic = Traffic([r.order_id for r in rooms])
+    try:
+        pipe.send(("ready", *await _open_all(traffic, url, [h for r in rooms for h in r.hellos])))
+        while True:
+            command = await commands.get()
+            kind, args = command[0], command[1:]
+            if kind == "rate":
+                pipe.send(("measured", await _open_loop(traffic, *args)))
+            elif kind == "loop":
+                pipe.send(("measured", await _closed_loop(traffic, *args)))
+            elif kind == "close":
+                break
+    finally:
+        for member in traffic.members:
+            member.close()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CLOSE_TIMEOUT_S - 5):
+                await asyncio.gather(*(m.closed for m in traffic.members), return_exceptions=True)
+        for member in traffic.members:
+            member.abort()
+    pipe.send(("closed",))
+
+
+def _child(pipe: Connection, url: str, rooms: Sequence[Room]) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop, and cleans up
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    try:
+        uvloop.run(_drive(pipe, url, rooms))
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            pipe.send(("failed", f"{type(exc).__name__}: {exc}"))
+        raise
+
+
+# -- the parent's side ---------------------------------------------------------------------------
+Start = Callable[[float, float, float], None]  # tell the children: start, window opens, window closes
+
+
+class ChatClients:
+    """`with ChatClients(url, rooms, processes=2) as clients: clients.open(...); clients.rate(...)`."""
+
+    def __init__(self, url: str, rooms: Sequence[Room], *, processes: int, cpus: set[int] | None = None) -> None:
+        ctx = multiprocessing.get_context("fork")  # the children inherit their rooms and start at once
+        self.rooms = len(rooms)
+        self.cpus = cpus
+        self.pipes: list[Connection] = []
+        self.processes: list[BaseProcess] = []
+        self._child_ends: list[Connection] = []
+        for i in range(processes):
+            parent, child = ctx.Pipe()
+            self.processes.append(ctx.Process(target=_child, args=(child, url, rooms[i::processes]),
+                                              name=f"bench-chat-client-{i}", daemon=True))
+            self.pipes.append(parent)
+            self._child_ends.append(child)
+
+    def __enter__(self) -> "ChatClients":
+        try:
+            for process, child_end in zip(self.processes, self._child_ends, strict=True):
+                process.start()
+                child_end.close()  # so a child that dies shows as a broken pipe, not silence
+                if self.cpus and process.pid is not None:
+                    os.sched_setaffinity(process.pid, self.cpus)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def open(self, timeout: float) -> tuple[int, int, str]:
+        """Wait until every session is open and signed in: (opened, failed, first error)."""
+        opened = failed = 0
+        first = ""
+        for reply in self._gather(timeout, "ready"):
+            opened, failed, first = opened + reply[1], failed + reply[2], first or reply[3]
+        return opened, failed, first
+
+    def start_rate(self, rate: float) -> Start:
+        """Open loop at `rate` messages/s over all rooms; `collect()` gets the counts."""
+        share = rate / len(self.pipes)
+        return lambda *moments: self._send(("rate", share, *moments))
+
+    def start_loop(self, in_flight: int) -> Start:
+        """Closed loop of `in_flight` rooms (one message in flight each), spread over the processes."""
+        shares = [len(range(i, in_flight, len(self.pipes))) for i in range(len(self.pipes))]
+        return lambda *moments: self._send([("loop", n, *moments) for n in shares])
+
+    def collect(self, timeout: float) -> Counts:
+        total = Counts()
+        for reply in self._gather(timeout + DRAIN_S + 30, "measured"):
+            total.add(reply[1])
+        return total
+
+    def cpu(self) -> float:
+        """CPU seconds the client processes have used so far."""
+        return sum(cpu_seconds(p.pid) for p in self.processes if p.pid is not None)
+
+    def stop(self) -> None:
+        """Close the sessions and end the processes (killing those that do not end in time)."""
+        started = [p for p in self.processes if p.pid is not None]
+        if started and len(started) == len(self.processes):
+            with contextlib.suppress(OSError, EOFError, TimeoutError, RuntimeError):
+                self._send(("close",))
+                self._gather(CLOSE_TIMEOUT_S, "closed")
+        for process in started:
+            process.join(5)
+            if process.is_alive():
+                process.kill()
+                process.join(5)
+        for pipe in self.pipes:
+            pipe.close()
+        self.pipes, self.processes = [], []
+
+    def _send(self, command: tuple[Any, ...] | list[tuple[Any, ...]]) -> None:
+        for i, pipe in enumerate(self.pipes):
+            pipe.send(command[i] if isinstance(command, list) else command)
+
+    def _gather(self, timeout: float, expect: str) -> list[Any]:
+        deadline = time.monotonic() + timeout
+        replies = []
+        for pipe, process in zip(self.pipes, self.processes, strict=True):
+            while True:  # skip what a child said before (when stopping early)
+                while not pipe.poll(0.2):
+                    if not process.is_alive():
+                        raise RuntimeError(f"{process.name} exited with {process.exitcode}")
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"{process.name}: no `{expect}` within {timeout:.0f} s")
+                try:
+                    reply = pipe.recv()
+                except EOFError:
+                    process.join(1)
+                    raise RuntimeError(f"{process.name} exited with {process.exitcode}") from None
+                if reply[0] == "failed":
+                    raise RuntimeError(f"{process.name} failed: {reply[1]}")
+                if reply[0] == expect:
+                    replies.append(reply)
+                    break
+        return replies

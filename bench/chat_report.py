@@ -1,0 +1,376 @@
+"""The figures of a `bench.chat` run, and how they are shown: rich tables on the terminal, its
+section of docs/benchmarks.md."""
+
+import collections
+import math
+import re
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.chat_clients import SLOW_KEPT, SLOW_S
+from bench.report import MARK, SECTIONS, console, machine, markdown_table, rich_table, write_section
+
+P99_GOAL_S = SLOW_S  # open loop: chat.send -> the other member's chat.message, p99 under this
+THROUGHPUT_GOAL = 0.5  # closed loop: messages/s at least this fraction of bare asyncpg's inserts/s
+NOISY = 0.15  # other processes using more than this much of a core disturbed the measurement
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest rank: the smallest value with at least q of them at or below it."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+def ms(seconds: float) -> str:
+    if math.isnan(seconds):
+        return "-"
+    return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
+CPU_OF = ("server", "postgres", "redis", "clients", "other")  # the processes each window's CPU is measured for
+
+
+def share(cpu: dict[str, float], name: str, seconds: float) -> str:
+    return f"{cpu.get(name, 0.0) / seconds:.0%}"
+
+
+@dataclass
+class Step:
+    """One open-loop window at one offered rate."""
+
+    rate: float  # offered, messages/s over all rooms
+    seconds: float
+    sent: int  # in the window
+    done: int  # of those, delivered to the other member and answered
+    late: int  # of those, still undelivered or unanswered when the drain ended
+    errors: int
+    latencies: list[float]  # chat.send leaving -> the other member's chat.message
+    replies: list[float]  # chat.send leaving -> its reply (committed)
+    lag: list[float]  # how much later than scheduled the clients sent
+    cpu: dict[str, float]  # CPU seconds over the window: gateway, postgres, redis, clients, other
+    slow: list[tuple[float, float]] = field(default_factory=list)  # (sent, latency) of messages over the goal
+
+    def bursts(self, gap: float = 0.25) -> list[tuple[float, float, int]]:
+        """The slow messages grouped by when they left (a new group after `gap` seconds without
+        one): (first sent, last sent, how many). A few short groups mean pauses; long ones overload."""
+        groups: list[tuple[float, float, int]] = []
+        for sent, _ in sorted(self.slow):
+            if groups and sent - groups[-1][1] <= gap:
+                first, _, count = groups[-1]
+                groups[-1] = (first, sent, count + 1)
+            else:
+                groups.append((sent, sent, 1))
+        return groups
+
+    @property
+    def p50(self) -> float:
+        return percentile(self.latencies, 0.5)
+
+    @property
+    def p99(self) -> float:
+        """Messages that never arrived count as slower than any that did."""
+        if self.late:
+            return math.inf
+        return percentile(self.latencies, 0.99)
+
+    @property
+    def kept_up(self) -> bool:
+        return self.errors == 0 and self.late == 0 and self.sent >= 0.97 * self.rate * self.seconds
+
+    @property
+    def held(self) -> bool:
+        return self.kept_up and self.p99 < P99_GOAL_S
+
+    def summary(self) -> str:
+        state = "held" if self.held else "kept up, p99 over the goal" if self.kept_up else "did NOT keep up"
+        return (f"{self.rate:,.0f} msg/s offered: {self.sent / self.seconds:,.0f} sent/s, p50 {ms(self.p50)}, p99 "
+                f"{ms(self.p99)}, {self.late} late; gateway CPU {share(self.cpu, 'gateway', self.seconds)}, "
+                f"PostgreSQL {share(self.cpu, 'postgres', self.seconds)}, clients lag p99 "
+                f"{ms(percentile(self.lag, 0.99))}; {self.slow_text()}: {state}")
+
+    def slow_text(self) -> str:
+        bursts = self.bursts()
+        if not bursts:
+            return f"none over {ms(P99_GOAL_S)}"
+        longest = max(last - first for first, last, _ in bursts)
+        return (f"{len(self.slow):,} over {ms(P99_GOAL_S)} in {len(bursts)} burst{'s' * (len(bursts) > 1)}, the "
+                f"longest {ms(longest)} of sending")
+
+
+@dataclass
+class Throughput:
+    """One closed-loop window: the gateway's chat.send, or the baseline's bare inserts."""
+
+    side: str  # "gateway", "asyncpg" (the baseline) or "asyncpg-reset" (the baseline with asyncpg's pool reset)
+    round: int
+    in_flight: int
+    done: int  # messages delivered to the other member (gateway), rows inserted (asyncpg), in the window
+    seconds: float
+    latencies: list[float]
+    cpu: dict[str, float]  # server (the gateway or the baseline process), postgres, redis, clients, other
+    errors: int = 0
+
+    @property
+    def rate(self) -> float:
+        return self.done / self.seconds
+
+    def per_cpu(self, name: str) -> float:
+        """CPU milliseconds of `name` per message."""
+        return 1000 * self.cpu.get(name, 0.0) / self.done if self.done else float("nan")
+
+    def summary(self) -> str:
+        cpu = {name: share(self.cpu, name, self.seconds) for name in CPU_OF}
+        return (f"{self.rate:,.0f}/s, p50 {ms(percentile(self.latencies, 0.5))}, p99 "
+                f"{ms(percentile(self.latencies, 0.99))}; {self.side} CPU {cpu['server']}, PostgreSQL "
+                f"{cpu['postgres']}, Redis {cpu['redis']}, clients {cpu['clients']}, others {cpu['other']}")
+
+
+@dataclass(frozen=True)
+class LogErrors:
+    """What a stretch of the gateway's log says went wrong."""
+
+    errors: int  # lines at level ERROR or CRITICAL
+    first: str
+    exceptions: collections.Counter[str]  # the exceptions named at the ends of its tracebacks
+
+    @classmethod
+    def of(cls, lines: Sequence[str]) -> "LogErrors":
+        errors = [line for line in lines if " ERROR " in line or " CRITICAL " in line]
+        names = collections.Counter(line.split(":", 1)[0] for line in lines
+                                    if re.match(r"[\w.]+(Error|Exception)\b", line))
+        return cls(len(errors), errors[0] if errors else "", names)
+
+
+@dataclass
+class Figures:
+    command: str
+    settings: dict[str, Any]
+    started: float
+    seconds: float = 0.0
+    steps: list[Step] = field(default_factory=list)
+    throughput: list[Throughput] = field(default_factory=list)
+    log_measuring: "LogErrors" = field(default_factory=lambda: LogErrors.of([]))  # the gateway's, until the end
+    log_closing: "LogErrors" = field(default_factory=lambda: LogErrors.of([]))  # as the sessions closed
+
+    @property
+    def best(self) -> Step | None:
+        """The highest offered rate held with p99 under the goal (the ramp stops at the first miss)."""
+        held = [s for s in self.steps if s.held]
+        return max(held, key=lambda s: s.rate) if held else None
+
+    def median(self, side: str, value: str) -> float:
+        runs = [r for r in self.throughput if r.side == side]
+        if not runs:
+            return float("nan")
+        if value in ("rate", "p50", "p99"):
+            values = [r.rate if value == "rate" else percentile(r.latencies, 0.5 if value == "p50" else 0.99)
+                      for r in runs]
+        else:
+            values = [r.per_cpu(value) for r in runs]
+        return float(statistics.median(values))
+
+
+SUMMARY_HEADER = ["Measure", "Baseline", "Gateway", "Gateway ÷ baseline", "Goal", "Result"]
+
+
+def summary_rows(f: Figures) -> list[list[str]]:
+    s = f.settings
+    rows = []
+    if f.steps:
+        best = f.best
+        what = (f"Open loop: highest rate held, p99 chat.send -> the other member's chat.message < {ms(P99_GOAL_S)} "
+                f"({s['rooms']:,} rooms)")
+        rows.append([what, "", f"{best.rate:,.0f} msg/s" if best else "none", "", f"p99 < {ms(P99_GOAL_S)}",
+                     MARK[best is not None]])
+        if best is not None:
+            rows.append([f"Open loop at {best.rate:,.0f} msg/s: p50 / p99", "", f"{ms(best.p50)} / {ms(best.p99)}",
+                         "", "", ""])
+        top = max(f.steps, key=lambda st: st.rate)
+        if not top.held:
+            rows.append([f"Open loop at {top.rate:,.0f} msg/s (the first missed): p50 / p99", "",
+                         f"{ms(top.p50)} / {ms(top.p99)}", "", "", ""])
+    if f.throughput:
+        n = f.throughput[0].in_flight
+        base, mine = f.median("asyncpg", "rate"), f.median("gateway", "rate")
+        rows.append([f"Closed loop: messages stored and delivered/s, {n} in flight (baseline: bare asyncpg INSERT "
+                     f"of one row per statement, pool of {s['pool_size']}, {n} in flight)", f"{base:,.0f}",
+                     f"{mine:,.0f}", f"{ratio(mine, base):.3f}x", f">= {THROUGHPUT_GOAL}x",
+                     MARK[ratio(mine, base) >= THROUGHPUT_GOAL]])
+        reset = f.median("asyncpg-reset", "rate")
+        if not math.isnan(reset):
+            rows.append(["… the baseline with asyncpg's default pool reset (a reset query after every insert, "
+                         "as the gateway's pool has)", f"{reset:,.0f}", f"{mine:,.0f}", f"{ratio(mine, reset):.3f}x",
+                         "", ""])
+        for name, label in (("server", "CPU per message: the gateway process (baseline: the inserting process)"),
+                            ("postgres", "CPU per message: PostgreSQL, all its processes"),
+                            ("redis", "CPU per message: Redis")):
+            base, mine = f.median("asyncpg", name), f.median("gateway", name)
+            times = f"{ratio(mine, base):.1f}x" if base >= 0.001 else ""
+            rows.append([label, f"{base:.3f} ms", f"{mine:.3f} ms", times, "", ""])
+        base, mine = f.median("asyncpg", "p50"), f.median("gateway", "p50")
+        rows.append(["Closed loop p50: send -> delivered (baseline: the INSERT)", ms(base), ms(mine),
+                     f"{ratio(mine, base):.1f}x", "", ""])
+    return rows
+
+
+STEP_HEADER = ["Offered msg/s", "Sent/s", "p50", "p90", "p99", "max", "Reply p99", "Client lag p99", "Late",
+               f"Over {ms(P99_GOAL_S)}",
+               "Gateway CPU", "PostgreSQL CPU", "Redis CPU", "Client CPU", "Other CPU", f"p99 < {ms(P99_GOAL_S)}"]
+
+
+def step_rows(f: Figures) -> list[list[str]]:
+    rows = []
+    for st in f.steps:
+        result = MARK[st.held] if st.kept_up else "FAIL (fell behind)"
+        rows.append([f"{st.rate:,.0f}", f"{st.sent / st.seconds:,.0f}", ms(st.p50),
+                     ms(percentile(st.latencies, 0.9)), ms(st.p99), ms(percentile(st.latencies, 1.0)),
+                     ms(percentile(st.replies, 0.99)), ms(percentile(st.lag, 0.99)), f"{st.late:,}",
+                     _over(st),
+                     *(share(st.cpu, name, st.seconds) for name in ("gateway", *CPU_OF[1:])),
+                     result])
+    return rows
+
+
+def _over(st: Step) -> str:
+    """How many messages took longer than the goal, and in how many bursts of sending."""
+    if not st.slow:
+        return "0"
+    bursts = st.bursts()
+    more = "+" if len(st.slow) >= SLOW_KEPT else ""
+    return f"{len(st.slow):,}{more} in {len(bursts)} burst{'s' * (len(bursts) > 1)}"
+
+
+THROUGHPUT_HEADER = ["Round", "Side", "Messages/s", "p50", "p99", "Server CPU", "PostgreSQL CPU", "Redis CPU",
+                     "Client CPU", "Other CPU", "Server CPU ms/msg", "PostgreSQL CPU ms/msg"]
+
+
+SIDE_NAMES = {"gateway": "gateway chat.send", "asyncpg": "bare asyncpg INSERT",
+              "asyncpg-reset": "bare asyncpg INSERT, pool reset"}
+
+
+def throughput_rows(f: Figures) -> list[list[str]]:
+    return [[str(r.round), SIDE_NAMES[r.side], f"{r.rate:,.0f}",
+             ms(percentile(r.latencies, 0.5)), ms(percentile(r.latencies, 0.99)),
+             *(share(r.cpu, name, r.seconds) for name in CPU_OF),
+             f"{r.per_cpu('server'):.3f}", f"{r.per_cpu('postgres'):.3f}"] for r in f.throughput]
+
+
+def notes(f: Figures) -> list[str]:
+    out = []
+    windows = [(st.cpu, st.seconds) for st in f.steps] + [(r.cpu, r.seconds) for r in f.throughput]
+    noisy = sum(1 for cpu, seconds in windows if cpu.get("other", 0.0) / seconds > NOISY)
+    if noisy:
+        out.append(f"Other processes used more than {NOISY:.0%} of a core during {noisy} of {len(windows)} measured "
+                   "windows (Other CPU): this machine is shared, and those figures are worse than on a quiet one.")
+    lagging = [st for st in f.steps if percentile(st.lag, 0.99) > P99_GOAL_S / 10]
+    if lagging:
+        out.append(f"The clients sent later than scheduled by more than {ms(P99_GOAL_S / 10)} (p99) at "
+                   f"{', '.join(f'{st.rate:,.0f}' for st in lagging)} msg/s: they share their core with PostgreSQL "
+                   "and Redis; latencies count from when a frame actually left.")
+    if f.throughput and ratio(f.median("gateway", "rate"), f.median("asyncpg", "rate")) < THROUGHPUT_GOAL:
+        out.append("Throughput misses its goal: `--profile DIR` runs the gateway's closed loop under cProfile and "
+                   "prints where its time goes.")
+    for when, log in (("while measuring", f.log_measuring), (f"as its {2 * f.settings['rooms']:,} sessions closed",
+                                                               f.log_closing)):
+        if log.errors:
+            kinds = ", ".join(f"`{name}` x{count:,}" for name, count in log.exceptions.most_common(3))
+            out.append(f"The gateway logged {log.errors:,} errors {when}{' (' + kinds + ')' if kinds else ''}; the "
+                       f"first: `{log.first[:160]}`")
+    if not f.settings["pinned"]:
+        out.append("Servers and clients were not pinned to separate cores (--no-pin).")
+    return out
+
+
+def print_report(f: Figures) -> None:
+    out = console()
+    if f.steps:
+        out.print(rich_table("Open loop: chat.send -> the other member's chat.message", STEP_HEADER, step_rows(f)))
+    if f.throughput:
+        out.print(rich_table("Closed loop, every run", THROUGHPUT_HEADER, throughput_rows(f)))
+    out.print(rich_table("Chat: the gateway against same-run baselines", SUMMARY_HEADER, summary_rows(f)))
+    for note in notes(f):
+        out.print(f"[yellow]note:[/] {note}")
+    out.print(f"command: {f.command}  ({f.seconds:.0f} s; {machine()})")
+
+
+def write_markdown(f: Figures, path: Path) -> None:
+    s = f.settings
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(f.started))
+    rounds = f"{s['rounds']} round{'s' * (s['rounds'] > 1)}"
+    pinning = ("the gateway and the baseline process are pinned to one core, the clients to the other(s)"
+               if s["pinned"] else "nothing is pinned to a core")
+    text = f"""## {SECTIONS["chat"][0]}
+
+Generated by `{f.command}` on {when}. Regenerate with `make bench`, or this section alone with
+`{SECTIONS["chat"][1]}`; `--quick` is a smoke run and `--profile DIR` runs the gateway's
+closed loop alone under cProfile and prints where its time goes.
+
+The gateway is `run.py serve` with one worker, embedded PostgreSQL and Redis, the per-session rate
+limit out of the way and otherwise its defaults (a pool of {s['pool_size']} PostgreSQL connections); {pinning};
+PostgreSQL (`fsync` on, as shipped) and Redis float. {s['rooms']:,} orders are put straight into
+PostgreSQL as accepted, each with its own consumer and technician; both members of every room are
+connected ({2 * s['rooms']:,} sessions, tokens minted with the gateway's secret), both in the same one of
+{s['clients']} client processes (websockets' Sans-I/O protocol on uvloop). Each `chat.send` carries a
+{s['text_bytes']}-byte text and a fresh `client_id`; the members of a room take turns sending. The gateway
+answers a `chat.send` once the message is stored (committed, with the room's next sequence
+number) and sends the room's members their `chat.message` before that commit, so they receive a
+room's messages in sequence order (`handlers/chat.py` and what it calls decide how: one
+transaction per message, or one for all that arrived meanwhile). A message counts once the other
+member has its `chat.message` and the sender its reply.
+
+- **Latency, open loop**: messages leave at a steady aggregate rate (message k at k ÷ rate, rooms
+  in turn), whether or not earlier ones were answered; from the `chat.send` frame leaving the
+  sender to the other member receiving its `chat.message`, for the messages sent in {s['step_seconds']:g} s after
+  {s['warmup']:g} s at that rate. The rate rises step by step until p99 reaches {ms(P99_GOAL_S)} or the gateway
+  falls behind (messages of the window still undelivered {s['drain_s']:g} s after it, or the clients
+  unable to send at the rate). Reported: the highest rate held with p99 under {ms(P99_GOAL_S)}. Messages
+  over {ms(P99_GOAL_S)} are grouped by when they left: a few short bursts are pauses of the gateway's event
+  loop, one that lasts is overload. The default window, 10 s, holds exactly one of each of the gateway's
+  10-second chores (the presence refresh, which writes every connected user to Redis in one
+  pipeline, and the garbage collector's freeze), so every rate meets the same. Measuring starts
+  {s['settle_s']:g} s after the sessions opened, once the gateway has moved them out of the garbage collector's
+  way (before that, full collections of about 60 ms land on whatever is measured).
+- **Throughput, closed loop**: {s['in_flight']} rooms keep one message each in flight, the next leaving
+  once the previous one is delivered and answered; messages delivered in {s['seconds']:g} s after {s['warmup']:g} s
+  of warm-up. The **baseline** is `bench/chat_inserts.py`: one process on uvloop (on the gateway's
+  core) with an asyncpg pool of {s['pool_size']} connections made with the gateway's arguments, and
+  {s['in_flight']} coroutines, each inserting rows like the gateway's (order, sequence number, sender, role,
+  a fresh client id, `text`, the same body, no attachments) into `chat_messages` in a room of its
+  own with `pool.execute`: one INSERT of one row per statement in autocommit, so one commit per
+  row, the next as soon as the previous one is answered, counted over the same window. It looks
+  up no order, takes no room counter (it numbers its rows itself) and delivers nothing; its pool
+  hands connections back without asyncpg's default reset query, so each insert is one round trip.
+  The same baseline with asyncpg's default (a reset query after every insert, as the gateway's
+  pool does after each of its queries) is shown for reference. Goal: at least {THROUGHPUT_GOAL}x the baseline's
+  rate. Median of {rounds}, the order of the sides alternating.
+- **CPU** over each window from `/proc`: the gateway (or the baseline process), PostgreSQL (the
+  postmaster and all its backends), Redis, the clients, and *other* (the rest of the machine).
+
+Machine: {machine()}. The whole bench took {f.seconds:.0f} s.
+
+### Summary
+
+{markdown_table(SUMMARY_HEADER, summary_rows(f))}
+
+### Open loop, every rate
+
+{markdown_table(STEP_HEADER, step_rows(f))}
+
+### Closed loop, every run
+
+{markdown_table(THROUGHPUT_HEADER, throughput_rows(f))}
+"""
+    extra = notes(f) + [str(n) for n in s.get("findings", [])]
+    if extra:
+        text += "\n" + "\n".join(f"Note: {n}" for n in extra) + "\n"
+    write_section(path, "chat", text)
