@@ -25,7 +25,7 @@ from handlers.passwords import Passwords
 from handlers.pool import rebuild_if_lost
 from handlers.push import run_worker as push_worker
 from handlers.tokens import TokenIssuer
-from storage import geo
+from storage import geo, lifecycle
 from storage.blobs import LocalBlobs
 from storage.crypto import FieldCipher, KeyRing
 from storage.db import connect_postgres, connect_redis
@@ -124,14 +124,19 @@ class Running:
         if gateway is None:
             return
         await gateway.shutdown()
+        log.debug("stopping presence")
         await gateway.presence.stop()
         if self.fcm is not None:
             await self.fcm.aclose()
+        log.debug("stopping writers")
         await gateway.services.positions.stop()
         await gateway.services.chat.stop()
+        log.debug("stopping the hub")
         await gateway.hub.stop()
+        log.debug("closing Redis and PostgreSQL connections")
         await gateway.services.redis.aclose()
         await gateway.services.db.close()
+        log.debug("closed")
 
 
 async def upkeep(services: Services, interval_s: float) -> None:
@@ -145,6 +150,8 @@ async def upkeep(services: Services, interval_s: float) -> None:
                 log.info("swept %d stale technician positions", swept)
             await rebuild_if_lost(services)
         except (OSError, aioredis.RedisError, asyncpg.PostgresError) as exc:
+            if lifecycle.cancelling():
+                raise
             log.warning("upkeep failed, retrying: %r", exc)
 
 

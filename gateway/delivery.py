@@ -7,7 +7,6 @@ publisher skips its own echo. Subscription changes are batched: one SUBSCRIBE fo
 """
 
 import asyncio
-import contextlib
 import logging
 import os
 from collections.abc import Iterable
@@ -18,6 +17,7 @@ import redis.asyncio as aioredis
 
 from protocol.codec import MSGPACK, Codec
 from protocol.frames import Event
+from storage import lifecycle
 
 log = logging.getLogger(__name__)
 NODE_ID_LEN = 16
@@ -61,11 +61,7 @@ class Hub:
                        asyncio.create_task(self._sync(), name="hub-sync")]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await lifecycle.stop(self._tasks)
         await self._pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def join(self, sink: Sink, channels: Iterable[str]) -> None:
@@ -147,6 +143,8 @@ class Hub:
                     self._subscribed.difference_update(drop)
                     await self._pubsub.unsubscribe(*drop)
             except (aioredis.ConnectionError, OSError) as exc:
+                if lifecycle.cancelling():
+                    raise
                 log.warning("pub/sub subscription update failed, retrying: %s", exc)
                 self._dirty.update(add)
                 self._dirty.update(drop)
@@ -168,6 +166,8 @@ class Hub:
             try:
                 message: dict[str, Any] | None = await self._pubsub.get_message(timeout=None)
             except (aioredis.ConnectionError, OSError) as exc:
+                if lifecycle.cancelling():
+                    raise
                 log.warning("pub/sub connection lost, reconnecting: %s", exc)
                 await asyncio.sleep(0.5)
                 continue

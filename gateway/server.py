@@ -27,6 +27,7 @@ from handlers.registry import ROUTES
 from handlers.routing import Route
 from protocol.codec import CODECS, JSON, JSON_SUBPROTOCOL, SUBPROTOCOLS
 from protocol.frames import Request
+from storage import lifecycle
 from storage.push import Presence
 
 log = logging.getLogger(__name__)
@@ -166,9 +167,9 @@ class Gateway:
         self.server.close(code=CloseCode.SERVICE_RESTART, reason="service restart")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.server.wait_closed(), self.config.shutdown_grace_s)
-        for task in list(self._background):
-            task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        log.debug("sessions closed; stopping background tasks")
+        await lifecycle.stop(list(self._background))
+        log.debug("background tasks stopped")
 
 
 class RequestContext(Deliveries):

@@ -4,7 +4,6 @@ before the commit releases the rooms (so members get a room's messages in sequen
 the pushes for offline members in the same transaction, and only then answers the senders."""
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from handlers.push import Offline, to_offline
 from handlers.texts import ATTACHMENT, NEW_MESSAGE, STATE_TEXT
 from protocol.chat import ChatMessage, ChatMessageEvent
 from protocol.frames import Event
-from storage import chat, users
+from storage import chat, lifecycle, users
 
 log = logging.getLogger(__name__)
 Deliver = Callable[[list[tuple[list[str], Event]]], Awaitable[object]]
@@ -53,9 +52,7 @@ class ChatWriter:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await lifecycle.stop([self._task])
 
     async def post(self, draft: chat.Draft, members: tuple[str, ...]) -> tuple[asyncpg.Record, bool]:
         """Store, deliver and commit one message; (row, duplicate) once it is durable."""
@@ -82,6 +79,8 @@ class ChatWriter:
                 await self._write_one(post)
             return
         except Exception as exc:  # the senders get the error; nothing was committed
+            if lifecycle.cancelling():
+                raise
             for post in batch:
                 if not post.done.done():
                     post.done.set_exception(exc)

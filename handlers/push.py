@@ -14,7 +14,7 @@ from handlers.fcm import FcmClient
 from handlers.routing import Router
 from protocol.frames import Empty
 from protocol.push import PushRegister, PushUnregister
-from storage import push, users
+from storage import lifecycle, push, users
 
 log = logging.getLogger(__name__)
 router = Router()
@@ -80,6 +80,8 @@ async def run_worker(services: Services, client: FcmClient | None) -> None:
             for job in jobs:
                 await _send(services, client, job)
         except (OSError, asyncpg.PostgresError) as exc:
+            if lifecycle.cancelling():
+                raise
             log.warning("push worker: %r", exc)
             jobs = []
         if not jobs:

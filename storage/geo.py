@@ -14,13 +14,14 @@ Keys:
 """
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import redis.asyncio as aioredis
+
+from storage import lifecycle
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +70,7 @@ class PositionWriter:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await lifecycle.stop([self._task])
 
     def put(self, technician: str, lng: float, lat: float) -> asyncio.Future[None]:
         """Queue a position; the returned future completes once it is in Redis."""
@@ -90,6 +89,8 @@ class PositionWriter:
             try:
                 await self._write(pending)
             except (aioredis.RedisError, OSError) as exc:
+                if lifecycle.cancelling():
+                    raise
                 log.warning("position batch of %d lost: %s", len(pending), exc)
                 if flushed is not None and not flushed.done():
                     flushed.set_exception(exc)

@@ -11,6 +11,8 @@ import asyncpg
 import msgspec
 import redis.asyncio as aioredis
 
+from storage import lifecycle
+
 log = logging.getLogger(__name__)
 
 NODES = "presence:nodes"  # ZSET gateway process -> unix time of its last heartbeat
@@ -40,11 +42,7 @@ class Presence:
                        asyncio.create_task(self._heartbeat(), name="presence-heartbeat")]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await lifecycle.stop(self._tasks)
         with contextlib.suppress(aioredis.RedisError, OSError):
             pipe = self._redis.pipeline(transaction=True)
             pipe.zrem(NODES, self.node)
@@ -64,6 +62,8 @@ class Presence:
             try:
                 await self._beat()
             except (aioredis.RedisError, OSError) as exc:
+                if lifecycle.cancelling():
+                    raise
                 log.warning("presence heartbeat failed: %r", exc)
 
     async def _flush(self) -> None:
@@ -81,6 +81,8 @@ class Presence:
             try:
                 await pipe.execute()
             except (aioredis.RedisError, OSError) as exc:
+                if lifecycle.cancelling():
+                    raise
                 log.warning("presence update failed, retrying: %r", exc)
                 self._changes = changes | self._changes
                 await asyncio.sleep(0.5)

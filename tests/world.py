@@ -45,7 +45,7 @@ def order_at(place: tuple[float, float], **fields: Any) -> OrderCreate:
     return OrderCreate(**(values | fields))
 
 
-async def events(client: Client, kind: str, count: int = 1, timeout: float = 5.0) -> list[Any]:
+async def events(client: Client, kind: str, count: int = 1, timeout: float = 20.0) -> list[Any]:
     """The next `count` events of `kind`, skipping others."""
     found: list[Any] = []
     async with asyncio.timeout(timeout):
