@@ -25,10 +25,7 @@ import asyncio
 import contextlib
 import json
 import os
-import pstats
 import select
-import shlex
-import signal
 import subprocess
 import time
 import uuid
@@ -38,10 +35,13 @@ from dataclasses import dataclass
 import asyncpg
 import msgspec
 
+from bench import cli
 from bench.chat_clients import DRAIN_S, TEXT, ChatClients, Counts, Room, Start
 from bench.chat_report import Figures, LogErrors, Step, Throughput, print_report, write_markdown
+from bench.load import Hooks, sleep_until
 from bench.procfs import busy_seconds, cpu_seconds, family_cpu_seconds
-from bench.servers import ROOT, Backends, ServerProcess, backends, cores, gateway_server, stopped_by_signals
+from bench.profiled import print_stats, switches
+from bench.servers import ROOT, Backends, ServerProcess, backends, cores, gateway_server
 from gateway.app import token_issuer
 from gateway.config import Config
 from protocol.auth import Auth
@@ -52,7 +52,6 @@ QUICK_RATES = (200, 1000, 2000, 4000)
 SETTLE_S = 11.0  # measure from this long after the sessions opened
 SEQ_FROM = 10**12  # the baseline's sequence numbers: far above the gateway's counters
 Probes = dict[str, Callable[[], float]]
-Hooks = tuple[Callable[[], None], Callable[[], None]]
 
 
 @dataclass(frozen=True)
@@ -77,8 +76,7 @@ class Settings:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench.chat", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser("chat", __doc__)
     p.add_argument("--rooms", type=int, default=1000, help="orders with both members connected")
     p.add_argument("--rates", type=lambda v: tuple(float(r) for r in v.split(",")), default=RATES,
                    help="open loop: the offered rates, msg/s, ascending, comma-separated")
@@ -89,15 +87,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=float, default=1.0, help="seconds of load before each measurement")
     p.add_argument("--in-flight", type=int, default=200, help="closed loop: rooms with a message in flight each")
     p.add_argument("--rounds", type=int, default=3, help="closed loop: runs per side (alternating); medians")
-    p.add_argument("--clients", type=int, default=2, help="client processes")
-    p.add_argument("--no-pin", dest="pin", action="store_false",
-                   help="do not pin the gateway and the baseline to one core and the clients to the others")
-    p.add_argument("--quick", action="store_true", help="small numbers: a smoke run in about a minute")
-    p.add_argument("--markdown", type=Path, metavar="PATH", help="also write the report's section to PATH")
-    p.add_argument("--profile", type=Path, metavar="DIR",
-                   help="instead: run the gateway's closed loop once under cProfile (measured window only, no "
-                        "baseline), write DIR/chat.prof and print where the time goes")
-    return p
+    return cli.common_options(p, pinned="the gateway and the baseline", profile=(
+        "DIR", "instead: run the gateway's closed loop once under cProfile (measured window only, no baseline), "
+               "write DIR/chat.prof and print where the time goes"))
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -116,20 +108,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser().parse_args(argv)
-    settings = settings_from(args)
-    command = shlex.join(["python", "-m", "bench.chat", *argv])
-    with stopped_by_signals(settings.budget_s):
-        if args.profile is not None:
-            profile(settings, args.profile.absolute())
-            return 0
-        figures = measure(settings, command)
-    print_report(figures)
-    if args.markdown is not None:
-        write_markdown(figures, args.markdown)
-        print(f"wrote {args.markdown}")
-    return 0
+    return cli.main("chat", argv, parser(), settings_from, measure, profile, print_report, write_markdown)
 
 
 def measure(s: Settings, command: str) -> Figures:
@@ -164,13 +143,7 @@ def profile(s: Settings, folder: Path) -> None:
     while not path.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     print("\n==== chat.send, closed loop: the gateway's measured window ====")
-    stats = pstats.Stats(str(path))
-    stats.sort_stats("tottime").print_stats(30)
-    stats.sort_stats("cumulative").print_stats(r"gateway|handlers|storage|protocol|websockets|redis|asyncpg", 40)
-    collections = Path(f"{path}.gc")
-    if collections.exists():
-        print(collections.read_text())
-    print(f"stats in {path} (e.g. `python -m pstats {path}`)")
+    print_stats(path, 30, r"gateway|handlers|storage|protocol|websockets|redis|asyncpg", 40)
 
 
 class Bench:
@@ -236,7 +209,7 @@ class Bench:
         # Steady state: the gateway moves long-lived objects (the sessions) out of the garbage
         # collector's way every 10 s (gateway.app.settle_garbage_collector); until it has, full
         # collections of 60 ms land on whatever is measured.
-        _sleep_until(opened_at + SETTLE_S)
+        sleep_until(opened_at + SETTLE_S)
 
     def _seed(self) -> list[Room]:
         """The orders, accepted, straight into PostgreSQL; the rooms with their members' hellos;
@@ -290,10 +263,7 @@ class Bench:
     def closed_loop(self, round_: int) -> Throughput:
         s, clients = self.s, self._clients()
         print(f"closed loop, round {round_}/{s.rounds}: the gateway, {s.in_flight} in flight ...", flush=True)
-        hooks = None
-        if self.profile is not None:
-            pid = self._server().pid
-            hooks = (lambda: os.kill(pid, signal.SIGUSR1), lambda: os.kill(pid, signal.SIGUSR2))
+        hooks = None if self.profile is None else switches(self._server().pid)
         cpu = self._window(clients.start_loop(s.in_flight), s.seconds, {"server": self._gateway_cpu}, hooks)
         counts = clients.collect(s.warmup + s.seconds)
         self._check(counts, "closed loop")
@@ -349,12 +319,12 @@ class Bench:
         t_from = begin + self.s.warmup
         t_until = t_from + seconds
         start(begin, t_from, t_until)
-        _sleep_until(t_from)
+        sleep_until(t_from)
         if hooks:
             hooks[0]()
         before = {name: probe() for name, probe in probes.items()}
         machine = busy_seconds()
-        _sleep_until(t_until)
+        sleep_until(t_until)
         used = {name: probe() - before[name] for name, probe in probes.items()}
         used["other"] = max(0.0, busy_seconds() - machine - sum(used.values()))
         if hooks:
@@ -417,13 +387,5 @@ def _read_line(process: subprocess.Popen[bytes], timeout: float, starts: str) ->
     raise RuntimeError(f"baseline: no line starting with {starts!r} (exit status {process.poll()}); see its log")
 
 
-def _sleep_until(moment: float) -> None:
-    time.sleep(max(0.0, moment - time.monotonic()))
-
-
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted; everything started was stopped", file=sys.stderr)
-        sys.exit(130)
+    cli.run(main)

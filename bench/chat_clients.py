@@ -8,23 +8,15 @@ whole group is room r // processes of child r % processes.
 """
 
 import asyncio
-import contextlib
-import multiprocessing
-import os
-import signal
-import threading
 import time
 from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
-from typing import Any
 
-import uvloop
 from websockets.uri import WebSocketURI, parse_uri
 
-from bench.procfs import cpu_seconds
+from bench.load import Children, close_all, commands, open_sessions, until
 from bench.session import ERROR, RESULT, Session
 
 CHAT_MESSAGE = b'{"type":"chat.message"'  # msgspec writes the tag first
@@ -32,10 +24,8 @@ CLIENT_ID = b'"client_id":"'
 REQUEST_ID = b'"id":"'  # a reply's id: `"order_id":"` and the like have no quote before `id`
 TEXT = b"On my way, about 20 minutes out. Is the side gate open, or should I ring the front door?"
 DRAIN_S = 30.0  # messages still due when a window closes must arrive within this
-CLOSE_TIMEOUT_S = 30.0
 TICK_S = 0.001  # open loop: uvloop's timers count whole milliseconds; a shorter sleep would spin
 SLOW_S, SLOW_KEPT = 0.050, 2000  # open loop: the slow messages' send times show stalls apart from overload
-CONNECT_CONCURRENCY = 32  # handshakes in flight per process (the listen backlog is 100)
 
 
 @dataclass(frozen=True)
@@ -197,17 +187,13 @@ class Traffic:
 
 
 # -- the child process ---------------------------------------------------------------------------
-async def _until(moment: float) -> None:
-    await asyncio.sleep(max(0.0, moment - time.monotonic()))
-
-
 async def _open_loop(traffic: Traffic, rate: float, start: float, t_from: float, t_until: float) -> Counts:
     """Message k leaves at start + k / rate (at most a tick late), whether or not earlier ones were
     answered; rooms take turns, and so do the members of each room."""
     counts = Counts()
     traffic.measure(counts, t_from, t_until, closed_loop=False)
     rooms, interval, k = len(traffic.order_ids), 1.0 / rate, 0
-    await _until(start)
+    await until(start)
     while True:
         now = time.monotonic()
         due = start + k * interval
@@ -229,59 +215,24 @@ async def _closed_loop(traffic: Traffic, rooms: int, start: float, t_from: float
     is done."""
     counts = Counts()
     traffic.measure(counts, t_from, t_until, closed_loop=True, looping=rooms)
-    await _until(start)
+    await until(start)
     for room in range(rooms):
         traffic.send(room)
-    await _until(t_until)
+    await until(t_until)
     await traffic.drained(counts)
     return counts
 
 
-async def _open_all(traffic: Traffic, url: str, hellos: Sequence[bytes]) -> tuple[int, int, str]:
-    gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
-    uri = parse_uri(url)
-    loop = asyncio.get_running_loop()
-
-    async def open_one(member: Member) -> None:
-        async with gate:
-            try:
-                async with asyncio.timeout(30):
-                    await loop.create_connection(lambda: member, uri.host, uri.port)
-                    reply = await member.opened
-            except BaseException:
-                member.abort()
-                raise
-            if not reply.startswith(RESULT):
-                member.close()
-                raise RuntimeError(f"hello refused: {reply[:200]!r}")
-
-    traffic.members = [Member(uri, hello, traffic) for hello in hellos]
-    results = await asyncio.gather(*(open_one(m) for m in traffic.members), return_exceptions=True)
-    errors = [r for r in results if isinstance(r, BaseException)]
-    first = f"{type(errors[0]).__name__}: {errors[0]}" if errors else ""
-    return len(results) - len(errors), len(errors), first
-
-
 async def _drive(pipe: Connection, url: str, rooms: Sequence[Room]) -> None:
-    commands: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
-    loop = asyncio.get_running_loop()
-
-    def read() -> None:  # a thread: recv() blocks
-        while True:
-            try:
-                command = pipe.recv()
-            except (EOFError, OSError):
-                command = ("close",)  # the parent is gone
-            loop.call_soon_threadsafe(commands.put_nowait, command)
-            if command[0] == "close":
-                return
-
-    threading.Thread(target=read, name="commands", daemon=True).start()
+    queue = commands(pipe)
     traffic = Traffic([r.order_id for r in rooms])
+    uri = parse_uri(url)
+    traffic.members = [Member(uri, hello, traffic) for r in rooms for hello in r.hellos]
     try:
-        pipe.send(("ready", *await _open_all(traffic, url, [h for r in rooms for h in r.hellos])))
+        opened, failed, first = await open_sessions(uri, traffic.members)
+        pipe.send(("ready", len(opened), failed, first))
         while True:
-            command = await commands.get()
+            command = await queue.get()
             kind, args = command[0], command[1:]
             if kind == "rate":
                 pipe.send(("measured", await _open_loop(traffic, *args)))
@@ -290,71 +241,20 @@ async def _drive(pipe: Connection, url: str, rooms: Sequence[Room]) -> None:
             elif kind == "close":
                 break
     finally:
-        for member in traffic.members:
-            member.close()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(CLOSE_TIMEOUT_S - 5):
-                await asyncio.gather(*(m.closed for m in traffic.members), return_exceptions=True)
-        for member in traffic.members:
-            member.abort()
+        await close_all(traffic.members)
     pipe.send(("closed",))
-
-
-def _child(pipe: Connection, url: str, rooms: Sequence[Room]) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop, and cleans up
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGALRM, signal.SIG_DFL)
-    try:
-        uvloop.run(_drive(pipe, url, rooms))
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            pipe.send(("failed", f"{type(exc).__name__}: {exc}"))
-        raise
 
 
 # -- the parent's side ---------------------------------------------------------------------------
 Start = Callable[[float, float, float], None]  # tell the children: start, window opens, window closes
 
 
-class ChatClients:
+class ChatClients(Children):
     """`with ChatClients(url, rooms, processes=2) as clients: clients.open(...); clients.rate(...)`."""
 
     def __init__(self, url: str, rooms: Sequence[Room], *, processes: int, cpus: set[int] | None = None) -> None:
-        ctx = multiprocessing.get_context("fork")  # the children inherit their rooms and start at once
         self.rooms = len(rooms)
-        self.cpus = cpus
-        self.pipes: list[Connection] = []
-        self.processes: list[BaseProcess] = []
-        self._child_ends: list[Connection] = []
-        for i in range(processes):
-            parent, child = ctx.Pipe()
-            self.processes.append(ctx.Process(target=_child, args=(child, url, rooms[i::processes]),
-                                              name=f"bench-chat-client-{i}", daemon=True))
-            self.pipes.append(parent)
-            self._child_ends.append(child)
-
-    def __enter__(self) -> "ChatClients":
-        try:
-            for process, child_end in zip(self.processes, self._child_ends, strict=True):
-                process.start()
-                child_end.close()  # so a child that dies shows as a broken pipe, not silence
-                if self.cpus and process.pid is not None:
-                    os.sched_setaffinity(process.pid, self.cpus)
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def open(self, timeout: float) -> tuple[int, int, str]:
-        """Wait until every session is open and signed in: (opened, failed, first error)."""
-        opened = failed = 0
-        first = ""
-        for reply in self._gather(timeout, "ready"):
-            opened, failed, first = opened + reply[1], failed + reply[2], first or reply[3]
-        return opened, failed, first
+        super().__init__("bench-chat-client", _drive, [(url, rooms[i::processes]) for i in range(processes)], cpus)
 
     def start_rate(self, rate: float) -> Start:
         """Open loop at `rate` messages/s over all rooms; `collect()` gets the counts."""
@@ -371,49 +271,3 @@ class ChatClients:
         for reply in self._gather(timeout + DRAIN_S + 30, "measured"):
             total.add(reply[1])
         return total
-
-    def cpu(self) -> float:
-        """CPU seconds the client processes have used so far."""
-        return sum(cpu_seconds(p.pid) for p in self.processes if p.pid is not None)
-
-    def stop(self) -> None:
-        """Close the sessions and end the processes (killing those that do not end in time)."""
-        started = [p for p in self.processes if p.pid is not None]
-        if started and len(started) == len(self.processes):
-            with contextlib.suppress(OSError, EOFError, TimeoutError, RuntimeError):
-                self._send(("close",))
-                self._gather(CLOSE_TIMEOUT_S, "closed")
-        for process in started:
-            process.join(5)
-            if process.is_alive():
-                process.kill()
-                process.join(5)
-        for pipe in self.pipes:
-            pipe.close()
-        self.pipes, self.processes = [], []
-
-    def _send(self, command: tuple[Any, ...] | list[tuple[Any, ...]]) -> None:
-        for i, pipe in enumerate(self.pipes):
-            pipe.send(command[i] if isinstance(command, list) else command)
-
-    def _gather(self, timeout: float, expect: str) -> list[Any]:
-        deadline = time.monotonic() + timeout
-        replies = []
-        for pipe, process in zip(self.pipes, self.processes, strict=True):
-            while True:  # skip what a child said before (when stopping early)
-                while not pipe.poll(0.2):
-                    if not process.is_alive():
-                        raise RuntimeError(f"{process.name} exited with {process.exitcode}")
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"{process.name}: no `{expect}` within {timeout:.0f} s")
-                try:
-                    reply = pipe.recv()
-                except EOFError:
-                    process.join(1)
-                    raise RuntimeError(f"{process.name} exited with {process.exitcode}") from None
-                if reply[0] == "failed":
-                    raise RuntimeError(f"{process.name} failed: {reply[1]}")
-                if reply[0] == expect:
-                    replies.append(reply)
-                    break
-        return replies

@@ -16,17 +16,16 @@ if __name__ == "__main__" and not __package__:  # `python bench/gateway.py`: imp
 
 import argparse
 import os
-import pstats
-import shlex
-import signal
 import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from bench import cli
 from bench.gateway_report import Figures, Run, print_report, write_markdown
 from bench.load import Clients, Hooks
-from bench.servers import ServerProcess, backends, bare_server, cores, gateway_server, hellos, stopped_by_signals
+from bench.profiled import print_stats, switches
+from bench.servers import ServerProcess, backends, bare_server, cores, gateway_server, hellos
 from gateway.config import Config
 
 SECRET = "bench-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
@@ -53,23 +52,16 @@ class Settings:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench.gateway", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser("gateway", __doc__)
     p.add_argument("--idle-sessions", type=int, default=5000, help="idle sessions for the memory figure")
     p.add_argument("--sessions", type=int, default=1000, help="concurrent sessions for the ping throughput")
     p.add_argument("--seconds", type=float, default=5.0, help="measured seconds of ping load per run")
     p.add_argument("--warmup", type=float, default=1.0, help="seconds of ping load before the measurement")
     p.add_argument("--window", type=int, default=4, help="pings in flight per session")
     p.add_argument("--rounds", type=int, default=3, help="runs of each server (alternating); medians reported")
-    p.add_argument("--clients", type=int, default=2, help="client processes")
-    p.add_argument("--no-pin", dest="pin", action="store_false",
-                   help="do not pin the server to one core and the clients to the others")
-    p.add_argument("--quick", action="store_true", help="small numbers: a smoke run in well under a minute")
-    p.add_argument("--markdown", type=Path, metavar="PATH", help="also write the report as Markdown to PATH")
-    p.add_argument("--profile", type=Path, metavar="PATH",
-                   help="instead: run the gateway once under cProfile (the ping window only), write the "
-                        "stats to PATH and print where the time goes")
-    return p
+    return cli.common_options(p, quick="well under a minute", markdown="the report as Markdown", profile=(
+        "PATH", "instead: run the gateway once under cProfile (the ping window only), write the stats to PATH and "
+                "print where the time goes"))
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -84,21 +76,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser().parse_args(argv)
-    settings = settings_from(args)
-    command = shlex.join(["python", "-m", "bench.gateway", *argv])
-    if args.profile is not None:
-        with stopped_by_signals(settings.budget_s):
-            profile(settings, args.profile)
-        return 0
-    with stopped_by_signals(settings.budget_s):
-        figures = measure(settings, command)
-    print_report(figures)
-    if args.markdown is not None:
-        write_markdown(figures, args.markdown)
-        print(f"wrote {args.markdown}")
-    return 0
+    return cli.main("gateway", argv, parser(), settings_from, measure, profile, print_report, write_markdown)
 
 
 def measure(settings: Settings, command: str) -> Figures:
@@ -132,7 +110,6 @@ def measure(settings: Settings, command: str) -> Figures:
 def profile(settings: Settings, path: Path) -> None:
     """The gateway alone, its ping window under cProfile; prints the functions that cost the most."""
     server_cpus, client_cpus = cores(settings.pin)
-    path = path.absolute()
     path.unlink(missing_ok=True)
     with backends("bench-gateway-") as b:
         root, database_url, redis_url = b.root, b.database_url, b.redis_url
@@ -142,20 +119,13 @@ def profile(settings: Settings, path: Path) -> None:
                                 redis_url=redis_url, data_dir=data_dir, secret=SECRET,
                                 launcher=[sys.executable, "-m", "bench.profiled", str(path)])
         with server:
-            hooks = (lambda: os.kill(server.pid, signal.SIGUSR1), lambda: os.kill(server.pid, signal.SIGUSR2))
             run = _measure_server(server, 1, frames[:settings.idle_sessions], frames[settings.idle_sessions:],
-                                  settings, client_cpus, hooks)
+                                  settings, client_cpus, switches(server.pid))
             deadline = time.monotonic() + 30
             while not path.exists() and time.monotonic() < deadline:
                 time.sleep(0.1)
     print(f"under cProfile (slower than without): {run.summary()}")
-    stats = pstats.Stats(str(path))
-    stats.sort_stats("tottime").print_stats(30)
-    stats.sort_stats("cumulative").print_stats(r"gateway|handlers|protocol|websockets|prometheus", 30)
-    collections = Path(f"{path}.gc")
-    if collections.exists():
-        print(collections.read_text())
-    print(f"stats in {path} (e.g. `python -m pstats {path}`)")
+    print_stats(path, 30, r"gateway|handlers|protocol|websockets|prometheus", 30)
 
 
 def _measure_server(server: ServerProcess, round_: int, idle: Sequence[bytes], busy: Sequence[bytes],
@@ -205,8 +175,4 @@ def _settled_rss(server: ServerProcess) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted; everything started was stopped", file=sys.stderr)
-        sys.exit(130)
+    cli.run(main)

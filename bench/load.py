@@ -5,7 +5,8 @@ side adds as little as it can; the same code drives the gateway and the baseline
 session opens with its hello frame (`auth` with a token) and must get a `result` back before it
 counts. The parent steers its children over pipes: open the sessions, then send each session a
 request, ping, stream positions or loop on a request for a time window, listen for events; close.
-Session i of the whole group is session i // processes of child i % processes.
+Session i of the whole group is session i // processes of child i % processes. The process group
+(`Children`) and the child's plumbing serve the other benches' clients too.
 """
 
 import asyncio
@@ -15,20 +16,22 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Self, TypeVar
 
 import uvloop
-from websockets.uri import parse_uri
+from websockets.uri import WebSocketURI, parse_uri
 
 from bench.procfs import busy_seconds, cpu_seconds
 from bench.session import RESULT, Counts, Session, Stream
 
 CLOSE_TIMEOUT_S = 30.0
+CONNECT_CONCURRENCY = 32  # handshakes in flight per process (the listen backlog is 100)
 DRAIN_TIMEOUT_S = 30.0  # replies still due when a window closes must come within this
+S = TypeVar("S", bound=Session)
 Hooks = tuple[Callable[[], None], Callable[[], None]]  # called as the measured window opens and closes
 
 
@@ -48,7 +51,6 @@ class Share:
     url: str
     hellos: Sequence[bytes]  # the first frame of each session
     window: int  # pings in flight per session
-    connect_concurrency: int  # handshakes in flight per process (the listen backlog is 100)
 
 
 @dataclass
@@ -75,27 +77,28 @@ class Tally:
         self.finished = max(self.finished, counts.finished)
 
 
-class Clients:
-    """`with Clients(url, hellos, processes=2) as clients: clients.open(); clients.ping(...)`."""
+class Children:
+    """`with` client processes, child i running `drive(pipe, *shares[i])` on uvloop and saying
+    ("ready", opened, failed, first error) once its sessions are open: the parent sends commands
+    over the pipes and gathers one reply from each child; leaving closes them all. The base of
+    `Clients`, `bench.chat_clients.ChatClients` and `bench.rawredis.RedisLoop`."""
 
-    def __init__(self, url: str, hellos: Sequence[bytes], *, processes: int, window: int = 4,
-                 connect_concurrency: int = 32, cpus: set[int] | None = None) -> None:
+    def __init__(self, name: str, drive: Callable[..., Coroutine[Any, Any, None]],
+                 shares: Sequence[tuple[Any, ...]], cpus: set[int] | None) -> None:
         # fork: the children inherit their share instead of unpickling it, and start at once.
         ctx = multiprocessing.get_context("fork")
-        self.size = len(hellos)
+        self.cpus = cpus
         self.pipes: list[Connection] = []
         self.processes: list[BaseProcess] = []
         self._child_ends: list[Connection] = []
-        for i in range(processes):
-            share = Share(url, hellos[i::processes], window, connect_concurrency)
+        for i, share in enumerate(shares):
             parent, child = ctx.Pipe()
-            process = ctx.Process(target=_child, args=(child, share), name=f"bench-client-{i}", daemon=True)
+            self.processes.append(ctx.Process(target=run_child, args=(child, drive, *share), name=f"{name}-{i}",
+                                              daemon=True))
             self.pipes.append(parent)
-            self.processes.append(process)
             self._child_ends.append(child)
-        self.cpus = cpus
 
-    def __enter__(self) -> "Clients":
+    def __enter__(self) -> Self:
         try:
             for process, child_end in zip(self.processes, self._child_ends, strict=True):
                 process.start()
@@ -111,14 +114,72 @@ class Clients:
         self.stop()
 
     def open(self, timeout: float) -> tuple[int, int, str]:
-        """Open every session and wait for its hello's reply: (opened, failed, first error)."""
+        """Wait until every session is open and signed in: (opened, failed, first error)."""
         opened = failed = 0
-        first_error = ""
+        first = ""
         for reply in self._gather(timeout, "ready"):
-            opened += reply[1]
-            failed += reply[2]
-            first_error = first_error or reply[3]
-        return opened, failed, first_error
+            opened, failed, first = opened + reply[1], failed + reply[2], first or reply[3]
+        return opened, failed, first
+
+    def cpu(self) -> float:
+        """CPU seconds the client processes have used so far."""
+        return sum(cpu_seconds(p.pid) for p in self.processes if p.pid is not None)
+
+    def stop(self) -> None:
+        """Close the sessions and end the processes (killing those that do not end in time)."""
+        started = [p for p in self.processes if p.pid is not None]
+        if started and len(started) == len(self.processes):
+            with contextlib.suppress(OSError, EOFError, TimeoutError, RuntimeError):
+                self._gather(CLOSE_TIMEOUT_S, "closed", ("close",))
+        for process in started:
+            process.join(5)
+            if process.is_alive():
+                process.kill()
+                process.join(5)
+        for pipe in self.pipes:
+            pipe.close()
+        self.pipes, self.processes = [], []
+
+    def _send(self, command: tuple[Any, ...] | list[tuple[Any, ...]]) -> None:
+        """One command for all, or one per child."""
+        for i, pipe in enumerate(self.pipes):
+            pipe.send(command[i] if isinstance(command, list) else command)
+
+    def _gather(self, timeout: float, expect: str, command: tuple[Any, ...] | list[tuple[Any, ...]] | None = None
+                ) -> list[Any]:
+        """Send the command, if any, then a reply from every child."""
+        if command is not None:
+            self._send(command)
+        deadline = time.monotonic() + timeout
+        replies = []
+        for pipe, process in zip(self.pipes, self.processes, strict=True):
+            while True:  # skip what a child said before the command (when stopping early)
+                while not pipe.poll(0.2):
+                    if not process.is_alive():
+                        raise RuntimeError(f"{process.name} exited with {process.exitcode}")
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"{process.name}: no `{expect}` within {timeout:.0f} s")
+                try:
+                    reply = pipe.recv()
+                except EOFError:
+                    process.join(1)
+                    raise RuntimeError(f"{process.name} exited with {process.exitcode}") from None
+                if reply[0] == "failed":
+                    raise RuntimeError(f"{process.name} failed: {reply[1]}")
+                if reply[0] == expect:
+                    replies.append(reply)
+                    break
+        return replies
+
+
+class Clients(Children):
+    """`with Clients(url, hellos, processes=2) as clients: clients.open(); clients.ping(...)`."""
+
+    def __init__(self, url: str, hellos: Sequence[bytes], *, processes: int, window: int = 4,
+                 cpus: set[int] | None = None) -> None:
+        self.size = len(hellos)
+        super().__init__("bench-client", _drive, [(Share(url, hellos[i::processes], window),)
+                                                  for i in range(processes)], cpus)
 
     def each(self, frames: Sequence[bytes], timeout: float) -> list[bytes]:
         """Every session sends its frame (frames[i] for session i) and waits for the reply; the
@@ -184,21 +245,6 @@ class Clients:
                                  watch or {})
         return tally
 
-    def stop(self) -> None:
-        """Close the sessions and end the processes (killing those that do not end in time)."""
-        started = [p for p in self.processes if p.pid is not None]
-        if len(started) == len(self.processes):
-            with contextlib.suppress(OSError, EOFError, TimeoutError, RuntimeError):
-                self._gather(CLOSE_TIMEOUT_S, "closed", ("close",))
-        for process in started:
-            process.join(5)
-            if process.is_alive():
-                process.kill()
-                process.join(5)
-        for pipe in self.pipes:
-            pipe.close()
-        self.pipes, self.processes = [], []
-
     def _measure(self, kind: str, expect: str, payloads: list[Any] | None, warmup: float, seconds: float,
                  server_pid: int, hooks: Hooks | None, watch: Mapping[str, int]) -> tuple[Tally, list[Any]]:
         def start(*moments: float) -> None:
@@ -211,38 +257,6 @@ class Clients:
             tally.add(reply[1])
         return tally, replies
 
-    def cpu(self) -> float:
-        """CPU seconds the client processes have used so far."""
-        return sum(cpu_seconds(p.pid) for p in self.processes if p.pid is not None)
-
-    def _gather(self, timeout: float, expect: str, command: tuple[Any, ...] | list[tuple[Any, ...]] | None = None
-                ) -> list[Any]:
-        """Send the command (one for all, or one per child), then a reply from every child."""
-        if command is not None:
-            for i, pipe in enumerate(self.pipes):
-                pipe.send(command[i] if isinstance(command, list) else command)
-        deadline = time.monotonic() + timeout
-        replies = []
-        for pipe, process in zip(self.pipes, self.processes, strict=True):
-            while True:  # skip what a child said before the command (when stopping early)
-                while not pipe.poll(0.2):
-                    if not process.is_alive():
-                        raise RuntimeError(f"{process.name} exited with {process.exitcode}")
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"{process.name}: no `{expect}` within {timeout:.0f} s")
-                try:
-                    reply = pipe.recv()
-                except EOFError:
-                    process.join(1)
-                    raise RuntimeError(f"{process.name} exited with {process.exitcode}") from None
-                if reply[0] == "failed":
-                    raise RuntimeError(f"{process.name} failed: {reply[1]}")
-                if reply[0] == expect:
-                    replies.append(reply)
-                    break
-        return replies
-
-
 def measure_window(start: Callable[[float, float, float], None], client_cpu: Callable[[], float], warmup: float,
                    seconds: float, server_pid: int, hooks: Hooks | None, watch: Mapping[str, int]) -> Tally:
     """Tell the clients when to start, when the window opens and when it closes (`start(start,
@@ -251,12 +265,12 @@ def measure_window(start: Callable[[float, float, float], None], client_cpu: Cal
     begin = time.monotonic() + 0.2
     t_from, t_until = begin + warmup, begin + warmup + seconds
     start(begin, t_from, t_until)
-    _sleep_until(t_from)
+    sleep_until(t_from)
     if hooks:
         hooks[0]()
     clients_from, server_from, machine_from = client_cpu(), cpu_seconds(server_pid), busy_seconds()
     watched_from = {name: cpu_seconds(pid) for name, pid in watch.items()}
-    _sleep_until(t_until)
+    sleep_until(t_until)
     tally = Tally(seconds=seconds, closed_at=t_until, client_cpu=client_cpu() - clients_from,
                   server_cpu=cpu_seconds(server_pid) - server_from,
                   watched_cpu={name: cpu_seconds(pid) - watched_from[name] for name, pid in watch.items()})
@@ -267,25 +281,26 @@ def measure_window(start: Callable[[float, float, float], None], client_cpu: Cal
     return tally
 
 
-def _sleep_until(moment: float) -> None:
+def sleep_until(moment: float) -> None:
     time.sleep(max(0.0, moment - time.monotonic()))
 
 
 # -- the child process ---------------------------------------------------------------------------
-def _child(pipe: Connection, share: Share) -> None:
+def run_child(pipe: Connection, drive: Callable[..., Coroutine[Any, Any, None]], *share: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop, and cleans up
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGALRM, signal.SIG_DFL)
     try:
-        uvloop.run(_drive(pipe, share))
+        uvloop.run(drive(pipe, *share))
     except BaseException as exc:
         with contextlib.suppress(OSError):
             pipe.send(("failed", f"{type(exc).__name__}: {exc}"))
         raise
 
 
-async def _drive(pipe: Connection, share: Share) -> None:
-    commands: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
+def commands(pipe: Connection) -> asyncio.Queue[tuple[Any, ...]]:
+    """The parent's commands as they come, ("close",) when the parent is gone."""
+    queue: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
     loop = asyncio.get_running_loop()
 
     def read() -> None:  # a thread: commands may be larger than a pipe's buffer, and recv() blocks
@@ -294,16 +309,62 @@ async def _drive(pipe: Connection, share: Share) -> None:
                 command = pipe.recv()
             except (EOFError, OSError):
                 command = ("close",)  # the parent is gone
-            loop.call_soon_threadsafe(commands.put_nowait, command)
+            loop.call_soon_threadsafe(queue.put_nowait, command)
             if command[0] == "close":
                 return
 
     threading.Thread(target=read, name="commands", daemon=True).start()
-    sessions = await _open_all(pipe, share)
+    return queue
+
+
+async def open_sessions(uri: WebSocketURI, sessions: Sequence[S]) -> tuple[list[S], int, str]:
+    """Connect the sessions, each answered its hello: (those open, how many failed, the first error)."""
+    gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+    loop = asyncio.get_running_loop()
+
+    async def open_one(session: S) -> S:
+        async with gate:
+            try:
+                async with asyncio.timeout(30):
+                    await loop.create_connection(lambda: session, uri.host, uri.port)
+                    reply = await session.opened
+            except BaseException:
+                session.abort()
+                raise
+            if not reply.startswith(RESULT):
+                session.close()
+                raise RuntimeError(f"hello refused: {reply[:200]!r}")
+            return session
+
+    results = await asyncio.gather(*(open_one(s) for s in sessions), return_exceptions=True)
+    opened = [r for r in results if not isinstance(r, BaseException)]
+    errors = [r for r in results if isinstance(r, BaseException)]
+    return opened, len(errors), f"{type(errors[0]).__name__}: {errors[0]}" if errors else ""
+
+
+async def close_all(sessions: Sequence[Session]) -> None:
+    for session in sessions:
+        session.close()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(CLOSE_TIMEOUT_S - 5):
+            await asyncio.gather(*(s.closed for s in sessions), return_exceptions=True)
+    for session in sessions:
+        session.abort()
+
+
+async def until(moment: float) -> None:
+    await asyncio.sleep(max(0.0, moment - time.monotonic()))
+
+
+async def _drive(pipe: Connection, share: Share) -> None:
+    queue = commands(pipe)
+    uri = parse_uri(share.url)
+    sessions, failed, first = await open_sessions(uri, [Session(uri, hello) for hello in share.hellos])
+    pipe.send(("ready", len(sessions), failed, first))
     heard: dict[bytes, list[float]] = {}
     try:
         while True:
-            command = await commands.get()
+            command = await queue.get()
             kind, args = command[0], command[1:]
             if kind == "ping":
                 pipe.send(("pinged", await _ping_all(sessions, share.window, *args[:3])))
@@ -325,46 +386,8 @@ async def _drive(pipe: Connection, share: Share) -> None:
             elif kind == "close":
                 break
     finally:
-        for session in sessions:
-            session.close()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(CLOSE_TIMEOUT_S - 5):
-                await asyncio.gather(*(s.closed for s in sessions), return_exceptions=True)
-        for session in sessions:
-            session.abort()
+        await close_all(sessions)
     pipe.send(("closed",))
-
-
-async def _open_all(pipe: Connection, share: Share) -> list[Session]:
-    gate = asyncio.Semaphore(share.connect_concurrency)
-    uri = parse_uri(share.url)
-    loop = asyncio.get_running_loop()
-
-    async def open_one(hello: bytes) -> Session:
-        async with gate:
-            session = Session(uri, hello)
-            try:
-                async with asyncio.timeout(30):
-                    await loop.create_connection(lambda: session, uri.host, uri.port)
-                    reply = await session.opened
-            except BaseException:
-                session.abort()
-                raise
-            if not reply.startswith(RESULT):
-                session.close()
-                raise RuntimeError(f"hello refused: {reply[:200]!r}")
-            return session
-
-    results = await asyncio.gather(*(open_one(h) for h in share.hellos), return_exceptions=True)
-    sessions = [r for r in results if isinstance(r, Session)]
-    errors = [r for r in results if not isinstance(r, Session)]
-    first = f"{type(errors[0]).__name__}: {errors[0]}" if errors else ""
-    pipe.send(("ready", len(sessions), len(errors), first))
-    return sessions
-
-
-async def _until(moment: float) -> None:
-    await asyncio.sleep(max(0.0, moment - time.monotonic()))
 
 
 async def _drained(sessions: list[Session], counts: Counts) -> None:
@@ -377,31 +400,31 @@ async def _drained(sessions: list[Session], counts: Counts) -> None:
 
 
 async def _ping_all(sessions: list[Session], window: int, start: float, t_from: float, t_until: float) -> Counts:
-    await _until(start)
+    await until(start)
     counts = Counts()
     for session in sessions:
         session.ping(window, t_from, t_until, counts)
-    await _until(t_until + 0.05)
+    await until(t_until + 0.05)
     return counts
 
 
 async def _stream_all(sessions: list[Session], start: float, t_from: float, t_until: float,
                       streams: list[Stream]) -> tuple[Counts, list[int]]:
-    await _until(start)
+    await until(start)
     counts = Counts()
     for session, stream in zip(sessions, streams, strict=True):
         session.start_stream(stream, t_from, t_until, counts)
-    await _until(t_until)
+    await until(t_until)
     await _drained(sessions, counts)
     return counts, [s.sent for s in sessions]
 
 
 async def _loop_all(sessions: list[Session], start: float, t_from: float, t_until: float, frame: bytes) -> Counts:
-    await _until(start)
+    await until(start)
     counts = Counts()
     for session in sessions:
         session.start_loop(frame, t_from, t_until, counts)
-    await _until(t_until)
+    await until(t_until)
     await _drained(sessions, counts)
     return counts
 
@@ -421,7 +444,7 @@ async def _sequence(session: Session, frames: Sequence[bytes], spacing: float) -
     out = []
     due = time.monotonic()
     for frame in frames:
-        await _until(due)
+        await until(due)
         sent = time.monotonic()
         async with asyncio.timeout(DRAIN_TIMEOUT_S):
             reply = await session.request(frame)

@@ -26,10 +26,7 @@ if __name__ == "__main__" and not __package__:  # `python bench/orders.py`: impo
 
 import argparse
 import os
-import pstats
 import random
-import shlex
-import signal
 import time
 import uuid
 from collections.abc import Sequence
@@ -40,22 +37,14 @@ from typing import Any
 import msgspec
 import redis
 
-from bench import geodata
+from bench import cli, geodata
 from bench.geodata import CHICAGO, DALLAS, DENVER
 from bench.load import Clients, Heard, Hooks, Tally
 from bench.orders_report import Dispatch, Figures, Ingest, Nearby, print_report, write_markdown
 from bench.procfs import cpu_seconds
+from bench.profiled import print_stats, switches
 from bench.rawredis import RedisLoop, feed_search
-from bench.servers import (
-    Backends,
-    ServerProcess,
-    backends,
-    bare_server,
-    cores,
-    gateway_server,
-    hellos,
-    stopped_by_signals,
-)
+from bench.servers import Backends, ServerProcess, backends, bare_server, cores, gateway_server, hellos
 from bench.session import RESULT, Stream
 from gateway.config import Config
 from protocol.orders import Order, OrderAvailable
@@ -99,8 +88,7 @@ class Settings:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench.orders", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser("orders", __doc__)
     p.add_argument("--ingest-sessions", type=int, default=1000, help="technicians streaming positions")
     p.add_argument("--seconds", type=float, default=5.0, help="measured seconds of ingest and of feed load per run")
     p.add_argument("--warmup", type=float, default=1.0, help="seconds of load before each measurement")
@@ -116,15 +104,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--in-radius", type=int, default=2000, help="feed: of which within the technicians' radius")
     p.add_argument("--nearby-sessions", type=int, default=16,
                    help="feed: sessions calling order.nearby in a closed loop (= requests in flight)")
-    p.add_argument("--clients", type=int, default=2, help="client processes")
-    p.add_argument("--no-pin", dest="pin", action="store_false",
-                   help="do not pin the server to one core and the clients to the others")
-    p.add_argument("--quick", action="store_true", help="small numbers: a smoke run in about a minute")
-    p.add_argument("--markdown", type=Path, metavar="PATH", help="also write the report's section to PATH")
-    p.add_argument("--profile", type=Path, metavar="DIR",
-                   help="instead: run each gateway phase once under cProfile (measured windows only, no "
-                        "baselines), write DIR/{ingest,dispatch,feed}.prof and print where the time goes")
-    return p
+    return cli.common_options(p, profile=(
+        "DIR", "instead: run each gateway phase once under cProfile (measured windows only, no baselines), write "
+               "DIR/{ingest,dispatch,feed}.prof and print where the time goes"))
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -145,21 +127,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser().parse_args(argv)
-    settings = settings_from(args)
-    command = shlex.join(["python", "-m", "bench.orders", *argv])
-    if args.profile is not None:
-        with stopped_by_signals(settings.budget_s):
-            profile(settings, args.profile.absolute())
-        return 0
-    with stopped_by_signals(settings.budget_s):
-        figures = measure(settings, command)
-    print_report(figures)
-    if args.markdown is not None:
-        write_markdown(figures, args.markdown)
-        print(f"wrote {args.markdown}")
-    return 0
+    return cli.main("orders", argv, parser(), settings_from, measure, profile, print_report, write_markdown)
 
 
 def measure(s: Settings, command: str) -> Figures:
@@ -196,13 +164,7 @@ def profile(s: Settings, folder: Path) -> None:
             print(f"no profile for {name}: {path} was not written")
             continue
         print(f"\n==== {name}: the gateway's measured window ====")
-        stats = pstats.Stats(str(path))
-        stats.sort_stats("tottime").print_stats(25)
-        stats.sort_stats("cumulative").print_stats(r"gateway|handlers|storage|protocol|websockets|redis|asyncpg", 30)
-        collections = Path(f"{path}.gc")
-        if collections.exists():
-            print(collections.read_text())
-        print(f"stats in {path} (e.g. `python -m pstats {path}`)")
+        print_stats(path, 25, r"gateway|handlers|storage|protocol|websockets|redis|asyncpg", 30)
 
 
 class Bench:
@@ -352,6 +314,7 @@ class Bench:
                         else:
                             search = feed_search(DALLAS[1], DALLAS[0], RADIUS_MI, 20)
                             with RedisLoop(self.b.redis_url, search, n, self.client_cpus) as raw:
+                                raw.open(30)
                                 tally = raw.loop(s.warmup, s.seconds, self.b.redis_pid)
                         if tally.errors:
                             raise RuntimeError(f"feed, {side}: {tally.errors} errors\n{server.log_tail()}")
@@ -376,10 +339,7 @@ class Bench:
                        cpus=self.client_cpus)
 
     def _hooks(self, server: ServerProcess) -> Hooks | None:
-        if self.profile is None:
-            return None
-        pid = server.pid
-        return lambda: os.kill(pid, signal.SIGUSR1), lambda: os.kill(pid, signal.SIGUSR2)
+        return None if self.profile is None else switches(server.pid)
 
     @staticmethod
     def _open(group: Clients, server: ServerProcess, what: str) -> None:
@@ -452,8 +412,4 @@ def _nearby(side: str, round_: int, sessions: int, tally: Tally) -> Nearby:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted; everything started was stopped", file=sys.stderr)
-        sys.exit(130)
+    cli.run(main)

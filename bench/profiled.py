@@ -5,17 +5,38 @@ profile covers just the measured window.
 
 cProfile does not see the cyclic garbage collector (its pauses land on whichever call allocated),
 so the collections during the window are timed apart and written to OUT.prof.gc as text.
+The benches switch it with `switches(pid)` and show what it wrote with `print_stats`.
 """
 
 import cProfile
 import gc
+import os
+import pstats
 import runpy
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
+
+
+def switches(pid: int) -> tuple[Callable[[], None], Callable[[], None]]:
+    """Hooks that switch the profiler of process `pid` on and off (the measured window's)."""
+    return lambda: os.kill(pid, signal.SIGUSR1), lambda: os.kill(pid, signal.SIGUSR2)
+
+
+def print_stats(path: Path, tottime: int, pattern: str, cumulative: int) -> None:
+    """The costliest functions by their own time, then those matching `pattern` by cumulative
+    time, then the garbage collector's pauses."""
+    stats = pstats.Stats(str(path))
+    stats.sort_stats("tottime").print_stats(tottime)
+    stats.sort_stats("cumulative").print_stats(pattern, cumulative)
+    collections = Path(f"{path}.gc")
+    if collections.exists():
+        print(collections.read_text())
+    print(f"stats in {path} (e.g. `python -m pstats {path}`)")
 
 
 class GcClock:
