@@ -37,8 +37,7 @@ async def tell_parties(ctx: Context, row: asyncpg.Record, *others: str | None) -
     event = OrderStatus(order=await view(ctx, row), previous_state=row["previous_state"],
                         actor_role=ctx.identity.role)
     people = sorted({row["consumer_id"], row["technician_id"], *others} - {None})
-    for user in people:
-        await ctx.deliver_to_user(user, event)
+    await ctx.deliver_many([(people, event)])  # one publish for all of them
     if row["state"] in STATE_TEXT:
         await to_offline(ctx.services, ctx.services.db, [Offline(
             [p for p in people if p != ctx.identity.user_id], f"status:{row['id']}:{row['updated_at'].timestamp()}",

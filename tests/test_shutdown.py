@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import uuid
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -33,7 +34,7 @@ async def test_sigterm_closes_sessions_with_1012_and_exits_0(gateway, servers, t
 
 def _processes_under(path) -> list[str]:
     found = []
-    for proc in __import__("pathlib").Path("/proc").iterdir():
+    for proc in Path("/proc").iterdir():
         with contextlib.suppress(OSError):
             if proc.name.isdigit() and str(path) in (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode():
                 found.append(proc.name)

@@ -5,6 +5,7 @@ of one test never reach another's technicians although they share one Redis."""
 
 import asyncio
 import itertools
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -21,8 +22,6 @@ def spot() -> tuple[float, float]:
 
 
 def offset(place: tuple[float, float], north_mi: float = 0.0, east_mi: float = 0.0) -> tuple[float, float]:
-    import math
-
     lat, lng = place
     return lat + north_mi / 69.05, lng + east_mi / (69.17 * math.cos(math.radians(lat)))
 
