@@ -102,9 +102,9 @@ class Session(Deliveries):
         if channels != self.channels:
             self.gateway.hub.leave(self, self.channels)
             self.channels = channels
-            async with asyncio.timeout(5):  # Redis must confirm the subscriptions
-                await self.gateway.hub.join(self, channels)
             self.gateway.presence.set(identity.user_id, True)
+            async with asyncio.timeout(5):  # Redis must confirm the subscriptions and the presence
+                await asyncio.gather(self.gateway.hub.join(self, channels), self.gateway.presence.settled())
 
     @property
     def memo(self) -> dict[str, Any]:

@@ -32,6 +32,7 @@ class Presence:
         self._redis = redis
         self.node = node
         self._changes: dict[str, bool] = {}
+        self._waiters: list[asyncio.Future[None]] = []
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -53,6 +54,13 @@ class Presence:
         self._changes[user_id] = online
         self._wake.set()
 
+    async def settled(self) -> None:
+        """Return once every change made so far is in Redis."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        self._wake.set()
+        await waiter
+
     async def _beat(self) -> None:
         await self._redis.zadd(NODES, {self.node: time.time()})
 
@@ -71,6 +79,7 @@ class Presence:
             await self._wake.wait()
             self._wake.clear()
             changes, self._changes = self._changes, {}
+            waiters, self._waiters = self._waiters, []
             joined = [u for u, online in changes.items() if online]
             left = [u for u, online in changes.items() if not online]
             pipe = self._redis.pipeline(transaction=False)
@@ -85,8 +94,13 @@ class Presence:
                     raise
                 log.warning("presence update failed, retrying: %r", exc)
                 self._changes = changes | self._changes
+                self._waiters = waiters + self._waiters
                 await asyncio.sleep(0.5)
                 self._wake.set()
+                continue
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
 
 
 async def online(redis: aioredis.Redis, user_ids: list[str]) -> set[str]:
