@@ -123,7 +123,7 @@ def gateway_server(log: Path, cpus: set[int] | None, *, database_url: str, redis
     runs it under something else (the profiler)."""
     port = free_port(HOST)
     argv = [*(launcher or [sys.executable]), str(ROOT / "run.py"), "serve", "--host", HOST, "--port", str(port),
-            "--workers", "1", "--database-url", database_url, "--redis-url", redis_url,
+            "--workers", "1", "--http-port", "0", "--database-url", database_url, "--redis-url", redis_url,
             "--data-dir", str(data_dir), "--secret", secret, "--log-level", "WARNING",
             "--rate-per-s", "1000000", "--rate-burst", "1000000", "--shutdown-grace-s", "2", *flags]
     return ServerProcess("gateway", argv, port, log, cpus)

@@ -17,13 +17,17 @@ import redis.asyncio as aioredis
 from gateway.config import Config, ConfigError
 from gateway.delivery import Hub
 from gateway.server import Gateway
+from gateway.web import WebSide
 from handlers.chat_writer import ChatWriter
 from handlers.context import Rules, Services
 from handlers.fcm import FcmClient
 from handlers.i18n import Catalogs
 from handlers.passwords import Passwords
+from handlers.payouts import run_scheduler
 from handlers.pool import rebuild_if_lost
 from handlers.push import run_worker as push_worker
+from handlers.stripe_api import StripeAccess, StripeSettings
+from handlers.stripe_events import run_reconciler
 from handlers.tokens import TokenIssuer
 from storage import geo, lifecycle
 from storage.blobs import LocalBlobs
@@ -69,6 +73,14 @@ def token_issuer(config: Config, create_secret: bool = True) -> TokenIssuer:
                        timedelta(seconds=config.refresh_ttl_s))
 
 
+def stripe_access(c: Config) -> StripeAccess | None:
+    if not c.stripe_api_key:
+        return None
+    return StripeAccess.of(StripeSettings(
+        c.stripe_api_key, c.stripe_api_base, c.stripe_webhook_secret, c.stripe_webhook_tolerance_s,
+        c.stripe_connect_country))
+
+
 class Running:
     """`async with Running(config) as gw:` a gateway serving on config's address (or `sock`)."""
 
@@ -79,6 +91,7 @@ class Running:
         self.passwords = passwords
         self.gateway: Gateway | None = None
         self.fcm: FcmClient | None = None
+        self.web: WebSide | None = None
 
     async def __aenter__(self) -> Gateway:
         c = self.config
@@ -101,12 +114,17 @@ class Running:
         rules = Rules(radius_mi=c.dispatch_radius_mi, max_radius_mi=c.max_radius_mi,
                       stale_after_s=c.position_stale_s, platform_fee_bp=c.platform_fee_bp,
                       upload_dir=str(data / "uploads"), push_max_attempts=c.push_max_attempts,
-                      push_retry_base_s=c.push_retry_base_s, push_poll_s=c.push_poll_s)
+                      push_retry_base_s=c.push_retry_base_s, push_poll_s=c.push_poll_s,
+                      payment_policy=c.payment_policy, payout_delay_s=c.payout_delay_s,
+                      cancellation_fee_bp=c.cancellation_fee_bp, money_max_attempts=c.money_max_attempts,
+                      money_retry_base_s=c.money_retry_base_s, money_poll_s=c.money_poll_s,
+                      money_lease_s=c.money_lease_s)
         positions = geo.PositionWriter(redis)
         hub = Hub(redis)
         chat = ChatWriter(hub.publish_many)
         services = Services(db, redis, token_issuer(c), self.passwords or Passwords(), cipher, positions,
-                            geo.NearbySearch(redis), LocalBlobs(data / "blobs"), rules, Catalogs(), chat)
+                            geo.NearbySearch(redis), LocalBlobs(data / "blobs"), rules, Catalogs(), chat,
+                            stripe_access(c))
         positions.start()
         chat.start(services)
         await rebuild_if_lost(services)
@@ -116,6 +134,14 @@ class Running:
         self.gateway.spawn(upkeep(services, c.sweep_interval_s))
         self.fcm = FcmClient(Path(c.fcm_credentials), c.fcm_endpoint) if c.fcm_credentials else None
         self.gateway.spawn(push_worker(services, self.fcm))
+        self.web = WebSide(self.gateway)
+        await self.web.start()
+        self.gateway.http_port = self.web.port
+        if services.stripe is not None:
+            services.stripe.public_url = c.public_url or f"http://{c.host}:{self.web.port}"
+        if services.stripe is not None:
+            self.gateway.spawn(run_scheduler(self.web.system))
+            self.gateway.spawn(run_reconciler(self.web.system, c.reconcile_interval_s, c.reconcile_lookback_s))
         return self.gateway
 
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
@@ -123,6 +149,8 @@ class Running:
         gateway = self.gateway
         if gateway is None:
             return
+        if self.web is not None:
+            await self.web.stop()
         await gateway.shutdown()
         log.debug("stopping presence")
         await gateway.presence.stop()

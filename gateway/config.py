@@ -45,6 +45,22 @@ class Config:
     push_max_attempts: int = 8
     push_retry_base_s: float = 2.0
     push_poll_s: float = 1.0
+    http_port: int = 8081  # Stripe webhooks (POST /stripe/webhook), /healthz, /metrics, Connect return pages
+    public_url: str | None = None  # how browsers reach the HTTP port; None: http://HOST:HTTP_PORT
+    stripe_api_key: str | None = None  # None: payments are off, payment.* answer `unavailable`
+    stripe_api_base: str = "https://api.stripe.com"
+    stripe_webhook_secret: str | None = None  # None: webhooks are refused; the reconciler still applies events
+    stripe_webhook_tolerance_s: int = 300
+    stripe_connect_country: str = "US"
+    payment_policy: str = "capture_at_completion"
+    payout_delay_s: float = 86_400.0
+    cancellation_fee_bp: int = 0
+    money_max_attempts: int = 8
+    money_retry_base_s: float = 30.0
+    money_poll_s: float = 1.0
+    money_lease_s: float = 60.0
+    reconcile_interval_s: float = 300.0
+    reconcile_lookback_s: float = 3 * 86_400.0
 
 
 # environment variable -> field; each also has a --flag on `serve` (field name, dashes).
@@ -79,6 +95,22 @@ ENV = {
     "PUSH_MAX_ATTEMPTS": "push_max_attempts",
     "PUSH_RETRY_BASE_S": "push_retry_base_s",
     "PUSH_POLL_S": "push_poll_s",
+    "HTTP_PORT": "http_port",
+    "PUBLIC_URL": "public_url",
+    "STRIPE_API_KEY": "stripe_api_key",
+    "STRIPE_API_BASE": "stripe_api_base",
+    "STRIPE_WEBHOOK_SECRET": "stripe_webhook_secret",
+    "STRIPE_WEBHOOK_TOLERANCE_S": "stripe_webhook_tolerance_s",
+    "STRIPE_CONNECT_COUNTRY": "stripe_connect_country",
+    "PAYMENT_POLICY": "payment_policy",
+    "PAYOUT_DELAY_S": "payout_delay_s",
+    "CANCELLATION_FEE_BP": "cancellation_fee_bp",
+    "MONEY_MAX_ATTEMPTS": "money_max_attempts",
+    "MONEY_RETRY_BASE_S": "money_retry_base_s",
+    "MONEY_POLL_S": "money_poll_s",
+    "MONEY_LEASE_S": "money_lease_s",
+    "RECONCILE_INTERVAL_S": "reconcile_interval_s",
+    "RECONCILE_LOOKBACK_S": "reconcile_lookback_s",
 }
 FLAG_OF = {name: env for env, name in ENV.items()}
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -103,7 +135,9 @@ def _convert(name: str, raw: str) -> Any:
         raise ConfigError(f"{FLAG_OF[name]}={raw!r} is not a number") from None
     if kind in (Path, "Path"):
         return Path(raw)
-    return raw or None if name in ("database_url", "redis_url", "secret", "fcm_credentials") else raw
+    optional = ("database_url", "redis_url", "secret", "fcm_credentials", "public_url", "stripe_api_key",
+                "stripe_webhook_secret")
+    return raw or None if name in optional else raw
 
 
 def load(env: Mapping[str, str] = os.environ, flags: argparse.Namespace | None = None) -> Config:
@@ -135,6 +169,16 @@ def validate(c: Config) -> None:
         raise ConfigError(f"LOG_FORMAT={c.log_format!r} is not one of text, json")
     if c.fcm_credentials is not None and not Path(c.fcm_credentials).is_file():
         raise ConfigError(f"FCM_CREDENTIALS={c.fcm_credentials!r} is not a readable file")
+    if not 0 <= c.http_port <= 65535:
+        raise ConfigError(f"HTTP_PORT={c.http_port} is out of range 0-65535")
+    if c.payment_policy not in ("capture_at_completion", "pay_at_creation"):
+        raise ConfigError(f"PAYMENT_POLICY={c.payment_policy!r} is not one of capture_at_completion, pay_at_creation")
+    if c.stripe_api_key is not None and not c.stripe_api_key.startswith(("sk_", "rk_")):
+        raise ConfigError("STRIPE_API_KEY must be a secret or restricted key (sk_... or rk_...)")
+    if urlparse(c.stripe_api_base).scheme not in ("http", "https"):
+        raise ConfigError(f"STRIPE_API_BASE={c.stripe_api_base!r} is not an http(s) URL")
+    if not 0 <= c.cancellation_fee_bp <= 10_000:
+        raise ConfigError(f"CANCELLATION_FEE_BP={c.cancellation_fee_bp} must be between 0 and 10000 (basis points)")
     if not 0 <= c.platform_fee_bp <= 10_000:
         raise ConfigError(f"PLATFORM_FEE_BP={c.platform_fee_bp} must be between 0 and 10000 (basis points)")
     if c.secret is not None and len(c.secret) < 32:
@@ -142,6 +186,9 @@ def validate(c: Config) -> None:
     for name in ("token_ttl_s", "refresh_ttl_s", "auth_timeout_s", "idle_timeout_s", "max_frame_bytes",
                  "rate_per_s", "rate_burst", "outbox_limit", "db_pool_size", "dispatch_radius_mi",
                  "max_radius_mi", "position_stale_s", "sweep_interval_s", "push_max_attempts", "push_retry_base_s",
-                 "push_poll_s"):
+                 "push_poll_s", "stripe_webhook_tolerance_s", "money_max_attempts", "money_retry_base_s",
+                 "money_poll_s", "money_lease_s", "reconcile_interval_s", "reconcile_lookback_s"):
         if getattr(c, name) <= 0:
             raise ConfigError(f"{FLAG_OF[name]} must be positive")
+    if c.payout_delay_s < 0:
+        raise ConfigError("PAYOUT_DELAY_S must not be negative")

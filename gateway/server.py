@@ -57,6 +57,7 @@ class Gateway:
         self.metrics.tally_in.update({route.operation: 0 for route in ROUTES.values()} | {"invalid": 0})
         self.sessions: set[Session] = set()
         self.server: Server | None = None
+        self.http_port: int | None = None  # the plain-HTTP side (gateway.web), once started
         self._background: set[asyncio.Task[Any]] = set()
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:

@@ -31,6 +31,7 @@ async def auth(ctx: Context, req: Auth) -> AuthResult:
     locale = ctx.negotiate_locale(req.locale or identity.locale)
     identity = Identity(identity.user_id, identity.role, locale, identity.expires_at)
     await ctx.sign_in(identity)
+    assert identity.role != "system"  # tokens carry client roles only
     return AuthResult(user_id=identity.user_id, role=identity.role, locale=locale,
                       server_time=datetime.now(UTC), expires_at=identity.expires_at)
 

@@ -16,12 +16,13 @@ if TYPE_CHECKING:
     from handlers.chat_writer import ChatWriter
     from handlers.i18n import Catalogs
     from handlers.passwords import Passwords
+    from handlers.stripe_api import StripeAccess
     from handlers.tokens import TokenIssuer
     from storage.blobs import BlobStore
     from storage.crypto import FieldCipher
     from storage.geo import NearbySearch, PositionWriter
 
-Role = Literal["consumer", "technician", "merchant", "admin"]
+Role = Literal["consumer", "technician", "merchant", "admin", "system"]  # system: the gateway itself
 ROLES: tuple[Role, ...] = ("consumer", "technician", "merchant", "admin")
 
 
@@ -46,6 +47,13 @@ class Rules:
     push_max_attempts: int = 8  # then the push goes to the dead letter
     push_retry_base_s: float = 2.0  # backoff: base * 2^(attempt-1), jittered
     push_poll_s: float = 1.0
+    payment_policy: str = "capture_at_completion"  # or pay_at_creation
+    payout_delay_s: float = 86_400.0  # from a completed, captured job to the technician's transfer
+    cancellation_fee_bp: int = 0  # kept from a refund when the order is cancelled after acceptance
+    money_max_attempts: int = 8  # then a money job is failed (shown in payout.status and the audit)
+    money_retry_base_s: float = 30.0
+    money_poll_s: float = 1.0
+    money_lease_s: float = 60.0  # a job's runner that has not finished by then is presumed dead
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +69,7 @@ class Services:
     rules: Rules
     catalogs: "Catalogs"
     chat: "ChatWriter"
+    stripe: "StripeAccess | None" = None  # None: payments are off (no STRIPE_API_KEY)
 
 
 class Context(Protocol):

@@ -12,6 +12,7 @@ from handlers.chat import post_system
 from handlers.context import Context
 from handlers.errors import N_, Conflict, Forbidden, NotFound
 from handlers.orders import check_attachments, tell_parties
+from handlers.payouts import settle
 from handlers.pool import announce, withdraw
 from handlers.routing import Router
 from handlers.views import parse_id, sight, view
@@ -45,8 +46,9 @@ TRANSITIONS = {
     "depart": Transition(("accepted",), "en_route", ASSIGNED),
     "start": Transition(("en_route",), "in_service", ASSIGNED),
     "complete": Transition(("in_service",), "completed", ASSIGNED),
-    "cancel_by_consumer": Transition(("open", "accepted", "en_route"), "cancelled", "o.consumer_id = $4"),
-    "cancel_by_admin": Transition(("open", "accepted", "en_route", "in_service"), "cancelled"),
+    "cancel_by_consumer": Transition(("awaiting_payment", "open", "accepted", "en_route"), "cancelled",
+                                     "o.consumer_id = $4"),
+    "cancel_by_admin": Transition(("awaiting_payment", "open", "accepted", "en_route", "in_service"), "cancelled"),
 }
 
 
@@ -110,8 +112,10 @@ async def release(ctx: Context, req: OrderRelease) -> OrderReply:
     return OrderReply(order=await view(ctx, row))
 
 
-async def _advance(ctx: Context, order_id: str, name: str, **kwargs: Any) -> OrderReply:
+async def _advance(ctx: Context, order_id: str, name: str, settles: bool = False, **kwargs: Any) -> OrderReply:
     row = await apply(ctx, order_id, name, **kwargs)
+    if settles:
+        await settle(ctx, row["id"])  # capture the payment, schedule the payout
     await tell_parties(ctx, row)
     await post_system(ctx, row)
     return OrderReply(order=await view(ctx, row))
@@ -136,7 +140,7 @@ async def complete(ctx: Context, req: OrderComplete) -> OrderReply:
         ctx, req.order_id, "complete",
         sets=", payout_cents = o.price_cents * $7::int / 10000, completion_attachments = $8,"
              " completion_note = $9",
-        args=(keep, photos, req.note), details={"photos": len(photos)})
+        args=(keep, photos, req.note), details={"photos": len(photos)}, settles=True)
 
 
 @router.route(OrderCancel, roles=["consumer", "admin"])
@@ -144,6 +148,7 @@ async def cancel(ctx: Context, req: OrderCancel) -> OrderReply:
     assert ctx.identity is not None
     name = "cancel_by_admin" if ctx.identity.role == "admin" else "cancel_by_consumer"
     row = await apply(ctx, req.order_id, name, details={"reason": req.reason} if req.reason else None)
+    await settle(ctx, row["id"])  # release the authorization or refund the payment
     if row["previous_state"] == "open":
         await withdraw(ctx, row)
     await tell_parties(ctx, row)

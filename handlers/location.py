@@ -51,5 +51,6 @@ async def stats(ctx: Context, req: TechStats) -> Stats:
     assert ctx.identity is not None
     row = await orders.technician_stats(ctx.services.db, ctx.identity.user_id)
     average = row["average"]
-    return Stats(earnings_cents=row["earnings"], currency=row["currency"] or "usd", jobs_completed=row["jobs"],
+    return Stats(earnings_cents=row["earnings"], pending_cents=row["pending"], currency=row["currency"] or "usd",
+                 jobs_completed=row["jobs"],
                  average_rating=None if average is None else round(average, 2), ratings=row["ratings"])

@@ -84,8 +84,9 @@ async def create(ctx: Context, req: OrderCreate) -> OrderReply:
         address_enc=ctx.services.cipher.encrypt(req.address, f"orders.address:{order_id}"), lat=req.lat,
         lng=req.lng, attachments=await check_attachments(ctx, req.attachments, who.user_id),
         window_start=req.window_start, window_end=req.window_end, price_cents=price["price_cents"],
-        currency=price["currency"])
-    await announce(ctx, row)
+        currency=price["currency"], paid=ctx.services.stripe is not None)
+    if row["state"] == "open":  # else it opens once paid (handlers.payments)
+        await announce(ctx, row)
     if who.role == "merchant":
         await tell_parties(ctx, row)
     return OrderReply(order=await view(ctx, row))

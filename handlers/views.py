@@ -90,4 +90,5 @@ async def view(ctx: Context, row: asyncpg.Record, seen: Sight = Sight.FULL) -> O
         order, lat=row["lat"], lng=row["lng"], address=address, consumer_id=row["consumer_id"],
         technician_id=row["technician_id"],
         completion_attachments=[str(a) for a in row["completion_attachments"]],
-        completion_note=row["completion_note"], rating=row["rating"], rating_comment=row["rating_comment"])
+        completion_note=row["completion_note"], rating=row["rating"], rating_comment=row["rating_comment"],
+        payment_state=row["payment_state"])

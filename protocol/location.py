@@ -52,14 +52,15 @@ class Duty(Request, tag="tech.duty"):
 
 
 class Stats(Reply):
-    earnings_cents: int
+    earnings_cents: int  # transferred to the technician's Stripe account, less reversals
     currency: str
     jobs_completed: int
     average_rating: float | None
     ratings: int
+    pending_cents: int = 0  # their share of completed jobs not transferred yet
 
 
 class TechStats(Request, tag="tech.stats"):
-    """The technician's totals: earnings from completed jobs' payouts, jobs done, average rating."""
+    """The technician's totals: earnings (executed payouts), pending payouts, jobs done, average rating."""
 
     reply = Stats

@@ -5,7 +5,7 @@ Adding an operation: declare its Struct in the domain's module and list it here.
 
 from typing import Union
 
-from protocol import admin, auth, chat, location, orders, push, uploads
+from protocol import admin, auth, chat, location, orders, payments, push, uploads
 from protocol.frames import Event, Request
 
 REQUESTS: tuple[type[Request], ...] = (
@@ -42,6 +42,13 @@ REQUESTS: tuple[type[Request], ...] = (
     chat.ChatTyping,
     push.PushRegister,
     push.PushUnregister,
+    payments.PaymentSetup,
+    payments.PaymentMethods,
+    payments.PaymentMethodRemove,
+    payments.PaymentPay,
+    payments.PaymentRefund,
+    payments.PayoutOnboard,
+    payments.PayoutStatus,
     admin.Notify,
 )
 
@@ -52,6 +59,7 @@ EVENTS: tuple[type[Event], ...] = (
     chat.ChatMessageEvent,
     chat.ChatReadEvent,
     chat.ChatTypingEvent,
+    payments.PaymentStatus,
     admin.Notice,
 )
 

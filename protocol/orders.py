@@ -8,7 +8,9 @@ import msgspec
 from protocol.frames import Event, Reply, Request
 from protocol.location import Latitude, Longitude, Slug
 
-OrderState = Literal["open", "accepted", "en_route", "in_service", "completed", "cancelled"]
+OrderState = Literal["awaiting_payment", "open", "accepted", "en_route", "in_service", "completed", "cancelled"]
+PaymentState = Literal["unpaid", "processing", "authorized", "paid", "failed", "canceled", "refunded",
+                       "partially_refunded"]
 OrderId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 AttachmentIds = Annotated[list[Annotated[str, msgspec.Meta(max_length=64)]], msgspec.Meta(max_length=10)]
 Cursor = Annotated[str, msgspec.Meta(max_length=200)]
@@ -39,6 +41,7 @@ class Order(msgspec.Struct, kw_only=True):
     completion_note: str | None = None
     rating: int | None = None
     rating_comment: str | None = None
+    payment_state: PaymentState | None = None  # see payment.status; null when the order needs no payment
     created_at: datetime
     updated_at: datetime
 

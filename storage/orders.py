@@ -30,17 +30,21 @@ async def owned_attachments(db: asyncpg.Pool, ids: list[uuid.UUID], owner: str) 
 async def create(db: asyncpg.Pool, order_id: uuid.UUID, *, consumer_id: str, created_by: str, actor_role: str,
                  brand: str, sku: str, service: str, description: str, address_enc: bytes, lat: float,
                  lng: float, attachments: list[uuid.UUID], window_start: datetime | None,
-                 window_end: datetime | None, price_cents: int, currency: str) -> asyncpg.Record:
-    """Insert the order and its first timeline entry in one statement."""
+                 window_end: datetime | None, price_cents: int, currency: str,
+                 paid: bool = False) -> asyncpg.Record:
+    """Insert the order and its first timeline entry in one statement. A `paid` order waits for its
+    payment (state awaiting_payment) before it opens."""
     row: asyncpg.Record = await db.fetchrow(
         "WITH created AS (INSERT INTO orders (id, consumer_id, created_by, brand_id, sku_id, service_type,"
-        " description, address_enc, lat, lng, attachments, window_start, window_end, price_cents, currency)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING *),"
+        " description, address_enc, lat, lng, attachments, window_start, window_end, price_cents, currency,"
+        " state, payment_state)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,"
+        " CASE WHEN $17 THEN 'awaiting_payment' ELSE 'open' END, CASE WHEN $17 THEN 'unpaid' END) RETURNING *),"
         " logged AS (INSERT INTO order_events (order_id, actor_id, actor_role, from_state, to_state)"
         " SELECT id, $3, $16, NULL, state FROM created)"
         " SELECT *, NULL::text AS previous_state FROM created",
         order_id, consumer_id, created_by, brand, sku, service, description, address_enc, lat, lng, attachments,
-        window_start, window_end, price_cents, currency, actor_role)
+        window_start, window_end, price_cents, currency, actor_role, paid)
     return row
 
 
@@ -48,9 +52,9 @@ async def get(db: asyncpg.Pool, order_id: uuid.UUID) -> asyncpg.Record | None:
     return await db.fetchrow("SELECT * FROM orders WHERE id = $1", order_id)
 
 
-async def move(db: asyncpg.Pool, order_id: uuid.UUID, *, from_states: tuple[str, ...], to_state: str,
-               actor_id: str, actor_role: str, guard: str = "TRUE", sets: str = "", args: tuple[Any, ...] = (),
-               details: dict[str, Any] | None = None) -> asyncpg.Record | None:
+async def move(db: asyncpg.Pool | asyncpg.Connection, order_id: uuid.UUID, *, from_states: tuple[str, ...],
+               to_state: str, actor_id: str, actor_role: str, guard: str = "TRUE", sets: str = "",
+               args: tuple[Any, ...] = (), details: dict[str, Any] | None = None) -> asyncpg.Record | None:
     """One state transition as one conditional statement: the row is locked, the transition
     applies only from `from_states` and when `guard` holds, and the timeline entry is written
     with it. None when it did not apply (the caller looks at the order to say why).
@@ -119,9 +123,11 @@ async def open_orders(db: asyncpg.Pool) -> list[asyncpg.Record]:
 
 async def technician_stats(db: asyncpg.Pool, technician: str) -> asyncpg.Record:
     row: asyncpg.Record = await db.fetchrow(
-        "SELECT coalesce(sum(payout_cents), 0) AS earnings, count(*) AS jobs, avg(rating)::float AS average,"
-        " count(rating) AS ratings, min(currency) AS currency"
-        " FROM orders WHERE technician_id = $1 AND state = 'completed'", technician)
+        "SELECT (SELECT coalesce(sum(amount_cents - reversed_cents), 0) FROM transfers WHERE technician_id = $1)"
+        " AS earnings, coalesce(sum(payout_cents) FILTER (WHERE t.order_id IS NULL), 0) AS pending,"
+        " count(*) AS jobs, avg(rating)::float AS average, count(rating) AS ratings, min(o.currency) AS currency"
+        " FROM orders o LEFT JOIN transfers t ON t.order_id = o.id"
+        " WHERE o.technician_id = $1 AND o.state = 'completed'", technician)
     return row
 
 

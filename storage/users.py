@@ -90,3 +90,9 @@ async def locales(db: asyncpg.Pool, user_ids: list[str]) -> dict[str, str]:
     """The preferred language of those of these users who have an account."""
     rows = await db.fetch("SELECT id::text AS id, locale FROM users WHERE id::text = ANY($1::text[])", user_ids)
     return {r["id"]: r["locale"] for r in rows}
+
+
+async def email_of(db: asyncpg.Pool, user_id: str) -> str | None:
+    """The user's e-mail; None for an id with no account (a minted token's subject)."""
+    found: str | None = await db.fetchval("SELECT email FROM users WHERE id::text = $1", user_id)
+    return found

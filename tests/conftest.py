@@ -19,6 +19,7 @@ from handlers.passwords import Passwords
 from protocol.auth import Auth
 from protocol.client import Client
 from storage.embedded import Embedded
+from tests.stripe_server import stripe_server  # noqa: F401  (session fixture: the local Stripe server)
 
 SECRET = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
 # Cheap argon2 parameters: the same code path, without ~50 ms of hashing per sign-up.
@@ -40,7 +41,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str
 @pytest.fixture(scope="session")
 def base_config(servers: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Config:
     return Config(data_dir=tmp_path_factory.mktemp("data"), database_url=servers[0], redis_url=servers[1],
-                  host="127.0.0.1", port=0, secret=SECRET, rate_per_s=1000, rate_burst=1000)
+                  host="127.0.0.1", port=0, http_port=0, secret=SECRET, rate_per_s=1000, rate_burst=1000)
 
 
 GatewayFactory = Callable[..., contextlib.AbstractAsyncContextManager[Gateway]]

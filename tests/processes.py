@@ -25,7 +25,8 @@ def healthz(port: int) -> int:
 class GatewayProcess:
     def __init__(self, *args: str, env: dict[str, str] | None = None, port: int | None = None) -> None:
         self.port = port or free_port()
-        self.args = ["run.py", "serve", "--port", str(self.port), *args]
+        self.http_port = free_port()
+        self.args = ["run.py", "serve", "--port", str(self.port), "--http-port", str(self.http_port), *args]
         self.env = {**os.environ, "LOG_LEVEL": "WARNING", **(env or {})}
         self.process: asyncio.subprocess.Process | None = None
         self.output = b""

@@ -48,6 +48,13 @@ EXAMPLES: dict[str, dict[str, object]] = {
     "chat.typing": {"order_id": NO_ORDER},
     "push.register": {"token": "fcm-token-0123456789"},
     "push.unregister": {"token": "fcm-token-0123456789"},
+    "payment.setup": {},
+    "payment.methods": {},
+    "payment.method.remove": {"payment_method_id": "pm_nope"},
+    "payment.pay": {"order_id": NO_ORDER},
+    "payment.refund": {"order_id": NO_ORDER},
+    "payout.onboard": {},
+    "payout.status": {},
 }
 
 

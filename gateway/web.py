@@ -1,0 +1,90 @@
+"""The gateway's plain-HTTP side, on its own port (the websockets server answers GET only):
+Stripe's webhooks in, the pages Stripe's hosted onboarding sends technicians back to, and
+/healthz and /metrics as on the websocket port."""
+
+import json
+import logging
+from datetime import UTC, datetime, timedelta
+
+import stripe
+from aiohttp import web
+
+from gateway.server import Gateway, RequestContext
+from handlers.context import Identity
+from handlers.errors import GatewayError
+from handlers.stripe_events import apply_event
+
+log = logging.getLogger(__name__)
+MAX_BODY = 1 << 20  # Stripe's events are a few KiB
+BACK_TO_APP = ("<!doctype html><meta charset=utf-8><title>Dispatch</title>"
+               "<p>{text}</p><p>You can close this page and return to the app.</p>\n")
+
+
+def system_context(gateway: Gateway) -> RequestContext:
+    """The identity under which Stripe's events and scheduled jobs act (timeline actor `stripe`)."""
+    return RequestContext(gateway, Identity("stripe", "system", "en", datetime.now(UTC) + timedelta(days=36500)))
+
+
+class WebSide:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.system = system_context(gateway)
+        app = web.Application(client_max_size=MAX_BODY)
+        app.router.add_post("/stripe/webhook", self.webhook)
+        app.router.add_get("/connect/return", self.onboarding_done)
+        app.router.add_get("/connect/refresh", self.onboarding_expired)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/metrics", self.metrics)
+        self._runner = web.AppRunner(app, access_log=None)
+
+    async def start(self) -> None:
+        c = self.gateway.config
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, c.host, c.http_port, reuse_port=c.workers > 1 or None)
+        await site.start()
+
+    @property
+    def port(self) -> int:
+        port: int = self._runner.addresses[0][1]
+        return port
+
+    async def stop(self) -> None:
+        await self._runner.cleanup()
+
+    async def webhook(self, request: web.Request) -> web.Response:
+        """Verify Stripe's signature (and its timestamp's age), store, apply. 400 records nothing;
+        503 asks Stripe to deliver again later (the event is stored, the reconciler also retries)."""
+        access = self.gateway.services.stripe
+        if access is None or not access.settings.webhook_secret:
+            return web.Response(status=404, text="payments are not configured\n")
+        payload = await request.read()
+        try:
+            stripe.Webhook.construct_event(payload, request.headers.get("Stripe-Signature"),
+                                           access.settings.webhook_secret, access.settings.webhook_tolerance_s)
+            event = json.loads(payload)
+        except (ValueError, stripe.SignatureVerificationError) as exc:
+            log.warning("webhook refused: %s", exc)
+            return web.Response(status=400, text="invalid signature or payload\n")
+        try:
+            applied = await apply_event(self.system, event, "webhook")
+        except GatewayError as exc:
+            log.warning("webhook %s stored, not applied yet: %s", event.get("id"), exc)
+            return web.Response(status=503, text="stored; not applied yet\n")
+        return web.json_response({"received": True, "duplicate": not applied})
+
+    async def onboarding_done(self, request: web.Request) -> web.Response:
+        return web.Response(text=BACK_TO_APP.format(text="Thank you: your payout details were sent to Stripe."),
+                            content_type="text/html")
+
+    async def onboarding_expired(self, request: web.Request) -> web.Response:
+        return web.Response(text=BACK_TO_APP.format(text="This link expired. Open payouts in the app for a new one."),
+                            content_type="text/html")
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        checks = await self.gateway.health()
+        ok = all(v == "ok" for v in checks.values())
+        return web.json_response({"status": "ok" if ok else "unavailable", **checks}, status=200 if ok else 503)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.gateway.metrics.exposition(),
+                            content_type="text/plain", charset="utf-8", headers={"Cache-Control": "no-store"})

@@ -1,0 +1,86 @@
+"""Stripe's events, the only way money state changes here: each verified event is stored first
+(deduplicated by id), then applied once, from a webhook or from the reconciler that lists
+recent events, so one whose webhook was lost is applied anyway."""
+
+import asyncio
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from handlers.context import Context
+from handlers.errors import GatewayError
+from handlers.payments import refresh_payment, stripe_of
+from handlers.payouts import refresh_account
+from handlers.stripe_api import calling_stripe
+from storage import lifecycle, payments
+
+log = logging.getLogger(__name__)
+
+
+async def apply_event(ctx: Context, event: dict[str, Any], source: str) -> bool:
+    """Store then apply a verified event; False when it had been applied already. Raises
+    `Unavailable` when Stripe cannot be asked now: the event stays stored and unapplied, and
+    Stripe's retry (or the reconciler) applies it later."""
+    access, db = stripe_of(ctx.services), ctx.services.db
+    event_id, kind = event["id"], event["type"]
+    created = datetime.fromtimestamp(event["created"], UTC)
+    if not await payments.store_event(db, event_id, kind, created, source, json.dumps(event)):
+        return False
+    obj = event["data"]["object"]
+    if kind.startswith("payment_intent."):
+        return await refresh_payment(ctx, access, event_id, obj["id"])
+    if kind.startswith("charge.") and obj.get("payment_intent"):
+        return await refresh_payment(ctx, access, event_id, obj["payment_intent"])
+    if kind == "account.updated":
+        return await refresh_account(ctx, access, event_id, obj["id"])
+    async with db.acquire() as conn, conn.transaction():  # nothing to do for it but remember it
+        applied = await payments.claim_event(conn, event_id)
+        await payments.mark_applied(conn, event_id)
+    return applied
+
+
+async def reconcile(ctx: Context, lookback_s: float) -> int:
+    """Apply the recent events Stripe has that we have not applied (a webhook that never came,
+    or one that came while Stripe could not be asked). Returns how many were applied."""
+    access, db = stripe_of(ctx.services), ctx.services.db
+    since = int(datetime.now(UTC).timestamp() - lookback_s)
+    listed: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"created": {"gte": since}, "limit": 100}
+    with calling_stripe():
+        while True:  # newest first, page by page
+            page = await access.client.v1.events.list_async(params)  # type: ignore[arg-type]
+            listed.extend(e.to_dict() for e in page.data)
+            if not page.has_more or not page.data:
+                break
+            params = {**params, "starting_after": page.data[-1].id}
+    done = await payments.seen_events(db, [e["id"] for e in listed])
+    applied = 0
+    for event in reversed(listed):  # oldest first
+        if event["id"] not in done and await apply_event(ctx, event, "reconcile"):
+            applied += 1
+    return applied
+
+
+async def run_reconciler(ctx: Context, interval_s: float, lookback_s: float) -> None:
+    """Forever (cancel to stop): reconcile events, then schedule any settlement a crash left
+    unscheduled. Every process may run it: applying is exactly-once, scheduling idempotent."""
+    rules = ctx.services.rules
+    while True:
+        try:
+            applied = await reconcile(ctx, lookback_s)
+            if applied:
+                log.info("reconciler applied %d Stripe events that no webhook had brought", applied)
+            await payments.schedule_settlement(ctx.services.db, None, transfer_delay_s=rules.payout_delay_s,
+                                               cancel_fee_bp=rules.cancellation_fee_bp)
+        except (OSError, asyncpg.PostgresError, GatewayError) as exc:
+            if lifecycle.cancelling():
+                raise
+            log.warning("reconciler: %r", exc)
+        except Exception:
+            if lifecycle.cancelling():
+                raise
+            log.exception("reconciler failed")
+        await asyncio.sleep(interval_s)

@@ -1,0 +1,222 @@
+"""Technicians are paid through Stripe Connect: onboarding, the delayed transfer of a completed
+job (amount less the platform fee, from the order's charge), waiting for payouts to be enabled,
+a transfer that fails then succeeds, a refund that reverses the transfer, and gateway processes
+killed between scheduling and executing a transfer (exactly one transfer afterwards)."""
+
+import asyncio
+import uuid
+
+import pytest
+
+from protocol.auth import Auth
+from protocol.client import Client, ErrorReply
+from protocol.location import TechStats
+from protocol.orders import OrderAccept, OrderComplete, OrderDepart, OrderGet, OrderStart
+from protocol.payments import PaymentPay, PaymentRefund, PayoutStatus
+from tests.conftest import SECRET, mint
+from tests.money import (
+    API_KEY,
+    FEE_BP,
+    WEBHOOK_SECRET,
+    app_stripe,
+    complete,
+    onboarded,
+    paid_order,
+    paying_gateway,
+    payment_reaches,
+    posts,
+    save_card,
+    until,
+)
+from tests.processes import GatewayProcess
+from tests.world import order_at, spot
+
+
+@pytest.fixture
+async def gw(make_gateway, stripe_server):
+    async with paying_gateway(make_gateway, stripe_server, payment_policy="pay_at_creation") as served:
+        yield served
+
+
+@pytest.fixture
+def app(stripe_server):
+    return app_stripe(stripe_server)
+
+
+async def transfer_of(gw, order_id):
+    return await gw.services.db.fetchrow("SELECT * FROM transfers WHERE order_id = $1", uuid.UUID(order_id))
+
+
+async def test_onboarding_then_payout_after_the_delay(gw, signed_in, app, stripe_server):
+    consumer, tech, order_id, _ = await paid_order(gw, signed_in, app)
+    before = await tech.request(PayoutStatus())
+    assert (before.account_id, before.payouts_enabled) == (None, False)
+    account = await onboarded(tech)
+    status = await until(lambda: _enabled(tech))
+    assert (status.account_id, status.details_submitted) == (account, True)
+
+    await complete(tech, order_id)
+    queued = await tech.request(PayoutStatus())
+    assert [(t.order_id, t.state) for t in queued.transfers] == [(order_id, "pending")]  # the delay runs
+    done = await until(lambda: transfer_of(gw, order_id))
+    price = (await consumer.request(OrderGet(order_id=order_id))).order.price_cents
+    share = price * (10_000 - FEE_BP) // 10_000
+    transfer = await app.v1.transfers.retrieve_async(done["transfer_id"])
+    intent = await app.v1.payment_intents.retrieve_async(
+        await gw.services.db.fetchval("SELECT intent_id FROM payments WHERE order_id = $1", uuid.UUID(order_id)))
+    assert (transfer.amount, transfer.destination, transfer.transfer_group) == (share, account, f"order-{order_id}")
+    assert transfer.source_transaction == intent.latest_charge
+    stats = await tech.request(TechStats())
+    assert (stats.earnings_cents, stats.pending_cents) == (share, 0)
+    report = await until(lambda: _settled(tech))
+    assert (report.paid_cents, report.transfers[0].transfer_id) == (share, transfer.id)
+
+
+async def _enabled(tech):
+    status = await tech.request(PayoutStatus())
+    return status if status.payouts_enabled else None
+
+
+async def _settled(tech):
+    status = await tech.request(PayoutStatus())
+    return status if status.transfers and status.transfers[0].state == "done" else None
+
+
+async def test_a_payout_waits_until_the_technician_can_receive_it(gw, signed_in, app):
+    _, tech, order_id, _ = await paid_order(gw, signed_in, app)
+    await complete(tech, order_id)
+    waiting = await until(lambda: _state_is(tech, "waiting"))
+    assert waiting.transfers[0].attempts == 0 and waiting.payouts_enabled is False
+    await onboarded(tech)  # account.updated releases it
+    assert await until(lambda: transfer_of(gw, order_id))
+
+
+async def _state_is(tech, state):
+    status = await tech.request(PayoutStatus())
+    return status if status.transfers and status.transfers[0].state == state else None
+
+
+async def test_a_transfer_that_fails_once_is_retried_and_made_once(gw, signed_in, app, stripe_server):
+    _, tech, order_id, _ = await paid_order(gw, signed_in, app)
+    await onboarded(tech)
+    await until(lambda: _enabled(tech))
+    stripe_server.fail("/v1/transfers", times=3)  # the SDK's own two retries fail too: the job's first run fails
+    await complete(tech, order_id)
+    done = await until(lambda: _settled(tech))
+    [item] = done.transfers
+    assert item.attempts == 2 and item.last_error is None
+    made = [r for r in posts(stripe_server, "/v1/transfers") if order_id in (r["idempotency_key"] or "")]
+    assert len(made) == 1
+
+
+async def test_a_refund_after_the_payout_reverses_the_transfer(gw, signed_in, app, stripe_server):
+    consumer, tech, order_id, _ = await paid_order(gw, signed_in, app)
+    await onboarded(tech)
+    await until(lambda: _enabled(tech))
+    await complete(tech, order_id)
+    done = await until(lambda: transfer_of(gw, order_id))
+    admin, _ = await signed_in("admin", gw=gw)
+    await admin.request(PaymentRefund(order_id=order_id, reason="water damage after the visit"))
+    refunded = await payment_reaches(consumer, "refunded")
+    assert refunded.refunded_cents == refunded.amount_cents
+    reversed_transfer = await until(lambda: _reversed(app, done["transfer_id"]))
+    assert reversed_transfer.amount_reversed == done["amount_cents"]
+    stats = await tech.request(TechStats())
+    assert stats.earnings_cents == 0
+    report = await until(lambda: _reversal_recorded(tech))
+    assert report.reversed_cents == done["amount_cents"]
+
+
+async def _reversed(app, transfer_id):
+    transfer = await app.v1.transfers.retrieve_async(transfer_id)
+    return transfer if transfer.reversed else None
+
+
+async def _reversal_recorded(tech):
+    status = await tech.request(PayoutStatus())
+    return status if status.reversed_cents else None
+
+
+async def test_refunds_beyond_the_payment_are_refused(gw, signed_in, app):
+    _, _, order_id, _ = await paid_order(gw, signed_in, app)
+    admin, _ = await signed_in("admin", gw=gw)
+    with pytest.raises(ErrorReply) as refused:
+        await admin.request(PaymentRefund(order_id=order_id, amount_cents=10_000_000))
+    assert refused.value.code == "conflict"
+
+
+# -- processes killed around a transfer --------------------------------------------------------
+def money_process(servers, tmp_path, stripe_server, **env):
+    settings = {"STRIPE_API_KEY": API_KEY, "STRIPE_API_BASE": stripe_server.url,
+                "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET, "PAYMENT_POLICY": "pay_at_creation",
+                "MONEY_POLL_S": "0.05", "MONEY_LEASE_S": "1", "MONEY_RETRY_BASE_S": "0.1", **env}
+    return GatewayProcess("--database-url", servers[0], "--redis-url", servers[1], "--secret", SECRET,
+                          "--data-dir", str(tmp_path), env=settings)
+
+
+async def session(process, gateway, role):
+    user_id, token = mint(gateway, role)
+    client = await Client.connect(process.url)
+    await client.request(Auth(token=token))
+    return client, user_id
+
+
+async def completed_on(process, gateway, stripe_server, app):
+    """On `process`: a paid order, completed by an onboarded technician. Returns (order id, clients)."""
+    name = f"proc-{uuid.uuid4().hex[:8]}"
+    stripe_server.add_webhook(name, f"http://127.0.0.1:{process.http_port}/stripe/webhook", WEBHOOK_SECRET)
+    place = spot()
+    consumer, _ = await session(process, gateway, "consumer")
+    tech, _ = await session(process, gateway, "technician")
+    card = await save_card(consumer, app)
+    order = (await consumer.request(order_at(place))).order
+    await consumer.request(PaymentPay(order_id=order.id, payment_method_id=card))
+    await payment_reaches(consumer, "paid")
+    await onboarded(tech)
+    await until(lambda: _enabled(tech))
+    await tech.request(OrderAccept(order_id=order.id))
+    await complete_accepted(tech, order.id)
+    stripe_server.remove_webhook(name)
+    return order.id, (consumer, tech)
+
+
+async def complete_accepted(tech, order_id):
+    for step in (OrderDepart, OrderStart, OrderComplete):
+        await tech.request(step(order_id=order_id))
+
+
+async def transfers_in_stripe(app, order_id):
+    page = await app.v1.transfers.list_async({"transfer_group": f"order-{order_id}"})
+    return list(page.data)
+
+
+async def test_a_process_killed_before_the_transfer_runs_leaves_it_to_another(
+        gateway, servers, tmp_path, stripe_server, app):
+    first = await money_process(servers, tmp_path, stripe_server, PAYOUT_DELAY_S="2").start()
+    order_id, clients = await completed_on(first, gateway, stripe_server, app)
+    first.process.kill()  # scheduled, not yet due
+    await first.process.wait()
+    for client in clients:
+        await client.close()
+    assert await transfers_in_stripe(app, order_id) == []
+    async with money_process(servers, tmp_path, stripe_server, PAYOUT_DELAY_S="2"):
+        await until(lambda: transfer_of(gateway, order_id), timeout=20)
+        await asyncio.sleep(0.5)
+    assert len(await transfers_in_stripe(app, order_id)) == 1
+
+
+async def test_a_process_killed_during_the_transfer_call_makes_one_transfer(
+        gateway, servers, tmp_path, stripe_server, app):
+    first = await money_process(servers, tmp_path, stripe_server, PAYOUT_DELAY_S="0").start()
+    stripe_server.stall("/v1/transfers", seconds=30, method="POST")
+    order_id, clients = await completed_on(first, gateway, stripe_server, app)
+    await until(lambda: transfers_in_stripe(app, order_id))  # Stripe made it; the answer is held back
+    first.process.kill()
+    await first.process.wait()
+    for client in clients:
+        await client.close()
+    assert await transfer_of(gateway, order_id) is None  # the dead process never recorded it
+    async with money_process(servers, tmp_path, stripe_server, PAYOUT_DELAY_S="0"):
+        recorded = await until(lambda: transfer_of(gateway, order_id), timeout=20)
+    [made] = await transfers_in_stripe(app, order_id)
+    assert recorded["transfer_id"] == made.id
