@@ -22,8 +22,8 @@ from handlers.chat_writer import ChatWriter
 from handlers.context import Rules, Services
 from handlers.fcm import FcmClient
 from handlers.i18n import Catalogs
+from handlers.money import run_scheduler
 from handlers.passwords import Passwords
-from handlers.payouts import run_scheduler
 from handlers.pool import rebuild_if_lost
 from handlers.push import run_worker as push_worker
 from handlers.stripe_api import StripeAccess, StripeSettings

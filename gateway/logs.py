@@ -30,5 +30,5 @@ def setup(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("websockets", "pgserver"):
+    for noisy in ("websockets", "pgserver", "stripe", "httpx"):  # a line per request at INFO
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -11,8 +11,8 @@ import asyncpg
 from handlers.chat import post_system
 from handlers.context import Context
 from handlers.errors import N_, Conflict, Forbidden, NotFound
+from handlers.money import settle
 from handlers.orders import check_attachments, tell_parties
-from handlers.payouts import settle
 from handlers.pool import announce, withdraw
 from handlers.routing import Router
 from handlers.views import parse_id, sight, view

@@ -130,9 +130,11 @@ async def pay(ctx: Context, req: PaymentPay) -> PaymentReply:
     if order["payment_state"] is None:
         raise Conflict(N_("This order needs no payment."))
     row = await payments.payment(db, order["id"])
+    # Paying is for an order that waits for it; a retry after a lost reply gets the payment back.
+    cancelled = order["state"] == "cancelled"
+    if (row is None and order["state"] != "awaiting_payment") or (cancelled and req.payment_method_id):
+        raise Conflict(N_("The order is {state} now."), current_state=order["state"], state=order["state"])
     if row is None:
-        if order["state"] != "awaiting_payment":
-            raise Conflict(N_("The order is {state} now."), current_state=order["state"], state=order["state"])
         customer = await ensure_customer(ctx, access)
         with calling_stripe():
             intent = await access.client.v1.payment_intents.create_async(
@@ -143,15 +145,19 @@ async def pay(ctx: Context, req: PaymentPay) -> PaymentReply:
                 {"idempotency_key": f"intent-{order['id']}"})
         row = await payments.keep_payment(db, order["id"], intent.id, rules.payment_policy, order["price_cents"],
                                           order["currency"])
-    if req.payment_method_id is not None:
-        await own_method(ctx, access, req.payment_method_id)
     with calling_stripe():
         intent = await access.client.v1.payment_intents.retrieve_async(row["intent_id"])
-        if req.payment_method_id is not None and intent.status in ("requires_payment_method",
-                                                                   "requires_confirmation"):
+    if req.payment_method_id is not None and intent.status in ("requires_payment_method", "requires_confirmation"):
+        if order["state"] != "awaiting_payment":
+            raise Conflict(N_("The order is {state} now."), current_state=order["state"], state=order["state"])
+        await own_method(ctx, access, req.payment_method_id)
+        # One confirmation per card and attempt: a retry after a lost reply replays it; a new try of
+        # the same card after a decline (the intent then names the declined charge) is a new one.
+        attempt = intent.latest_charge if isinstance(intent.latest_charge, str) else "first"
+        with calling_stripe():
             intent = await access.client.v1.payment_intents.confirm_async(
                 intent.id, {"payment_method": req.payment_method_id},
-                {"idempotency_key": f"confirm-{order['id']}-{req.payment_method_id}"})
+                {"idempotency_key": f"confirm-{order['id']}-{req.payment_method_id}-{attempt}"})
     return PaymentReply(payment=payment_view(row, order["payment_state"], intent))
 
 

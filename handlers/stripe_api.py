@@ -26,6 +26,7 @@ class StripeSettings:
     webhook_secret: str | None = None
     webhook_tolerance_s: int = 300
     connect_country: str = "US"
+    timeout_s: float = 15.0
 
 
 @dataclass(slots=True)
@@ -38,7 +39,8 @@ class StripeAccess:
     def of(cls, settings: StripeSettings) -> "StripeAccess":
         client = stripe.StripeClient(
             settings.api_key, base_addresses={"api": settings.api_base, "connect": settings.api_base},
-            http_client=stripe.HTTPXClient(), max_network_retries=2)
+            # Bounded: an event is applied while its payment's row is locked, a job while its lease runs.
+            http_client=stripe.HTTPXClient(timeout=settings.timeout_s), max_network_retries=2)
         return cls(client, settings)
 
 
@@ -61,13 +63,22 @@ def calling_stripe() -> Iterator[None]:
         raise Unavailable() from None
 
 
+def charge_figures(intent: Any) -> tuple[int, int, str | None]:
+    """(captured, refunded of what was captured, charge id) of a PaymentIntent retrieved with
+    `expand=["latest_charge"]`. A partial capture releases the rest of the authorization, which
+    Stripe counts in the charge's `amount_refunded`: that part was never paid, so it is left out."""
+    charge = intent.latest_charge
+    if charge is None or isinstance(charge, str):
+        return intent.amount_received or 0, 0, charge
+    captured = getattr(charge, "amount_captured", None) or intent.amount_received or 0
+    released = max(charge.amount - captured, 0) if intent.status == "succeeded" else 0
+    return captured, max(charge.amount_refunded - released, 0), charge.id
+
+
 def payment_state(intent: Any) -> tuple[str, str | None, int, int, str | None]:
     """(payment state, charge id, captured cents, refunded cents, last error) of a PaymentIntent
     retrieved with `expand=["latest_charge"]`."""
-    charge = intent.latest_charge
-    charge_id = charge if isinstance(charge, str) or charge is None else charge.id
-    refunded = charge.amount_refunded if charge is not None and not isinstance(charge, str) else 0
-    captured = intent.amount_received or 0
+    captured, refunded, charge_id = charge_figures(intent)
     error = intent.last_payment_error.message if intent.last_payment_error else None
     status = intent.status
     if status == "succeeded":

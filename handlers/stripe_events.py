@@ -5,6 +5,7 @@ recent events, so one whose webhook was lost is applied anyway."""
 import asyncio
 import json
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +19,7 @@ from handlers.stripe_api import calling_stripe
 from storage import lifecycle, payments
 
 log = logging.getLogger(__name__)
+RECONCILE_MARGIN_S = 600.0  # events are listed again for this long after a pass (clock skew, late commits)
 
 
 async def apply_event(ctx: Context, event: dict[str, Any], source: str) -> bool:
@@ -58,29 +60,37 @@ async def reconcile(ctx: Context, lookback_s: float) -> int:
             params = {**params, "starting_after": page.data[-1].id}
     done = await payments.seen_events(db, [e["id"] for e in listed])
     applied = 0
-    for event in reversed(listed):  # oldest first
-        if event["id"] not in done and await apply_event(ctx, event, "reconcile"):
-            applied += 1
+    for event in reversed(listed):  # oldest first; one that cannot be applied now does not hold up the rest
+        if event["id"] in done:
+            continue
+        try:
+            applied += await apply_event(ctx, event, "reconcile")
+        except (GatewayError, asyncpg.PostgresError) as exc:
+            log.warning("reconciler: event %s not applied: %r", event["id"], exc)
     return applied
 
 
 async def run_reconciler(ctx: Context, interval_s: float, lookback_s: float) -> None:
     """Forever (cancel to stop): reconcile events, then schedule any settlement a crash left
     unscheduled. Every process may run it: applying is exactly-once, scheduling idempotent."""
-    rules = ctx.services.rules
+    rules, db = ctx.services.rules, ctx.services.db
+    since = time.time() - lookback_s
     while True:
-        try:
-            applied = await reconcile(ctx, lookback_s)
-            if applied:
-                log.info("reconciler applied %d Stripe events that no webhook had brought", applied)
-            await payments.schedule_settlement(ctx.services.db, None, transfer_delay_s=rules.payout_delay_s,
-                                               cancel_fee_bp=rules.cancellation_fee_bp)
-        except (OSError, asyncpg.PostgresError, GatewayError) as exc:
-            if lifecycle.cancelling():
-                raise
-            log.warning("reconciler: %r", exc)
-        except Exception:
-            if lifecycle.cancelling():
-                raise
-            log.exception("reconciler failed")
+        began = time.time()
+        for chore in ("events", "settlements"):
+            try:
+                if chore == "events":
+                    # After a full look back at start, only what came since the last pass (and a margin).
+                    applied = await reconcile(ctx, began - since)
+                    since = began - RECONCILE_MARGIN_S
+                    if applied:
+                        log.info("reconciler applied %d Stripe events that no webhook had brought", applied)
+                else:
+                    await payments.schedule_settlement(db, None, transfer_delay_s=rules.payout_delay_s,
+                                                       cancel_fee_bp=rules.cancellation_fee_bp)
+                    await payments.wake_transfers(db)
+            except Exception as exc:
+                if lifecycle.cancelling():
+                    raise
+                log.warning("reconciler (%s): %r", chore, exc)
         await asyncio.sleep(interval_s)

@@ -119,28 +119,29 @@ async def schedule(db: Conn, kind: str, order_id: uuid.UUID, *, step: int = 0, a
 async def schedule_settlement(db: Conn, order_id: uuid.UUID | None, *, transfer_delay_s: float,
                               cancel_fee_bp: int) -> None:
     """Schedule what the order's state and payment state call for (every order touched in the last
-    week when `order_id` is None): capture a completed order's authorization, pay its technician,
-    release a cancelled order's authorization, refund a cancelled paid order (less the cancellation
-    fee once a technician had accepted it). Idempotent: a job exists once."""
+    week when `order_id` is None): capture a completed order's authorization, pay its technician
+    (after the delay), release a cancelled order's authorization (or capture just the cancellation
+    fee once a technician had accepted it), refund a cancelled paid order. Idempotent: a job exists
+    once per (kind, order, step); amounts are worked out when the job first runs."""
     one = "o.id = $1" if order_id is not None else "$1::uuid IS NULL AND o.updated_at > now() - interval '7 days'"
     await db.execute(
-        "INSERT INTO money_jobs (kind, order_id, step, amount_cents, due_at)"
-        " SELECT CASE WHEN o.state = 'completed' AND o.payment_state = 'authorized' THEN 'capture'"
-        "             WHEN o.state = 'completed' THEN 'transfer'"
-        "             WHEN o.payment_state = 'paid' THEN 'refund'"
-        "             ELSE 'cancel' END,"
-        "        o.id, 0,"
-        "        CASE WHEN o.state = 'cancelled' AND o.payment_state = 'paid'"
-        "             THEN p.captured_cents - CASE WHEN o.technician_id IS NULL THEN 0"
-        "                                          ELSE o.price_cents * $3::int / 10000 END END,"
-        "        CASE WHEN o.state = 'completed' AND o.payment_state <> 'authorized'"
-        "             THEN now() + $2 * interval '1 second' ELSE now() END"
-        f" FROM orders o JOIN payments p ON p.order_id = o.id WHERE {one} AND ("
+        "INSERT INTO money_jobs (kind, order_id, amount_cents, due_at)"
+        " SELECT k.kind, o.id, k.amount, k.due FROM orders o JOIN payments p ON p.order_id = o.id"
+        " CROSS JOIN LATERAL (SELECT o.state = 'cancelled' AND o.payment_state = 'authorized'"
+        "                            AND o.technician_id IS NOT NULL AND o.price_cents * $3::int / 10000 > 0 AS fee) f"
+        " CROSS JOIN LATERAL (SELECT"
+        "   CASE WHEN o.state = 'completed' THEN CASE WHEN o.payment_state = 'authorized' THEN 'capture'"
+        "                                             ELSE 'transfer' END"
+        "        WHEN o.payment_state IN ('paid', 'partially_refunded') THEN 'refund'"
+        "        WHEN f.fee THEN 'capture' ELSE 'cancel' END AS kind,"
+        "   CASE WHEN f.fee THEN o.price_cents * $3::int / 10000 END AS amount,"
+        "   CASE WHEN o.state = 'completed' AND o.payment_state <> 'authorized'"
+        "        THEN now() + $2 * interval '1 second' ELSE now() END AS due) k"
+        f" WHERE {one} AND ("
         "  (o.state = 'completed' AND o.payment_state IN ('authorized', 'paid', 'partially_refunded'))"
-        "  OR (o.state = 'cancelled' AND o.payment_state IN ('unpaid', 'failed', 'authorized', 'paid')))"
+        "  OR (o.state = 'cancelled'"
+        "      AND o.payment_state IN ('unpaid', 'failed', 'authorized', 'paid', 'partially_refunded')))"
         " ON CONFLICT DO NOTHING", order_id, transfer_delay_s, cancel_fee_bp)
-    await db.execute("UPDATE money_jobs SET state = 'skipped', updated_at = now()"
-                     " WHERE kind = 'refund' AND step = 0 AND state = 'pending' AND amount_cents <= 0")
 
 
 async def claim_jobs(db: Conn, limit: int, lease_s: float) -> list[asyncpg.Record]:
@@ -156,21 +157,45 @@ async def claim_jobs(db: Conn, limit: int, lease_s: float) -> list[asyncpg.Recor
     return rows
 
 
-async def finish_job(db: Conn, job_id: int, state: str, *, result: str | None = None, error: str | None = None,
-                     retry_in_s: float | None = None, uncount: bool = False) -> None:
+async def finish_job(db: Conn, job: asyncpg.Record, state: str, *, result: str | None = None,
+                     error: str | None = None, retry_in_s: float | None = None, uncount: bool = False) -> None:
     """Record a run: done, skipped, failed, waiting (for the technician's account), or pending again
-    after `retry_in_s`. `uncount` takes back the attempt (waiting is not failing)."""
+    after `retry_in_s`. `uncount` takes back the attempt (waiting is not failing). Only the run that
+    holds the job records (a runner whose lease ran out and was taken over records nothing)."""
     await db.execute(
         "UPDATE money_jobs SET state = $2, result = coalesce($3, result), last_error = $4, lease_until = NULL,"
         " due_at = CASE WHEN $5::float8 IS NULL THEN due_at ELSE now() + $5 * interval '1 second' END,"
-        " attempts = attempts - $6::int, updated_at = now() WHERE id = $1",
-        job_id, state, result, error, retry_in_s, int(uncount))
+        " attempts = attempts - $6::int, updated_at = now() WHERE id = $1 AND state = 'running' AND attempts = $7",
+        job["id"], state, result, error, retry_in_s, int(uncount), job["attempts"])
 
 
-async def wake_transfers(db: Conn, technician: str) -> int:
+async def decide(conn: asyncpg.Connection, job: asyncpg.Record, request: str) -> str:
+    """Fix the Stripe request a job makes, once: every later run replays exactly this one (same
+    parameters, same idempotency key), whatever changed meanwhile. Returns the request that stands."""
+    stood: str = await conn.fetchval(
+        "UPDATE money_jobs SET request = coalesce(request, $2::jsonb) WHERE id = $1 RETURNING request::text",
+        job["id"], request)
+    return stood
+
+
+async def lock_order(conn: asyncpg.Connection, order_id: uuid.UUID) -> bool:
+    """Take the order's money lock for this connection's session (one job per order at a time,
+    across processes; released when the session ends, so a dead process frees it)."""
+    taken: bool = await conn.fetchval("SELECT pg_try_advisory_lock(hashtextextended($1::uuid::text, 5))", order_id)
+    return taken
+
+
+async def unlock_order(conn: asyncpg.Connection, order_id: uuid.UUID) -> None:
+    await conn.execute("SELECT pg_advisory_unlock(hashtextextended($1::uuid::text, 5))", order_id)
+
+
+async def wake_transfers(db: Conn, technician: str | None = None) -> int:
+    """Transfers waiting for a technician's payouts, released now that they are enabled (the
+    technician's, or everyone's whose account is enabled: the sweep for a wake-up that raced)."""
     status: str = await db.execute(
         "UPDATE money_jobs SET state = 'pending', updated_at = now() WHERE kind = 'transfer' AND state = 'waiting'"
-        " AND order_id IN (SELECT id FROM orders WHERE technician_id = $1)", technician)
+        " AND order_id IN (SELECT o.id FROM orders o JOIN payout_accounts a ON a.user_id = o.technician_id"
+        "                  WHERE a.payouts_enabled AND ($1::text IS NULL OR o.technician_id = $1))", technician)
     return int(status.split()[-1])
 
 
@@ -196,6 +221,7 @@ async def transfer(db: Conn, order_id: uuid.UUID) -> asyncpg.Record | None:
 
 
 async def record_reversal(db: Conn, order_id: uuid.UUID, reversed_total: int) -> None:
+    """Record the transfer's reversed total as Stripe reports it."""
     await db.execute("UPDATE transfers SET reversed_cents = greatest(reversed_cents, $2) WHERE order_id = $1",
                      order_id, reversed_total)
 

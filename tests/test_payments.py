@@ -14,7 +14,7 @@ import pytest
 
 from protocol.client import ErrorReply
 from protocol.orders import OrderAccept, OrderCancel, OrderGet, OrderTimeline
-from protocol.payments import PaymentMethodRemove, PaymentMethods, PaymentPay, PaymentSetup
+from protocol.payments import PaymentMethodRemove, PaymentMethods, PaymentPay, PaymentRefund, PaymentSetup
 from tests.money import (
     WEBHOOK_SECRET,
     app_stripe,
@@ -239,3 +239,49 @@ async def test_a_lost_webhook_is_applied_by_the_reconciler(make_gateway, stripe_
         assert (await consumer.request(OrderGet(order_id=order.id))).order.state == "open"
         dropped = [d for d in stripe_server.deliveries() if d["type"] == "payment_intent.succeeded" and d["dropped"]]
         assert dropped and (await stored(gw, dropped[-1]["id"]))["source"] == "reconcile"
+
+
+async def test_cancelling_after_acceptance_captures_only_the_fee(pay_later, signed_in, app):
+    consumer, tech, order_id, _ = await paid_order(pay_later, signed_in, app)
+    await tech.request(OrderAccept(order_id=order_id))
+    await consumer.request(OrderCancel(order_id=order_id))
+    [job] = [j for j in await until(lambda: _settled_jobs(pay_later, order_id))]
+    price = (await consumer.request(OrderGet(order_id=order_id))).order.price_cents
+    assert (job["kind"], job["amount_cents"]) == ("capture", price * 1000 // 10_000)
+    pay = await until(lambda: _captured(pay_later, order_id))
+    assert pay["captured_cents"] - pay["refunded_cents"] == price * 1000 // 10_000  # the consumer pays the fee
+
+
+async def _settled_jobs(gw, order_id):
+    found = await jobs(gw, order_id)
+    return found if found and all(j["state"] == "done" for j in found) else None
+
+
+async def _captured(gw, order_id):
+    return await gw.services.db.fetchrow("SELECT * FROM payments WHERE order_id = $1 AND captured_cents > 0",
+                                         uuid.UUID(order_id))
+
+
+async def test_cancelling_after_a_partial_refund_refunds_the_rest(pay_first, signed_in, app):
+    consumer, _, order_id, _ = await paid_order(pay_first, signed_in, app)
+    admin, _ = await signed_in("admin", gw=pay_first)
+    await admin.request(PaymentRefund(order_id=order_id, amount_cents=1000, reason="goodwill"))
+    await payment_reaches(consumer, "partially_refunded")
+    await consumer.request(OrderCancel(order_id=order_id))  # nobody had accepted it: no fee
+    status = await payment_reaches(consumer, "refunded")
+    assert status.refunded_cents == status.amount_cents
+    refunds = [j for j in await jobs(pay_first, order_id) if j["kind"] == "refund"]
+    assert sorted(json.loads(j["request"])["amount"] for j in refunds) == sorted([1000, status.amount_cents - 1000])
+
+
+async def test_a_cancelled_order_cannot_be_paid_afterwards(pay_later, signed_in, app):
+    consumer, _ = await signed_in("consumer", gw=pay_later)
+    card = await save_card(consumer, app)
+    order = (await consumer.request(order_at(spot()))).order
+    intent = (await consumer.request(PaymentPay(order_id=order.id))).payment  # created, not confirmed
+    await consumer.request(OrderCancel(order_id=order.id))
+    await payment_reaches(consumer, "canceled")  # the unconfirmed intent is cancelled at Stripe
+    with pytest.raises(ErrorReply) as refused:
+        await consumer.request(PaymentPay(order_id=order.id, payment_method_id=card))
+    assert refused.value.code == "conflict"
+    assert (await app.v1.payment_intents.retrieve_async(intent.intent_id)).status == "canceled"

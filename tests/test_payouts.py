@@ -121,10 +121,59 @@ async def test_a_refund_after_the_payout_reverses_the_transfer(gw, signed_in, ap
     assert refunded.refunded_cents == refunded.amount_cents
     reversed_transfer = await until(lambda: _reversed(app, done["transfer_id"]))
     assert reversed_transfer.amount_reversed == done["amount_cents"]
-    stats = await tech.request(TechStats())
-    assert stats.earnings_cents == 0
     report = await until(lambda: _reversal_recorded(tech))
     assert report.reversed_cents == done["amount_cents"]
+    assert (await tech.request(TechStats())).earnings_cents == 0
+
+
+async def test_partial_refunds_take_back_the_technicians_share_of_each(gw, signed_in, app):
+    _, tech, order_id, _ = await paid_order(gw, signed_in, app)
+    await onboarded(tech)
+    await until(lambda: _enabled(tech))
+    await complete(tech, order_id)
+    done = await until(lambda: transfer_of(gw, order_id))
+    admin, _ = await signed_in("admin", gw=gw)
+    await admin.request(PaymentRefund(order_id=order_id, amount_cents=2000))
+    await admin.request(PaymentRefund(order_id=order_id, amount_cents=3000))  # queued behind the first
+    await until(lambda: _refunded(gw, order_id, 5000))
+    price, share = await gw.services.db.fetchval("SELECT captured_cents FROM payments WHERE order_id = $1",
+                                                 uuid.UUID(order_id)), done["amount_cents"]
+    expected = share * 5000 // price
+    transfer = await until(lambda: _reversed_by(app, done["transfer_id"], expected))
+    await asyncio.sleep(0.5)  # and nothing more follows
+    transfer = await app.v1.transfers.retrieve_async(done["transfer_id"])
+    assert transfer.amount_reversed == expected
+    stats = await until(lambda: _earning(tech, share - expected))
+    assert stats.earnings_cents == share - expected
+
+
+async def _refunded(gw, order_id, cents):
+    return await gw.services.db.fetchval("SELECT refunded_cents >= $2 FROM payments WHERE order_id = $1",
+                                         uuid.UUID(order_id), cents)
+
+
+async def _reversed_by(app, transfer_id, cents):
+    transfer = await app.v1.transfers.retrieve_async(transfer_id)
+    return transfer if transfer.amount_reversed >= cents else None
+
+
+async def _earning(tech, cents):
+    stats = await tech.request(TechStats())
+    return stats if stats.earnings_cents == cents else None
+
+
+async def test_a_lost_account_update_is_applied_by_the_reconciler(make_gateway, stripe_server, signed_in, app):
+    async with paying_gateway(make_gateway, stripe_server, payment_policy="pay_at_creation",
+                              reconcile_interval_s=0.5, reconcile_lookback_s=120) as served:
+        _, tech, order_id, _ = await paid_order(served, signed_in, app)
+        await complete(tech, order_id)
+        await until(lambda: _state_is(tech, "waiting"))
+        stripe_server.drop("account.updated")
+        try:
+            await onboarded(tech)
+            assert await until(lambda: transfer_of(served, order_id))  # released without the webhook
+        finally:
+            stripe_server.drop()
 
 
 async def _reversed(app, transfer_id):
@@ -220,3 +269,35 @@ async def test_a_process_killed_during_the_transfer_call_makes_one_transfer(
         recorded = await until(lambda: transfer_of(gateway, order_id), timeout=20)
     [made] = await transfers_in_stripe(app, order_id)
     assert recorded["transfer_id"] == made.id
+
+
+async def test_a_refund_between_a_dead_transfer_call_and_its_retry_is_reversed(
+        gateway, servers, tmp_path, stripe_server, app):
+    """The transfer's amount was decided and sent when the process died; the order is refunded
+    before another process retries. The retry replays the same transfer (Stripe made it), records
+    it, and the refund takes it back: nothing paid out for a refunded job, every cent accounted."""
+    first = await money_process(servers, tmp_path, stripe_server, PAYOUT_DELAY_S="0").start()
+    stripe_server.stall("/v1/transfers", seconds=30, method="POST")
+    order_id, clients = await completed_on(first, gateway, stripe_server, app)
+    [made] = await until(lambda: transfers_in_stripe(app, order_id))
+    first.process.kill()
+    await first.process.wait()
+    for client in clients:
+        await client.close()
+    async with money_process(servers, tmp_path, stripe_server, PAYOUT_DELAY_S="0") as second:
+        name = f"proc-{uuid.uuid4().hex[:8]}"
+        stripe_server.add_webhook(name, f"http://127.0.0.1:{second.http_port}/stripe/webhook", WEBHOOK_SECRET)
+        try:
+            admin, _ = await session(second, gateway, "admin")
+            await admin.request(PaymentRefund(order_id=order_id, reason="job redone by another company"))
+            await until(lambda: _reversed(app, made.id), timeout=20)
+            recorded = await until(lambda: _fully_reversed(gateway, order_id), timeout=20)
+            await admin.close()
+        finally:
+            stripe_server.remove_webhook(name)
+    assert recorded["transfer_id"] == made.id and len(await transfers_in_stripe(app, order_id)) == 1
+
+
+async def _fully_reversed(gw, order_id):
+    row = await transfer_of(gw, order_id)
+    return row if row and row["reversed_cents"] == row["amount_cents"] else None

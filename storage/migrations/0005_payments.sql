@@ -61,8 +61,9 @@ CREATE TABLE money_jobs (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     kind        text NOT NULL CHECK (kind IN ('capture', 'cancel', 'refund', 'transfer', 'reversal')),
     order_id    uuid NOT NULL REFERENCES orders (id),
-    step        integer NOT NULL DEFAULT 0,   -- refunds and reversals: the refunded total they settle
-    amount_cents integer,                     -- refunds: how much; others work it out when they run
+    step        integer NOT NULL DEFAULT 0,   -- admin refunds: 1, 2...; reversals: the refunded total they settle
+    amount_cents integer,                     -- an admin's refund, a cancellation fee to capture
+    request     jsonb,                        -- the Stripe request, fixed by the first run, replayed by any rerun
     due_at      timestamptz NOT NULL DEFAULT now(),
     state       text NOT NULL DEFAULT 'pending'
                 CHECK (state IN ('pending', 'running', 'waiting', 'done', 'skipped', 'failed')),
@@ -76,6 +77,7 @@ CREATE TABLE money_jobs (
     UNIQUE (kind, order_id, step)
 );
 CREATE INDEX money_jobs_due ON money_jobs (due_at) WHERE state IN ('pending', 'running');
+CREATE INDEX money_jobs_order ON money_jobs (order_id);
 
 -- Executed transfers to technicians; tech.stats earnings are these minus their reversals.
 CREATE TABLE transfers (
