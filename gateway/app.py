@@ -19,12 +19,13 @@ from gateway.delivery import Hub
 from gateway.server import Gateway
 from gateway.web import WebSide
 from handlers.chat_writer import ChatWriter
-from handlers.context import Rules, Services
+from handlers.context import Context, Rules, Services
 from handlers.fcm import FcmClient
 from handlers.i18n import Catalogs
 from handlers.money import run_scheduler
 from handlers.passwords import Passwords
 from handlers.pool import rebuild_if_lost
+from handlers.pool import repair as repair_pool
 from handlers.push import run_worker as push_worker
 from handlers.stripe_api import StripeAccess, StripeSettings
 from handlers.stripe_events import run_reconciler
@@ -131,11 +132,11 @@ class Running:
         await hub.start()
         self.gateway = Gateway(c, services, hub)
         await self.gateway.start(self.sock)
-        self.gateway.spawn(upkeep(services, c.sweep_interval_s))
         self.fcm = FcmClient(Path(c.fcm_credentials), c.fcm_endpoint) if c.fcm_credentials else None
         self.gateway.spawn(push_worker(services, self.fcm))
         self.web = WebSide(self.gateway)
         await self.web.start()
+        self.gateway.spawn(upkeep(self.web.system, c.sweep_interval_s))
         self.gateway.http_port = self.web.port
         if services.stripe is not None:
             services.stripe.public_url = c.public_url or f"http://{c.host}:{self.web.port}"
@@ -167,16 +168,18 @@ class Running:
         log.debug("closed")
 
 
-async def upkeep(services: Services, interval_s: float) -> None:
+async def upkeep(ctx: Context, interval_s: float) -> None:
     """Periodic chores of every process (all idempotent): drop stale positions from matching,
-    rebuild the order pool if Redis lost it."""
+    rebuild the order pool if Redis lost it, announce open orders whose announcement was lost."""
+    services = ctx.services
     while True:
         await asyncio.sleep(interval_s)
         try:
             swept = await geo.sweep_stale(services.redis, services.rules.stale_after_s)
             if swept:
                 log.info("swept %d stale technician positions", swept)
-            await rebuild_if_lost(services)
+            if not await rebuild_if_lost(services) and (repaired := await repair_pool(ctx)):
+                log.warning("announced %d open orders missing from the pool", repaired)
         except (OSError, aioredis.RedisError, asyncpg.PostgresError) as exc:
             if lifecycle.cancelling():
                 raise

@@ -29,6 +29,20 @@ async def rebuild_if_lost(services: Services) -> bool:
     return await geo.ensure_pool(services.redis, load)
 
 
+async def repair(ctx: Context, settled_s: float = 10.0) -> int:
+    """Announce the open orders PostgreSQL has and the pool lacks: a process that died between
+    committing an order's opening and announcing it (creation, payment, release) lost the
+    announcement. Orders that changed meanwhile (accepted, cancelled) leave the pool again."""
+    db, redis = ctx.services.db, ctx.services.redis
+    missing = await geo.pool_missing(redis, await orders.settled_open_ids(db, settled_s))
+    for row in await orders.rows(db, missing):
+        await announce(ctx, row, frozenset(await orders.decliners(db, row["id"])))
+    if missing:
+        moved = [str(r["id"]) for r in await orders.rows(db, missing) if r["state"] != "open"]
+        await geo.pool_remove(redis, moved)
+    return len(missing)
+
+
 async def announce(ctx: Context, row: asyncpg.Record, exclude: frozenset[str] = frozenset()) -> int:
     """Put the order in the pool and send `order.available` to every on-duty technician in its
     radius whose filters it matches; returns how many were told."""

@@ -186,6 +186,16 @@ async def pool_add(redis: aioredis.Redis, entry: PoolEntry) -> None:
     await pipe.execute()
 
 
+async def pool_missing(redis: aioredis.Redis, order_ids: list[str]) -> list[str]:
+    """Of these orders, the ones not in the pool."""
+    missing = []
+    for start in range(0, len(order_ids), 1000):
+        chunk = order_ids[start:start + 1000]
+        metas: Any = await redis.hmget(POOL_META, chunk)
+        missing += [o for o, meta in zip(chunk, metas, strict=True) if meta is None]
+    return missing
+
+
 async def pool_remove(redis: aioredis.Redis, order_ids: Iterable[str]) -> None:
     ids = list(order_ids)
     metas: Any = await redis.hmget(POOL_META, ids) if ids else []

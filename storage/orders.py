@@ -121,6 +121,18 @@ async def open_orders(db: asyncpg.Pool) -> list[asyncpg.Record]:
     return rows
 
 
+async def settled_open_ids(db: asyncpg.Pool, older_than_s: float) -> list[str]:
+    """Open orders last changed more than `older_than_s` ago (their announcement is long done)."""
+    found = await db.fetch("SELECT id FROM orders WHERE state = 'open'"
+                           " AND updated_at < now() - $1 * interval '1 second'", older_than_s)
+    return [str(r["id"]) for r in found]
+
+
+async def rows(db: asyncpg.Pool, order_ids: list[str]) -> list[asyncpg.Record]:
+    found: list[asyncpg.Record] = await db.fetch("SELECT * FROM orders WHERE id = ANY($1::uuid[])", order_ids)
+    return found
+
+
 async def technician_stats(db: asyncpg.Pool, technician: str) -> asyncpg.Record:
     row: asyncpg.Record = await db.fetchrow(
         "SELECT (SELECT coalesce(sum(amount_cents - reversed_cents), 0) FROM transfers WHERE technician_id = $1)"

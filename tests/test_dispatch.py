@@ -214,3 +214,19 @@ async def test_nearby_bad_arguments(gateway, signed_in, request_fields):
     tech, _ = await technician(signed_in, spot())
     reply, _ = await tech.call("order.nearby", request_fields)
     assert reply["code"] == "bad_request"
+
+
+async def test_an_open_order_whose_announcement_was_lost_is_announced_by_the_sweep(make_gateway, signed_in):
+    """A process that dies between committing an order's opening and announcing it: the order is
+    open in PostgreSQL, absent from the pool. The periodic sweep announces it."""
+    async with make_gateway(sweep_interval_s=0.2) as gw:
+        place = spot()
+        consumer, _ = await signed_in("consumer", gw=gw)
+        order = (await consumer.request(order_at(place))).order
+        await geo.pool_remove(gw.services.redis, [order.id])  # the announcement that never happened
+        await gw.services.db.execute("UPDATE orders SET updated_at = now() - interval '1 minute' WHERE id = $1::uuid",
+                                     order.id)
+        tech, _ = await technician(signed_in, place, connect={"gw": gw})
+        [offered] = await events(tech, "order.available", timeout=10)
+        assert offered.order.id == order.id
+        assert [o.order.id for o in (await tech.request(OrderNearby())).orders] == [order.id]
