@@ -5,6 +5,7 @@ An event is stored first (deduplicated by its id), then applied in one transacti
 the order's payment, reads the PaymentIntent afresh from Stripe and records what it says. So a
 duplicate is applied once, and an old event delivered late cannot undo a newer state."""
 
+import json
 import logging
 from typing import Any
 
@@ -21,8 +22,11 @@ from handlers.stripe_api import StripeAccess, calling_stripe, payment_state
 from handlers.views import visible_order
 from protocol.frames import Empty
 from protocol.payments import (
+    Audit,
     MethodList,
+    MoneyJob,
     Payment,
+    PaymentAudit,
     PaymentMethodRemove,
     PaymentMethods,
     PaymentPay,
@@ -30,6 +34,7 @@ from protocol.payments import (
     PaymentReply,
     PaymentSetup,
     PaymentStatus,
+    PayoutView,
     SavedMethod,
     SetupReply,
 )
@@ -182,6 +187,29 @@ async def refund(ctx: Context, req: PaymentRefund) -> PaymentReply:
         await payments.schedule(conn, "refund", order["id"], step=1 + max((j["step"] for j in jobs), default=0),
                                 amount=amount, note=req.reason)
     return PaymentReply(payment=payment_view(row, order["payment_state"]))
+
+
+def _asked(job: asyncpg.Record) -> int | None:
+    if job["request"] is None:
+        return job["amount_cents"]  # type: ignore[no-any-return]
+    request = json.loads(job["request"])
+    return request.get("amount", request.get("amount_to_capture"))  # type: ignore[no-any-return]
+
+
+@router.route(PaymentAudit, roles=["admin"])
+async def audit(ctx: Context, req: PaymentAudit) -> Audit:
+    db = ctx.services.db
+    order, _ = await visible_order(ctx, req.order_id)
+    row, done = await payments.payment(db, order["id"]), await payments.transfer(db, order["id"])
+    jobs = [MoneyJob(kind=j["kind"], step=j["step"], state=j["state"], attempts=j["attempts"], due_at=j["due_at"],
+                     updated_at=j["updated_at"], result=j["result"], last_error=j["last_error"], note=j["note"],
+                     amount_cents=_asked(j))
+            for j in await payments.jobs_of(db, order["id"])]
+    payout = PayoutView(transfer_id=done["transfer_id"], technician_id=done["technician_id"],
+                        amount_cents=done["amount_cents"], reversed_cents=done["reversed_cents"],
+                        currency=done["currency"]) if done else None
+    return Audit(order_id=str(order["id"]), payment=payment_view(row, order["payment_state"]) if row else None,
+                 payout=payout, jobs=jobs)
 
 
 # -- applying Stripe's events (see handlers.stripe_events) -------------------------------------

@@ -47,6 +47,7 @@ REQUESTS: tuple[type[Request], ...] = (
     payments.PaymentMethodRemove,
     payments.PaymentPay,
     payments.PaymentRefund,
+    payments.PaymentAudit,
     payments.PayoutOnboard,
     payments.PayoutStatus,
     admin.Notify,

@@ -89,6 +89,44 @@ class PaymentRefund(Request, tag="payment.refund"):
     reply = PaymentReply
 
 
+class MoneyJob(msgspec.Struct, kw_only=True):
+    """One scheduled call that moves money: capture, cancel, refund, transfer or reversal."""
+
+    kind: Literal["capture", "cancel", "refund", "transfer", "reversal"]
+    step: int
+    state: Literal["pending", "running", "waiting", "done", "skipped", "failed"]
+    attempts: int
+    due_at: datetime
+    updated_at: datetime
+    amount_cents: int | None = None  # what it asked Stripe for (once decided)
+    result: str | None = None  # the Stripe object it made or changed
+    last_error: str | None = None
+    note: str | None = None
+
+
+class PayoutView(msgspec.Struct, kw_only=True):
+    transfer_id: str
+    technician_id: str
+    amount_cents: int
+    reversed_cents: int
+    currency: str
+
+
+class Audit(Reply):
+    order_id: str
+    payment: Payment | None = None
+    payout: PayoutView | None = None
+    jobs: list[MoneyJob] = []
+
+
+class PaymentAudit(Request, tag="payment.audit"):
+    """Admin: an order's money trail: its payment as last reported by Stripe, the payout to its
+    technician, and every scheduled Stripe call with its outcome and errors."""
+
+    order_id: OrderId
+    reply = Audit
+
+
 class PaymentStatus(Event, tag="payment.status"):
     """An order's payment state changed (sent to its consumer and technician)."""
 

@@ -12,7 +12,7 @@ from protocol.auth import Auth
 from protocol.client import Client, ErrorReply
 from protocol.location import TechStats
 from protocol.orders import OrderAccept, OrderComplete, OrderDepart, OrderGet, OrderStart
-from protocol.payments import PaymentPay, PaymentRefund, PayoutStatus
+from protocol.payments import PaymentAudit, PaymentPay, PaymentRefund, PayoutStatus
 from tests.conftest import SECRET, mint
 from tests.money import (
     API_KEY,
@@ -124,6 +124,13 @@ async def test_a_refund_after_the_payout_reverses_the_transfer(gw, signed_in, ap
     report = await until(lambda: _reversal_recorded(tech))
     assert report.reversed_cents == done["amount_cents"]
     assert (await tech.request(TechStats())).earnings_cents == 0
+    trail = await admin.request(PaymentAudit(order_id=order_id))  # every cent traceable
+    assert [(j.kind, j.state) for j in trail.jobs] == [("transfer", "done"), ("refund", "done"), ("reversal", "done")]
+    transfer_job, refund_job, reversal_job = trail.jobs
+    assert (transfer_job.amount_cents, transfer_job.result) == (done["amount_cents"], done["transfer_id"])
+    assert (refund_job.amount_cents, refund_job.note) == (refunded.amount_cents, "water damage after the visit")
+    assert reversal_job.amount_cents == done["amount_cents"] and reversal_job.result.startswith("trr_")
+    assert (trail.payment.state, trail.payout.reversed_cents) == ("refunded", done["amount_cents"])
 
 
 async def test_partial_refunds_take_back_the_technicians_share_of_each(gw, signed_in, app):

@@ -53,6 +53,7 @@ EXAMPLES: dict[str, dict[str, object]] = {
     "payment.method.remove": {"payment_method_id": "pm_nope"},
     "payment.pay": {"order_id": NO_ORDER},
     "payment.refund": {"order_id": NO_ORDER},
+    "payment.audit": {"order_id": NO_ORDER},
     "payout.onboard": {},
     "payout.status": {},
 }
