@@ -48,13 +48,20 @@ async def run_scheduler(ctx: Context) -> None:
 async def run_job(ctx: Context, job: asyncpg.Record) -> None:
     rules = ctx.services.rules
     async with ctx.services.db.acquire() as conn:
-        if not await payments.lock_order(conn, job["order_id"]):  # another job of this order is running
-            await payments.finish_job(conn, job, "pending", retry_in_s=rules.money_poll_s, uncount=True)
-            return
+        held: bool | None = None  # unknown until the lock query answers
         try:
+            held = await payments.lock_order(conn, job["order_id"])
+            if not held:  # another job of this order is running
+                await payments.finish_job(conn, job, "pending", retry_in_s=rules.money_poll_s, uncount=True)
+                return
             await _attempt(ctx, conn, job)
         finally:
-            await payments.unlock_order(conn, job["order_id"])
+            if held is not False:
+                try:
+                    await payments.unlock_order(conn, job["order_id"])
+                except BaseException:
+                    conn.terminate()  # a session that may still hold the lock must not go back to the pool
+                    raise
 
 
 async def _attempt(ctx: Context, conn: asyncpg.Connection, job: asyncpg.Record) -> None:
@@ -70,7 +77,15 @@ async def _attempt(ctx: Context, conn: asyncpg.Connection, job: asyncpg.Record) 
             request = json.loads(job["request"])
         result = await kind.send(ctx, job, request)
         await kind.record(ctx, job, request, result)
-    except (stripe.StripeError, GatewayError) as exc:
+    except Exception as exc:
+        if lifecycle.cancelling():
+            raise
+        if not isinstance(exc, stripe.StripeError | GatewayError):
+            log.exception("%s of order %s", job["kind"], job["order_id"])
+        if isinstance(exc, stripe.InvalidRequestError | stripe.CardError):
+            # Refused outright, so it moved nothing: the next run decides again from the new figures
+            # (a refund may have landed between deciding a transfer and sending it).
+            await payments.redecide(conn, job)
         error = str(getattr(exc, "user_message", None) or exc)[:500]
         if job["attempts"] >= rules.money_max_attempts:
             log.error("%s of order %s failed for good after %d attempts: %s", job["kind"], job["order_id"],
@@ -86,7 +101,7 @@ async def _attempt(ctx: Context, conn: asyncpg.Connection, job: asyncpg.Record) 
 
 
 def _key(job: asyncpg.Record) -> stripe.RequestOptions:
-    return {"idempotency_key": f"{job['kind']}-{job['order_id']}-{job['step']}"}
+    return {"idempotency_key": f"{job['kind']}-{job['order_id']}-{job['step']}-{job['generation']}"}
 
 
 async def _charge_of(ctx: Context, intent_id: str) -> tuple[int, int, str | None]:
@@ -140,6 +155,7 @@ async def _decide_refund(ctx: Context, job: asyncpg.Record) -> Decision:
         amount = captured - fee - refunded
     else:
         amount = min(job["amount_cents"] or 0, captured - refunded)
+    amount = min(amount, captured - refunded - await payments.in_flight(ctx.services.db, job))
     if amount <= 0:
         return "skipped"
     return {"intent": info["intent_id"], "amount": amount, "reason": job["note"] or ""}
@@ -209,7 +225,7 @@ async def _decide_reversal(ctx: Context, job: asyncpg.Record) -> Decision:
                  // (pay["captured_cents"] - done["refunded_basis"]))
     transfer = await stripe_of(ctx.services).client.v1.transfers.retrieve_async(done["transfer_id"])
     await payments.record_reversal(db, job["order_id"], transfer.amount_reversed)
-    amount = target - transfer.amount_reversed
+    amount = target - transfer.amount_reversed - await payments.in_flight(db, job)  # and what siblings will reverse
     if amount <= 0:
         return "skipped"
     return {"transfer_id": done["transfer_id"], "amount": amount}

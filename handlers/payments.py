@@ -96,11 +96,11 @@ async def own_method(ctx: Context, access: StripeAccess, method_id: str) -> str:
     """The caller's customer id when `method_id` is one of their saved methods; else not_found."""
     assert ctx.identity is not None
     customer = await payments.customer_id(ctx.services.db, ctx.identity.user_id)
-    try:
-        with calling_stripe():
+    with calling_stripe():
+        try:
             method = await access.client.v1.payment_methods.retrieve_async(method_id)
-    except stripe.InvalidRequestError:
-        method = None
+        except stripe.InvalidRequestError:  # no such method: the same answer as someone else's
+            method = None
     if customer is None or method is None or method.customer != customer:
         raise NotFound(N_("No such payment method."))
     return customer
@@ -179,7 +179,10 @@ async def refund(ctx: Context, req: PaymentRefund) -> PaymentReply:
     async with db.acquire() as conn, conn.transaction():
         await conn.execute("SELECT 1 FROM payments WHERE order_id = $1 FOR UPDATE", order["id"])
         jobs = [j for j in await payments.jobs_of(conn, order["id"]) if j["kind"] == "refund"]
-        pending = sum(j["amount_cents"] or 0 for j in jobs if j["state"] in ("pending", "running"))
+        unfinished = [j for j in jobs if j["state"] in ("pending", "running")]
+        if any(j["amount_cents"] is None and j["request"] is None for j in unfinished):
+            raise Conflict(N_("A refund of this order is being worked out. Please try again shortly."))
+        pending = sum(_asked(j) or 0 for j in unfinished)
         left = row["captured_cents"] - row["refunded_cents"] - pending
         amount = req.amount_cents or left
         if amount > left or amount <= 0:

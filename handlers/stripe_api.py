@@ -64,15 +64,14 @@ def calling_stripe() -> Iterator[None]:
 
 
 def charge_figures(intent: Any) -> tuple[int, int, str | None]:
-    """(captured, refunded of what was captured, charge id) of a PaymentIntent retrieved with
-    `expand=["latest_charge"]`. A partial capture releases the rest of the authorization, which
-    Stripe counts in the charge's `amount_refunded`: that part was never paid, so it is left out."""
+    """(captured, refunded, charge id) of a PaymentIntent retrieved with `expand=["latest_charge"]`.
+    (Since API version 2025-03-31 the part of an authorization that a partial capture releases is
+    not counted as refunded; the SDK pins a newer version.)"""
     charge = intent.latest_charge
     if charge is None or isinstance(charge, str):
         return intent.amount_received or 0, 0, charge
     captured = getattr(charge, "amount_captured", None) or intent.amount_received or 0
-    released = max(charge.amount - captured, 0) if intent.status == "succeeded" else 0
-    return captured, max(charge.amount_refunded - released, 0), charge.id
+    return captured, charge.amount_refunded, charge.id
 
 
 def payment_state(intent: Any) -> tuple[str, str | None, int, int, str | None]:

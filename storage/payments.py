@@ -178,6 +178,22 @@ async def decide(conn: asyncpg.Connection, job: asyncpg.Record, request: str) ->
     return stood
 
 
+async def redecide(db: Conn, job: asyncpg.Record) -> None:
+    """Forget the job's request (Stripe refused it without doing anything): its next run decides
+    afresh, under a new idempotency key."""
+    await db.execute("UPDATE money_jobs SET request = NULL, generation = generation + 1"
+                     " WHERE id = $1 AND attempts = $2", job["id"], job["attempts"])
+
+
+async def in_flight(db: Conn, job: asyncpg.Record) -> int:
+    """What the order's other jobs of the same kind have decided to ask Stripe for and not done yet."""
+    total: int = await db.fetchval(
+        "SELECT coalesce(sum((request->>'amount')::int), 0) FROM money_jobs WHERE order_id = $1 AND kind = $2"
+        " AND id <> $3 AND request IS NOT NULL AND state IN ('pending', 'running')",
+        job["order_id"], job["kind"], job["id"])
+    return total
+
+
 async def lock_order(conn: asyncpg.Connection, order_id: uuid.UUID) -> bool:
     """Take the order's money lock for this connection's session (one job per order at a time,
     across processes; released when the session ends, so a dead process frees it)."""

@@ -4,6 +4,7 @@ a transfer that fails then succeeds, a refund that reverses the transfer, and ga
 killed between scheduling and executing a transfer (exactly one transfer afterwards)."""
 
 import asyncio
+import json
 import uuid
 
 import pytest
@@ -308,3 +309,69 @@ async def test_a_refund_between_a_dead_transfer_call_and_its_retry_is_reversed(
 async def _fully_reversed(gw, order_id):
     row = await transfer_of(gw, order_id)
     return row if row and row["reversed_cents"] == row["amount_cents"] else None
+
+
+async def test_a_reversal_waiting_to_retry_is_counted_by_the_next_one(make_gateway, stripe_server, signed_in, app):
+    """Refund 2000: its reversal is decided, then Stripe fails it and it waits to retry. Refund
+    3000 more: the second reversal counts the first one's amount, so together they take back the
+    share of 5000, not more."""
+    async with paying_gateway(make_gateway, stripe_server, payment_policy="pay_at_creation",
+                              money_retry_base_s=1.5) as served:
+        _, tech, order_id, _ = await paid_order(served, signed_in, app)
+        await onboarded(tech)
+        await until(lambda: _enabled(tech))
+        await complete(tech, order_id)
+        done = await until(lambda: transfer_of(served, order_id))
+        stripe_server.fail(f"/v1/transfers/{done['transfer_id']}/reversals", times=3)  # and the SDK's retries
+        admin, _ = await signed_in("admin", gw=served)
+        await admin.request(PaymentRefund(order_id=order_id, amount_cents=2000))
+        first = await until(lambda: _failed_once(served, order_id))
+        await admin.request(PaymentRefund(order_id=order_id, amount_cents=3000))
+        price = await served.services.db.fetchval("SELECT captured_cents FROM payments WHERE order_id = $1",
+                                                  uuid.UUID(order_id))
+        expected = done["amount_cents"] * 5000 // price
+        await until(lambda: _reversed_by(app, done["transfer_id"], expected))
+        await until(lambda: _all_done(served, order_id))
+        transfer = await app.v1.transfers.retrieve_async(done["transfer_id"])
+        assert transfer.amount_reversed == expected
+        assert first["request"] is not None  # it had decided before it failed
+
+
+async def _failed_once(gw, order_id):
+    return await gw.services.db.fetchrow(
+        "SELECT * FROM money_jobs WHERE order_id = $1 AND kind = 'reversal' AND state = 'pending'"
+        " AND last_error IS NOT NULL", uuid.UUID(order_id))
+
+
+async def _all_done(gw, order_id):
+    states = await gw.services.db.fetch("SELECT state FROM money_jobs WHERE order_id = $1", uuid.UUID(order_id))
+    return all(s["state"] in ("done", "skipped") for s in states)
+
+
+async def test_a_transfer_refused_after_a_refund_is_decided_again(make_gateway, stripe_server, signed_in, app):
+    """The transfer's amount is decided, Stripe is down, the order is half refunded meanwhile:
+    the frozen amount is now more than the charge has left and Stripe refuses it outright (nothing
+    moved), so the job decides again from the new figures and pays the share of what was kept."""
+    async with paying_gateway(make_gateway, stripe_server, payment_policy="pay_at_creation",
+                              money_retry_base_s=1.5) as served:
+        _, tech, order_id, _ = await paid_order(served, signed_in, app)
+        await onboarded(tech)
+        await until(lambda: _enabled(tech))
+        stripe_server.fail("/v1/transfers", times=3)
+        await complete(tech, order_id)
+        first = await until(lambda: _transfer_failed_once(served, order_id))
+        admin, _ = await signed_in("admin", gw=served)
+        price = json.loads(first["request"])["captured"]
+        await admin.request(PaymentRefund(order_id=order_id, amount_cents=price // 2))
+        done = await until(lambda: transfer_of(served, order_id), timeout=20)
+        assert done["amount_cents"] == (price - price // 2) * (10_000 - FEE_BP) // 10_000
+        assert done["refunded_basis"] == price // 2
+        assert json.loads(first["request"])["amount"] > done["amount_cents"]
+        [made] = await transfers_in_stripe(app, order_id)
+        assert made.amount == done["amount_cents"]
+
+
+async def _transfer_failed_once(gw, order_id):
+    return await gw.services.db.fetchrow(
+        "SELECT * FROM money_jobs WHERE order_id = $1 AND kind = 'transfer' AND state = 'pending'"
+        " AND last_error IS NOT NULL AND request IS NOT NULL", uuid.UUID(order_id))

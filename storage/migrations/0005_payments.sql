@@ -64,6 +64,7 @@ CREATE TABLE money_jobs (
     step        integer NOT NULL DEFAULT 0,   -- admin refunds: 1, 2...; reversals: the refunded total they settle
     amount_cents integer,                     -- an admin's refund, a cancellation fee to capture
     request     jsonb,                        -- the Stripe request, fixed by the first run, replayed by any rerun
+    generation  integer NOT NULL DEFAULT 0,   -- bumped when Stripe refused the request outright: decide anew
     due_at      timestamptz NOT NULL DEFAULT now(),
     state       text NOT NULL DEFAULT 'pending'
                 CHECK (state IN ('pending', 'running', 'waiting', 'done', 'skipped', 'failed')),
