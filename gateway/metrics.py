@@ -24,6 +24,8 @@ class Metrics:
         self.latency = Histogram("gateway_handler_seconds", "Handler latency, by operation", ["type"],
                                  buckets=LATENCY_BUCKETS, registry=r)
         self.slow_consumers = Counter("gateway_slow_consumers", "Sessions closed for not reading", registry=r)
+        self.webhooks = Counter("gateway_stripe_webhooks", "Stripe webhooks: applied, duplicate, refused (bad "
+                                "signature or payload), deferred (stored, Stripe unreachable)", ["outcome"], registry=r)
         self.tally_in: dict[str, int] = {}
         self.tally_out: dict[str, int] = {"result": 0, "event": 0}
 

@@ -64,12 +64,15 @@ class WebSide:
             event = json.loads(payload)
         except (ValueError, stripe.SignatureVerificationError) as exc:
             log.warning("webhook refused: %s", exc)
+            self.gateway.metrics.webhooks.labels("refused").inc()
             return web.Response(status=400, text="invalid signature or payload\n")
         try:
             applied = await apply_event(self.system, event, "webhook")
         except GatewayError as exc:
             log.warning("webhook %s stored, not applied yet: %s", event.get("id"), exc)
+            self.gateway.metrics.webhooks.labels("deferred").inc()
             return web.Response(status=503, text="stored; not applied yet\n")
+        self.gateway.metrics.webhooks.labels("applied" if applied else "duplicate").inc()
         return web.json_response({"received": True, "duplicate": not applied})
 
     async def onboarding_done(self, request: web.Request) -> web.Response:
