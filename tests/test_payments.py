@@ -16,10 +16,12 @@ from protocol.client import ErrorReply
 from protocol.orders import OrderAccept, OrderCancel, OrderGet, OrderTimeline
 from protocol.payments import PaymentMethodRemove, PaymentMethods, PaymentPay, PaymentRefund, PaymentSetup
 from tests.money import (
+    FEE_BP,
     WEBHOOK_SECRET,
     app_stripe,
     complete,
     jobs,
+    onboarded,
     paid_order,
     paying_gateway,
     payment_reaches,
@@ -85,11 +87,19 @@ async def test_authorize_at_creation_capture_at_completion(pay_later, signed_in,
     intent = await app.v1.payment_intents.retrieve_async(payment.intent_id)
     assert intent.transfer_group == f"order-{order.id}" and intent.metadata["order_id"] == order.id
 
+    await onboarded(tech)
     await complete(tech, order.id)
     await payment_reaches(consumer, "paid")
+    assert (await payment_reaches(tech, "paid")).order_id == order.id  # the technician is told too
     assert await payment_state(consumer, order.id) == "paid"
     captured = await app.v1.payment_intents.retrieve_async(payment.intent_id)
     assert captured.status == "succeeded" and captured.amount_received == order.price_cents
+    # Captured at completion, then paid out after the delay, from that charge.
+    transfer_id = await until(lambda: pay_later.services.db.fetchval(
+        "SELECT transfer_id FROM transfers WHERE order_id = $1", uuid.UUID(order.id)))
+    transfer = await app.v1.transfers.retrieve_async(transfer_id)
+    assert transfer.source_transaction == captured.latest_charge
+    assert transfer.amount == order.price_cents * (10_000 - FEE_BP) // 10_000
     timeline = (await consumer.request(OrderTimeline(order_id=order.id))).entries
     assert (timeline[1].from_state, timeline[1].to_state, timeline[1].actor_role) == (
         "awaiting_payment", "open", "system")
