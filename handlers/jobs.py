@@ -12,7 +12,7 @@ from handlers.chat import post_system
 from handlers.context import Context
 from handlers.errors import N_, Conflict, Forbidden, NotFound
 from handlers.money import settle
-from handlers.orders import check_attachments, tell_parties
+from handlers.orders import check_attachments, push_offline, tell_parties
 from handlers.pool import announce, withdraw
 from handlers.routing import Router
 from handlers.views import parse_id, sight, view
@@ -59,9 +59,12 @@ async def apply(ctx: Context, order_id: str, name: str, *, sets: str = "", args:
     assert who is not None
     step = TRANSITIONS[name]
     oid = parse_id(order_id)
-    row = await orders.move(ctx.services.db, oid, from_states=step.from_states, to_state=step.to_state,
-                            actor_id=who.user_id, actor_role=who.role, guard=step.guard, sets=sets, args=args,
-                            details=details)
+    async with ctx.services.db.acquire() as conn, conn.transaction():  # the move and its push, together
+        row = await orders.move(conn, oid, from_states=step.from_states, to_state=step.to_state,
+                                actor_id=who.user_id, actor_role=who.role, guard=step.guard, sets=sets, args=args,
+                                details=details)
+        if row is not None:
+            await push_offline(ctx, conn, row)
     if row is None:
         await explain(ctx, oid, step)
     return row

@@ -1,6 +1,7 @@
 """Orders as their parties see them: create, get, list, timeline, rate."""
 
 import base64
+import functools
 import uuid
 from datetime import datetime
 
@@ -12,7 +13,7 @@ from handlers.errors import N_, BadRequest, Conflict, Forbidden, NotFound
 from handlers.pool import announce
 from handlers.push import Offline, to_offline
 from handlers.routing import Router
-from handlers.texts import ORDER_UPDATE, STATE_TEXT
+from handlers.texts import ORDER_UPDATE, status_text
 from handlers.views import Sight, parse_id, view, visible_order
 from protocol.orders import (
     OrderCreate,
@@ -32,16 +33,23 @@ router = Router()
 
 
 async def tell_parties(ctx: Context, row: asyncpg.Record, *others: str | None) -> None:
-    """`order.status` to the order's consumer and technician (and anyone else concerned)."""
+    """`order.status` to the order's consumer and technician (and anyone else concerned), live."""
     assert ctx.identity is not None
     event = OrderStatus(order=await view(ctx, row), previous_state=row["previous_state"],
                         actor_role=ctx.identity.role)
     people = sorted({row["consumer_id"], row["technician_id"], *others} - {None})
     await ctx.deliver_many([(people, event)])  # one publish for all of them
-    if row["state"] in STATE_TEXT:
-        await to_offline(ctx.services, ctx.services.db, [Offline(
-            [p for p in people if p != ctx.identity.user_id], f"status:{row['id']}:{row['updated_at'].timestamp()}",
-            ORDER_UPDATE, STATE_TEXT[row["state"]],
+
+
+async def push_offline(ctx: Context, conn: asyncpg.Connection, row: asyncpg.Record) -> None:
+    """Queue the push of the order's new state for its parties with no live session, in the
+    transaction (`conn`) that moved it: the move and its push commit together or not at all."""
+    assert ctx.identity is not None
+    text = status_text(row["previous_state"], row["state"])
+    people = [p for p in (row["consumer_id"], row["technician_id"]) if p and p != ctx.identity.user_id]
+    if text is not None and people:
+        await to_offline(ctx.services, conn, [Offline(
+            people, f"status:{row['id']}:{row['updated_at'].timestamp()}", ORDER_UPDATE, text,
             {"type": "order.status", "order_id": str(row["id"]), "state": row["state"]})])
 
 
@@ -78,17 +86,22 @@ async def create(ctx: Context, req: OrderCreate) -> OrderReply:
     if price is None:
         raise BadRequest(N_("No such product and service in the catalog."))
     order_id = uuid.uuid4()
-    row = await orders.create(
-        db, order_id, consumer_id=consumer, created_by=who.user_id, actor_role=who.role, brand=req.brand,
-        sku=req.sku, service=req.service_type, description=req.description,
+    insert = functools.partial(
+        orders.create, order_id=order_id, consumer_id=consumer, created_by=who.user_id, actor_role=who.role,
+        brand=req.brand, sku=req.sku, service=req.service_type, description=req.description,
         address_enc=ctx.services.cipher.encrypt(req.address, f"orders.address:{order_id}"), lat=req.lat,
         lng=req.lng, attachments=await check_attachments(ctx, req.attachments, who.user_id),
         window_start=req.window_start, window_end=req.window_end, price_cents=price["price_cents"],
         currency=price["currency"], paid=ctx.services.stripe is not None)
+    if who.role == "merchant":  # the consumer is told, by a push if offline (with the order, atomically)
+        async with db.acquire() as conn, conn.transaction():
+            row = await insert(conn)
+            await push_offline(ctx, conn, row)
+        await tell_parties(ctx, row)
+    else:
+        row = await insert(db)
     if row["state"] == "open":  # else it opens once paid (handlers.payments)
         await announce(ctx, row)
-    if who.role == "merchant":
-        await tell_parties(ctx, row)
     return OrderReply(order=await view(ctx, row))
 
 

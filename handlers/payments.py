@@ -15,7 +15,7 @@ from stripe.params import CustomerCreateParams
 
 from handlers.context import Context, Services
 from handlers.errors import N_, Conflict, NotFound, Unavailable
-from handlers.orders import tell_parties
+from handlers.orders import push_offline, tell_parties
 from handlers.pool import announce
 from handlers.routing import Router
 from handlers.stripe_api import StripeAccess, calling_stripe, payment_state
@@ -235,6 +235,8 @@ async def refresh_payment(ctx: Context, access: StripeAccess, event_id: str, int
         if pay["order_state"] == "awaiting_payment" and state in enough:
             opened = await orders.move(conn, pay["order_id"], from_states=("awaiting_payment",), to_state="open",
                                        actor_id=SYSTEM_ACTOR, actor_role="system", details={"payment": state})
+            if opened is not None:
+                await push_offline(ctx, conn, opened)
         if refunded > pay["refunded_cents"] and await payments.transfer(conn, pay["order_id"]):
             await payments.schedule(conn, "reversal", pay["order_id"], step=refunded)
         await payments.schedule_settlement(conn, pay["order_id"], transfer_delay_s=rules.payout_delay_s,

@@ -62,7 +62,7 @@ async def to_offline(services: Services, conn: asyncpg.Connection | asyncpg.Pool
     offline = [r for r in everyone if r not in online]
     if not offline:
         return
-    locales = await users.locales(services.db, offline)
+    locales = await users.locales(conn, offline)
     translate, limit = services.catalogs.translate, services.rules.preview_chars
     for p in pushes:
         for user_id in p.recipients:

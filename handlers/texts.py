@@ -10,6 +10,16 @@ STATE_TEXT = {  # an order reached this state: what its people are told
     "completed": N_("The job is complete."),
     "cancelled": N_("The order was cancelled."),
 }
+# The push for an order's new state, where the state alone does not say what happened.
+PAID_TEXT = N_("Your payment went through: the order is open for technicians.")
+PLACED_TEXT = N_("A new order was placed for you.")
 NEW_MESSAGE = N_("New message")
 ORDER_UPDATE = N_("Order update")
 ATTACHMENT = N_("Sent an attachment")
+
+
+def status_text(previous: str | None, state: str) -> str | None:
+    """What an order's people are told of its move from `previous` to `state` (None: nothing)."""
+    if state == "open" and previous in (None, "awaiting_payment"):
+        return PLACED_TEXT if previous is None else PAID_TEXT
+    return STATE_TEXT.get(state)

@@ -27,8 +27,8 @@ async def owned_attachments(db: asyncpg.Pool, ids: list[uuid.UUID], owner: str) 
     return count
 
 
-async def create(db: asyncpg.Pool, order_id: uuid.UUID, *, consumer_id: str, created_by: str, actor_role: str,
-                 brand: str, sku: str, service: str, description: str, address_enc: bytes, lat: float,
+async def create(db: asyncpg.Pool | asyncpg.Connection, order_id: uuid.UUID, *, consumer_id: str, created_by: str,
+                 actor_role: str, brand: str, sku: str, service: str, description: str, address_enc: bytes, lat: float,
                  lng: float, attachments: list[uuid.UUID], window_start: datetime | None,
                  window_end: datetime | None, price_cents: int, currency: str,
                  paid: bool = False) -> asyncpg.Record:

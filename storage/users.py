@@ -86,7 +86,7 @@ async def revoke_refresh_token(db: asyncpg.Pool, token: str) -> bool:
     return status != "UPDATE 0"
 
 
-async def locales(db: asyncpg.Pool, user_ids: list[str]) -> dict[str, str]:
+async def locales(db: asyncpg.Pool | asyncpg.Connection, user_ids: list[str]) -> dict[str, str]:
     """The preferred language of those of these users who have an account."""
     rows = await db.fetch("SELECT id::text AS id, locale FROM users WHERE id::text = ANY($1::text[])", user_ids)
     return {r["id"]: r["locale"] for r in rows}

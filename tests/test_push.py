@@ -157,3 +157,22 @@ async def test_users_of_a_process_that_stopped_beating_count_as_offline(gateway)
     await redis.zadd(push.NODES, {"dead-node": 1.0})  # its last heartbeat: 1970
     await redis.sadd(push.node_key("dead-node"), "ghost-user")
     assert await push.online(redis, ["ghost-user"]) == set()
+
+
+async def test_an_order_placed_by_a_merchant_is_pushed_to_its_offline_consumer(pushing, fcm, connect, signed_in):
+    client = await connect(pushing)
+    account = await client.request(Register(email=f"m-{uuid.uuid4().hex[:8]}@example.com", password="password1",
+                                            role="consumer", name="Kim", locale="es"))
+    await client.request(Auth(token=account.token))
+    await client.request(PushRegister(token=f"device-{uuid.uuid4().hex}"))
+    await client.close()
+    async with asyncio.timeout(5):
+        while await push.online(pushing.services.redis, [account.user_id]):
+            await asyncio.sleep(0.02)
+    merchant, merchant_id = await signed_in("merchant", gw=pushing)
+    await pushing.services.db.execute("INSERT INTO merchant_brands VALUES ($1, 'bosch')", merchant_id)
+    await merchant.request(order_at(spot(), brand="bosch", sku="SHPM88Z75N", service_type="installation",
+                                    consumer_id=account.user_id))
+    [job] = await settled(pushing, account.user_id)
+    assert (job["title"], job["body"]) == ("Novedades de tu pedido", "Se ha creado un nuevo pedido para ti.")
+    assert job["state"] == "sent"
