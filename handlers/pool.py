@@ -29,12 +29,15 @@ async def rebuild_if_lost(services: Services) -> bool:
     return await geo.ensure_pool(services.redis, load)
 
 
-async def repair(ctx: Context, settled_s: float = 10.0) -> int:
+async def repair(ctx: Context, settled_s: float = 10.0, within_s: float = 3600.0, limit: int = 5000) -> int:
     """Announce the open orders PostgreSQL has and the pool lacks: a process that died between
     committing an order's opening and announcing it (creation, payment, release) lost the
-    announcement. Orders that changed meanwhile (accepted, cancelled) leave the pool again."""
+    announcement. Orders that changed meanwhile (accepted, cancelled) leave the pool again.
+    Cheap when all is well (two counts); otherwise it compares the last hour's open orders."""
     db, redis = ctx.services.db, ctx.services.redis
-    missing = await geo.pool_missing(redis, await orders.settled_open_ids(db, settled_s))
+    if await orders.open_count(db) <= await geo.pool_size(redis):
+        return 0
+    missing = await geo.pool_missing(redis, await orders.settled_open_ids(db, settled_s, within_s, limit))
     for row in await orders.rows(db, missing):
         await announce(ctx, row, frozenset(await orders.decliners(db, row["id"])))
     if missing:

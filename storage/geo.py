@@ -186,6 +186,11 @@ async def pool_add(redis: aioredis.Redis, entry: PoolEntry) -> None:
     await pipe.execute()
 
 
+async def pool_size(redis: aioredis.Redis) -> int:
+    size: int = await redis.hlen(POOL)
+    return size
+
+
 async def pool_missing(redis: aioredis.Redis, order_ids: list[str]) -> list[str]:
     """Of these orders, the ones not in the pool."""
     missing = []

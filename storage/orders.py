@@ -121,10 +121,18 @@ async def open_orders(db: asyncpg.Pool) -> list[asyncpg.Record]:
     return rows
 
 
-async def settled_open_ids(db: asyncpg.Pool, older_than_s: float) -> list[str]:
-    """Open orders last changed more than `older_than_s` ago (their announcement is long done)."""
-    found = await db.fetch("SELECT id FROM orders WHERE state = 'open'"
-                           " AND updated_at < now() - $1 * interval '1 second'", older_than_s)
+async def open_count(db: asyncpg.Pool) -> int:
+    count: int = await db.fetchval("SELECT count(*) FROM orders WHERE state = 'open'")
+    return count
+
+
+async def settled_open_ids(db: asyncpg.Pool, older_than_s: float, within_s: float, limit: int) -> list[str]:
+    """Open orders that last changed between `within_s` and `older_than_s` ago (their announcement
+    is long done, or should be), newest first."""
+    found = await db.fetch(
+        "SELECT id FROM orders WHERE state = 'open' AND updated_at < now() - $1 * interval '1 second'"
+        " AND updated_at > now() - $2 * interval '1 second' ORDER BY updated_at DESC LIMIT $3",
+        older_than_s, within_s, limit)
     return [str(r["id"]) for r in found]
 
 
