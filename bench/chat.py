@@ -82,7 +82,7 @@ def parser() -> argparse.ArgumentParser:
                    help="open loop: the offered rates, msg/s, ascending, comma-separated")
     p.add_argument("--step-seconds", type=float, default=10.0,
                    help="open loop: measured seconds per rate (10: each window holds one of the gateway's 10-second "
-                        "chores, the presence refresh and the garbage collector's freeze)")
+                        "chores, the presence refresh)")
     p.add_argument("--seconds", type=float, default=5.0, help="closed loop: measured seconds per run")
     p.add_argument("--warmup", type=float, default=1.0, help="seconds of load before each measurement")
     p.add_argument("--in-flight", type=int, default=200, help="closed loop: rooms with a message in flight each")
@@ -207,7 +207,7 @@ class Bench:
             raise RuntimeError(f"warm-up: only {counts.done} messages were delivered in {s.rooms:,} rooms\n"
                                f"{server.log_tail()}")
         # Steady state: the gateway moves long-lived objects (the sessions) out of the garbage
-        # collector's way every 10 s (gateway.app.settle_garbage_collector); until it has, full
+        # collector's way every second (gateway.app.settle_garbage_collector); until it has, full
         # collections of 60 ms land on whatever is measured.
         sleep_until(opened_at + SETTLE_S)
 

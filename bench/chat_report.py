@@ -305,9 +305,9 @@ member has its `chat.message` and the sender its reply.
   falls behind (messages of the window still undelivered {s['drain_s']:g} s after it, or the clients
   unable to send at the rate). Reported: the highest rate held with p99 under {ms(P99_GOAL_S)}. Messages
   over {ms(P99_GOAL_S)} are grouped by when they left: a few short bursts are pauses of the gateway's event
-  loop, one that lasts is overload. The default window, 10 s, holds exactly one of each of the gateway's
+  loop, one that lasts is overload. The default window, 10 s, holds exactly one of the gateway's
   10-second chores (the presence refresh, which writes every connected user to Redis in one
-  pipeline, and the garbage collector's freeze), so every rate meets the same. Measuring starts
+  pipeline), so every rate meets the same. Measuring starts
   {s['settle_s']:g} s after the sessions opened, once the gateway has moved them out of the garbage collector's
   way (before that, full collections of about 60 ms land on whatever is measured).
 - **Throughput, closed loop**: {s['in_flight']} rooms keep one message each in flight, the next leaving
