@@ -4,11 +4,14 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import secrets
 import signal
+from collections.abc import Coroutine
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
@@ -131,11 +134,11 @@ class Running:
         await rebuild_if_lost(services)
         await hub.start()
         self.gateway = Gateway(c, services, hub)
-        await self.gateway.start(self.sock)
+        await self._listen(self.gateway.start(self.sock), c.port)
         self.fcm = FcmClient(Path(c.fcm_credentials), c.fcm_endpoint) if c.fcm_credentials else None
         self.gateway.spawn(push_worker(services, self.fcm))
         self.web = WebSide(self.gateway)
-        await self.web.start()
+        await self._listen(self.web.start(), c.http_port)
         self.gateway.spawn(upkeep(self.web.system, c.sweep_interval_s))
         self.gateway.http_port = self.web.port
         if services.stripe is not None:
@@ -144,6 +147,15 @@ class Running:
             self.gateway.spawn(run_scheduler(self.web.system))
             self.gateway.spawn(run_reconciler(self.web.system, c.reconcile_interval_s, c.reconcile_lookback_s))
         return self.gateway
+
+    async def _listen(self, start: Coroutine[Any, Any, None], port: int) -> None:
+        """Bind a port, or undo the start so far and say why in one line (exit status 1)."""
+        try:
+            await start
+        except OSError as exc:
+            await self.__aexit__(None, None, None)
+            reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+            raise StartupError(f"cannot listen on {self.config.host}:{port}: {reason}") from None
 
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:

@@ -12,7 +12,7 @@ from protocol.orders import OrderAccept, OrderDepart
 from protocol.push import PushRegister, PushUnregister
 from storage import push
 from tests.fake_fcm import FakeFcm, error
-from tests.world import order_at, spot, technician
+from tests.world import events, order_at, spot, technician
 
 
 @pytest.fixture
@@ -41,6 +41,7 @@ async def offline_consumer_with_order(gw, connect, signed_in, locale="en-US"):
     tech, _ = await technician(signed_in, place, connect={"gw": gw})
     order = (await client.request(order_at(place))).order
     await tech.request(OrderAccept(order_id=order.id))
+    await events(client, "chat.message")  # the room's "accepted" notice reached the app while it was online
     await client.close()
     async with asyncio.timeout(5):
         while await push.online(gw.services.redis, [account.user_id]):
@@ -52,10 +53,12 @@ async def outbox(gw, user_id):
     return await gw.services.db.fetch("SELECT * FROM push_outbox WHERE user_id = $1 ORDER BY id", user_id)
 
 
-async def settled(gw, user_id, count=1):
+async def settled(gw, user_id, count=1, kind=""):
+    """The user's pushes whose key starts with `kind` ("chat:", "status:"), once `count` of them
+    exist and none is pending any more."""
     async with asyncio.timeout(10):
         while True:
-            rows = await outbox(gw, user_id)
+            rows = [r for r in await outbox(gw, user_id) if r["dedupe_key"].startswith(kind)]
             if len(rows) >= count and all(r["state"] != "pending" for r in rows):
                 return rows
             await asyncio.sleep(0.05)
@@ -66,7 +69,7 @@ async def test_an_offline_member_gets_one_push_per_message(pushing, fcm, connect
     long = "The replacement part arrived. " * 10
     for _ in range(3):  # the technician's app retries: still one message, one push
         await tech.request(ChatSend(order_id=order_id, client_id="c-1", text=long))
-    [job] = [r for r in await settled(pushing, consumer_id) if r["dedupe_key"].startswith("chat:")]
+    [job] = await settled(pushing, consumer_id, kind="chat:")
     assert job["state"] == "sent" and job["attempts"] == 1
     [sent] = [m for m in fcm.delivered if m["data"].get("type") == "chat.message"]
     assert sent["token"] == device and sent["notification"]["title"] == "New message"
@@ -90,7 +93,7 @@ async def test_online_members_get_no_push(pushing, fcm, signed_in):
 async def test_status_changes_push_in_the_recipients_language(pushing, fcm, connect, signed_in):
     tech, order_id, consumer_id, _ = await offline_consumer_with_order(pushing, connect, signed_in, locale="es")
     await tech.request(OrderDepart(order_id=order_id))
-    rows = await settled(pushing, consumer_id)
+    rows = await settled(pushing, consumer_id, kind="status:")
     assert [r["title"] for r in rows] == ["Novedades de tu pedido"]
     assert rows[0]["body"] == "El técnico está en camino." and rows[0]["state"] == "sent"
 
@@ -99,7 +102,7 @@ async def test_a_failing_endpoint_is_retried_until_it_recovers(pushing, fcm, con
     tech, order_id, consumer_id, device = await offline_consumer_with_order(pushing, connect, signed_in)
     fcm.scripts[device] = [error(503, "UNAVAILABLE"), error(500, "INTERNAL")]
     await tech.request(ChatSend(order_id=order_id, client_id="r", text="ring the bell?"))
-    [job] = await settled(pushing, consumer_id)
+    [job] = await settled(pushing, consumer_id, kind="chat:")
     assert (job["state"], job["attempts"]) == ("sent", 3) and fcm.attempts[device] == 3
     assert len(fcm.delivered) == 1  # delivered once, after two failures
 
@@ -108,7 +111,7 @@ async def test_it_gives_up_into_the_dead_letter(pushing, fcm, connect, signed_in
     tech, order_id, consumer_id, device = await offline_consumer_with_order(pushing, connect, signed_in)
     fcm.scripts[device] = [error(503, "UNAVAILABLE")] * 10
     await tech.request(ChatSend(order_id=order_id, client_id="d", text="hello?"))
-    [job] = await settled(pushing, consumer_id)
+    [job] = await settled(pushing, consumer_id, kind="chat:")
     assert (job["state"], job["attempts"]) == ("dead", 3) and "503" in job["last_error"]
 
 
@@ -116,7 +119,7 @@ async def test_unregistered_tokens_are_removed(pushing, fcm, connect, signed_in)
     tech, order_id, consumer_id, device = await offline_consumer_with_order(pushing, connect, signed_in)
     fcm.scripts[device] = [error(404, "NOT_FOUND", "UNREGISTERED")]
     await tech.request(ChatSend(order_id=order_id, client_id="u", text="hello"))
-    [job] = await settled(pushing, consumer_id)
+    [job] = await settled(pushing, consumer_id, kind="chat:")
     assert job["state"] == "dead" and "UNREGISTERED" in job["last_error"]
     assert await push.tokens(pushing.services.db, consumer_id) == []
 
@@ -136,7 +139,7 @@ async def test_without_credentials_pushes_are_logged_not_sent(gateway, connect, 
     tech, order_id, consumer_id, _ = await offline_consumer_with_order(gateway, connect, signed_in)
     with caplog.at_level("INFO", logger="handlers.push"):
         await tech.request(ChatSend(order_id=order_id, client_id="l", text="logged"))
-        [job] = await settled(gateway, consumer_id)
+        [job] = await settled(gateway, consumer_id, kind="chat:")
     assert job["state"] == "sent" and any("logged" in r.getMessage() for r in caplog.records)
 
 
@@ -173,6 +176,6 @@ async def test_an_order_placed_by_a_merchant_is_pushed_to_its_offline_consumer(p
     await pushing.services.db.execute("INSERT INTO merchant_brands VALUES ($1, 'bosch')", merchant_id)
     await merchant.request(order_at(spot(), brand="bosch", sku="SHPM88Z75N", service_type="installation",
                                     consumer_id=account.user_id))
-    [job] = await settled(pushing, account.user_id)
+    [job] = await settled(pushing, account.user_id, kind="status:")
     assert (job["title"], job["body"]) == ("Novedades de tu pedido", "Se ha creado un nuevo pedido para ti.")
     assert job["state"] == "sent"

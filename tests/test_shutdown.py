@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import socket
 import uuid
 from pathlib import Path
 
@@ -71,6 +72,20 @@ async def test_a_gateway_that_cannot_reach_its_database_fails_with_one_line(tmp_
     with pytest.raises(RuntimeError) as caught:
         await served.start(timeout=30)
     assert "Traceback" not in str(caught.value) and "cannot connect to PostgreSQL" in str(caught.value)
+
+
+@pytest.mark.parametrize("busy", ["--port", "--http-port"])
+async def test_a_port_in_use_fails_with_one_line(servers, tmp_path, busy):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        served = GatewayProcess("--database-url", servers[0], "--redis-url", servers[1], "--data-dir", str(tmp_path),
+                                "--secret", SECRET, busy, str(port))
+        with pytest.raises(RuntimeError) as caught:
+            await served.start(timeout=30)
+    assert "Traceback" not in str(caught.value)
+    assert f"cannot listen on 127.0.0.1:{port}: address already in use" in str(caught.value).lower()
 
 
 async def test_closed_sessions_raise_for_pending_requests(make_gateway):
