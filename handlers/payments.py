@@ -218,7 +218,7 @@ async def audit(ctx: Context, req: PaymentAudit) -> Audit:
 # -- applying Stripe's events (see handlers.stripe_events) -------------------------------------
 async def refresh_payment(ctx: Context, access: StripeAccess, event_id: str, intent_id: str) -> bool:
     services, rules = ctx.services, ctx.services.rules
-    async with services.db.acquire() as conn, conn.transaction():
+    async with access.applying, services.db.acquire() as conn, conn.transaction():
         if not await payments.claim_event(conn, event_id):
             return False
         pay = await payments.lock_payment(conn, intent_id)

@@ -84,7 +84,7 @@ async def release_waiting(ctx: Context, technician: str | None) -> None:
 async def refresh_account(ctx: Context, access: StripeAccess, event_id: str, account_id: str) -> bool:
     """An `account.updated` event: read the account afresh and record it, once per event. The
     account's row is locked meanwhile, so two events cannot record in the wrong order."""
-    async with ctx.services.db.acquire() as conn, conn.transaction():
+    async with access.applying, ctx.services.db.acquire() as conn, conn.transaction():
         if not await payments.claim_event(conn, event_id):
             return False
         await conn.execute("SELECT 1 FROM payout_accounts WHERE account_id = $1 FOR UPDATE", account_id)

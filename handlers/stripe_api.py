@@ -1,10 +1,11 @@
 """The Stripe SDK as the handlers use it: one async client, Stripe's errors mapped to ours in one
 place, and the payment state read off Stripe's own objects (Stripe is the source of truth)."""
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import stripe
@@ -34,6 +35,9 @@ class StripeAccess:
     client: stripe.StripeClient
     settings: StripeSettings
     public_url: str = ""  # where Stripe's hosted pages send people back: the gateway's HTTP side
+    # Applying an event holds a pooled connection (and a row lock) across one Stripe call: at most
+    # this many at once, so a burst of webhooks while Stripe is slow cannot take the whole pool.
+    applying: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(3))
 
     @classmethod
     def of(cls, settings: StripeSettings) -> "StripeAccess":
