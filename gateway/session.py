@@ -28,12 +28,11 @@ class TokenBucket:
 
 
 class SessionState:
-    __slots__ = ("bucket", "identity", "last_seen", "opened_at")
+    __slots__ = ("bucket", "identity", "last_seen")
 
     def __init__(self, rate: float, burst: int, now: float) -> None:
         self.identity: Identity | None = None
         self.bucket = TokenBucket(rate, burst, now)
-        self.opened_at = now
         self.last_seen = now
 
     def admit(self, route: Route) -> GatewayError | None:

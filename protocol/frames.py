@@ -1,6 +1,5 @@
 """The envelope every domain shares: requests, their replies, errors and pushed events."""
 
-from datetime import datetime
 from typing import Annotated, Any, ClassVar
 
 import msgspec
@@ -49,10 +48,6 @@ class Head(msgspec.Struct):
 
 class Empty(Reply):
     """A reply with nothing to say beyond success."""
-
-
-class ServerTime(msgspec.Struct, kw_only=True):
-    server_time: datetime
 
 
 ERROR_CODES = (

@@ -41,18 +41,8 @@ async def user_by_email(db: asyncpg.Pool, email: str) -> User | None:
     return None if row is None else _user(row)
 
 
-async def user_by_id(db: asyncpg.Pool, user_id: str) -> User | None:
-    row = await db.fetchrow("SELECT * FROM users WHERE id = $1::uuid", user_id)
-    return None if row is None else _user(row)
-
-
 async def update_password_hash(db: asyncpg.Pool, user_id: str, password_hash: str) -> None:
     await db.execute("UPDATE users SET password_hash = $2 WHERE id = $1::uuid", user_id, password_hash)
-
-
-async def phone_ciphertext(db: asyncpg.Pool, user_id: str) -> bytes | None:
-    value: bytes | None = await db.fetchval("SELECT phone_enc FROM users WHERE id = $1::uuid", user_id)
-    return value
 
 
 async def add_refresh_token(db: asyncpg.Pool, user_id: str, token: str, family: uuid.UUID,
