@@ -117,7 +117,7 @@ class ChatWriter:
                         fresh: list[tuple[Post, asyncpg.Record]]) -> None:
         """Deliver (in sequence order: rows are in batch order, rooms still locked) and queue pushes."""
         system_readers = sorted({m for post, row in fresh if row["kind"] == "system" for m in post.members})
-        locales = await users.locales(services.db, system_readers) if system_readers else {}
+        locales = await users.locales(conn, system_readers) if system_readers else {}
         events: list[tuple[list[str], Event]] = []
         offline: list[Offline] = []
         for post, row in fresh:
