@@ -105,10 +105,8 @@ class Gateway:
         if path == WS_PATH:
             return None
         if path == "/healthz":
-            checks = await self.health()
-            ok = all(v == "ok" for v in checks.values())
-            return _response(200 if ok else 503, "application/json",
-                             msgspec.json.encode({"status": "ok" if ok else "unavailable", **checks}))
+            status, report = await self.health()
+            return _response(status, "application/json", msgspec.json.encode(report))
         if path == "/metrics":
             return _response(200, "text/plain; version=0.0.4; charset=utf-8", self.metrics.exposition())
         if path.startswith("/attachments/"):
@@ -130,7 +128,8 @@ class Gateway:
         content_type, body = found
         return _response(200, content_type, body)
 
-    async def health(self) -> dict[str, str]:
+    async def health(self) -> tuple[int, dict[str, str]]:
+        """(HTTP status, report) of /healthz: 200 when PostgreSQL and Redis answer, else 503."""
         async def check(name: str, probe: Awaitable[Any]) -> tuple[str, str]:
             try:
                 await asyncio.wait_for(probe, timeout=2)
@@ -138,9 +137,10 @@ class Gateway:
             except Exception as exc:
                 return name, f"error: {type(exc).__name__}"
 
-        results = await asyncio.gather(check("postgres", self.services.db.fetchval("SELECT 1")),
-                                       check("redis", self.services.redis.ping()))
-        return dict(results)
+        checks = dict(await asyncio.gather(check("postgres", self.services.db.fetchval("SELECT 1")),
+                                           check("redis", self.services.redis.ping())))
+        ok = all(v == "ok" for v in checks.values())
+        return (200 if ok else 503), {"status": "ok" if ok else "unavailable", **checks}
 
     async def _flush_metrics(self) -> None:
         while True:

@@ -84,9 +84,8 @@ class WebSide:
                             content_type="text/html")
 
     async def healthz(self, request: web.Request) -> web.Response:
-        checks = await self.gateway.health()
-        ok = all(v == "ok" for v in checks.values())
-        return web.json_response({"status": "ok" if ok else "unavailable", **checks}, status=200 if ok else 503)
+        status, report = await self.gateway.health()
+        return web.json_response(report, status=status)
 
     async def metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=self.gateway.metrics.exposition(),

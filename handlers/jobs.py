@@ -10,12 +10,12 @@ import asyncpg
 
 from handlers.chat import post_system
 from handlers.context import Context
-from handlers.errors import N_, Conflict, Forbidden, NotFound
+from handlers.errors import N_, Forbidden, NotFound
 from handlers.money import settle
 from handlers.orders import check_attachments, push_offline, tell_parties
 from handlers.pool import announce, withdraw
 from handlers.routing import Router
-from handlers.views import parse_id, sight, view
+from handlers.views import parse_id, sight, state_conflict, view
 from protocol.frames import Empty
 from protocol.orders import (
     OrderAccept,
@@ -78,7 +78,7 @@ async def explain(ctx: Context, order_id: Any, step: Transition) -> NoReturn:
     if row is None or (who.role != "technician" and await sight(ctx, who, row) is None):
         raise NotFound(N_("No such order."))
     if row["state"] not in step.from_states:
-        raise Conflict(N_("The order is {state} now."), current_state=row["state"], state=row["state"])
+        raise state_conflict(row)
     raise Forbidden(N_("This order is not assigned to you."))
 
 

@@ -68,7 +68,8 @@ async def _attempt(ctx: Context, conn: asyncpg.Connection, job: asyncpg.Record) 
     rules, kind = ctx.services.rules, KINDS[job["kind"]]
     try:
         if job["request"] is None:
-            decided = await kind.decide(ctx, job)
+            info = await payments.job_context(ctx.services.db, job["order_id"])
+            decided = "skipped" if info is None else await kind.decide(ctx, job, info)  # no payment: nothing to do
             if isinstance(decided, str):
                 await payments.finish_job(conn, job, decided, uncount=decided == "waiting")
                 return
@@ -116,9 +117,8 @@ async def _nothing(ctx: Context, job: asyncpg.Record, request: dict[str, Any], r
 
 
 # -- capture: a completed job's authorization, or just the cancellation fee -------------------
-async def _decide_capture(ctx: Context, job: asyncpg.Record) -> Decision:
-    info = await payments.job_context(ctx.services.db, job["order_id"])
-    if info is None or info["payment_state"] != "authorized":
+async def _decide_capture(ctx: Context, job: asyncpg.Record, info: asyncpg.Record) -> Decision:
+    if info["payment_state"] != "authorized":
         return "skipped"
     return {"intent": info["intent_id"], "amount_to_capture": job["amount_cents"]}
 
@@ -131,9 +131,8 @@ async def _capture(ctx: Context, job: asyncpg.Record, request: dict[str, Any]) -
 
 
 # -- cancel: release a cancelled order's authorization (or an intent never paid) ---------------
-async def _decide_cancel(ctx: Context, job: asyncpg.Record) -> Decision:
-    info = await payments.job_context(ctx.services.db, job["order_id"])
-    if info is None or info["payment_state"] not in ("unpaid", "failed", "authorized"):
+async def _decide_cancel(ctx: Context, job: asyncpg.Record, info: asyncpg.Record) -> Decision:
+    if info["payment_state"] not in ("unpaid", "failed", "authorized"):
         return "skipped"
     return {"intent": info["intent_id"]}
 
@@ -145,10 +144,7 @@ async def _cancel(ctx: Context, job: asyncpg.Record, request: dict[str, Any]) ->
 
 
 # -- refund: a cancelled paid order (step 0), or an admin's refund (steps 1, 2...) ------------
-async def _decide_refund(ctx: Context, job: asyncpg.Record) -> Decision:
-    info = await payments.job_context(ctx.services.db, job["order_id"])
-    if info is None:
-        return "skipped"
+async def _decide_refund(ctx: Context, job: asyncpg.Record, info: asyncpg.Record) -> Decision:
     captured, refunded, _ = await _charge_of(ctx, info["intent_id"])
     if job["step"] == 0:  # cancellation: back to what the consumer owes (the fee once accepted)
         fee = info["price_cents"] * ctx.services.rules.cancellation_fee_bp // 10_000 if info["technician_id"] else 0
@@ -174,11 +170,10 @@ def share(captured: int, refunded: int, fee_bp: int) -> int:
     return max(captured - refunded, 0) * (10_000 - fee_bp) // 10_000
 
 
-async def _decide_transfer(ctx: Context, job: asyncpg.Record) -> Decision:
+async def _decide_transfer(ctx: Context, job: asyncpg.Record, info: asyncpg.Record) -> Decision:
     """Waits (without spending attempts) while the technician cannot receive payouts."""
     db = ctx.services.db
-    info = await payments.job_context(db, job["order_id"])
-    if info is None or info["payment_state"] not in ("paid", "partially_refunded") or not info["technician_id"]:
+    if info["payment_state"] not in ("paid", "partially_refunded") or not info["technician_id"]:
         return "skipped"
     if await payments.transfer(db, job["order_id"]):
         return "done"
@@ -214,15 +209,15 @@ async def _record_transfer(ctx: Context, job: asyncpg.Record, request: dict[str,
 
 
 # -- reversal: a refund after the payout takes back the technician's share of it ---------------
-async def _decide_reversal(ctx: Context, job: asyncpg.Record) -> Decision:
+async def _decide_reversal(ctx: Context, job: asyncpg.Record, info: asyncpg.Record) -> Decision:
     """Step = the refunded total this reversal settles; the target is the transfer's share of
     what was refunded after its amount was decided, less what Stripe reversed already."""
     db = ctx.services.db
-    done, pay = await payments.transfer(db, job["order_id"]), await payments.payment(db, job["order_id"])
-    if done is None or pay is None or pay["captured_cents"] <= done["refunded_basis"]:
+    done = await payments.transfer(db, job["order_id"])
+    if done is None or info["captured_cents"] <= done["refunded_basis"]:
         return "skipped"
     target = min(done["amount_cents"], done["amount_cents"] * (job["step"] - done["refunded_basis"])
-                 // (pay["captured_cents"] - done["refunded_basis"]))
+                 // (info["captured_cents"] - done["refunded_basis"]))
     transfer = await stripe_of(ctx.services).client.v1.transfers.retrieve_async(done["transfer_id"])
     await payments.record_reversal(db, job["order_id"], transfer.amount_reversed)
     amount = target - transfer.amount_reversed - await payments.in_flight(db, job)  # and what siblings will reverse
@@ -245,7 +240,7 @@ async def _record_reversal(ctx: Context, job: asyncpg.Record, request: dict[str,
 
 @dataclass(frozen=True, slots=True)
 class Kind:
-    decide: Callable[[Context, asyncpg.Record], Awaitable[Decision]]
+    decide: Callable[[Context, asyncpg.Record, asyncpg.Record], Awaitable[Decision]]  # (job, job_context)
     send: Callable[[Context, asyncpg.Record, dict[str, Any]], Awaitable[str]]
     record: Callable[[Context, asyncpg.Record, dict[str, Any], str], Awaitable[None]] = _nothing
 

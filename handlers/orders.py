@@ -1,7 +1,6 @@
 """Orders as their parties see them: create, get, list, timeline, rate."""
 
 import base64
-import functools
 import uuid
 from datetime import datetime
 
@@ -86,20 +85,18 @@ async def create(ctx: Context, req: OrderCreate) -> OrderReply:
     if price is None:
         raise BadRequest(N_("No such product and service in the catalog."))
     order_id = uuid.uuid4()
-    insert = functools.partial(
-        orders.create, order_id=order_id, consumer_id=consumer, created_by=who.user_id, actor_role=who.role,
-        brand=req.brand, sku=req.sku, service=req.service_type, description=req.description,
-        address_enc=ctx.services.cipher.encrypt(req.address, f"orders.address:{order_id}"), lat=req.lat,
-        lng=req.lng, attachments=await check_attachments(ctx, req.attachments, who.user_id),
-        window_start=req.window_start, window_end=req.window_end, price_cents=price["price_cents"],
-        currency=price["currency"], paid=ctx.services.stripe is not None)
-    if who.role == "merchant":  # the consumer is told, by a push if offline (with the order, atomically)
-        async with db.acquire() as conn, conn.transaction():
-            row = await insert(conn)
-            await push_offline(ctx, conn, row)
+    attachments = await check_attachments(ctx, req.attachments, who.user_id)
+    address_enc = ctx.services.cipher.encrypt(req.address, f"orders.address:{order_id}")
+    async with db.acquire() as conn, conn.transaction():  # a merchant's consumer is pushed the order with it
+        row = await orders.create(
+            conn, order_id, consumer_id=consumer, created_by=who.user_id, actor_role=who.role, brand=req.brand,
+            sku=req.sku, service=req.service_type, description=req.description, address_enc=address_enc,
+            lat=req.lat, lng=req.lng, attachments=attachments, window_start=req.window_start,
+            window_end=req.window_end, price_cents=price["price_cents"], currency=price["currency"],
+            paid=ctx.services.stripe is not None)
+        await push_offline(ctx, conn, row)
+    if who.role == "merchant":
         await tell_parties(ctx, row)
-    else:
-        row = await insert(db)
     if row["state"] == "open":  # else it opens once paid (handlers.payments)
         await announce(ctx, row)
     return OrderReply(order=await view(ctx, row))

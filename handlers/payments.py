@@ -19,7 +19,7 @@ from handlers.orders import push_offline, tell_parties
 from handlers.pool import announce
 from handlers.routing import Router
 from handlers.stripe_api import StripeAccess, calling_stripe, payment_state
-from handlers.views import visible_order
+from handlers.views import state_conflict, visible_order
 from protocol.frames import Empty
 from protocol.payments import (
     Audit,
@@ -134,11 +134,11 @@ async def pay(ctx: Context, req: PaymentPay) -> PaymentReply:
         raise NotFound(N_("No such order."))
     if order["payment_state"] is None:
         raise Conflict(N_("This order needs no payment."))
-    row = await payments.payment(db, order["id"])
     # Paying is for an order that waits for it; a retry after a lost reply gets the payment back.
-    cancelled = order["state"] == "cancelled"
-    if (row is None and order["state"] != "awaiting_payment") or (cancelled and req.payment_method_id):
-        raise Conflict(N_("The order is {state} now."), current_state=order["state"], state=order["state"])
+    waiting = order["state"] == "awaiting_payment"
+    row = await payments.payment(db, order["id"])
+    if row is None and not waiting:
+        raise state_conflict(order)
     if row is None:
         customer = await ensure_customer(ctx, access)
         with calling_stripe():
@@ -152,9 +152,10 @@ async def pay(ctx: Context, req: PaymentPay) -> PaymentReply:
                                           order["currency"])
     with calling_stripe():
         intent = await access.client.v1.payment_intents.retrieve_async(row["intent_id"])
-    if req.payment_method_id is not None and intent.status in ("requires_payment_method", "requires_confirmation"):
-        if order["state"] != "awaiting_payment":
-            raise Conflict(N_("The order is {state} now."), current_state=order["state"], state=order["state"])
+    confirmable = intent.status in ("requires_payment_method", "requires_confirmation")
+    if req.payment_method_id is not None and not waiting and (confirmable or order["state"] == "cancelled"):
+        raise state_conflict(order)
+    if req.payment_method_id is not None and confirmable:
         await own_method(ctx, access, req.payment_method_id)
         # One confirmation per card and attempt: a retry after a lost reply replays it; a new try of
         # the same card after a decline (the intent then names the declined charge) is a new one.

@@ -51,22 +51,21 @@ async def status(ctx: Context, req: PayoutStatus) -> PayoutReport:
     if row is not None and not row["payouts_enabled"]:  # maybe onboarding just finished: ask Stripe
         with calling_stripe():
             account = await access.client.v1.accounts.retrieve_async(row["account_id"])
-        await release_waiting(ctx, await record_account(ctx, db, account))
+        await release_waiting(ctx, await record_account(db, account))
         row = await payments.account(db, user_id)
     jobs = await payments.payout_jobs(db, user_id)
-    totals = await db.fetchrow("SELECT coalesce(sum(amount_cents), 0) AS paid, coalesce(sum(reversed_cents), 0)"
-                               " AS reversed FROM transfers WHERE technician_id = $1", user_id)
+    paid, reversed_total = await payments.payout_totals(db, user_id)
     return PayoutReport(
         account_id=row["account_id"] if row else None, payouts_enabled=bool(row and row["payouts_enabled"]),
         details_submitted=bool(row and row["details_submitted"]),
-        currently_due=list(row["currently_due"]) if row else [], paid_cents=totals["paid"],
-        reversed_cents=totals["reversed"],
+        currently_due=list(row["currently_due"]) if row else [], paid_cents=paid,
+        reversed_cents=reversed_total,
         transfers=[PayoutItem(order_id=str(j["order_id"]), state=j["state"], due_at=j["due_at"],
                               attempts=j["attempts"], amount_cents=j["transferred_cents"],
                               transfer_id=j["transfer_id"], last_error=j["last_error"]) for j in jobs])
 
 
-async def record_account(ctx: Context, conn: asyncpg.Connection | asyncpg.Pool, account: Any) -> str | None:
+async def record_account(conn: asyncpg.Connection | asyncpg.Pool, account: Any) -> str | None:
     """Record the account as Stripe has it; returns its technician when payouts are enabled."""
     requirements = account.requirements
     due = list(requirements.currently_due or []) if requirements else []
@@ -90,7 +89,7 @@ async def refresh_account(ctx: Context, access: StripeAccess, event_id: str, acc
         await conn.execute("SELECT 1 FROM payout_accounts WHERE account_id = $1 FOR UPDATE", account_id)
         with calling_stripe():
             account = await access.client.v1.accounts.retrieve_async(account_id)
-        technician = await record_account(ctx, conn, account)
+        technician = await record_account(conn, account)
         await payments.mark_applied(conn, event_id)
     await release_waiting(ctx, technician)  # (a crash here: the reconciler's sweep releases them)
     return True

@@ -6,8 +6,9 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Awaitable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -19,6 +20,7 @@ from handlers.stripe_api import calling_stripe
 from storage import lifecycle, payments
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 RECONCILE_MARGIN_S = 600.0  # events are listed again for this long after a pass (clock skew, late commits)
 
 
@@ -72,25 +74,33 @@ async def reconcile(ctx: Context, lookback_s: float) -> int:
 
 async def run_reconciler(ctx: Context, interval_s: float, lookback_s: float) -> None:
     """Forever (cancel to stop): reconcile events, then schedule any settlement a crash left
-    unscheduled. Every process may run it: applying is exactly-once, scheduling idempotent."""
-    rules, db = ctx.services.rules, ctx.services.db
-    since = time.time() - lookback_s
+    unscheduled and release waiting transfers. Every process may run it: applying is exactly-once,
+    scheduling idempotent. One chore failing does not skip the other."""
+    since = time.time() - lookback_s  # a full look back at start, then what came since the last pass
     while True:
         began = time.time()
-        for chore in ("events", "settlements"):
-            try:
-                if chore == "events":
-                    # After a full look back at start, only what came since the last pass (and a margin).
-                    applied = await reconcile(ctx, began - since)
-                    since = began - RECONCILE_MARGIN_S
-                    if applied:
-                        log.info("reconciler applied %d Stripe events that no webhook had brought", applied)
-                else:
-                    await payments.schedule_settlement(db, None, transfer_delay_s=rules.payout_delay_s,
-                                                       cancel_fee_bp=rules.cancellation_fee_bp)
-                    await payments.wake_transfers(db)
-            except Exception as exc:
-                if lifecycle.cancelling():
-                    raise
-                log.warning("reconciler (%s): %r", chore, exc)
+        applied = await _chore("events", reconcile(ctx, began - since))
+        if applied is not None:
+            since = began - RECONCILE_MARGIN_S
+            if applied:
+                log.info("reconciler applied %d Stripe events that no webhook had brought", applied)
+        await _chore("settlements", _settle_all(ctx))
         await asyncio.sleep(interval_s)
+
+
+async def _settle_all(ctx: Context) -> None:
+    rules, db = ctx.services.rules, ctx.services.db
+    await payments.schedule_settlement(db, None, transfer_delay_s=rules.payout_delay_s,
+                                       cancel_fee_bp=rules.cancellation_fee_bp)
+    await payments.wake_transfers(db)
+
+
+async def _chore(name: str, work: Awaitable[T]) -> T | None:
+    """The chore's result, or None when it failed (logged; it runs again next pass)."""
+    try:
+        return await work
+    except Exception as exc:
+        if lifecycle.cancelling():
+            raise
+        log.warning("reconciler (%s): %r", name, exc)
+        return None

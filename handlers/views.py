@@ -8,7 +8,7 @@ import asyncpg
 import msgspec
 
 from handlers.context import Context, Identity
-from handlers.errors import N_, NotFound
+from handlers.errors import N_, Conflict, NotFound
 from protocol.orders import Order
 from storage import geo, orders
 
@@ -18,6 +18,11 @@ EARTH_RADIUS_MI = 3958.7613
 class Sight(Enum):
     FULL = "full"  # the parties: consumer, assigned technician, the brand's merchants, admins
     POOL = "pool"  # technicians looking at an open order: no address, no consumer, approximate position
+
+
+def state_conflict(row: asyncpg.Record) -> Conflict:
+    """What a caller gets when the order has moved on from where their operation applies."""
+    return Conflict(N_("The order is {state} now."), current_state=row["state"], state=row["state"])
 
 
 def parse_id(value: str) -> uuid.UUID:

@@ -242,6 +242,13 @@ async def record_reversal(db: Conn, order_id: uuid.UUID, reversed_total: int) ->
                      order_id, reversed_total)
 
 
+async def payout_totals(db: Conn, technician: str) -> tuple[int, int]:
+    """(transferred, reversed) cents of the technician's executed transfers."""
+    row = await db.fetchrow("SELECT coalesce(sum(amount_cents), 0) AS paid, coalesce(sum(reversed_cents), 0)"
+                            " AS reversed FROM transfers WHERE technician_id = $1", technician)
+    return row["paid"], row["reversed"]
+
+
 async def payout_jobs(db: Conn, technician: str, limit: int = 50) -> list[asyncpg.Record]:
     """The technician's transfers not done yet, and the latest done ones, newest first."""
     rows: list[asyncpg.Record] = await db.fetch(

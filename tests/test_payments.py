@@ -212,6 +212,8 @@ async def test_webhooks_with_a_bad_signature_or_an_old_timestamp_are_refused(pay
         stale = await http.post(url, content=payload, headers=headers)
         unsigned = await http.post(url, content=json.dumps(event).encode())
         metrics = (await http.get(f"http://127.0.0.1:{pay_later.http_port}/metrics")).text
+        health = await http.get(f"http://127.0.0.1:{pay_later.http_port}/healthz")
+    assert (health.status_code, health.json()["postgres"], health.json()["redis"]) == (200, "ok", "ok")
     assert (forged.status_code, stale.status_code, unsigned.status_code) == (400, 400, 400)
     assert await stored(pay_later, event["id"]) is None  # nothing recorded
     assert 'gateway_stripe_webhooks_total{outcome="refused"} 3.0' in metrics

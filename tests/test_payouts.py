@@ -12,7 +12,7 @@ import pytest
 from protocol.auth import Auth
 from protocol.client import Client, ErrorReply
 from protocol.location import TechStats
-from protocol.orders import OrderAccept, OrderComplete, OrderDepart, OrderGet, OrderStart
+from protocol.orders import OrderGet
 from protocol.payments import PaymentAudit, PaymentPay, PaymentRefund, PayoutStatus
 from tests.conftest import SECRET, mint
 from tests.money import (
@@ -69,18 +69,20 @@ async def test_onboarding_then_payout_after_the_delay(gw, signed_in, app, stripe
     assert transfer.source_transaction == intent.latest_charge
     stats = await tech.request(TechStats())
     assert (stats.earnings_cents, stats.pending_cents) == (share, 0)
-    report = await until(lambda: _settled(tech))
+    report = await until(lambda: _state_is(tech, "done"))
     assert (report.paid_cents, report.transfers[0].transfer_id) == (share, transfer.id)
+
+
+async def payouts_on(tech):
+    """The technician onboards and Stripe enables their payouts; returns the account id."""
+    account = await onboarded(tech)
+    await until(lambda: _enabled(tech))
+    return account
 
 
 async def _enabled(tech):
     status = await tech.request(PayoutStatus())
     return status if status.payouts_enabled else None
-
-
-async def _settled(tech):
-    status = await tech.request(PayoutStatus())
-    return status if status.transfers and status.transfers[0].state == "done" else None
 
 
 async def test_a_payout_waits_until_the_technician_can_receive_it(gw, signed_in, app):
@@ -99,11 +101,10 @@ async def _state_is(tech, state):
 
 async def test_a_transfer_that_fails_once_is_retried_and_made_once(gw, signed_in, app, stripe_server):
     _, tech, order_id, _ = await paid_order(gw, signed_in, app)
-    await onboarded(tech)
-    await until(lambda: _enabled(tech))
+    await payouts_on(tech)
     stripe_server.fail("/v1/transfers", times=3)  # the SDK's own two retries fail too: the job's first run fails
     await complete(tech, order_id)
-    done = await until(lambda: _settled(tech))
+    done = await until(lambda: _state_is(tech, "done"))
     [item] = done.transfers
     assert item.attempts == 2 and item.last_error is None
     made = [r for r in posts(stripe_server, "/v1/transfers") if order_id in (r["idempotency_key"] or "")]
@@ -112,15 +113,14 @@ async def test_a_transfer_that_fails_once_is_retried_and_made_once(gw, signed_in
 
 async def test_a_refund_after_the_payout_reverses_the_transfer(gw, signed_in, app, stripe_server):
     consumer, tech, order_id, _ = await paid_order(gw, signed_in, app)
-    await onboarded(tech)
-    await until(lambda: _enabled(tech))
+    await payouts_on(tech)
     await complete(tech, order_id)
     done = await until(lambda: transfer_of(gw, order_id))
     admin, _ = await signed_in("admin", gw=gw)
     await admin.request(PaymentRefund(order_id=order_id, reason="water damage after the visit"))
     refunded = await payment_reaches(consumer, "refunded")
     assert refunded.refunded_cents == refunded.amount_cents
-    reversed_transfer = await until(lambda: _reversed(app, done["transfer_id"]))
+    reversed_transfer = await until(lambda: _reversed_by(app, done["transfer_id"], done["amount_cents"]))
     assert reversed_transfer.amount_reversed == done["amount_cents"]
     report = await until(lambda: _reversal_recorded(tech))
     assert report.reversed_cents == done["amount_cents"]
@@ -136,8 +136,7 @@ async def test_a_refund_after_the_payout_reverses_the_transfer(gw, signed_in, ap
 
 async def test_partial_refunds_take_back_the_technicians_share_of_each(gw, signed_in, app):
     _, tech, order_id, _ = await paid_order(gw, signed_in, app)
-    await onboarded(tech)
-    await until(lambda: _enabled(tech))
+    await payouts_on(tech)
     await complete(tech, order_id)
     done = await until(lambda: transfer_of(gw, order_id))
     admin, _ = await signed_in("admin", gw=gw)
@@ -184,11 +183,6 @@ async def test_a_lost_account_update_is_applied_by_the_reconciler(make_gateway, 
             stripe_server.drop()
 
 
-async def _reversed(app, transfer_id):
-    transfer = await app.v1.transfers.retrieve_async(transfer_id)
-    return transfer if transfer.reversed else None
-
-
 async def _reversal_recorded(tech):
     status = await tech.request(PayoutStatus())
     return status if status.reversed_cents else None
@@ -229,17 +223,10 @@ async def completed_on(process, gateway, stripe_server, app):
     order = (await consumer.request(order_at(place))).order
     await consumer.request(PaymentPay(order_id=order.id, payment_method_id=card))
     await payment_reaches(consumer, "paid")
-    await onboarded(tech)
-    await until(lambda: _enabled(tech))
-    await tech.request(OrderAccept(order_id=order.id))
-    await complete_accepted(tech, order.id)
+    await payouts_on(tech)
+    await complete(tech, order.id)
     stripe_server.remove_webhook(name)
     return order.id, (consumer, tech)
-
-
-async def complete_accepted(tech, order_id):
-    for step in (OrderDepart, OrderStart, OrderComplete):
-        await tech.request(step(order_id=order_id))
 
 
 async def transfers_in_stripe(app, order_id):
@@ -298,7 +285,7 @@ async def test_a_refund_between_a_dead_transfer_call_and_its_retry_is_reversed(
         try:
             admin, _ = await session(second, gateway, "admin")
             await admin.request(PaymentRefund(order_id=order_id, reason="job redone by another company"))
-            await until(lambda: _reversed(app, made.id), timeout=20)
+            await until(lambda: _reversed_by(app, made.id, made.amount), timeout=20)
             recorded = await until(lambda: _fully_reversed(gateway, order_id), timeout=20)
             await admin.close()
         finally:
@@ -318,14 +305,13 @@ async def test_a_reversal_waiting_to_retry_is_counted_by_the_next_one(make_gatew
     async with paying_gateway(make_gateway, stripe_server, payment_policy="pay_at_creation",
                               money_retry_base_s=1.5) as served:
         _, tech, order_id, _ = await paid_order(served, signed_in, app)
-        await onboarded(tech)
-        await until(lambda: _enabled(tech))
+        await payouts_on(tech)
         await complete(tech, order_id)
         done = await until(lambda: transfer_of(served, order_id))
         stripe_server.fail(f"/v1/transfers/{done['transfer_id']}/reversals", times=3)  # and the SDK's retries
         admin, _ = await signed_in("admin", gw=served)
         await admin.request(PaymentRefund(order_id=order_id, amount_cents=2000))
-        first = await until(lambda: _failed_once(served, order_id))
+        await until(lambda: _failed_once(served, order_id, "reversal"))
         await admin.request(PaymentRefund(order_id=order_id, amount_cents=3000))
         price = await served.services.db.fetchval("SELECT captured_cents FROM payments WHERE order_id = $1",
                                                   uuid.UUID(order_id))
@@ -334,13 +320,13 @@ async def test_a_reversal_waiting_to_retry_is_counted_by_the_next_one(make_gatew
         await until(lambda: _all_done(served, order_id))
         transfer = await app.v1.transfers.retrieve_async(done["transfer_id"])
         assert transfer.amount_reversed == expected
-        assert first["request"] is not None  # it had decided before it failed
 
 
-async def _failed_once(gw, order_id):
+async def _failed_once(gw, order_id, kind):
+    """The order's job of this kind once it decided its request, failed, and waits to retry."""
     return await gw.services.db.fetchrow(
-        "SELECT * FROM money_jobs WHERE order_id = $1 AND kind = 'reversal' AND state = 'pending'"
-        " AND last_error IS NOT NULL", uuid.UUID(order_id))
+        "SELECT * FROM money_jobs WHERE order_id = $1 AND kind = $2 AND state = 'pending'"
+        " AND last_error IS NOT NULL AND request IS NOT NULL", uuid.UUID(order_id), kind)
 
 
 async def _all_done(gw, order_id):
@@ -355,11 +341,10 @@ async def test_a_transfer_refused_after_a_refund_is_decided_again(make_gateway, 
     async with paying_gateway(make_gateway, stripe_server, payment_policy="pay_at_creation",
                               money_retry_base_s=1.5) as served:
         _, tech, order_id, _ = await paid_order(served, signed_in, app)
-        await onboarded(tech)
-        await until(lambda: _enabled(tech))
+        await payouts_on(tech)
         stripe_server.fail("/v1/transfers", times=3)
         await complete(tech, order_id)
-        first = await until(lambda: _transfer_failed_once(served, order_id))
+        first = await until(lambda: _failed_once(served, order_id, "transfer"))
         admin, _ = await signed_in("admin", gw=served)
         price = json.loads(first["request"])["captured"]
         await admin.request(PaymentRefund(order_id=order_id, amount_cents=price // 2))
@@ -369,9 +354,3 @@ async def test_a_transfer_refused_after_a_refund_is_decided_again(make_gateway, 
         assert json.loads(first["request"])["amount"] > done["amount_cents"]
         [made] = await transfers_in_stripe(app, order_id)
         assert made.amount == done["amount_cents"]
-
-
-async def _transfer_failed_once(gw, order_id):
-    return await gw.services.db.fetchrow(
-        "SELECT * FROM money_jobs WHERE order_id = $1 AND kind = 'transfer' AND state = 'pending'"
-        " AND last_error IS NOT NULL AND request IS NOT NULL", uuid.UUID(order_id))
