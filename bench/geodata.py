@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import asyncpg
 import redis
 
-from handlers.views import miles
+from handlers.orders.views import miles
 from storage import geo
 
 Place = tuple[float, float]  # (lat, lng), as people say them; Redis and the gateway's internals use (lng, lat)

@@ -21,18 +21,22 @@ from gateway.config import Config, ConfigError
 from gateway.delivery import Hub
 from gateway.server import Gateway
 from gateway.web import WebSide
-from handlers.chat_writer import ChatWriter
-from handlers.context import Context, Rules, Services
-from handlers.fcm import FcmClient
+from handlers.accounts.passwords import Passwords
+from handlers.accounts.tokens import TokenIssuer
+from handlers.chat.fcm import FcmClient
+from handlers.chat.push import run_worker as push_worker
+from handlers.chat.settings import ChatRules
+from handlers.chat.writer import ChatWriter
+from handlers.context import Context
 from handlers.i18n import Catalogs
-from handlers.money import run_scheduler
-from handlers.passwords import Passwords
-from handlers.pool import rebuild_if_lost
-from handlers.pool import repair as repair_pool
-from handlers.push import run_worker as push_worker
-from handlers.stripe_api import StripeAccess, StripeSettings
-from handlers.stripe_events import run_reconciler
-from handlers.tokens import TokenIssuer
+from handlers.money.scheduler import run_scheduler
+from handlers.money.settings import MoneyRules
+from handlers.money.stripe_api import StripeAccess, StripeSettings
+from handlers.money.stripe_events import run_reconciler
+from handlers.orders.pool import rebuild_if_lost
+from handlers.orders.pool import repair as repair_pool
+from handlers.orders.settings import OrderRules
+from handlers.services import Services
 from storage import geo, lifecycle
 from storage.blobs import LocalBlobs
 from storage.crypto import FieldCipher, KeyRing
@@ -115,20 +119,20 @@ class Running:
         cipher = FieldCipher(db, KeyRing.load_or_create(Path(c.data_dir) / "keys"))
         await cipher.start()
         data = Path(c.data_dir).absolute()
-        rules = Rules(radius_mi=c.dispatch_radius_mi, max_radius_mi=c.max_radius_mi,
-                      stale_after_s=c.position_stale_s, platform_fee_bp=c.platform_fee_bp,
-                      upload_dir=str(data / "uploads"), push_max_attempts=c.push_max_attempts,
-                      push_retry_base_s=c.push_retry_base_s, push_poll_s=c.push_poll_s,
-                      payment_policy=c.payment_policy, payout_delay_s=c.payout_delay_s,
-                      cancellation_fee_bp=c.cancellation_fee_bp, money_max_attempts=c.money_max_attempts,
-                      money_retry_base_s=c.money_retry_base_s, money_poll_s=c.money_poll_s,
-                      money_lease_s=c.money_lease_s)
+        order_rules = OrderRules(radius_mi=c.dispatch_radius_mi, max_radius_mi=c.max_radius_mi,
+                                 stale_after_s=c.position_stale_s, upload_dir=str(data / "uploads"))
+        chat_rules = ChatRules(push_max_attempts=c.push_max_attempts, push_retry_base_s=c.push_retry_base_s,
+                               push_poll_s=c.push_poll_s)
+        money_rules = MoneyRules(platform_fee_bp=c.platform_fee_bp, payment_policy=c.payment_policy,
+                                 payout_delay_s=c.payout_delay_s, cancellation_fee_bp=c.cancellation_fee_bp,
+                                 money_max_attempts=c.money_max_attempts, money_retry_base_s=c.money_retry_base_s,
+                                 money_poll_s=c.money_poll_s, money_lease_s=c.money_lease_s)
         positions = geo.PositionWriter(redis)
         hub = Hub(redis)
         chat = ChatWriter(hub.publish_many)
         services = Services(db, redis, token_issuer(c), self.passwords or Passwords(), cipher, positions,
-                            geo.NearbySearch(redis), LocalBlobs(data / "blobs"), rules, Catalogs(), chat,
-                            stripe_access(c))
+                            geo.NearbySearch(redis), LocalBlobs(data / "blobs"), Catalogs(), chat, order_rules,
+                            chat_rules, money_rules, stripe_access(c))
         positions.start()
         chat.start(services)
         await rebuild_if_lost(services)
@@ -187,7 +191,7 @@ async def upkeep(ctx: Context, interval_s: float) -> None:
     while True:
         await asyncio.sleep(interval_s)
         try:
-            swept = await geo.sweep_stale(services.redis, services.rules.stale_after_s)
+            swept = await geo.sweep_stale(services.redis, services.order_rules.stale_after_s)
             if swept:
                 log.info("swept %d stale technician positions", swept)
             if not await rebuild_if_lost(services) and (repaired := await repair_pool(ctx)):

@@ -18,9 +18,10 @@ from websockets.protocol import OPEN
 
 from gateway.delivery import Batches, group_channel, user_channel
 from gateway.session import SessionState
-from handlers.context import Identity, Services
+from handlers.context import Identity
 from handlers.errors import N_, BadRequest, GatewayError, Internal, RateLimited, TooLarge, Unavailable
 from handlers.i18n import negotiate
+from handlers.services import Services
 from protocol.codec import Codec, error_frame
 from protocol.frames import Event, Reply
 from protocol.messages import BY_TYPE

@@ -20,11 +20,12 @@ from gateway.config import Config
 from gateway.connection import Deliveries, Session
 from gateway.delivery import Hub
 from gateway.metrics import Metrics
-from handlers import uploads
-from handlers.context import Identity, Services
+from handlers.context import Identity
 from handlers.errors import BadRequest, GatewayError
+from handlers.orders import uploads
 from handlers.registry import ROUTES
 from handlers.routing import Route
+from handlers.services import Services
 from protocol.codec import CODECS, JSON, JSON_SUBPROTOCOL, SUBPROTOCOLS
 from protocol.frames import Request
 from storage import lifecycle

@@ -12,7 +12,7 @@ from aiohttp import web
 from gateway.server import Gateway, RequestContext
 from handlers.context import Identity
 from handlers.errors import GatewayError
-from handlers.stripe_events import apply_event
+from handlers.money.stripe_events import apply_event
 
 log = logging.getLogger(__name__)
 MAX_BODY = 1 << 20  # Stripe's events are a few KiB

@@ -1,26 +1,17 @@
 """What a handler is given: the caller, the services, and a way to deliver events.
 
-The gateway implements `Context`; handlers depend on this declaration only."""
+The gateway implements `Context`; handlers depend on this declaration only. The kernel (this
+module, routing, errors, i18n) imports no domain; `services` and `registry` put the domains together."""
 
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-import asyncpg
-import redis.asyncio as aioredis
-
 from protocol.frames import Event
 
 if TYPE_CHECKING:
-    from handlers.chat_writer import ChatWriter
-    from handlers.i18n import Catalogs
-    from handlers.passwords import Passwords
-    from handlers.stripe_api import StripeAccess
-    from handlers.tokens import TokenIssuer
-    from storage.blobs import BlobStore
-    from storage.crypto import FieldCipher
-    from storage.geo import NearbySearch, PositionWriter
+    from handlers.services import Services
 
 Role = Literal["consumer", "technician", "merchant", "admin", "system"]  # system: the gateway itself
 ROLES: tuple[Role, ...] = ("consumer", "technician", "merchant", "admin")
@@ -34,50 +25,12 @@ class Identity:
     expires_at: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class Rules:
-    """The domain's tunables, from configuration."""
-
-    radius_mi: float = 50.0  # announcement radius of an order, default radius of the feed
-    max_radius_mi: float = 100.0  # the feed's cap
-    stale_after_s: float = 300.0  # a position older than this does not count for matching
-    platform_fee_bp: int = 1500  # the platform's share of a job's price, in basis points
-    upload_dir: str = "var/uploads"
-    preview_chars: int = 100  # a push shows this much of a message
-    push_max_attempts: int = 8  # then the push goes to the dead letter
-    push_retry_base_s: float = 2.0  # backoff: base * 2^(attempt-1), jittered
-    push_poll_s: float = 1.0
-    payment_policy: str = "capture_at_completion"  # or pay_at_creation
-    payout_delay_s: float = 86_400.0  # from a completed, captured job to the technician's transfer
-    cancellation_fee_bp: int = 0  # kept from a refund when the order is cancelled after acceptance
-    money_max_attempts: int = 8  # then a money job is failed (shown in payout.status and the audit)
-    money_retry_base_s: float = 30.0
-    money_poll_s: float = 1.0
-    money_lease_s: float = 60.0  # a job's runner that has not finished by then is presumed dead
-
-
-@dataclass(frozen=True, slots=True)
-class Services:
-    db: asyncpg.Pool
-    redis: aioredis.Redis
-    tokens: "TokenIssuer"
-    passwords: "Passwords"
-    cipher: "FieldCipher"
-    positions: "PositionWriter"
-    nearby: "NearbySearch"
-    blobs: "BlobStore"
-    rules: Rules
-    catalogs: "Catalogs"
-    chat: "ChatWriter"
-    stripe: "StripeAccess | None" = None  # None: payments are off (no STRIPE_API_KEY)
-
-
 class Context(Protocol):
     @property
     def identity(self) -> Identity | None: ...
 
     @property
-    def services(self) -> Services: ...
+    def services(self) -> "Services": ...
 
     @property
     def memo(self) -> dict[str, Any]:

@@ -13,7 +13,7 @@ async def connect_postgres(url: str, size: int) -> asyncpg.Pool:
 async def _no_reset(conn: asyncpg.Connection) -> None:
     """Connections go back to the pool as they are: asyncpg's reset query would cost a round trip
     per use. The one piece of session state anything here takes, the money scheduler's order lock
-    (handlers.money), is released by its taker, or its connection is terminated, never pooled."""
+    (handlers.money.scheduler), is released by its taker, or its connection is terminated, never pooled."""
 
 
 def connect_redis(url: str) -> aioredis.Redis:

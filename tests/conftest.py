@@ -15,7 +15,7 @@ from argon2 import PasswordHasher
 from gateway.app import Running
 from gateway.config import Config
 from gateway.server import Gateway
-from handlers.passwords import Passwords
+from handlers.accounts.passwords import Passwords
 from protocol.auth import Auth
 from protocol.client import Client
 from storage.embedded import Embedded

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from handlers.tokens import TokenIssuer
+from handlers.accounts.tokens import TokenIssuer
 from protocol.auth import Auth, Login, Logout, Ping, Refresh, Register
 from protocol.client import ErrorReply
 from tests.conftest import SECRET, mint

@@ -137,7 +137,7 @@ async def test_register_and_unregister_devices(gateway, signed_in):
 
 async def test_without_credentials_pushes_are_logged_not_sent(gateway, connect, signed_in, caplog):
     tech, order_id, consumer_id, _ = await offline_consumer_with_order(gateway, connect, signed_in)
-    with caplog.at_level("INFO", logger="handlers.push"):
+    with caplog.at_level("INFO", logger="handlers.chat.push"):
         await tech.request(ChatSend(order_id=order_id, client_id="l", text="logged"))
         [job] = await settled(gateway, consumer_id, kind="chat:")
     assert job["state"] == "sent" and any("logged" in r.getMessage() for r in caplog.records)

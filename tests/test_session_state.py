@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.session import SessionState, TokenBucket
-from handlers.admin import notify
+from handlers.admin.notices import notify
 from handlers.context import Identity
 from handlers.registry import ROUTES
 from protocol.admin import Notify

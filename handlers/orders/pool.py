@@ -4,10 +4,11 @@ and the technicians' feed (`order.nearby`)."""
 import asyncpg
 import msgspec
 
-from handlers.context import Context, Services
+from handlers.context import Context
 from handlers.errors import N_, BadRequest
+from handlers.orders.views import pool_view, technician_position
 from handlers.routing import Router
-from handlers.views import pool_view, technician_position
+from handlers.services import Services
 from protocol.frames import Event
 from protocol.orders import NearbyOrder, NearbyPage, Order, OrderAvailable, OrderNearby, OrderUnavailable
 from storage import geo, orders
@@ -51,7 +52,7 @@ async def announce(ctx: Context, row: asyncpg.Record, exclude: frozenset[str] = 
     radius whose filters it matches; returns how many were told."""
     services = ctx.services
     await geo.pool_add(services.redis, pool_entry(row))
-    nearby = await geo.technicians_within(services.redis, row["lng"], row["lat"], services.rules.radius_mi)
+    nearby = await geo.technicians_within(services.redis, row["lng"], row["lat"], services.order_rules.radius_mi)
     filters = await geo.filters_of(services.redis, [t for t, _ in nearby])
     brand, service = row["brand_id"], row["service_type"]
     order = pool_view(row)
@@ -72,7 +73,7 @@ async def withdraw(ctx: Context, row: asyncpg.Record) -> None:
     """Take the order out of the pool and tell the technicians around it."""
     services = ctx.services
     await geo.pool_remove(services.redis, [str(row["id"])])
-    nearby = await geo.technicians_within(services.redis, row["lng"], row["lat"], services.rules.radius_mi)
+    nearby = await geo.technicians_within(services.redis, row["lng"], row["lat"], services.order_rules.radius_mi)
     if nearby:
         await ctx.deliver_many([([t for t, _ in nearby], OrderUnavailable(order_id=str(row["id"]),
                                                                           state=row["state"]))])
@@ -81,7 +82,7 @@ async def withdraw(ctx: Context, row: asyncpg.Record) -> None:
 @router.route(OrderNearby, roles=["technician"])
 async def nearby(ctx: Context, req: OrderNearby) -> NearbyPage:
     assert ctx.identity is not None
-    rules = ctx.services.rules
+    rules = ctx.services.order_rules
     if (req.lat is None) != (req.lng is None):
         raise BadRequest(N_("Give both lat and lng, or neither."))
     if req.lat is not None and req.lng is not None:

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from handlers.context import Services
-from handlers.push import Offline, to_offline
-from handlers.texts import ATTACHMENT, NEW_MESSAGE, STATE_TEXT
+from handlers.chat.push import Offline, to_offline
+from handlers.chat.texts import ATTACHMENT, NEW_MESSAGE
+from handlers.orders.texts import STATE_TEXT
+from handlers.services import Services
 from protocol.chat import ChatMessage, ChatMessageEvent
 from protocol.frames import Event
 from storage import chat, lifecycle, users

@@ -7,13 +7,13 @@ from datetime import datetime
 import asyncpg
 import msgspec
 
+from handlers.chat.push import Offline, to_offline
 from handlers.context import Context
 from handlers.errors import N_, BadRequest, Conflict, Forbidden, NotFound
-from handlers.pool import announce
-from handlers.push import Offline, to_offline
+from handlers.orders.pool import announce
+from handlers.orders.texts import ORDER_UPDATE, status_text
+from handlers.orders.views import Sight, parse_id, view, visible_order
 from handlers.routing import Router
-from handlers.texts import ORDER_UPDATE, status_text
-from handlers.views import Sight, parse_id, view, visible_order
 from protocol.orders import (
     OrderCreate,
     OrderGet,
@@ -97,7 +97,7 @@ async def create(ctx: Context, req: OrderCreate) -> OrderReply:
         await push_offline(ctx, conn, row)
     if who.role == "merchant":
         await tell_parties(ctx, row)
-    if row["state"] == "open":  # else it opens once paid (handlers.payments)
+    if row["state"] == "open":  # else it opens once paid (handlers.money.payments)
         await announce(ctx, row)
     return OrderReply(order=await view(ctx, row))
 

@@ -1,6 +1,6 @@
 """Technicians are paid through Stripe Connect (separate charges and transfers): onboarding to an
 Express account, the payout status, and `account.updated` events. The transfers themselves are
-jobs of the money scheduler (handlers.money)."""
+jobs of the money scheduler (handlers.money.scheduler)."""
 
 import logging
 from datetime import UTC, datetime
@@ -10,9 +10,9 @@ import asyncpg
 from stripe.params import AccountCreateParams
 
 from handlers.context import Context
-from handlers.payments import stripe_of
+from handlers.money.payments import stripe_of
+from handlers.money.stripe_api import StripeAccess, calling_stripe
 from handlers.routing import Router
-from handlers.stripe_api import StripeAccess, calling_stripe
 from protocol.payments import Onboarding, PayoutItem, PayoutOnboard, PayoutReport, PayoutStatus
 from storage import payments, users
 

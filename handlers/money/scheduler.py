@@ -20,8 +20,8 @@ import stripe
 
 from handlers.context import Context
 from handlers.errors import GatewayError
-from handlers.payments import stripe_of
-from handlers.stripe_api import charge_figures
+from handlers.money.payments import stripe_of
+from handlers.money.stripe_api import charge_figures
 from storage import lifecycle, payments
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ Decision = dict[str, Any] | str  # a request to make, or an outcome without one:
 
 async def run_scheduler(ctx: Context) -> None:
     """Run due money jobs, forever (cancel to stop)."""
-    rules = ctx.services.rules
+    rules = ctx.services.money_rules
     while True:
         jobs: list[asyncpg.Record] = []
         try:
@@ -46,7 +46,7 @@ async def run_scheduler(ctx: Context) -> None:
 
 
 async def run_job(ctx: Context, job: asyncpg.Record) -> None:
-    rules = ctx.services.rules
+    rules = ctx.services.money_rules
     async with ctx.services.db.acquire() as conn:
         held: bool | None = None  # unknown until the lock query answers
         try:
@@ -65,7 +65,7 @@ async def run_job(ctx: Context, job: asyncpg.Record) -> None:
 
 
 async def _attempt(ctx: Context, conn: asyncpg.Connection, job: asyncpg.Record) -> None:
-    rules, kind = ctx.services.rules, KINDS[job["kind"]]
+    rules, kind = ctx.services.money_rules, KINDS[job["kind"]]
     try:
         if job["request"] is None:
             info = await payments.job_context(ctx.services.db, job["order_id"])
@@ -147,7 +147,8 @@ async def _cancel(ctx: Context, job: asyncpg.Record, request: dict[str, Any]) ->
 async def _decide_refund(ctx: Context, job: asyncpg.Record, info: asyncpg.Record) -> Decision:
     captured, refunded, _ = await _charge_of(ctx, info["intent_id"])
     if job["step"] == 0:  # cancellation: back to what the consumer owes (the fee once accepted)
-        fee = info["price_cents"] * ctx.services.rules.cancellation_fee_bp // 10_000 if info["technician_id"] else 0
+        fee_bp = ctx.services.money_rules.cancellation_fee_bp
+        fee = info["price_cents"] * fee_bp // 10_000 if info["technician_id"] else 0
         amount = captured - fee - refunded
     else:
         amount = min(job["amount_cents"] or 0, captured - refunded)
@@ -180,7 +181,7 @@ async def _decide_transfer(ctx: Context, job: asyncpg.Record, info: asyncpg.Reco
     if not info["account_id"] or not info["payouts_enabled"]:
         return "waiting"
     captured, refunded, charge = await _charge_of(ctx, info["intent_id"])
-    amount = share(captured, refunded, ctx.services.rules.platform_fee_bp)
+    amount = share(captured, refunded, ctx.services.money_rules.platform_fee_bp)
     if amount <= 0:
         return "skipped"
     return {"amount": amount, "currency": info["currency"].lower(), "destination": info["account_id"],
@@ -247,7 +248,7 @@ class Kind:
 
 async def settle(ctx: Context, order_id: Any) -> None:
     """After an order's state changed: schedule what its payment now calls for."""
-    rules = ctx.services.rules
+    rules = ctx.services.money_rules
     if ctx.services.stripe is not None:
         await payments.schedule_settlement(ctx.services.db, order_id, transfer_delay_s=rules.payout_delay_s,
                                            cancel_fee_bp=rules.cancellation_fee_bp)

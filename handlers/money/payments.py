@@ -13,13 +13,14 @@ import asyncpg
 import stripe
 from stripe.params import CustomerCreateParams
 
-from handlers.context import Context, Services
+from handlers.context import Context
 from handlers.errors import N_, Conflict, NotFound, Unavailable
-from handlers.orders import push_offline, tell_parties
-from handlers.pool import announce
+from handlers.money.stripe_api import StripeAccess, calling_stripe, payment_state
+from handlers.orders.orders import push_offline, tell_parties
+from handlers.orders.pool import announce
+from handlers.orders.views import state_conflict, visible_order
 from handlers.routing import Router
-from handlers.stripe_api import StripeAccess, calling_stripe, payment_state
-from handlers.views import state_conflict, visible_order
+from handlers.services import Services
 from protocol.frames import Empty
 from protocol.payments import (
     Audit,
@@ -128,7 +129,7 @@ async def pay(ctx: Context, req: PaymentPay) -> PaymentReply:
     """Once per order: the intent's idempotency key is the order, so two racing calls (or a retry
     after a lost reply) get the same PaymentIntent and the consumer is charged at most once."""
     assert ctx.identity is not None
-    access, db, rules = stripe_of(ctx.services), ctx.services.db, ctx.services.rules
+    access, db, rules = stripe_of(ctx.services), ctx.services.db, ctx.services.money_rules
     order, _ = await visible_order(ctx, req.order_id)
     if order["consumer_id"] != ctx.identity.user_id:
         raise NotFound(N_("No such order."))
@@ -216,9 +217,9 @@ async def audit(ctx: Context, req: PaymentAudit) -> Audit:
                  payout=payout, jobs=jobs)
 
 
-# -- applying Stripe's events (see handlers.stripe_events) -------------------------------------
+# -- applying Stripe's events (see handlers.money.stripe_events) -------------------------------------
 async def refresh_payment(ctx: Context, access: StripeAccess, event_id: str, intent_id: str) -> bool:
-    services, rules = ctx.services, ctx.services.rules
+    services, rules = ctx.services, ctx.services.money_rules
     async with access.applying, services.db.acquire() as conn, conn.transaction():
         if not await payments.claim_event(conn, event_id):
             return False

@@ -8,14 +8,14 @@ from typing import Any, NoReturn
 
 import asyncpg
 
-from handlers.chat import post_system
+from handlers.chat.rooms import post_system
 from handlers.context import Context
 from handlers.errors import N_, Forbidden, NotFound
-from handlers.money import settle
-from handlers.orders import check_attachments, push_offline, tell_parties
-from handlers.pool import announce, withdraw
+from handlers.money.scheduler import settle
+from handlers.orders.orders import check_attachments, push_offline, tell_parties
+from handlers.orders.pool import announce, withdraw
+from handlers.orders.views import parse_id, sight, state_conflict, view
 from handlers.routing import Router
-from handlers.views import parse_id, sight, state_conflict, view
 from protocol.frames import Empty
 from protocol.orders import (
     OrderAccept,
@@ -138,7 +138,7 @@ async def start(ctx: Context, req: OrderStart) -> OrderReply:
 async def complete(ctx: Context, req: OrderComplete) -> OrderReply:
     assert ctx.identity is not None
     photos = await check_attachments(ctx, req.attachments, ctx.identity.user_id)
-    keep = 10_000 - ctx.services.rules.platform_fee_bp
+    keep = 10_000 - ctx.services.money_rules.platform_fee_bp
     return await _advance(
         ctx, req.order_id, "complete",
         sets=", payout_cents = o.price_cents * $7::int / 10000, completion_attachments = $8,"

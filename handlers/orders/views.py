@@ -60,7 +60,7 @@ async def sight(ctx: Context, who: Identity, row: asyncpg.Record) -> Sight | Non
     if row["state"] != "open":
         return None
     where = await technician_position(ctx, who.user_id)
-    if where is None or miles(row["lat"], row["lng"], where[1], where[0]) > ctx.services.rules.radius_mi:
+    if where is None or miles(row["lat"], row["lng"], where[1], where[0]) > ctx.services.order_rules.radius_mi:
         return None
     return Sight.POOL
 

@@ -6,12 +6,12 @@ import uuid
 
 import asyncpg
 
-from handlers.chat_writer import message as render
+from handlers.chat.writer import message as render
 from handlers.context import Context
 from handlers.errors import N_, BadRequest, Forbidden
-from handlers.orders import check_attachments
+from handlers.orders.orders import check_attachments
+from handlers.orders.texts import STATE_TEXT
 from handlers.routing import Router
-from handlers.texts import STATE_TEXT
 from protocol.chat import (
     ChatHistory,
     ChatMessage,

@@ -9,9 +9,10 @@ from datetime import timedelta
 
 import asyncpg
 
-from handlers.context import Context, Services
-from handlers.fcm import FcmClient
+from handlers.chat.fcm import FcmClient
+from handlers.context import Context
 from handlers.routing import Router
+from handlers.services import Services
 from protocol.frames import Empty
 from protocol.push import PushRegister, PushUnregister
 from storage import lifecycle, push, users
@@ -63,7 +64,7 @@ async def to_offline(services: Services, conn: asyncpg.Connection | asyncpg.Pool
     if not offline:
         return
     locales = await users.locales(conn, offline)
-    translate, limit = services.catalogs.translate, services.rules.preview_chars
+    translate, limit = services.catalogs.translate, services.chat_rules.preview_chars
     for p in pushes:
         for user_id in p.recipients:
             if user_id in offline:
@@ -85,11 +86,11 @@ async def run_worker(services: Services, client: FcmClient | None) -> None:
             log.warning("push worker: %r", exc)
             jobs = []
         if not jobs:
-            await asyncio.sleep(services.rules.push_poll_s)
+            await asyncio.sleep(services.chat_rules.push_poll_s)
 
 
 async def _send(services: Services, client: FcmClient | None, job: asyncpg.Record) -> None:
-    rules = services.rules
+    rules = services.chat_rules
     devices = await push.tokens(services.db, job["user_id"])
     if client is None or not devices:
         log.info("push for %s (%s): %s: %s", job["user_id"], "no device" if devices == [] else "logged only",

@@ -14,9 +14,9 @@ import asyncpg
 
 from handlers.context import Context
 from handlers.errors import GatewayError
-from handlers.payments import refresh_payment, stripe_of
-from handlers.payouts import refresh_account
-from handlers.stripe_api import calling_stripe
+from handlers.money.payments import refresh_payment, stripe_of
+from handlers.money.payouts import refresh_account
+from handlers.money.stripe_api import calling_stripe
 from storage import lifecycle, payments
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ async def run_reconciler(ctx: Context, interval_s: float, lookback_s: float) -> 
 
 
 async def _settle_all(ctx: Context) -> None:
-    rules, db = ctx.services.rules, ctx.services.db
+    rules, db = ctx.services.money_rules, ctx.services.db
     await payments.schedule_settlement(db, None, transfer_delay_s=rules.payout_delay_s,
                                        cancel_fee_bp=rules.cancellation_fee_bp)
     await payments.wake_transfers(db)

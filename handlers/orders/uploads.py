@@ -9,8 +9,8 @@ from typing import IO
 
 from handlers.context import Context
 from handlers.errors import N_, BadRequest, Conflict, NotFound, TooLarge
+from handlers.orders.views import sight
 from handlers.routing import ANY_ROLE, Router
-from handlers.views import sight
 from protocol.uploads import Attachment, ChunkAck, UploadBegin, UploadChunk, UploadEnd, UploadStarted
 
 router = Router()
@@ -77,7 +77,7 @@ async def begin(ctx: Context, req: UploadBegin) -> UploadStarted:
     if len(uploads) >= MAX_OPEN_UPLOADS:
         raise Conflict(N_("Finish an upload before starting another."))
     upload_id = uuid.uuid4().hex
-    folder = Path(ctx.services.rules.upload_dir)
+    folder = Path(ctx.services.order_rules.upload_dir)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{upload_id}.part"
     uploads[upload_id] = Upload(path, path.open("wb"), req.size, req.content_type)

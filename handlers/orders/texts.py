@@ -1,4 +1,4 @@
-"""User-facing texts shared by several domains (chat system messages, push notifications)."""
+"""What an order's people are told when it moves on: chat system messages and push texts."""
 
 from handlers.errors import N_
 
@@ -13,9 +13,7 @@ STATE_TEXT = {  # an order reached this state: what its people are told
 # The push for an order's new state, where the state alone does not say what happened.
 PAID_TEXT = N_("Your payment went through: the order is open for technicians.")
 PLACED_TEXT = N_("A new order was placed for you.")
-NEW_MESSAGE = N_("New message")
 ORDER_UPDATE = N_("Order update")
-ATTACHMENT = N_("Sent an attachment")
 
 
 def status_text(previous: str | None, state: str) -> str | None:

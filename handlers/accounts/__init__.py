@@ -1,0 +1,1 @@
+"""Accounts and sessions: sign-up, log-in, tokens, passwords."""

@@ -1,0 +1,1 @@
+"""Order chat rooms and the pushes that reach offline devices."""

@@ -1,0 +1,1 @@
+"""Money: payments through Stripe, payouts through Connect, the durable scheduler of money calls."""

@@ -1,0 +1,40 @@
+"""What every handler may use: connections, the shared machinery, and each domain's settings.
+Built once at start (gateway.app) and handed to handlers through their context."""
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from handlers.chat.settings import ChatRules
+from handlers.money.settings import MoneyRules
+from handlers.orders.settings import OrderRules
+
+if TYPE_CHECKING:
+    from handlers.accounts.passwords import Passwords
+    from handlers.accounts.tokens import TokenIssuer
+    from handlers.chat.writer import ChatWriter
+    from handlers.i18n import Catalogs
+    from handlers.money.stripe_api import StripeAccess
+    from storage.blobs import BlobStore
+    from storage.crypto import FieldCipher
+    from storage.geo import NearbySearch, PositionWriter
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    db: asyncpg.Pool
+    redis: aioredis.Redis
+    tokens: "TokenIssuer"
+    passwords: "Passwords"
+    cipher: "FieldCipher"
+    positions: "PositionWriter"
+    nearby: "NearbySearch"
+    blobs: "BlobStore"
+    catalogs: "Catalogs"
+    chat: "ChatWriter"
+    order_rules: OrderRules
+    chat_rules: ChatRules
+    money_rules: MoneyRules
+    stripe: "StripeAccess | None" = None  # None: payments are off (no STRIPE_API_KEY)
