@@ -22,7 +22,7 @@ from handlers.context import Identity
 from handlers.errors import N_, BadRequest, GatewayError, Internal, RateLimited, TooLarge, Unavailable
 from handlers.i18n import negotiate
 from handlers.services import Services
-from protocol.codec import Codec, error_frame
+from protocol.codec import Codec, TooDeep, error_frame
 from protocol.frames import Event, Reply
 from protocol.messages import BY_TYPE
 
@@ -174,6 +174,8 @@ class Session(Deliveries):
         self.gateway.metrics.tally_in["invalid"] += 1
         try:
             kind = self.codec.decode_head(data).type
+        except TooDeep:
+            return BadRequest(N_("The frame is nested too deeply."))
         except msgspec.DecodeError:
             kind = None
         if kind is None:

@@ -5,15 +5,17 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from protocol.bounds import END, LINE
 from protocol.frames import Reply, Request
 
 Role = Literal["consumer", "technician", "merchant", "admin"]
 Email = Annotated[
-    str, msgspec.Meta(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", description="E-mail address")
+    str, msgspec.Meta(max_length=254, pattern=r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+" + END,
+                      description="E-mail address")
 ]
-Password = Annotated[str, msgspec.Meta(min_length=8, max_length=256)]
-Locale = Annotated[str, msgspec.Meta(max_length=35, description="BCP 47 tag, e.g. `es-MX` or `zh-Hans`")]
-Token = Annotated[str, msgspec.Meta(max_length=4096)]
+Password = Annotated[str, LINE, msgspec.Meta(min_length=8, max_length=256)]
+Locale = Annotated[str, LINE, msgspec.Meta(max_length=35, description="BCP 47 tag, e.g. `es-MX` or `zh-Hans`")]
+Token = Annotated[str, LINE, msgspec.Meta(max_length=4096)]
 
 
 class AuthResult(Reply):
@@ -59,15 +61,15 @@ class Register(Request, tag="auth.register"):
     email: Email
     password: Password
     role: Literal["consumer", "technician"]
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=120)]
-    phone: Annotated[str, msgspec.Meta(pattern=r"^\+?[0-9 ()-]{6,24}$")] | None = None
+    name: Annotated[str, LINE, msgspec.Meta(min_length=1, max_length=120)]
+    phone: Annotated[str, msgspec.Meta(pattern=r"^\+?[0-9 ()-]{6,24}" + END)] | None = None
     locale: Locale | None = None
     reply = SessionTokens
 
 
 class Login(Request, tag="auth.login"):
     email: Email
-    password: Annotated[str, msgspec.Meta(max_length=256)]
+    password: Annotated[str, LINE, msgspec.Meta(max_length=256)]
     reply = SessionTokens
 
 

@@ -5,10 +5,11 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from protocol.bounds import INT64_MAX, LINE, TEXT
 from protocol.frames import Event, Reply, Request
 from protocol.orders import AttachmentIds, OrderId, OrderState
 
-Seq = Annotated[int, msgspec.Meta(ge=0)]
+Seq = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]
 
 
 class ChatMessage(msgspec.Struct, kw_only=True):
@@ -36,8 +37,8 @@ class ChatSend(Request, tag="chat.send"):
     (a retry after a lost reply) returns the original message."""
 
     order_id: OrderId
-    client_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-    text: Annotated[str, msgspec.Meta(max_length=4000)] | None = None
+    client_id: Annotated[str, LINE, msgspec.Meta(min_length=1, max_length=64)]
+    text: Annotated[str, TEXT, msgspec.Meta(max_length=4000)] | None = None
     attachments: AttachmentIds = []
     reply = ChatSent
 
@@ -73,7 +74,7 @@ class ChatSync(Request, tag="chat.sync"):
     """After a reconnect: for each of the caller's rooms, the messages after the last `seq` the app
     has (`positions`, by order id; absent rooms count from 0). Only rooms with news are returned."""
 
-    positions: Annotated[dict[str, Seq], msgspec.Meta(max_length=500)] = {}
+    positions: Annotated[dict[OrderId, Seq], msgspec.Meta(max_length=500)] = {}
     limit: Annotated[int, msgspec.Meta(ge=1, le=500)] = 100
     reply = ChatSynced
 

@@ -19,6 +19,16 @@ SUBPROTOCOLS = (JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL)
 T = TypeVar("T")
 
 
+class TooDeep(msgspec.DecodeError):
+    """Nesting beyond what the decoder recurses into (about 1,000 levels). A request's declared
+    fields nest a few levels at most and unknown fields are refused, so this only meets values
+    skipped on the way to the `type` tag, or a frame that is not a request at all."""
+
+
+def _too_deep() -> TooDeep:
+    return TooDeep("nested too deeply")
+
+
 @dataclass(frozen=True, eq=False)  # identity hash: codecs key per-format caches
 class Codec:
     """Encoders and decoders for one wire format, built once."""
@@ -39,26 +49,41 @@ class Codec:
 
     def decode_request(self, data: bytes) -> Request:
         """One of `messages.REQUESTS`, validated."""
-        request: Request = self._requests(data)
+        try:
+            request: Request = self._requests(data)
+        except RecursionError:
+            raise _too_deep() from None
         return request
 
     def decode_event(self, data: bytes) -> Event:
         """One of `messages.EVENTS`, validated."""
-        event: Event = self._events(data)
+        try:
+            event: Event = self._events(data)
+        except RecursionError:
+            raise _too_deep() from None
         return event
 
     def decode_head(self, data: bytes) -> Head:
-        head: Head = self._heads(data)
+        try:
+            head: Head = self._heads(data)
+        except RecursionError:
+            raise _too_deep() from None
         return head
 
     def decode_any(self, data: bytes) -> Any:
-        return self._anything(data)
+        try:
+            return self._anything(data)
+        except RecursionError:
+            raise _too_deep() from None
 
     def decode_as(self, data: bytes, kind: type[T]) -> T:
         decoder = self._typed.get(kind)
         if decoder is None:
             decoder = self._typed[kind] = self._decoder_for(kind)
-        value: T = decoder.decode(data)
+        try:
+            value: T = decoder.decode(data)
+        except RecursionError:
+            raise _too_deep() from None
         return value
 
     def encode_any(self, value: Any) -> bytes:

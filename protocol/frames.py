@@ -4,7 +4,9 @@ from typing import Annotated, Any, ClassVar
 
 import msgspec
 
-RequestId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, description="Client-chosen request id")]
+from protocol.bounds import LINE
+
+RequestId = Annotated[str, LINE, msgspec.Meta(min_length=1, max_length=64, description="Client-chosen request id")]
 
 
 class Reply(msgspec.Struct, tag="result", tag_field="type", kw_only=True):
@@ -13,8 +15,10 @@ class Reply(msgspec.Struct, tag="result", tag_field="type", kw_only=True):
     id: RequestId | None = None
 
 
-class Request(msgspec.Struct, tag_field="type", kw_only=True):
-    """A client request. `type` names the operation; `id` is echoed in its reply.
+class Request(msgspec.Struct, tag_field="type", kw_only=True, forbid_unknown_fields=True):
+    """A client request. `type` names the operation; `id` is echoed in its reply. A field the
+    operation does not declare is refused (`bad_request` naming it), so a frame is never nested
+    deeper than its operation's fields.
 
     A request without `id` still gets its reply (with `id: null`) unless the operation is
     declared fire-and-forget.

@@ -5,11 +5,13 @@ from typing import Annotated
 
 import msgspec
 
+from protocol.bounds import END, MAX_LATITUDE, MOMENT, check_moments
 from protocol.frames import Reply, Request
 
-Latitude = Annotated[float, msgspec.Meta(ge=-90.0, le=90.0, description="WGS 84 degrees")]
+Latitude = Annotated[float, msgspec.Meta(ge=-MAX_LATITUDE, le=MAX_LATITUDE,
+                                         description="WGS 84 degrees, within what Redis GEO holds")]
 Longitude = Annotated[float, msgspec.Meta(ge=-180.0, le=180.0, description="WGS 84 degrees")]
-Slug = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[a-z0-9_-]+$")]
+Slug = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[a-z0-9_-]+" + END)]
 
 
 class LocationAck(Reply):
@@ -30,9 +32,13 @@ class LocationUpdate(Request, tag="location.update"):
     accuracy: Annotated[float, msgspec.Meta(ge=0, le=100_000, description="metres")] | None = None
     heading: Annotated[float, msgspec.Meta(ge=0, le=360, description="degrees from north")] | None = None
     speed: Annotated[float, msgspec.Meta(ge=0, le=150, description="metres per second")] | None = None
-    device_time: datetime | None = None
+    device_time: Annotated[datetime, MOMENT] | None = None
     reply = LocationAck
     silent_without_id = True
+
+    def __post_init__(self) -> None:
+        if self.device_time is not None:
+            check_moments(self, "device_time")
 
 
 class DutyState(Reply):

@@ -5,15 +5,19 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from protocol.bounds import END, LINE, MOMENT, TEXT, check_moments
 from protocol.frames import Event, Reply, Request
 from protocol.location import Latitude, Longitude, Slug
 
 OrderState = Literal["awaiting_payment", "open", "accepted", "en_route", "in_service", "completed", "cancelled"]
 PaymentState = Literal["unpaid", "processing", "authorized", "paid", "failed", "canceled", "refunded",
                        "partially_refunded"]
-OrderId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-AttachmentIds = Annotated[list[Annotated[str, msgspec.Meta(max_length=64)]], msgspec.Meta(max_length=10)]
-Cursor = Annotated[str, msgspec.Meta(max_length=200)]
+OrderId = Annotated[str, LINE, msgspec.Meta(min_length=1, max_length=64)]
+AttachmentIds = Annotated[list[Annotated[str, LINE, msgspec.Meta(max_length=64)]], msgspec.Meta(max_length=10)]
+Cursor = Annotated[str, LINE, msgspec.Meta(max_length=200)]
+OffsetCursor = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,5}" + END, description="opaque")]
+Reason = Annotated[str, LINE, msgspec.Meta(max_length=500)]
+Note = Annotated[str, TEXT, msgspec.Meta(max_length=2000)]
 
 
 class Order(msgspec.Struct, kw_only=True):
@@ -55,17 +59,20 @@ class OrderCreate(Request, tag="order.create"):
     The price comes from the catalog for the SKU and service type."""
 
     brand: Slug
-    sku: Annotated[str, msgspec.Meta(min_length=1, max_length=64, description="model number")]
+    sku: Annotated[str, LINE, msgspec.Meta(min_length=1, max_length=64, description="model number")]
     service_type: Slug
-    description: Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
-    address: Annotated[str, msgspec.Meta(min_length=1, max_length=300)]
+    description: Annotated[str, TEXT, msgspec.Meta(min_length=1, max_length=2000)]
+    address: Annotated[str, TEXT, msgspec.Meta(min_length=1, max_length=300)]
     lat: Latitude
     lng: Longitude
     attachments: AttachmentIds = []
-    window_start: datetime | None = None
-    window_end: datetime | None = None
-    consumer_id: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    window_start: Annotated[datetime, MOMENT] | None = None
+    window_end: Annotated[datetime, MOMENT] | None = None
+    consumer_id: Annotated[str, LINE, msgspec.Meta(max_length=64)] | None = None
     reply = OrderReply
+
+    def __post_init__(self) -> None:
+        check_moments(self, "window_start", "window_end")
 
 
 class OrderGet(Request, tag="order.get"):
@@ -106,7 +113,7 @@ class OrderRelease(Request, tag="order.release"):
     """Give an accepted order back before departing: it returns to the pool and is announced again."""
 
     order_id: OrderId
-    reason: Annotated[str, msgspec.Meta(max_length=500)] | None = None
+    reason: Reason | None = None
     reply = OrderReply
 
 
@@ -123,7 +130,7 @@ class OrderStart(Request, tag="order.start"):
 class OrderComplete(Request, tag="order.complete"):
     order_id: OrderId
     attachments: AttachmentIds = []
-    note: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
+    note: Note | None = None
     reply = OrderReply
 
 
@@ -131,7 +138,7 @@ class OrderCancel(Request, tag="order.cancel"):
     """Consumers cancel their orders before service starts; admins at any time before completion."""
 
     order_id: OrderId
-    reason: Annotated[str, msgspec.Meta(max_length=500)] | None = None
+    reason: Reason | None = None
     reply = OrderReply
 
 
@@ -140,7 +147,7 @@ class OrderRate(Request, tag="order.rate"):
 
     order_id: OrderId
     stars: Annotated[int, msgspec.Meta(ge=1, le=5)]
-    comment: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
+    comment: Note | None = None
     reply = OrderReply
 
 
@@ -184,7 +191,7 @@ class OrderNearby(Request, tag="order.nearby"):
     radius_mi: Annotated[float, msgspec.Meta(gt=0, le=500)] | None = None
     brand: Slug | None = None
     service_type: Slug | None = None
-    cursor: Cursor | None = None
+    cursor: OffsetCursor | None = None
     limit: Annotated[int, msgspec.Meta(ge=1, le=50)] = 20
     reply = NearbyPage
 

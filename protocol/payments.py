@@ -8,10 +8,11 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from protocol.bounds import END, LINE
 from protocol.frames import Event, Reply, Request
 from protocol.orders import OrderId, PaymentState
 
-StripeId = Annotated[str, msgspec.Meta(min_length=3, max_length=255, pattern=r"^[A-Za-z0-9_]+$")]
+StripeId = Annotated[str, msgspec.Meta(min_length=3, max_length=255, pattern=r"^[A-Za-z0-9_]+" + END)]
 
 
 class SetupReply(Reply):
@@ -84,8 +85,9 @@ class PaymentRefund(Request, tag="payment.refund"):
     the refund shows in `payment.status` once Stripe confirms it."""
 
     order_id: OrderId
-    amount_cents: Annotated[int, msgspec.Meta(ge=1)] | None = None
-    reason: Annotated[str, msgspec.Meta(max_length=500)] | None = None
+    amount_cents: Annotated[int, msgspec.Meta(ge=1, le=99_999_999, description="Stripe's largest charge at most")] \
+        | None = None
+    reason: Annotated[str, LINE, msgspec.Meta(max_length=500)] | None = None
     reply = PaymentReply
 
 

@@ -4,9 +4,10 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from protocol.bounds import LINE
 from protocol.frames import Request
 
-FcmToken = Annotated[str, msgspec.Meta(min_length=16, max_length=4096, description="FCM registration token")]
+FcmToken = Annotated[str, LINE, msgspec.Meta(min_length=16, max_length=4096, description="FCM registration token")]
 
 
 class PushRegister(Request, tag="push.register"):

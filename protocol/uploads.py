@@ -4,10 +4,11 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from protocol.bounds import INT64_MAX, LINE
 from protocol.frames import Reply, Request
 
 ContentType = Literal["image/jpeg", "image/png", "image/heic", "image/webp", "video/mp4", "video/quicktime"]
-UploadId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+UploadId = Annotated[str, LINE, msgspec.Meta(min_length=1, max_length=64)]
 
 
 class UploadStarted(Reply):
@@ -20,7 +21,7 @@ class UploadBegin(Request, tag="upload.begin"):
     videos 100 MB). The type is checked against the bytes at the end."""
 
     content_type: ContentType
-    size: Annotated[int, msgspec.Meta(gt=0)]
+    size: Annotated[int, msgspec.Meta(gt=0, le=INT64_MAX)]
     reply = UploadStarted
 
 
@@ -32,7 +33,7 @@ class UploadChunk(Request, tag="upload.chunk"):
     """The next piece of an upload, at byte `offset` (sequential). Fire-and-forget without `id`."""
 
     upload_id: UploadId
-    offset: Annotated[int, msgspec.Meta(ge=0)]
+    offset: Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]
     data: bytes
     reply = ChunkAck
     silent_without_id = True

@@ -20,10 +20,22 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import redis.asyncio as aioredis
+from prometheus_client import Counter
 
 from storage import lifecycle
 
 log = logging.getLogger(__name__)
+# Web Mercator's edge: Redis refuses a GEOADD beyond it, and with it the whole command.
+MAX_LATITUDE = 85.05112878
+# What the index refused, counted per process; gateway.metrics registers it with its registry.
+REFUSED = Counter("gateway_geo_refused", "Positions and open orders skipped because the Redis GEO index "
+                  "cannot hold their coordinates", ["index"], registry=None)
+
+
+def indexable(lng: float, lat: float) -> bool:
+    """Whether the GEO index can hold the point (the protocol refuses others; rows planted in
+    PostgreSQL or an older client's data still may not be)."""
+    return -180.0 <= lng <= 180.0 and -MAX_LATITUDE <= lat <= MAX_LATITUDE
 
 TECHS = "geo:techs"
 SEEN = "geo:techs:seen"
@@ -108,10 +120,15 @@ class PositionWriter:
             positions: list[float | str] = []
             seen: dict[str, float] = {}
             for technician, (lng, lat) in chunk:
+                if not indexable(lng, lat):  # one such item would fail the whole GEOADD
+                    log.warning("position of %s refused by the GEO index: %r, %r", technician, lng, lat)
+                    REFUSED.labels("positions").inc()
+                    continue
                 positions += (lng, lat, technician)
                 seen[technician] = now
-            pipe.geoadd(TECHS, positions)
-            pipe.zadd(SEEN, seen)
+            if positions:
+                pipe.geoadd(TECHS, positions)
+                pipe.zadd(SEEN, seen)
         await pipe.execute()
         self.written += len(items)
 
@@ -172,18 +189,28 @@ async def filters_of(redis: aioredis.Redis, technicians: list[str]) -> dict[str,
 PoolEntry = tuple[str, float, float, str, str, bytes]  # order id, lng, lat, brand, service, pool view
 
 
-def _add(pipe: aioredis.client.Pipeline, entry: PoolEntry) -> None:
+def _add(pipe: aioredis.client.Pipeline, entry: PoolEntry) -> bool:
+    """Queue the entry's commands; False (nothing queued, logged, counted) when the index cannot
+    hold it, so that one bad row never fails a pipeline or a rebuild."""
     order_id, lng, lat, brand, service, view = entry
+    if not indexable(lng, lat):
+        log.warning("open order %s left out of the pool: the GEO index cannot hold %r, %r", order_id, lng, lat)
+        REFUSED.labels("orders").inc()
+        return False
     for key in order_indexes(brand, service):
         pipe.geoadd(key, (lng, lat, order_id))
     pipe.hset(POOL, order_id, view)
     pipe.hset(POOL_META, order_id, f"{brand}|{service}")
+    return True
 
 
-async def pool_add(redis: aioredis.Redis, entry: PoolEntry) -> None:
+async def pool_add(redis: aioredis.Redis, entry: PoolEntry) -> bool:
+    """Put an open order in the pool; False when the index cannot hold it (see `_add`)."""
     pipe = redis.pipeline(transaction=True)
-    _add(pipe, entry)
+    if not _add(pipe, entry):
+        return False
     await pipe.execute()
+    return True
 
 
 async def pool_size(redis: aioredis.Redis) -> int:
@@ -265,11 +292,11 @@ async def ensure_pool(redis: aioredis.Redis, load_open: Callable[[], Awaitable[l
     if await redis.exists(POOL_BUILT):
         return False
     open_orders = await load_open()
+    added = 0
     for start in range(0, len(open_orders), 1000):
         pipe = redis.pipeline(transaction=False)
-        for entry in open_orders[start:start + 1000]:
-            _add(pipe, entry)
+        added += sum(_add(pipe, entry) for entry in open_orders[start:start + 1000])
         await pipe.execute()
     await redis.set(POOL_BUILT, "1")
-    log.info("rebuilt the open-order pool from PostgreSQL: %d orders", len(open_orders))
+    log.info("rebuilt the open-order pool from PostgreSQL: %d orders (%d left out)", added, len(open_orders) - added)
     return True

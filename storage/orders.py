@@ -7,6 +7,8 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from storage import geo
+
 OPEN_STATES = ("open",)
 
 
@@ -122,7 +124,9 @@ async def open_orders(db: asyncpg.Pool) -> list[asyncpg.Record]:
 
 
 async def open_count(db: asyncpg.Pool) -> int:
-    count: int = await db.fetchval("SELECT count(*) FROM orders WHERE state = 'open'")
+    """Open orders the pool can hold (see geo.indexable): what a whole pool has."""
+    count: int = await db.fetchval("SELECT count(*) FROM orders WHERE state = 'open' AND abs(lat) <= $1"
+                                   " AND abs(lng) <= 180", geo.MAX_LATITUDE)
     return count
 
 
@@ -131,8 +135,9 @@ async def settled_open_ids(db: asyncpg.Pool, older_than_s: float, within_s: floa
     is long done, or should be), newest first."""
     found = await db.fetch(
         "SELECT id FROM orders WHERE state = 'open' AND updated_at < now() - $1 * interval '1 second'"
-        " AND updated_at > now() - $2 * interval '1 second' ORDER BY updated_at DESC LIMIT $3",
-        older_than_s, within_s, limit)
+        " AND updated_at > now() - $2 * interval '1 second' AND abs(lat) <= $4 AND abs(lng) <= 180"
+        " ORDER BY updated_at DESC LIMIT $3",
+        older_than_s, within_s, limit, geo.MAX_LATITUDE)
     return [str(r["id"]) for r in found]
 
 

@@ -14,6 +14,7 @@ from handlers.orders.pool import announce
 from handlers.orders.texts import ORDER_UPDATE, status_text
 from handlers.orders.views import Sight, parse_id, view, visible_order
 from handlers.routing import Router
+from protocol.bounds import within_range
 from protocol.orders import (
     OrderCreate,
     OrderGet,
@@ -115,7 +116,7 @@ def encode_cursor(row: asyncpg.Record) -> str:
 def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
         at, order_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
-        return datetime.fromisoformat(at), uuid.UUID(order_id)
+        return within_range(datetime.fromisoformat(at)), uuid.UUID(order_id)
     except (ValueError, UnicodeDecodeError):
         raise BadRequest(N_("The cursor is not valid.")) from None
 

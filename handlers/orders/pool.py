@@ -51,7 +51,8 @@ async def announce(ctx: Context, row: asyncpg.Record, exclude: frozenset[str] = 
     """Put the order in the pool and send `order.available` to every on-duty technician in its
     radius whose filters it matches; returns how many were told."""
     services = ctx.services
-    await geo.pool_add(services.redis, pool_entry(row))
+    if not await geo.pool_add(services.redis, pool_entry(row)):
+        return 0  # a row no index can hold (planted, or older than the protocol's bounds): logged
     nearby = await geo.technicians_within(services.redis, row["lng"], row["lat"], services.order_rules.radius_mi)
     filters = await geo.filters_of(services.redis, [t for t, _ in nearby])
     brand, service = row["brand_id"], row["service_type"]
