@@ -25,7 +25,9 @@ INT64_MIN = -(2**63)
 def leaves(kind: mi.Type, seen: set[type] | None = None):
     """Every scalar type a request may carry, walking Structs, unions and containers."""
     seen = set() if seen is None else seen
-    if isinstance(kind, mi.StructType):
+    if isinstance(kind, mi.Metadata):  # a type with a description or extra JSON schema
+        yield from leaves(kind.type, seen)
+    elif isinstance(kind, mi.StructType):
         if kind.cls in seen:
             return
         seen.add(kind.cls)
@@ -61,6 +63,26 @@ def test_every_request_field_is_bounded(request_type: type[Request]) -> None:
             assert (leaf.ge is not None or leaf.gt is not None) and (leaf.le is not None or leaf.lt is not None)
         elif isinstance(leaf, mi.DateTimeType):
             assert leaf.tz is True, leaf
+
+
+def depth(kind: mi.Type) -> int:
+    """Containers below this value (a scalar: 0)."""
+    if isinstance(kind, mi.Metadata):
+        return depth(kind.type)
+    if isinstance(kind, mi.UnionType):
+        return max(depth(k) for k in kind.types)
+    if isinstance(kind, (mi.ListType, mi.SetType, mi.FrozenSetType, mi.VarTupleType)):
+        return 1 + depth(kind.item_type)
+    if isinstance(kind, mi.DictType):
+        return 1 + max(depth(kind.key_type), depth(kind.value_type))
+    if isinstance(kind, mi.StructType):
+        return 1 + max((depth(f.type) for f in kind.fields), default=0)
+    return 0
+
+
+def test_no_request_nests_deeper_than_documented() -> None:
+    """docs/protocol.md: at most 2 levels below the frame (unknown fields being refused)."""
+    assert max(depth(mi.type_info(r)) - 1 for r in REQUESTS) <= 2
 
 
 def test_single_line_patterns_refuse_a_trailing_newline() -> None:
