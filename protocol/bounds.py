@@ -13,10 +13,10 @@ MAX_LATITUDE = 85.05112878
 # `$` would also match before a trailing newline in Python.
 END = r"(?![\s\S])"
 # Free text: any character but the C0 controls other than tab, newline and carriage return, and DEL.
-TEXT = msgspec.Meta(pattern=r"^(?![\s\S]*[\x00-\x08\x0b\x0c\x0e-\x1f\x7f])",
+TEXT = msgspec.Meta(pattern=r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*" + END,
                     extra_json_schema={"description": "No control characters but tab, newline, carriage return"})
 # One line (names, ids, tokens, reasons): no control characters at all.
-LINE = msgspec.Meta(pattern=r"^(?![\s\S]*[\x00-\x1f\x7f])",
+LINE = msgspec.Meta(pattern=r"^[^\x00-\x1f\x7f]*" + END,
                     extra_json_schema={"description": "No control characters"})
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(3000, 1, 1, tzinfo=UTC)
