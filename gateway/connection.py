@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import msgspec
-from redis.exceptions import RedisError
+from redis import exceptions as redis_errors
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
@@ -31,8 +31,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 HIGH_WATER = 64 * 1024  # bytes unsent in the socket's buffer beyond which frames queue in the outbox
-# PostgreSQL or Redis down or timing out: the client should retry, nothing is wrong with its frame.
-UNREACHABLE = (OSError, TimeoutError, RedisError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+# PostgreSQL or Redis down, restarting, still loading or timing out: the client should retry, nothing is wrong with
+# its frame. Any other error of theirs (a Redis ResponseError, an SQL error) is a bug: `internal`.
+UNREACHABLE = (OSError, TimeoutError, redis_errors.ConnectionError, redis_errors.TimeoutError,
+               asyncpg.PostgresConnectionError, asyncpg.exceptions.OperatorInterventionError)
 
 
 def frame_header(length: int, text: bool) -> bytes:

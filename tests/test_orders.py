@@ -11,6 +11,7 @@ from protocol.orders import (
     OrderAccept,
     OrderCancel,
     OrderComplete,
+    OrderDecline,
     OrderDepart,
     OrderGet,
     OrderList,
@@ -159,3 +160,14 @@ async def test_lists_are_newest_first_and_paginated(gateway, signed_in):
     assert (await consumer.request(OrderList(state="completed"))).orders == []
     reply, _ = await consumer.call("order.list", {"cursor": "garbage"})
     assert reply["code"] == "bad_request"
+
+
+async def test_a_redis_error_that_is_not_an_outage_is_internal_and_logged(gateway, signed_in, caplog):
+    place = spot()
+    consumer, _ = await signed_in("consumer")
+    tech, tech_id = await technician(signed_in, place)
+    order = (await consumer.request(order_at(place))).order
+    await gateway.services.redis.set(f"declined:{tech_id}", "not a set")  # SADD on it: WRONGTYPE
+    wrong = await refused(tech, OrderDecline(order_id=order.id))
+    assert wrong.code == "internal"  # Redis answered: nothing for the app to retry
+    assert any("order.decline" in r.getMessage() and r.exc_info for r in caplog.records)
