@@ -239,10 +239,11 @@ class Session(Deliveries):
             outbox.clear()
 
     async def _evict(self) -> None:
-        """Close a slow reader: the close frame waits behind what it did not read, so give it a
-        moment, then drop the connection."""
+        """Close a slow reader with 1008. What waited in the outbox is dropped; the few frames already
+        in the socket's buffers stay whole, and a reader that resumes reads them, then the close
+        frame. One that does not resume within a heartbeat is cut off."""
         try:
-            async with asyncio.timeout(1.0):
+            async with asyncio.timeout(self.gateway.config.ping_interval_s):
                 await self.ws.close(CloseCode.POLICY_VIOLATION, "slow consumer: outgoing queue full")
         except TimeoutError:
             self.ws.transport.abort()
