@@ -122,10 +122,12 @@ class Session(Deliveries):
 
     # -- the frame loop --------------------------------------------------------------------
     async def run(self) -> None:
+        # recv() gives text frames as str, binary ones as bytes: the frame's kind, at the cost of
+        # a UTF-8 check websockets does anyway (invalid UTF-8 closes with 1007 there).
         recv, write = self.ws.recv, self.write
         try:
             while True:
-                reply = await self.handle(await recv(decode=False))
+                reply = await self.handle(await recv())
                 if reply is not None:
                     write(reply)
         except ConnectionClosed:
@@ -133,16 +135,23 @@ class Session(Deliveries):
         finally:
             self.close_down()
 
-    async def handle(self, data: bytes) -> bytes | None:
-        """One frame in, at most one frame out."""
+    async def handle(self, data: str | bytes) -> bytes | None:
+        """One frame in (str: a text frame, bytes: a binary one), at most one frame out."""
         gateway, state = self.gateway, self.state
         now = time.monotonic()
         state.last_seen = now
-        if len(data) > gateway.config.max_frame_bytes:
-            return self._error(data, TooLarge(limit=gateway.config.max_frame_bytes))
+        limit, size = gateway.config.max_frame_bytes, len(data)
+        if size > limit or (size * 4 > limit and type(data) is str and not data.isascii()
+                            and len(data.encode()) > limit):  # the limit is in bytes, as on the wire
+            return self._error(data, TooLarge(limit=limit))
         wait = state.bucket.take(now)
         if wait:
             return self._error(data, RateLimited(wait))
+        if (type(data) is str) is not self.codec.text:
+            gateway.metrics.tally_in["invalid"] += 1
+            return self._error(data, BadRequest(
+                N_("This session speaks JSON: send every frame as a text frame.") if self.codec.text else
+                N_("This session speaks MessagePack: send every frame as a binary frame.")))
         try:
             request = self.codec.decode_request(data)
         except msgspec.DecodeError as exc:
@@ -172,7 +181,7 @@ class Session(Deliveries):
         gateway.metrics.tally_out["result"] += 1
         return self.codec.encode(reply)
 
-    def _bad_frame(self, data: bytes, exc: msgspec.DecodeError) -> GatewayError:
+    def _bad_frame(self, data: str | bytes, exc: msgspec.DecodeError) -> GatewayError:
         self.gateway.metrics.tally_in["invalid"] += 1
         try:
             kind = self.codec.decode_head(data).type
@@ -184,8 +193,9 @@ class Session(Deliveries):
             return BadRequest(N_("Unknown operation {operation}."), operation=kind[:64])
         return BadRequest(N_("The request is not valid: {detail}"), detail=str(exc))
 
-    def _error(self, data: bytes, exc: GatewayError, request_id: object = None) -> bytes:
-        if request_id is None:  # a frame that failed to decode may still carry its id
+    def _error(self, data: str | bytes, exc: GatewayError, request_id: object = None) -> bytes:
+        if request_id is None and (type(data) is str) is self.codec.text:  # a frame of the right kind
+            # that failed to decode may still carry its id
             try:
                 request_id = self.codec.decode_head(data).id
             except msgspec.DecodeError:

@@ -37,8 +37,8 @@ class Codec:
         data: bytes = self._encode(frame)
         return data
 
-    def decode_request(self, data: bytes) -> Request:
-        """One of `messages.REQUESTS`, validated."""
+    def decode_request(self, data: str | bytes) -> Request:
+        """One of `messages.REQUESTS`, validated. str only for JSON: the text of a text frame."""
         request: Request = self._requests(data)
         return request
 
@@ -47,7 +47,7 @@ class Codec:
         event: Event = self._events(data)
         return event
 
-    def decode_head(self, data: bytes) -> Head:
+    def decode_head(self, data: str | bytes) -> Head:
         head: Head = self._heads(data)
         return head
 

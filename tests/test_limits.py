@@ -43,6 +43,13 @@ async def test_oversized_frame_gets_too_large_and_the_session_lives_on(gateway, 
     assert (await client.call("ping", {}))[0]["type"] == "result"
 
 
+async def test_the_size_limit_counts_bytes_not_characters(gateway, connect):
+    client = await connect()
+    limit = gateway.config.max_frame_bytes
+    reply, _ = await client.call("ping", {"padding": "修" * (limit // 2)})  # 3 bytes each in UTF-8
+    assert reply["code"] == "too_large"
+
+
 async def test_a_frame_over_four_times_the_limit_closes_with_1009(gateway, connect):
     limit = gateway.config.max_frame_bytes
     client = await connect()
