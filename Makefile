@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench schema messages clean
+.PHONY: run test lint fuzz bench schema messages clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,9 @@ run: $(STAMP)  ## the gateway on ws://127.0.0.1:8080/ws, embedded PostgreSQL and
 
 test: $(STAMP) lint  ## lint, then the whole test suite against real servers
 	$(PY) -m pytest
+
+fuzz: $(STAMP)  ## the hostile-frame fuzz test with 400 examples per operation (make test runs 12)
+	FUZZ_EXAMPLES=400 $(PY) -m pytest tests/test_fuzz.py -k hostile
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -62,7 +62,7 @@ async def main(host: str, port: int) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with serve(answer, host, port, process_request=healthz, compression=None,
-                     max_size=max(defaults.max_frame_bytes * 4, 1 << 20),
+                     max_size=defaults.max_frame_bytes * 4,
                      ping_interval=defaults.ping_interval_s, ping_timeout=defaults.ping_interval_s,
                      close_timeout=defaults.ping_interval_s):
         await stop.wait()

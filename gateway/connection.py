@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import msgspec
-from redis.exceptions import RedisError
+from redis import exceptions as redis_errors
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
@@ -22,6 +22,7 @@ from handlers.context import Identity
 from handlers.errors import N_, BadRequest, GatewayError, Internal, RateLimited, TooLarge, Unavailable
 from handlers.i18n import negotiate
 from handlers.services import Services
+from protocol.bounds import readable
 from protocol.codec import Codec, TooDeep, error_frame
 from protocol.frames import Event, Reply
 from protocol.messages import BY_TYPE
@@ -31,8 +32,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 HIGH_WATER = 64 * 1024  # bytes unsent in the socket's buffer beyond which frames queue in the outbox
-# PostgreSQL or Redis down or timing out: the client should retry, nothing is wrong with its frame.
-UNREACHABLE = (OSError, TimeoutError, RedisError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+# PostgreSQL or Redis down, restarting, still loading or timing out: the client should retry, nothing is wrong with
+# its frame. Any other error of theirs (a Redis ResponseError, an SQL error) is a bug: `internal`.
+UNREACHABLE = (OSError, TimeoutError, redis_errors.ConnectionError, redis_errors.TimeoutError,
+               asyncpg.PostgresConnectionError, asyncpg.exceptions.OperatorInterventionError)
 
 
 def frame_header(length: int, text: bool) -> bytes:
@@ -120,10 +123,12 @@ class Session(Deliveries):
 
     # -- the frame loop --------------------------------------------------------------------
     async def run(self) -> None:
+        # recv() gives text frames as str, binary ones as bytes: the frame's kind, at the cost of
+        # a UTF-8 check websockets does anyway (invalid UTF-8 closes with 1007 there).
         recv, write = self.ws.recv, self.write
         try:
             while True:
-                reply = await self.handle(await recv(decode=False))
+                reply = await self.handle(await recv())
                 if reply is not None:
                     write(reply)
         except ConnectionClosed:
@@ -131,16 +136,23 @@ class Session(Deliveries):
         finally:
             self.close_down()
 
-    async def handle(self, data: bytes) -> bytes | None:
-        """One frame in, at most one frame out."""
+    async def handle(self, data: str | bytes) -> bytes | None:
+        """One frame in (str: a text frame, bytes: a binary one), at most one frame out."""
         gateway, state = self.gateway, self.state
         now = time.monotonic()
         state.last_seen = now
-        if len(data) > gateway.config.max_frame_bytes:
-            return self._error(data, TooLarge(limit=gateway.config.max_frame_bytes))
+        limit, size = gateway.config.max_frame_bytes, len(data)
+        if size > limit or (size * 4 > limit and type(data) is str and not data.isascii()
+                            and len(data.encode()) > limit):  # the limit is in bytes, as on the wire
+            return self._error(data, TooLarge(limit=limit))
         wait = state.bucket.take(now)
         if wait:
             return self._error(data, RateLimited(wait))
+        if (type(data) is str) is not self.codec.text:
+            gateway.metrics.tally_in["invalid"] += 1
+            return self._error(data, BadRequest(
+                N_("This session speaks JSON: send every frame as a text frame.") if self.codec.text else
+                N_("This session speaks MessagePack: send every frame as a binary frame.")))
         try:
             request = self.codec.decode_request(data)
         except msgspec.DecodeError as exc:
@@ -170,7 +182,7 @@ class Session(Deliveries):
         gateway.metrics.tally_out["result"] += 1
         return self.codec.encode(reply)
 
-    def _bad_frame(self, data: bytes, exc: msgspec.DecodeError) -> GatewayError:
+    def _bad_frame(self, data: str | bytes, exc: msgspec.DecodeError) -> GatewayError:
         self.gateway.metrics.tally_in["invalid"] += 1
         try:
             kind = self.codec.decode_head(data).type
@@ -182,10 +194,11 @@ class Session(Deliveries):
             return BadRequest(N_("Every frame must be an object with a string `type`."))
         if kind not in BY_TYPE:
             return BadRequest(N_("Unknown operation {operation}."), operation=kind[:64])
-        return BadRequest(N_("The request is not valid: {detail}"), detail=str(exc))
+        return BadRequest(N_("The request is not valid: {detail}"), detail=readable(str(exc)))
 
-    def _error(self, data: bytes, exc: GatewayError, request_id: object = None) -> bytes:
-        if request_id is None:  # a frame that failed to decode may still carry its id
+    def _error(self, data: str | bytes, exc: GatewayError, request_id: object = None) -> bytes:
+        if request_id is None and (type(data) is str) is self.codec.text:  # a frame of the right kind
+            # that failed to decode may still carry its id
             try:
                 request_id = self.codec.decode_head(data).id
             except msgspec.DecodeError:
@@ -239,10 +252,11 @@ class Session(Deliveries):
             outbox.clear()
 
     async def _evict(self) -> None:
-        """Close a slow reader: the close frame waits behind what it did not read, so give it a
-        moment, then drop the connection."""
+        """Close a slow reader with 1008. What waited in the outbox is dropped; the few frames already
+        in the socket's buffers stay whole, and a reader that resumes reads them, then the close
+        frame. One that does not resume within a heartbeat is cut off."""
         try:
-            async with asyncio.timeout(1.0):
+            async with asyncio.timeout(self.gateway.config.ping_interval_s):
                 await self.ws.close(CloseCode.POLICY_VIOLATION, "slow consumer: outgoing queue full")
         except TimeoutError:
             self.ws.transport.abort()

@@ -75,7 +75,7 @@ class Gateway:
             select_subprotocol=select_subprotocol,  # type: ignore[arg-type]
             process_request=self.http,
             compression=None,  # permessage-deflate costs ~100 KiB per idle session
-            max_size=max(c.max_frame_bytes * 4, 1 << 20),
+            max_size=c.max_frame_bytes * 4,  # beyond: close 1009; between 1x and 4x: `too_large`
             ping_interval=c.ping_interval_s,
             ping_timeout=c.ping_interval_s,
             close_timeout=c.ping_interval_s,  # a peer that cannot answer within a heartbeat is gone

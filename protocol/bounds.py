@@ -24,6 +24,13 @@ MOMENT = msgspec.Meta(tz=True, extra_json_schema={
     "description": "RFC 3339 with a time zone offset, from 1970-01-01T00:00:00Z until 3000-01-01T00:00:00Z"})
 
 
+def readable(message: str) -> str:
+    """A decoder's message with the text patterns named, not quoted."""
+    for meta, name in ((LINE, "without control characters"), (TEXT, "without control characters but tab and newline")):
+        message = message.replace(f"matching regex {meta.pattern!r}", name)
+    return message
+
+
 def within_range(value: datetime) -> datetime:
     """`value` in UTC, or ValueError when it is naive or outside what timestamptz and UTC
     conversion can hold (year 1 with a positive offset overflows)."""

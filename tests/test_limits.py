@@ -43,36 +43,70 @@ async def test_oversized_frame_gets_too_large_and_the_session_lives_on(gateway, 
     assert (await client.call("ping", {}))[0]["type"] == "result"
 
 
-async def test_a_frame_beyond_the_transport_limit_closes_with_1009(gateway):
+async def test_the_size_limit_counts_bytes_not_characters(gateway, connect):
+    client = await connect()
+    limit = gateway.config.max_frame_bytes
+    reply, _ = await client.call("ping", {"padding": "修" * (limit // 2)})  # 3 bytes each in UTF-8
+    assert reply["code"] == "too_large"
+
+
+async def test_a_frame_over_four_times_the_limit_closes_with_1009(gateway, connect):
+    limit = gateway.config.max_frame_bytes
+    client = await connect()
+    reply, _ = await client.call("ping", {"padding": "x" * (4 * limit - 100)})  # just under: an answer
+    assert reply["code"] == "too_large"
     async with ws_connect(ws_url(gateway), compression=None, max_size=None) as ws:
-        await ws.send("x" * (max(gateway.config.max_frame_bytes * 4, 1 << 20) + 1))
+        await ws.send("x" * (4 * limit + 1))
         code, _ = await closed_with(ws)
         assert code == 1009
 
 
-async def test_a_client_that_stops_reading_is_disconnected(make_gateway):
+async def flood(gw, user_id: str, frames: int = 2000) -> None:
+    """Events for `user_id`, ~4 KB each, until the gateway gives up on the session."""
+    notice = Notice(text="x" * 4000, sender="test")
+    for _ in range(frames):  # ~8 MB: more than the socket buffers hold
+        gw.hub.deliver_local(user_channel(user_id), notice)
+        await asyncio.sleep(0)
+        if gw.metrics.slow_consumers._value.get():
+            break
+
+
+async def test_a_client_that_stops_reading_then_resumes_sees_close_1008(make_gateway):
     async with make_gateway(outbox_limit=20) as gw:
         user_id, token = mint(gw, "consumer")
         # max_queue=1: the client library stops reading the socket once one frame waits unread.
         async with ws_connect(ws_url(gw), compression=None, max_queue=1) as ws:
             await ws.send(msgspec.json.encode({"type": "auth", "id": "a", "token": token}).decode())
             await asyncio.sleep(0.2)  # the auth reply arrives and fills the one-frame queue
-            notice = Notice(text="x" * 4000, sender="test")
-            for _ in range(2000):  # ~8 MB: more than the socket buffers hold
-                gw.hub.deliver_local(user_channel(user_id), notice)
-                await asyncio.sleep(0)
-                if not gw.sessions:
-                    break
-            await asyncio.sleep(1.5)
+            await flood(gw, user_id)
             assert gw.metrics.slow_consumers._value.get() == 1
-            assert not gw.sessions  # evicted within the grace period, not after close_timeout
+            await asyncio.sleep(2.0)  # still not reading
             received = 0
-            with pytest.raises(ConnectionClosed):
+            with pytest.raises(ConnectionClosed) as caught:
                 async with asyncio.timeout(10):
                     while True:
                         await ws.recv()
                         received += 1
             assert received < 2000  # what the socket buffers held; the rest was never queued
+            assert caught.value.rcvd is not None
+            assert (caught.value.rcvd.code, caught.value.rcvd.reason) == (1008, "slow consumer: outgoing queue full")
+        async with asyncio.timeout(5):
+            while gw.sessions:
+                await asyncio.sleep(0.05)
+
+
+async def test_a_client_that_never_resumes_reading_is_cut_off(make_gateway):
+    async with make_gateway(outbox_limit=20, ping_interval_s=1.0) as gw:
+        user_id, token = mint(gw, "consumer")
+        async with ws_connect(ws_url(gw), compression=None, max_queue=1, ping_interval=None,
+                              close_timeout=0.5) as ws:  # paused, it would not see the server hang up
+            await ws.send(msgspec.json.encode({"type": "auth", "id": "a", "token": token}).decode())
+            await asyncio.sleep(0.2)
+            await flood(gw, user_id)
+            assert gw.metrics.slow_consumers._value.get() == 1
+            async with asyncio.timeout(5):  # within the heartbeat's grace, not left hanging
+                while gw.sessions:
+                    await asyncio.sleep(0.05)
 
 
 async def test_a_reading_client_gets_every_event_in_order(gateway, signed_in):

@@ -11,10 +11,12 @@ from protocol.orders import (
     OrderAccept,
     OrderCancel,
     OrderComplete,
+    OrderDecline,
     OrderDepart,
     OrderGet,
     OrderList,
     OrderRate,
+    OrderRelease,
     OrderStart,
     OrderTimeline,
 )
@@ -75,7 +77,7 @@ async def test_transitions_out_of_order_are_conflicts_with_the_current_state(gat
     await tech.request(OrderAccept(order_id=order.id))
     late = await refused(other, OrderAccept(order_id=order.id))
     assert (late.code, late.error.details) == ("conflict", {"current_state": "accepted"})
-    assert (await refused(other, OrderDepart(order_id=order.id))).code == "forbidden"
+    assert (await refused(other, OrderDepart(order_id=order.id))).code == "not_found"  # not theirs to see
     assert (await refused(tech, OrderComplete(order_id=order.id))).error.details == {"current_state": "accepted"}
     await tech.request(OrderDepart(order_id=order.id))
     await tech.request(OrderStart(order_id=order.id))
@@ -159,3 +161,42 @@ async def test_lists_are_newest_first_and_paginated(gateway, signed_in):
     assert (await consumer.request(OrderList(state="completed"))).orders == []
     reply, _ = await consumer.call("order.list", {"cursor": "garbage"})
     assert reply["code"] == "bad_request"
+
+
+async def test_a_redis_error_that_is_not_an_outage_is_internal_and_logged(gateway, signed_in, caplog):
+    place = spot()
+    consumer, _ = await signed_in("consumer")
+    tech, tech_id = await technician(signed_in, place)
+    order = (await consumer.request(order_at(place))).order
+    await gateway.services.redis.set(f"declined:{tech_id}", "not a set")  # SADD on it: WRONGTYPE
+    wrong = await refused(tech, OrderDecline(order_id=order.id))
+    assert wrong.code == "internal"  # Redis answered: nothing for the app to retry
+    assert any("order.decline" in r.getMessage() and r.exc_info for r in caplog.records)
+
+
+JOB_OPERATIONS = [OrderAccept, OrderDecline, OrderRelease, OrderDepart, OrderStart, OrderComplete, OrderCancel]
+
+
+@pytest.mark.parametrize("operation", JOB_OPERATIONS, ids=lambda op: op.__struct_config__.tag)
+async def test_a_job_operation_on_an_order_the_caller_may_not_see_is_not_found_like_an_unknown_id(
+        gateway, signed_in, operation):
+    place = spot()
+    consumer, _ = await signed_in("consumer")
+    stranger, _ = await signed_in("consumer")
+    tech, _ = await technician(signed_in, place)
+    near, _ = await technician(signed_in, offset(place, north_mi=1))
+    far, _ = await technician(signed_in, offset(place, east_mi=80))
+    unseen = (await consumer.request(order_at(place))).order  # open, far from `far`
+    taken = (await consumer.request(order_at(place))).order
+    await tech.request(OrderAccept(order_id=taken.id))
+    callers = [stranger] if operation is OrderCancel else [near, far]
+    for caller in callers:
+        for order_id in (taken.id, unseen.id, str(uuid.uuid4())):
+            if caller is near and order_id == unseen.id:
+                continue  # an open order in their reach: theirs to see
+            wrong = await refused(caller, operation(order_id=order_id))
+            if caller is near and order_id == taken.id and operation in (OrderAccept, OrderDecline):
+                # taken from the pool within their reach: the pool told them (`order.unavailable`)
+                assert (wrong.code, wrong.error.details) == ("conflict", {"current_state": "accepted"})
+            else:
+                assert (wrong.code, wrong.error.message) == ("not_found", "No such order."), (caller, order_id)

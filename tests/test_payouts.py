@@ -11,7 +11,7 @@ import pytest
 
 from protocol.auth import Auth
 from protocol.client import Client, ErrorReply
-from protocol.location import TechStats
+from protocol.location import Duty, LocationUpdate, TechStats
 from protocol.orders import OrderGet
 from protocol.payments import PaymentAudit, PaymentPay, PaymentRefund, PayoutStatus
 from tests.conftest import SECRET, mint
@@ -219,6 +219,8 @@ async def completed_on(process, gateway, stripe_server, app):
     place = spot()
     consumer, _ = await session(process, gateway, "consumer")
     tech, _ = await session(process, gateway, "technician")
+    await tech.request(Duty(on_duty=True))
+    await tech.request(LocationUpdate(lat=place[0], lng=place[1]))  # within reach of the order
     card = await save_card(consumer, app)
     order = (await consumer.request(order_at(place))).order
     await consumer.request(PaymentPay(order_id=order.id, payment_method_id=card))

@@ -1,12 +1,14 @@
 """The wire: JSON and MessagePack sessions, and no input that can crash a session."""
 
 import asyncio
+import logging
 
 import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed
 
 from protocol.auth import Auth, Ping
 from protocol.codec import JSON, MSGPACK
@@ -70,6 +72,51 @@ async def test_replies_keep_the_request_id_and_errors_name_a_stable_code(gateway
         # the session survived all of it
         await ws.send('{"type": "ping", "id": "d"}')
         assert msgspec.json.decode(await ws.recv())["type"] == "result"
+
+
+async def test_a_binary_frame_on_a_json_session_is_refused_not_acted_on(gateway):
+    _, token = mint(gateway, "consumer")
+    async with ws_connect(ws_url(gateway), compression=None) as ws:
+        for frame in (msgspec.json.encode({"type": "auth", "id": "a", "token": token}),  # JSON, but binary
+                      msgspec.msgpack.encode({"type": "auth", "id": "a", "token": token})):
+            await ws.send(frame)
+            reply = msgspec.json.decode(await ws.recv())
+            assert (reply["code"], reply["message"]) == (
+                "bad_request", "This session speaks JSON: send every frame as a text frame."), frame
+        await ws.send('{"type": "admin.notify", "id": "n", "text": "x", "group": "g"}')
+        assert msgspec.json.decode(await ws.recv())["code"] == "unauthorized"  # the binary `auth` did nothing
+        await ws.send('{"type": "ping", "id": "p"}')
+        assert msgspec.json.decode(await ws.recv())["type"] == "result"
+
+
+async def test_a_text_frame_on_a_msgpack_session_is_refused(gateway):
+    async with ws_connect(ws_url(gateway), subprotocols=["dispatch.v1.msgpack"], compression=None) as ws:  # type: ignore[list-item]
+        await ws.send('{"type": "ping", "id": "p"}')
+        reply = msgspec.msgpack.decode(await ws.recv())
+        assert (reply["code"], reply["message"]) == (
+            "bad_request", "This session speaks MessagePack: send every frame as a binary frame.")
+        await ws.send(msgspec.msgpack.encode({"type": "ping", "id": "after"}))
+        assert msgspec.msgpack.decode(await ws.recv())["type"] == "result"
+
+
+async def test_a_wrong_kind_of_frame_is_explained_in_the_session_language(gateway):
+    _, token = mint(gateway, "consumer", locale="es")
+    async with ws_connect(ws_url(gateway), compression=None) as ws:
+        await ws.send(msgspec.json.encode({"type": "auth", "id": "a", "token": token}).decode())
+        assert msgspec.json.decode(await ws.recv())["type"] == "result"
+        await ws.send(b'{"type": "ping"}')
+        reply = msgspec.json.decode(await ws.recv())
+        assert reply["message"] == "Esta sesión usa JSON: envía cada mensaje como una trama de texto."
+
+
+async def test_invalid_utf8_in_a_text_frame_closes_with_1007_without_a_traceback(gateway, caplog):
+    async with ws_connect(ws_url(gateway), compression=None) as ws:
+        await ws.send(b'{"type": "ping", "id": "\xff\xfe"}', text=True)  # a text frame, not UTF-8
+        with pytest.raises(ConnectionClosed) as caught:
+            async with asyncio.timeout(5):
+                await ws.recv()
+    assert caught.value.rcvd is not None and caught.value.rcvd.code == 1007
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -2,6 +2,8 @@
 
 import asyncio
 import contextlib
+import os
+import signal
 import socket
 import uuid
 from pathlib import Path
@@ -64,6 +66,46 @@ async def test_embedded_servers_start_keep_data_and_stop(tmp_path):
     finally:
         assert await served.terminate() == 0
     assert not _processes_under(tmp_path)
+
+
+def _servers_under(path) -> list[int]:
+    """PostgreSQL and Redis processes whose command line mentions `path`."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+            if proc.name.isdigit() and any(name in Path(args[0].decode()).name for name in ("postgres", "redis")) \
+                    and any(str(path).encode() in arg for arg in args):
+                found.append(int(proc.name))
+    return found
+
+
+async def _stop_servers_under(path) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in _servers_under(path):
+            with contextlib.suppress(OSError):
+                os.kill(pid, sig)
+        for _ in range(100):
+            if not _servers_under(path):
+                return
+            await asyncio.sleep(0.1)
+
+
+@pytest.mark.timeout(300)
+async def test_after_a_kill_9_every_clean_stop_still_stops_the_embedded_servers(tmp_path):
+    env = {"DATABASE_URL": "", "REDIS_URL": "", "GATEWAY_SECRET": ""}
+    try:
+        killed = await GatewayProcess("--data-dir", str(tmp_path), env=env).start(timeout=120)
+        assert killed.process is not None
+        killed.process.kill()  # no chance to stop anything: its PostgreSQL and Redis live on
+        await killed.process.wait()
+        assert _servers_under(tmp_path)
+        for start in (1, 2):
+            served = await GatewayProcess("--data-dir", str(tmp_path), env=env).start(timeout=120)
+            assert await served.terminate() == 0
+            assert not _servers_under(tmp_path), f"PostgreSQL or Redis left running after clean stop {start}"
+    finally:
+        await _stop_servers_under(tmp_path)
 
 
 async def test_a_gateway_that_cannot_reach_its_database_fails_with_one_line(tmp_path):

@@ -3,6 +3,7 @@
 The allowed transitions are one table; each operation is one conditional UPDATE, which is also
 what makes concurrent attempts (fifty technicians accepting at once) race-free."""
 
+import uuid
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -10,11 +11,11 @@ import asyncpg
 
 from handlers.chat.rooms import post_system
 from handlers.context import Context
-from handlers.errors import N_, Forbidden, NotFound
+from handlers.errors import N_, NotFound
 from handlers.money.scheduler import settle
 from handlers.orders.orders import check_attachments, push_offline, tell_parties
 from handlers.orders.pool import announce, withdraw
-from handlers.orders.views import parse_id, sight, state_conflict, view
+from handlers.orders.views import parse_id, sight, state_conflict, view, within_reach
 from handlers.routing import Router
 from protocol.frames import Empty
 from protocol.orders import (
@@ -52,13 +53,13 @@ TRANSITIONS = {
 }
 
 
-async def apply(ctx: Context, order_id: str, name: str, *, sets: str = "", args: tuple[Any, ...] = (),
+async def apply(ctx: Context, order_id: str | uuid.UUID, name: str, *, sets: str = "", args: tuple[Any, ...] = (),
                 details: dict[str, Any] | None = None) -> asyncpg.Record:
     """Run the named transition for the caller, or raise the error that says why it did not apply."""
     who = ctx.identity
     assert who is not None
     step = TRANSITIONS[name]
-    oid = parse_id(order_id)
+    oid = order_id if isinstance(order_id, uuid.UUID) else parse_id(order_id)
     async with ctx.services.db.acquire() as conn, conn.transaction():  # the move and its push, together
         row = await orders.move(conn, oid, from_states=step.from_states, to_state=step.to_state,
                                 actor_id=who.user_id, actor_role=who.role, guard=step.guard, sets=sets, args=args,
@@ -70,22 +71,37 @@ async def apply(ctx: Context, order_id: str, name: str, *, sets: str = "", args:
     return row
 
 
-async def explain(ctx: Context, order_id: Any, step: Transition) -> NoReturn:
+async def explain(ctx: Context, order_id: Any, step: Transition, row: asyncpg.Record | None = None) -> NoReturn:
+    """Why a transition did not apply. An order the caller may not see is `not_found`, exactly like
+    an unknown id, so ids cannot be probed. One exception: a technician whose accept or decline
+    finds an order within their reach gone from the pool learns its state (`conflict`), which the
+    pool tells them anyway (`order.unavailable`)."""
     who = ctx.identity
     assert who is not None
-    row = await orders.get(ctx.services.db, order_id)
-    # Technicians act on pool orders they do not own yet: they may learn an order's state.
-    if row is None or (who.role != "technician" and await sight(ctx, who, row) is None):
+    if row is None:
+        row = await orders.get(ctx.services.db, order_id)
+    if row is None:
         raise NotFound(N_("No such order."))
-    if row["state"] not in step.from_states:
-        raise state_conflict(row)
-    raise Forbidden(N_("This order is not assigned to you."))
+    if await sight(ctx, who, row) is None and not (
+            step is TRANSITIONS["accept"] and who.role == "technician" and await within_reach(ctx, who.user_id, row)):
+        raise NotFound(N_("No such order."))
+    raise state_conflict(row)  # the caller sees the order, and it is not where the step applies
+
+
+async def pool_order(ctx: Context, order_id: str) -> uuid.UUID:
+    """The id of an order the technician may take or decline: open and within their reach."""
+    assert ctx.identity is not None
+    oid = parse_id(order_id)
+    row = await orders.get(ctx.services.db, oid)
+    if row is None or await sight(ctx, ctx.identity, row) is None:
+        await explain(ctx, oid, TRANSITIONS["accept"], row)
+    return oid
 
 
 @router.route(OrderAccept, roles=["technician"])
 async def accept(ctx: Context, req: OrderAccept) -> OrderReply:
     assert ctx.identity is not None
-    row = await apply(ctx, req.order_id, "accept", sets=", technician_id = $4")
+    row = await apply(ctx, await pool_order(ctx, req.order_id), "accept", sets=", technician_id = $4")
     await withdraw(ctx, row)
     await tell_parties(ctx, row)
     await post_system(ctx, row)
@@ -95,7 +111,7 @@ async def accept(ctx: Context, req: OrderAccept) -> OrderReply:
 @router.route(OrderDecline, roles=["technician"])
 async def decline(ctx: Context, req: OrderDecline) -> Empty:
     assert ctx.identity is not None
-    order_id = parse_id(req.order_id)
+    order_id = await pool_order(ctx, req.order_id)
     if not await orders.decline(ctx.services.db, order_id, ctx.identity.user_id):
         await explain(ctx, order_id, TRANSITIONS["accept"])
     await geo.decline(ctx.services.redis, ctx.identity.user_id, str(order_id))

@@ -57,12 +57,15 @@ async def sight(ctx: Context, who: Identity, row: asyncpg.Record) -> Sight | Non
         return Sight.FULL if row["brand_id"] in await orders.merchant_brands(ctx.services.db, who.user_id) else None
     if row["technician_id"] == who.user_id:
         return Sight.FULL
-    if row["state"] != "open":
-        return None
-    where = await technician_position(ctx, who.user_id)
-    if where is None or miles(row["lat"], row["lng"], where[1], where[0]) > ctx.services.order_rules.radius_mi:
+    if row["state"] != "open" or not await within_reach(ctx, who.user_id, row):
         return None
     return Sight.POOL
+
+
+async def within_reach(ctx: Context, technician: str, row: asyncpg.Record) -> bool:
+    """Whether the order lies within the technician's dispatch radius (where the pool shows it while open)."""
+    where = await technician_position(ctx, technician)
+    return where is not None and miles(row["lat"], row["lng"], where[1], where[0]) <= ctx.services.order_rules.radius_mi
 
 
 async def visible_order(ctx: Context, order_id: str) -> tuple[asyncpg.Record, Sight]:
