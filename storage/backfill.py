@@ -6,6 +6,7 @@ locks only its rows, so it runs while gateways serve (every start runs it in the
 import asyncio
 import hashlib
 import logging
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,16 +82,20 @@ async def _blobs(db: asyncpg.Pool, blobs: LocalBlobs, batch: int) -> int:
     done = 0
     for row in await db.fetch("SELECT DISTINCT sha256 FROM attachments WHERE NOT sealed LIMIT $1", batch):
         old = blobs.path(row["sha256"].hex())
-        part = old.with_name(old.name + ".sealing")
-        name = await asyncio.to_thread(seal, old, part, row["sha256"])
-        if name is None:
-            log.warning("attachment blob %s… is missing or does not match its hash; left unsealed",
-                        row["sha256"].hex()[:8])
-            continue
-        await blobs.put_file(part, name)
-        await db.execute("UPDATE attachments SET sha256 = $2, sealed = true WHERE sha256 = $1 AND NOT sealed",
-                         row["sha256"], bytes.fromhex(name))
-        old.unlink(missing_ok=True)
+        async with db.acquire() as conn, conn.transaction():  # the row locks keep other processes off this blob
+            if not await conn.fetch("SELECT id FROM attachments WHERE sha256 = $1 AND NOT sealed FOR UPDATE",
+                                    row["sha256"]):
+                continue  # another process sealed it meanwhile
+            part = old.with_name(f"{old.name}.{uuid.uuid4().hex}.sealing")
+            name = await asyncio.to_thread(seal, old, part, row["sha256"])
+            if name is None:
+                log.warning("attachment blob %s… is missing or does not match its hash; left unsealed",
+                            row["sha256"].hex()[:8])
+                continue
+            await blobs.put_file(part, name)
+            await conn.execute("UPDATE attachments SET sha256 = $2, sealed = true WHERE sha256 = $1 AND NOT sealed",
+                               row["sha256"], bytes.fromhex(name))
+        old.unlink(missing_ok=True)  # after the commit: readers of the old row retry with the new one
         done += 1
     return done
 
