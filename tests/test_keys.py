@@ -74,6 +74,14 @@ async def test_a_node_without_the_key_fails_at_start_and_creates_none(make_gatew
     assert not list(empty.glob("*")) if empty.exists() else True
 
 
+async def test_serve_without_the_key_exits_with_one_line_naming_the_setting(gateway, servers, tmp_path):
+    status, output = await run_command("serve", "--database-url", servers[0], "--redis-url", servers[1],
+                                       "--data-dir", str(tmp_path / "data"), "--key-dir", str(tmp_path / "none"),
+                                       "--port", "0", "--http-port", "0")
+    assert status == 1 and len(output.strip().splitlines()) == 1 and "KEY_DIR" in output, output
+    assert "Traceback" not in output
+
+
 async def test_the_kek_can_come_from_the_environment(make_gateway, scratch_db, tmp_path, signed_in, key_dir):
     pem_file = next(key_dir.glob("kek-*.pem"))
     one_line = base64.b64encode(pem_file.read_bytes()).decode()
