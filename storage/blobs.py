@@ -5,6 +5,7 @@ neither the bytes nor a plain SHA-256 of them is stored. Blobs written before en
 (`sealed` false in `attachments`) are plaintext named by SHA-256 until storage.backfill seals them."""
 
 import asyncio
+import hmac
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -73,4 +74,12 @@ class LocalBlobs:
             file.close()
 
     async def read(self, name: str, sealed: bool = True) -> bytes:
-        return b"".join([block async for block in self.chunks(name, sealed)])
+        """The whole plaintext, checked against its name: a sealed file renamed to another blob's
+        name decrypts, but is refused (ValueError)."""
+        data = b"".join([block async for block in self.chunks(name, sealed)])
+        if sealed:
+            mac = self.cipher.mac(MAC_PURPOSE)
+            mac.update(data)
+            if not hmac.compare_digest(mac.hexdigest(), name):
+                raise ValueError(f"blob {name[:8]}… does not hold what its name says")
+        return data

@@ -163,6 +163,21 @@ async def test_sealed_files_round_trip_and_refuse_cuts_swaps_and_edits(gateway, 
             pytest.fail(what)
 
 
+async def test_a_sealed_blob_moved_under_another_name_is_refused(gateway, signed_in):
+    consumer, _ = await signed_in("consumer")
+    blobs = gateway.services.blobs
+    names = []
+    for n in (1, 2):
+        photo = await upload(consumer, JPEG + f"swap-{n}-{uuid.uuid4()}".encode(), "image/jpeg")
+        names.append((await gateway.services.db.fetchval("SELECT sha256 FROM attachments WHERE id = $1::uuid",
+                                                         photo)).hex())
+    first, second = (blobs.path(name) for name in names)  # type: ignore[attr-defined]
+    first.write_bytes(second.read_bytes())
+    with pytest.raises(ValueError, match="does not hold"):
+        await blobs.read(names[0])
+    assert (await blobs.read(names[1])).startswith(JPEG)
+
+
 async def test_plaintext_stored_by_older_versions_is_sealed_while_serving(make_gateway, scratch_db, tmp_path,
                                                                        connect):
     async with make_gateway(database_url=scratch_db, key_dir=tmp_path / "keys", data_dir=tmp_path / "data") as gw:
