@@ -5,6 +5,7 @@ rotations (a new data key; a new KEK that re-wraps every data key)."""
 import base64
 import binascii
 import hashlib
+import logging
 import os
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+log = logging.getLogger(__name__)
 OAEP = padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
 KEK_BITS = 3072
 
@@ -69,6 +71,8 @@ class KeyRing:
         """Read the folder again (another process may have rotated the KEK)."""
         if self.directory is None or not self.directory.is_dir():
             return
+        if self.directory.stat().st_mode & 0o077 and not self.keys:
+            log.warning("%s can be read by other users of this machine: chmod 700 it", self.source)
         files = sorted(self.directory.glob("kek-*.pem"), key=lambda p: (p.stat().st_mtime_ns, p.name))
         for path in files:  # oldest first: the last one read is the current KEK
             key = parse(path.read_bytes(), f"{path} ({self.source})")

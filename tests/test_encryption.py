@@ -27,6 +27,7 @@ from storage import push
 from storage.backfill import Sealed, encrypt_existing
 from storage.sealed import CHUNK, HEADER, TAG, SealedWriter, header_key_id, read_chunks
 from tests.conftest import mint
+from tests.processes import run_command
 from tests.test_uploads import JPEG, fetch, upload
 from tests.world import order_at, spot, technician
 
@@ -230,3 +231,6 @@ async def test_plaintext_stored_by_older_versions_is_sealed_while_serving(make_g
         for value in (email, name, *old_texts, "Old body"):
             assert await plaintext_columns(db, value) == [], value
         assert await encrypt_existing(db, services.cipher, services.blobs) == Sealed()  # type: ignore[arg-type]
+        status, output = await run_command("keys", "encrypt-existing", "--database-url", scratch_db,
+                                           "--key-dir", str(tmp_path / "keys"), "--data-dir", str(tmp_path / "data"))
+        assert status == 0 and "users=0" in output, output
