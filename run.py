@@ -5,6 +5,8 @@
     python run.py console            the protocol debug console
     python run.py load               the load generator: technicians streaming positions
     python run.py migrate            apply database migrations
+    python run.py keys rotate [--new-kek]  a new data key (or key-encryption key); old values stay readable
+    python run.py keys encrypt-existing  seal what older versions stored in plaintext
     python run.py schema             write docs/asyncapi.yaml
 """
 
@@ -82,6 +84,18 @@ def parser() -> argparse.ArgumentParser:
                              description="Apply pending SQL migrations (embedded PostgreSQL if no DATABASE_URL).")
     configuration.add_flags(migrate, ("data_dir", "database_url"))
 
+    keys = sub.add_parser("keys", help="rotate encryption keys, seal old plaintext",
+                          description="Key management against the database (embedded PostgreSQL if no DATABASE_URL); "
+                          "safe while gateways serve.")
+    key_commands = keys.add_subparsers(dest="keys_command", metavar="KEYS_COMMAND", required=True)
+    rotate = key_commands.add_parser("rotate", help="a new data key: new writes use it, old values stay readable")
+    rotate.add_argument("--new-kek", action="store_true",
+                        help="instead: a new key-encryption key, every data key re-wrapped under it, the old one "
+                        "removed")
+    sealing = key_commands.add_parser("encrypt-existing", help="seal values stored in plaintext by older versions")
+    for command in (rotate, sealing):
+        configuration.add_flags(command, ("data_dir", "database_url", "key_dir", "kek"))
+
     schema = sub.add_parser("schema", help="write the AsyncAPI document",
                             description="Write the AsyncAPI 3 document generated from the protocol types.")
     configuration.add_flags(schema, ("data_dir",))
@@ -114,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         return load.main(config, args)
     if command == "migrate":
         return migrate(config)
+    if command == "keys":
+        return keys(config, args)
     if command == "schema":
         from protocol.schema import write
 
@@ -157,6 +173,26 @@ def migrate(config: Config) -> int:
     finally:
         embedded.stop()
     print("applied: " + (", ".join(applied) if applied else "nothing, up to date"))
+    return 0
+
+
+def keys(config: Config, args: argparse.Namespace) -> int:
+    from gateway import keytool
+    from gateway.app import StartupError
+    from storage.embedded import EmbeddedPostgres
+
+    embedded = EmbeddedPostgres(config.data_dir.absolute() / "postgres")
+    url = config.database_url or embedded.start()
+    try:
+        if args.keys_command == "rotate":
+            print("\n".join(asyncio.run(keytool.rotate(config, url, args.new_kek))))
+        else:
+            print(asyncio.run(keytool.seal_existing(config, url)))
+    except StartupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        embedded.stop()
     return 0
 
 

@@ -3,8 +3,10 @@ table, one INSERT of one `chat_messages` row per statement (autocommit: one tran
 from `--in-flight` coroutines in a closed loop over a pool of `--pool-size` connections, on
 uvloop. The pool is made with the arguments of the gateway's (`storage.db.connect_postgres`),
 except that a connection goes back to it as it is: asyncpg's default runs a reset query on every
-release, a second round trip per insert (`--reset` keeps that default). No order lookup, no room
-counter, no delivery: each coroutine numbers its room's messages itself.
+release, a second round trip per insert (`--reset` keeps that default). Each text is sealed as
+the gateway seals it (AES-256-GCM, bound to room and sequence, into `body_enc`), under a key of
+its own that is never stored. No order lookup, no room counter, no delivery: each coroutine
+numbers its room's messages itself.
 
     python -m bench.chat_inserts --database-url URL --rooms ROOMS.json --in-flight 200 --seq-from N
 
@@ -17,6 +19,7 @@ until UNTIL and prints one JSON line: the inserts done within [FROM, UNTIL) and 
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 import uuid
@@ -24,11 +27,14 @@ from pathlib import Path
 
 import asyncpg
 import uvloop
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from bench.chat_clients import TEXT
+from storage.chat import body_context
+from storage.crypto import HEADER, NONCE_LEN, VERSION
 from storage.db import connect_postgres
 
-INSERT = ("INSERT INTO chat_messages (order_id, seq, sender_id, sender_role, client_id, kind, body, attachments,"
+INSERT = ("INSERT INTO chat_messages (order_id, seq, sender_id, sender_role, client_id, kind, body_enc, attachments,"
           " system_code) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
 
 
@@ -40,7 +46,12 @@ async def main(args: argparse.Namespace) -> None:
     rooms = json.loads(Path(args.rooms).read_text())[:args.in_flight]
     if len(rooms) < args.in_flight:
         raise SystemExit(f"{len(rooms)} rooms for {args.in_flight} coroutines")
-    body = TEXT.decode()
+    aead = AESGCM(AESGCM.generate_key(bit_length=256))
+
+    def sealed(room: uuid.UUID, seq: int) -> bytes:  # storage.crypto's envelope, as the gateway writes it
+        nonce = os.urandom(NONCE_LEN)
+        return HEADER.pack(VERSION, 0) + nonce + aead.encrypt(nonce, TEXT, body_context(room, seq).encode())
+
     if args.reset:
         pool = await connect_postgres(args.database_url, args.pool_size)  # exactly the gateway's pool
     else:  # the same, but a connection goes back to the pool as it is: no reset query, no round trip
@@ -63,7 +74,7 @@ async def main(args: argparse.Namespace) -> None:
                 sent = time.monotonic()
                 try:
                     await pool.execute(INSERT, room, args.seq_from + n, sender, role, f"b{args.seq_from + n}", "text",
-                                       body, [], None)
+                                       sealed(room, args.seq_from + n), [], None)
                 except Exception as exc:  # counted: the run is not valid
                     errors.append(f"{type(exc).__name__}: {exc}")
                     return

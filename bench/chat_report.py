@@ -315,7 +315,8 @@ member has its `chat.message` and the sender its reply.
   of warm-up. The **baseline** is `bench/chat_inserts.py`: one process on uvloop (on the gateway's
   core) with an asyncpg pool of {s['pool_size']} connections made with the gateway's arguments, and
   {s['in_flight']} coroutines, each inserting rows like the gateway's (order, sequence number, sender, role,
-  a fresh client id, `text`, the same body, no attachments) into `chat_messages` in a room of its
+  a fresh client id, `text`, the same body sealed as the gateway seals it: AES-256-GCM bound to room
+  and sequence number, into `body_enc`; no attachments) into `chat_messages` in a room of its
   own with `pool.execute`: one INSERT of one row per statement in autocommit, so one commit per
   row, the next as soon as the previous one is answered, counted over the same window. It looks
   up no order, takes no room counter (it numbers its rows itself) and delivers nothing; its pool

@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 import asyncpg
 import redis.asyncio as aioredis
 
-from gateway.config import Config, ConfigError
+from gateway.config import Config, ConfigError, key_dir
 from gateway.delivery import Hub
 from gateway.server import Gateway
 from gateway.web import WebSide
@@ -38,9 +38,11 @@ from handlers.orders.pool import repair as repair_pool
 from handlers.orders.settings import OrderRules
 from handlers.services import Services
 from storage import geo, lifecycle
+from storage.backfill import encrypt_existing
 from storage.blobs import LocalBlobs
-from storage.crypto import FieldCipher, KeyRing
+from storage.crypto import FieldCipher
 from storage.db import connect_postgres, connect_redis
+from storage.keys import KeyRing, KeyUnavailable
 from storage.migrate import migrate
 
 log = logging.getLogger(__name__)
@@ -74,6 +76,25 @@ def load_secret(config: Config, create: bool = True) -> str:
         path.write_text(secrets.token_urlsafe(48))
         path.chmod(0o600)
     return path.read_text().strip()
+
+
+def keyring(config: Config) -> KeyRing:
+    """The key-encryption keys: KEK's one key, else the folder KEY_DIR (created on first start)."""
+    if config.kek:
+        return KeyRing.from_pem(config.kek.encode(), "KEK")
+    directory = key_dir(config)
+    return KeyRing(f"KEY_DIR={directory}", directory)
+
+
+async def start_cipher(config: Config, db: asyncpg.Pool) -> FieldCipher:
+    """The field cipher with every data key unwrapped, or a StartupError naming the setting."""
+    try:
+        cipher = FieldCipher(db, keyring(config))
+        await cipher.start()
+    except KeyUnavailable as exc:
+        raise StartupError(f"{exc}; set KEY_DIR (a folder of kek-*.pem) or KEK to the key-encryption key "
+                           "this database was written with") from None
+    return cipher
 
 
 def token_issuer(config: Config, create_secret: bool = True) -> TokenIssuer:
@@ -116,8 +137,12 @@ class Running:
         except (OSError, TimeoutError, aioredis.RedisError) as exc:
             await db.close()
             raise StartupError(f"cannot connect to Redis at {_where(c.redis_url)}: {exc}") from None
-        cipher = FieldCipher(db, KeyRing.load_or_create(Path(c.data_dir) / "keys"))
-        await cipher.start()
+        try:
+            cipher = await start_cipher(c, db)
+        except StartupError:
+            await redis.aclose()
+            await db.close()
+            raise
         data = Path(c.data_dir).absolute()
         order_rules = OrderRules(radius_mi=c.dispatch_radius_mi, max_radius_mi=c.max_radius_mi,
                                  stale_after_s=c.position_stale_s, upload_dir=str(data / "uploads"))
@@ -127,11 +152,12 @@ class Running:
                                  payout_delay_s=c.payout_delay_s, cancellation_fee_bp=c.cancellation_fee_bp,
                                  money_max_attempts=c.money_max_attempts, money_retry_base_s=c.money_retry_base_s,
                                  money_poll_s=c.money_poll_s, money_lease_s=c.money_lease_s)
+        blobs = LocalBlobs(data / "blobs", cipher)
         positions = geo.PositionWriter(redis)
         hub = Hub(redis)
         chat = ChatWriter(hub.publish_many)
         services = Services(db, redis, token_issuer(c), self.passwords or Passwords(), cipher, positions,
-                            geo.NearbySearch(redis), LocalBlobs(data / "blobs"), Catalogs(), chat, order_rules,
+                            geo.NearbySearch(redis), blobs, Catalogs(), chat, order_rules,
                             chat_rules, money_rules, stripe_access(c))
         positions.start()
         chat.start(services)
@@ -141,6 +167,7 @@ class Running:
         await self._listen(self.gateway.start(self.sock), c.port)
         self.fcm = FcmClient(Path(c.fcm_credentials), c.fcm_endpoint) if c.fcm_credentials else None
         self.gateway.spawn(push_worker(services, self.fcm))
+        self.gateway.spawn(seal_leftovers(services, blobs))
         self.web = WebSide(self.gateway)
         await self._listen(self.web.start(), c.http_port)
         self.gateway.spawn(upkeep(self.web.system, c.sweep_interval_s))
@@ -184,13 +211,25 @@ class Running:
         log.debug("closed")
 
 
+async def seal_leftovers(services: Services, blobs: LocalBlobs) -> None:
+    """Encrypt what an older version stored in plaintext, in batches, while serving."""
+    try:
+        await encrypt_existing(services.db, services.cipher, blobs)
+    except (OSError, asyncpg.PostgresError) as exc:
+        if lifecycle.cancelling():
+            raise
+        log.warning("sealing plaintext left from before encryption failed (next start retries): %r", exc)
+
+
 async def upkeep(ctx: Context, interval_s: float) -> None:
     """Periodic chores of every process (all idempotent): drop stale positions from matching,
-    rebuild the order pool if Redis lost it, announce open orders whose announcement was lost."""
+    rebuild the order pool if Redis lost it, announce open orders whose announcement was lost,
+    write with the newest data key (`run.py keys rotate`)."""
     services = ctx.services
     while True:
         await asyncio.sleep(interval_s)
         try:
+            await services.cipher.refresh()
             swept = await geo.sweep_stale(services.redis, services.order_rules.stale_after_s)
             if swept:
                 log.info("swept %d stale technician positions", swept)

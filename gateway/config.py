@@ -22,6 +22,8 @@ class Config:
     port: int = 8080
     workers: int = 1
     secret: str | None = None  # None: generated once and kept in data_dir
+    key_dir: Path | None = None  # folder of the key-encryption keys; None: DATA_DIR's sibling DATA_DIR-keys
+    kek: str | None = None  # the key-encryption key itself (PEM, or base64 of it); wins over key_dir
     log_level: str = "INFO"
     log_format: str = "text"
     token_ttl_s: int = 3600
@@ -72,6 +74,8 @@ ENV = {
     "GATEWAY_PORT": "port",
     "GATEWAY_WORKERS": "workers",
     "GATEWAY_SECRET": "secret",
+    "KEY_DIR": "key_dir",
+    "KEK": "kek",
     "LOG_LEVEL": "log_level",
     "LOG_FORMAT": "log_format",
     "TOKEN_TTL_S": "token_ttl_s",
@@ -135,7 +139,9 @@ def _convert(name: str, raw: str) -> Any:
         raise ConfigError(f"{FLAG_OF[name]}={raw!r} is not a number") from None
     if kind in (Path, "Path"):
         return Path(raw)
-    optional = ("database_url", "redis_url", "secret", "fcm_credentials", "public_url", "stripe_api_key",
+    if name == "key_dir":
+        return Path(raw) if raw else None
+    optional = ("database_url", "redis_url", "secret", "kek", "fcm_credentials", "public_url", "stripe_api_key",
                 "stripe_webhook_secret")
     return raw or None if name in optional else raw
 
@@ -181,6 +187,8 @@ def validate(c: Config) -> None:
         raise ConfigError(f"CANCELLATION_FEE_BP={c.cancellation_fee_bp} must be between 0 and 10000 (basis points)")
     if not 0 <= c.platform_fee_bp <= 10_000:
         raise ConfigError(f"PLATFORM_FEE_BP={c.platform_fee_bp} must be between 0 and 10000 (basis points)")
+    if c.key_dir is not None and key_dir(c).is_relative_to(c.data_dir.absolute()):
+        raise ConfigError(f"KEY_DIR={c.key_dir} is inside DATA_DIR: keep the keys apart from the data they protect")
     if c.secret is not None and len(c.secret) < 32:
         raise ConfigError("GATEWAY_SECRET must be at least 32 characters")
     for name in ("token_ttl_s", "refresh_ttl_s", "auth_timeout_s", "idle_timeout_s", "max_frame_bytes",
@@ -192,3 +200,8 @@ def validate(c: Config) -> None:
             raise ConfigError(f"{FLAG_OF[name]} must be positive")
     if c.payout_delay_s < 0:
         raise ConfigError("PAYOUT_DELAY_S must not be negative")
+
+
+def key_dir(c: Config) -> Path:
+    """Where the key-encryption keys are kept (unless KEK gives the key itself)."""
+    return (c.key_dir or Path(str(c.data_dir.absolute()) + "-keys")).absolute()

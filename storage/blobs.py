@@ -1,30 +1,55 @@
-"""Content-addressed blob storage behind a small interface (local folder now; S3 later)."""
+"""Content-addressed blob storage behind a small interface (local folder now; S3 later).
+
+Blobs are sealed on disk (storage.sealed) and named by the keyed hash of their content, so
+neither the bytes nor a plain SHA-256 of them is stored. Blobs written before encryption
+(`sealed` false in `attachments`) are plaintext named by SHA-256 until storage.backfill seals them."""
 
 import asyncio
+import hmac
 import os
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Protocol
 
+from storage.crypto import FieldCipher
+from storage.sealed import HEADER, SealedWriter, header_key_id, read_chunks
+
+MAC_PURPOSE = "attachments.content"
+
+
+def _next(blocks: Iterator[bytes]) -> bytes | None:
+    return next(blocks, None)
+
 
 class BlobStore(Protocol):
-    async def put_file(self, source: Path, sha256: str) -> None:
-        """Move a finished upload in under its hash (idempotent: same bytes, same blob)."""
+    def writer(self, part: Path) -> SealedWriter:
+        """A streaming writer that seals what it is given into the file `part`."""
 
-    async def read(self, sha256: str) -> bytes:
-        """The blob's bytes; FileNotFoundError when absent."""
+    async def put_file(self, source: Path, name: str) -> None:
+        """Move a finished upload in under its name (idempotent: same bytes, same blob)."""
+
+    def chunks(self, name: str, sealed: bool = True) -> AsyncIterator[bytes]:
+        """The blob's plaintext, chunk by chunk; FileNotFoundError when absent."""
+
+    async def read(self, name: str, sealed: bool = True) -> bytes:
+        """The blob's whole plaintext; FileNotFoundError when absent."""
 
 
 class LocalBlobs:
     """`root/ab/cd/abcd…` files; writes are atomic renames."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, cipher: FieldCipher) -> None:
         self.root = root
+        self.cipher = cipher
 
-    def path(self, sha256: str) -> Path:
-        return self.root / sha256[:2] / sha256[2:4] / sha256
+    def path(self, name: str) -> Path:
+        return self.root / name[:2] / name[2:4] / name
 
-    async def put_file(self, source: Path, sha256: str) -> None:
-        target = self.path(sha256)
+    def writer(self, part: Path) -> SealedWriter:
+        return SealedWriter(part.open("wb"), self.cipher, self.cipher.mac(MAC_PURPOSE))
+
+    async def put_file(self, source: Path, name: str) -> None:
+        target = self.path(name)
 
         def move() -> None:
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -32,5 +57,29 @@ class LocalBlobs:
 
         await asyncio.to_thread(move)
 
-    async def read(self, sha256: str) -> bytes:
-        return await asyncio.to_thread(self.path(sha256).read_bytes)
+    async def chunks(self, name: str, sealed: bool = True) -> AsyncIterator[bytes]:
+        file = await asyncio.to_thread(self.path(name).open, "rb")
+        try:
+            if not sealed:  # written before encryption: plaintext until the backfill seals it
+                while block := await asyncio.to_thread(file.read, 1 << 16):
+                    yield block
+                return
+            head = await asyncio.to_thread(file.read, HEADER.size)
+            data_key = await self.cipher.key(header_key_id(head))
+            file.seek(0)
+            plain = read_chunks(file, data_key)
+            while (chunk := await asyncio.to_thread(_next, plain)) is not None:
+                yield chunk
+        finally:
+            file.close()
+
+    async def read(self, name: str, sealed: bool = True) -> bytes:
+        """The whole plaintext, checked against its name: a sealed file renamed to another blob's
+        name decrypts, but is refused (ValueError)."""
+        data = b"".join([block async for block in self.chunks(name, sealed)])
+        if sealed:
+            mac = self.cipher.mac(MAC_PURPOSE)
+            mac.update(data)
+            if not hmac.compare_digest(mac.hexdigest(), name):
+                raise ValueError(f"blob {name[:8]}… does not hold what its name says")
+        return data

@@ -1,4 +1,5 @@
-"""Chat rooms: messages with a gap-free sequence per room, idempotent by the sender's client id."""
+"""Chat rooms: messages with a gap-free sequence per room, idempotent by the sender's client id.
+Texts are sealed (storage.crypto) bound to their room and sequence number, known before the insert."""
 
 import uuid
 from collections import Counter
@@ -6,7 +7,19 @@ from dataclasses import dataclass
 
 import asyncpg
 
-COLUMNS = "order_id, seq, sender_id, sender_role, client_id, kind, body, attachments, system_code, created_at"
+from storage.crypto import FieldCipher
+
+COLUMNS = ("order_id, seq, sender_id, sender_role, client_id, kind, body, body_enc, attachments, system_code,"
+           " created_at")
+
+
+def body_context(order_id: uuid.UUID, seq: int) -> str:
+    return f"chat_messages.body:{order_id}:{seq}"
+
+
+async def body(cipher: FieldCipher, row: asyncpg.Record) -> str | None:
+    """A message's text (from `body` for rows stored before encryption, until the backfill)."""
+    return await cipher.reveal(row["body_enc"], row["body"], body_context(row["order_id"], row["seq"]))
 
 @dataclass(frozen=True, slots=True)
 class Draft:
@@ -26,7 +39,8 @@ class Draft:
         return (self.order_id, self.sender_id, self.client_id) if self.client_id else None
 
 
-async def send_many(conn: asyncpg.Connection, drafts: list[Draft]) -> list[tuple[asyncpg.Record, bool]]:
+async def send_many(conn: asyncpg.Connection, cipher: FieldCipher,
+                    drafts: list[Draft]) -> list[tuple[asyncpg.Record, bool]]:
     """Store many messages in three statements (in the caller's transaction): (row, duplicate) per
     draft, in order. Rooms are locked in id order, so concurrent batches cannot deadlock; the
     locks hold until the commit, so what the caller does before committing (delivering) happens
@@ -64,12 +78,14 @@ async def send_many(conn: asyncpg.Connection, drafts: list[Draft]) -> list[tuple
         seqs.append(firsts[d.order_id])
         firsts[d.order_id] += 1
     by_seq = {(r["order_id"], r["seq"]): r for r in await conn.fetch(
-        "INSERT INTO chat_messages (order_id, seq, sender_id, sender_role, client_id, kind, body, attachments,"
+        "INSERT INTO chat_messages (order_id, seq, sender_id, sender_role, client_id, kind, body_enc, attachments,"
         " system_code) SELECT o, q, s, r, c, k, b, string_to_array(a, ',')::uuid[], y FROM unnest($1::uuid[],"
-        " $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[])"
+        " $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bytea[], $8::text[], $9::text[])"
         f" AS t(o, q, s, r, c, k, b, a, y) RETURNING {COLUMNS}",
         [d.order_id for d in fresh], seqs, [d.sender_id for d in fresh], [d.sender_role for d in fresh],
-        [d.client_id for d in fresh], [d.kind for d in fresh], [d.body for d in fresh],
+        [d.client_id for d in fresh], [d.kind for d in fresh],
+        [None if d.body is None else cipher.encrypt(d.body, body_context(d.order_id, q))
+         for d, q in zip(fresh, seqs, strict=True)],
         [",".join(map(str, d.attachments)) for d in fresh], [d.system_code for d in fresh])} if fresh else {}
     rows = [by_seq[(d.order_id, seq)] for d, seq in zip(fresh, seqs, strict=True)]
     return [stored[key] if key is not None and i < 0 else (rows[i], key is not None) for key, i in plan]
@@ -116,7 +132,7 @@ async def rooms_of(db: asyncpg.Pool, user_id: str, role: str) -> list[asyncpg.Re
         f"SELECT o.id AS room, o.state, coalesce(r.last_seq, 0) AS last_seq, coalesce(rd.read_seq, 0) AS read_seq,"
         f" (SELECT count(*) FROM chat_messages c WHERE c.order_id = o.id AND c.seq > coalesce(rd.read_seq, 0)"
         f"  AND c.sender_id <> $1) AS unread,"
-        f" m.order_id, m.seq, m.sender_id, m.sender_role, m.client_id, m.kind, m.body, m.attachments,"
+        f" m.order_id, m.seq, m.sender_id, m.sender_role, m.client_id, m.kind, m.body, m.body_enc, m.attachments,"
         f" m.system_code, m.created_at"
         f" FROM orders o LEFT JOIN chat_rooms r ON r.order_id = o.id"
         f" LEFT JOIN chat_reads rd ON rd.order_id = o.id AND rd.user_id = $1"

@@ -1,4 +1,5 @@
-"""Device tokens, the push outbox and Redis presence (is a user connected anywhere?)."""
+"""Device tokens, the push outbox and Redis presence (is a user connected anywhere?). The
+outbox's texts are sealed (storage.crypto), bound to the job's dedupe key."""
 
 import asyncio
 import contextlib
@@ -12,6 +13,7 @@ import msgspec
 import redis.asyncio as aioredis
 
 from storage import lifecycle
+from storage.crypto import FieldCipher
 
 log = logging.getLogger(__name__)
 
@@ -138,11 +140,21 @@ async def tokens(db: asyncpg.Pool, user_id: str) -> list[str]:
     return [r["token"] for r in rows]
 
 
-async def enqueue(conn: asyncpg.Connection | asyncpg.Pool, user_id: str, dedupe_key: str, title: str, body: str,
-                  data: dict[str, str]) -> None:
+async def enqueue(conn: asyncpg.Connection | asyncpg.Pool, cipher: FieldCipher, user_id: str, dedupe_key: str,
+                  title: str, body: str, data: dict[str, str]) -> None:
     await conn.execute(
-        "INSERT INTO push_outbox (user_id, dedupe_key, title, body, data) VALUES ($1, $2, $3, $4, $5::jsonb)"
-        " ON CONFLICT (dedupe_key) DO NOTHING", user_id, dedupe_key, title, body, msgspec.json.encode(data).decode())
+        "INSERT INTO push_outbox (user_id, dedupe_key, title_enc, body_enc, data) VALUES ($1, $2, $3, $4, $5::jsonb)"
+        " ON CONFLICT (dedupe_key) DO NOTHING", user_id, dedupe_key,
+        cipher.encrypt(title, f"push_outbox.title:{dedupe_key}"),
+        cipher.encrypt(body, f"push_outbox.body:{dedupe_key}"), msgspec.json.encode(data).decode())
+
+
+async def texts(cipher: FieldCipher, row: asyncpg.Record) -> tuple[str, str]:
+    """A job's (title, body), also of jobs queued before encryption (until the backfill)."""
+    key = row["dedupe_key"]
+    title = await cipher.reveal(row["title_enc"], row["title"], f"push_outbox.title:{key}")
+    body = await cipher.reveal(row["body_enc"], row["body"], f"push_outbox.body:{key}")
+    return title or "", body or ""
 
 
 async def claim(db: asyncpg.Pool, batch: int, lease: timedelta) -> list[asyncpg.Record]:

@@ -1,4 +1,6 @@
-"""Accounts and refresh tokens."""
+"""Accounts and refresh tokens. Names, e-mails and phones are sealed (storage.crypto), each bound
+to its user; an e-mail is found by its blind index. Rows from before encryption keep plaintext
+`email`/`name` (and a NULL index) until storage.backfill seals them: lookups also match those."""
 
 import hashlib
 import uuid
@@ -7,37 +9,53 @@ from datetime import datetime
 
 import asyncpg
 
+from storage.crypto import FieldCipher
+
 
 @dataclass(frozen=True, slots=True)
 class User:
     id: str
-    email: str
     password_hash: str
     role: str
-    name: str
     locale: str
 
 
 def _user(row: asyncpg.Record) -> User:
-    return User(str(row["id"]), row["email"], row["password_hash"], row["role"], row["name"], row["locale"])
+    return User(str(row["id"]), row["password_hash"], row["role"], row["locale"])
+
+
+def sealed_fields(cipher: FieldCipher, user_id: uuid.UUID | str, email: str | None,
+                  name: str | None) -> tuple[bytes | None, bytes | None, bytes | None]:
+    """(email index, sealed e-mail, sealed name) of a user."""
+    if email is None:
+        return None, None, None if name is None else cipher.encrypt(name, f"users.name:{user_id}")
+    return (cipher.email_index(email), cipher.encrypt(email, f"users.email:{user_id}"),
+            None if name is None else cipher.encrypt(name, f"users.name:{user_id}"))
 
 
 def token_hash(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-async def create_user(db: asyncpg.Pool, user_id: uuid.UUID, email: str, password_hash: str, role: str,
-                      name: str, phone_enc: bytes | None, locale: str) -> User | None:
-    """Insert a user; None when the e-mail is taken (case-insensitively)."""
+async def create_user(db: asyncpg.Pool, cipher: FieldCipher, user_id: uuid.UUID, email: str, password_hash: str,
+                      role: str, name: str, phone: str | None, locale: str) -> User | None:
+    """Insert a user; None when the e-mail is taken (case-insensitively, by its blind index, or
+    as the plaintext of a row not yet sealed: the e-mail is compared, never stored)."""
+    email_idx, email_enc, name_enc = sealed_fields(cipher, user_id, email, name)
+    phone_enc = None if phone is None else cipher.encrypt(phone, f"users.phone:{user_id}")
     row = await db.fetchrow(
-        "INSERT INTO users (id, email, password_hash, role, name, phone_enc, locale)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT ((lower(email))) DO NOTHING RETURNING *",
-        user_id, email, password_hash, role, name, phone_enc, locale)
+        "INSERT INTO users (id, email_idx, email_enc, password_hash, role, name_enc, phone_enc, locale)"
+        " SELECT $1, $2, $3, $4, $5, $6, $7, $8 WHERE NOT EXISTS"
+        " (SELECT 1 FROM users WHERE email_idx IS NULL AND lower(email) = lower($9))"
+        " ON CONFLICT (email_idx) DO NOTHING RETURNING *",
+        user_id, email_idx, email_enc, password_hash, role, name_enc, phone_enc, locale, email.strip())
     return None if row is None else _user(row)
 
 
-async def user_by_email(db: asyncpg.Pool, email: str) -> User | None:
-    row = await db.fetchrow("SELECT * FROM users WHERE lower(email) = lower($1)", email)
+async def user_by_email(db: asyncpg.Pool, cipher: FieldCipher, email: str) -> User | None:
+    row = await db.fetchrow("SELECT * FROM users WHERE email_idx = $1"
+                            " OR (email_idx IS NULL AND lower(email) = lower($2)) LIMIT 1",
+                            cipher.email_index(email), email.strip())
     return None if row is None else _user(row)
 
 
@@ -82,7 +100,7 @@ async def locales(db: asyncpg.Pool | asyncpg.Connection, user_ids: list[str]) ->
     return {r["id"]: r["locale"] for r in rows}
 
 
-async def email_of(db: asyncpg.Pool, user_id: str) -> str | None:
+async def email_of(db: asyncpg.Pool, cipher: FieldCipher, user_id: str) -> str | None:
     """The user's e-mail; None for an id with no account (a minted token's subject)."""
-    found: str | None = await db.fetchval("SELECT email FROM users WHERE id::text = $1", user_id)
-    return found
+    row = await db.fetchrow("SELECT id, email, email_enc FROM users WHERE id::text = $1", user_id)
+    return None if row is None else await cipher.reveal(row["email_enc"], row["email"], f"users.email:{row['id']}")

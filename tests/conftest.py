@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from argon2 import PasswordHasher
 
@@ -39,9 +40,39 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str
 
 
 @pytest.fixture(scope="session")
-def base_config(servers: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Config:
-    return Config(data_dir=tmp_path_factory.mktemp("data"), database_url=servers[0], redis_url=servers[1],
-                  host="127.0.0.1", port=0, http_port=0, secret=SECRET, rate_per_s=1000, rate_burst=1000)
+def key_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """This run's key-encryption keys, also for gateways started as processes (KEY_DIR inherited)."""
+    path = tmp_path_factory.mktemp("keys")
+    before = os.environ.get("KEY_DIR")
+    os.environ["KEY_DIR"] = str(path)
+    yield path
+    if before is None:
+        os.environ.pop("KEY_DIR", None)
+    else:
+        os.environ["KEY_DIR"] = before
+
+
+@pytest.fixture(scope="session")
+def base_config(servers: tuple[str, str], key_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Config:
+    return Config(data_dir=tmp_path_factory.mktemp("data"), key_dir=key_dir, database_url=servers[0],
+                  redis_url=servers[1], host="127.0.0.1", port=0, http_port=0, secret=SECRET, rate_per_s=1000,
+                  rate_burst=1000)
+
+
+@pytest.fixture
+async def scratch_db(servers: tuple[str, str]) -> AsyncIterator[str]:
+    """The URL of an empty database of its own, for tests that rotate keys or plant old rows
+    (they must not touch the data keys every other test's gateway unwraps)."""
+    if "/postgres?" not in servers[0]:
+        pytest.skip("external database URL: cannot derive a scratch database")
+    name = f"s_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(servers[0])
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield servers[0].replace("/postgres?", f"/{name}?")
+    finally:
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        await admin.close()
 
 
 GatewayFactory = Callable[..., contextlib.AbstractAsyncContextManager[Gateway]]

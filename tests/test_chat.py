@@ -209,7 +209,7 @@ async def test_bad_chat_frames(gateway, signed_in):
 
 
 async def test_one_batch_with_repeats_and_two_rooms_stays_gap_free(gateway, signed_in):
-    from storage.chat import Draft, send_many
+    from storage.chat import Draft, body, send_many
 
     _, _, first, tech_id = await assigned_order(signed_in)
     _, _, second, _ = await assigned_order(signed_in)
@@ -218,12 +218,13 @@ async def test_one_batch_with_repeats_and_two_rooms_stays_gap_free(gateway, sign
               Draft(a, tech_id, "technician", "x", "text", "one again"),  # a retry inside the same batch
               Draft(a, tech_id, "technician", None, "text", "two"), Draft(b, tech_id, "technician", "z", "text", "b2")]
     async with gateway.services.db.acquire() as conn, conn.transaction():
-        results = await send_many(conn, drafts)
-    assert [(r["body"], duplicate) for r, duplicate in results] == [
+        results = await send_many(conn, gateway.services.cipher, drafts)
+    cipher = gateway.services.cipher
+    assert [(await body(cipher, r), duplicate) for r, duplicate in results] == [
         ("one", False), ("b1", False), ("one", True), ("two", False), ("b2", False)]
     async with gateway.services.db.acquire() as conn, conn.transaction():
-        again = await send_many(conn, [drafts[0], Draft(a, tech_id, "technician", "w", "text", "three")])
-    assert [(r["body"], duplicate) for r, duplicate in again] == [("one", True), ("three", False)]
+        again = await send_many(conn, cipher, [drafts[0], Draft(a, tech_id, "technician", "w", "text", "three")])
+    assert [(await body(cipher, r), duplicate) for r, duplicate in again] == [("one", True), ("three", False)]
     for room_id in (a, b):
         seqs = [r["seq"] for r in await gateway.services.db.fetch(
             "SELECT seq FROM chat_messages WHERE order_id = $1 ORDER BY seq", room_id)]

@@ -94,8 +94,9 @@ async def test_status_changes_push_in_the_recipients_language(pushing, fcm, conn
     tech, order_id, consumer_id, _ = await offline_consumer_with_order(pushing, connect, signed_in, locale="es")
     await tech.request(OrderDepart(order_id=order_id))
     rows = await settled(pushing, consumer_id, kind="status:")
-    assert [r["title"] for r in rows] == ["Novedades de tu pedido"]
-    assert rows[0]["body"] == "El técnico está en camino." and rows[0]["state"] == "sent"
+    assert [await push.texts(pushing.services.cipher, r) for r in rows] == [
+        ("Novedades de tu pedido", "El técnico está en camino.")]
+    assert rows[0]["state"] == "sent" and rows[0]["title"] is None and rows[0]["body"] is None
 
 
 async def test_a_failing_endpoint_is_retried_until_it_recovers(pushing, fcm, connect, signed_in):
@@ -177,5 +178,6 @@ async def test_an_order_placed_by_a_merchant_is_pushed_to_its_offline_consumer(p
     await merchant.request(order_at(spot(), brand="bosch", sku="SHPM88Z75N", service_type="installation",
                                     consumer_id=account.user_id))
     [job] = await settled(pushing, account.user_id, kind="status:")
-    assert (job["title"], job["body"]) == ("Novedades de tu pedido", "Se ha creado un nuevo pedido para ti.")
+    assert await push.texts(pushing.services.cipher, job) == ("Novedades de tu pedido",
+                                                              "Se ha creado un nuevo pedido para ti.")
     assert job["state"] == "sent"

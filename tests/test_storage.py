@@ -10,7 +10,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from protocol.auth import Register
-from storage.crypto import FieldCipher, KeyRing
+from storage.crypto import FieldCipher
+from storage.keys import KeyRing, kid, new_data_key
 from storage.migrate import migrate, migrations
 
 
@@ -61,21 +62,27 @@ async def test_phone_numbers_are_stored_encrypted(gateway, connect):
         await cipher.decrypt(stored, f"users.phone:{uuid.uuid4()}")
 
 
-async def test_a_new_key_encryption_key_rotates_and_old_values_stay_readable(gateway, tmp_path):
-    db = gateway.services.db
-    old = FieldCipher(db, KeyRing.load_or_create(tmp_path))
-    await old.start()
-    sealed = old.encrypt("221B Baker Street", "test:1")
-    ring = KeyRing.load_or_create(tmp_path)
-    new_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    path = tmp_path / f"kek-{KeyRing.kid(new_key)}.pem"
-    path.write_bytes(new_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    rotated_ring = KeyRing.load_or_create(tmp_path)
-    assert rotated_ring.current == KeyRing.kid(new_key) != ring.current
-    rotated = FieldCipher(db, rotated_ring)
-    await rotated.start()
-    fresh = rotated.encrypt("10 Downing Street", "test:2")
-    assert fresh[1:5] != sealed[1:5]  # a new data key id
-    assert await rotated.decrypt(sealed, "test:1") == "221B Baker Street"
-    assert await rotated.decrypt(fresh, "test:2") == "10 Downing Street"
+async def test_a_new_key_encryption_key_rotates_and_old_values_stay_readable(scratch_db, tmp_path):
+    db = await asyncpg.create_pool(scratch_db, min_size=1, max_size=2)
+    try:
+        async with db.acquire() as conn:
+            await migrate(conn)
+        old = FieldCipher(db, KeyRing("test", tmp_path))
+        await old.start()
+        sealed = old.encrypt("221B Baker Street", "test:1")
+        ring = KeyRing("test", tmp_path)
+        new_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        path = tmp_path / f"kek-{kid(new_key)}.pem"
+        path.write_bytes(new_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+        rotated_ring = KeyRing("test", tmp_path)
+        assert rotated_ring.current == kid(new_key) != ring.current
+        await new_data_key(db, rotated_ring)
+        rotated = FieldCipher(db, rotated_ring)
+        await rotated.start()
+        fresh = rotated.encrypt("10 Downing Street", "test:2")
+        assert fresh[1:5] != sealed[1:5]  # a new data key id
+        assert await rotated.decrypt(sealed, "test:1") == "221B Baker Street"
+        assert await rotated.decrypt(fresh, "test:2") == "10 Downing Street"
+    finally:
+        await db.close()

@@ -1,6 +1,7 @@
 """Attachments: chunked uploads checked by their bytes, stored by hash, fetched by those who may."""
 
 import asyncio
+import hashlib
 import urllib.error
 import urllib.request
 
@@ -128,5 +129,9 @@ async def test_the_same_bytes_are_stored_once(gateway, signed_in):
     b = await upload(second, JPEG + b"unique-1", "image/jpeg")
     hashes = await gateway.services.db.fetch("SELECT sha256 FROM attachments WHERE id = ANY($1::uuid[])", [a, b])
     assert a != b and hashes[0]["sha256"] == hashes[1]["sha256"]
-    blob = gateway.services.blobs.path(hashes[0]["sha256"].hex())  # type: ignore[attr-defined]
-    assert blob.read_bytes() == JPEG + b"unique-1"
+    name = hashes[0]["sha256"].hex()
+    blob = gateway.services.blobs.path(name)  # type: ignore[attr-defined]
+    on_disk = blob.read_bytes()  # sealed, and named by a keyed hash, not the content's SHA-256
+    assert b"unique-1" not in on_disk and JPEG[:64] not in on_disk
+    assert name != hashlib.sha256(JPEG + b"unique-1").hexdigest()
+    assert await gateway.services.blobs.read(name) == JPEG + b"unique-1"

@@ -44,13 +44,10 @@ async def ping(ctx: Context, req: Ping) -> Pong:
 @router.route(Register, roles=None)
 async def register(ctx: Context, req: Register) -> SessionTokens:
     user_id = uuid.uuid4()
-    phone = None
-    if req.phone is not None:
-        phone = ctx.services.cipher.encrypt(req.phone, f"users.phone:{user_id}")
     locale = ctx.negotiate_locale(req.locale or (ctx.identity.locale if ctx.identity else None))
     password_hash = await ctx.services.passwords.hash(req.password)
-    user = await users.create_user(ctx.services.db, user_id, req.email.strip(), password_hash, req.role,
-                                   req.name.strip(), phone, locale)
+    user = await users.create_user(ctx.services.db, ctx.services.cipher, user_id, req.email.strip(), password_hash,
+                                   req.role, req.name.strip(), req.phone, locale)
     if user is None:
         raise Conflict(N_("An account with this e-mail already exists."))
     return await _issue(ctx, user)
@@ -58,7 +55,7 @@ async def register(ctx: Context, req: Register) -> SessionTokens:
 
 @router.route(Login, roles=None)
 async def login(ctx: Context, req: Login) -> SessionTokens:
-    user = await users.user_by_email(ctx.services.db, req.email)
+    user = await users.user_by_email(ctx.services.db, ctx.services.cipher, req.email)
     passwords = ctx.services.passwords
     if not await passwords.verify(user.password_hash if user else None, req.password) or user is None:
         raise Unauthorized(N_("Wrong e-mail or password."))

@@ -69,7 +69,7 @@ async def to_offline(services: Services, conn: asyncpg.Connection | asyncpg.Pool
         for user_id in p.recipients:
             if user_id in offline:
                 locale = locales.get(user_id, "en")
-                await push.enqueue(conn, user_id, f"{p.key}:{user_id}", translate(locale, p.title),
+                await push.enqueue(conn, services.cipher, user_id, f"{p.key}:{user_id}", translate(locale, p.title),
                                    preview(translate(locale, p.body), limit), p.data)
 
 
@@ -92,14 +92,14 @@ async def run_worker(services: Services, client: FcmClient | None) -> None:
 async def _send(services: Services, client: FcmClient | None, job: asyncpg.Record) -> None:
     rules = services.chat_rules
     devices = await push.tokens(services.db, job["user_id"])
-    if client is None or not devices:
-        log.info("push for %s (%s): %s: %s", job["user_id"], "no device" if devices == [] else "logged only",
-                 job["title"], job["body"])
+    if client is None or not devices:  # the texts are personal: never logged
+        log.info("push %s for %s: %s", job["id"], job["user_id"], "no device" if devices == [] else "logged only")
         await push.finish(services.db, job["id"], "sent", None if devices else "no device")
         return
+    title, body = await push.texts(services.cipher, job)
     retry, wait, delivered, errors = False, 0.0, 0, []
     for token in devices:
-        outcome = await client.send(token, job["title"], job["body"], push.job_data(job))
+        outcome = await client.send(token, title, body, push.job_data(job))
         if outcome.kind == "sent":
             delivered += 1
             continue

@@ -54,8 +54,8 @@ async def room(ctx: Context, order_id: str, *, write: bool) -> asyncpg.Record:
     raise Forbidden(N_("You are not a member of this chat."))
 
 
-def message(ctx: Context, row: asyncpg.Record, locale: str) -> ChatMessage:
-    return render(ctx.services, row, locale)
+async def message(ctx: Context, row: asyncpg.Record, locale: str) -> ChatMessage:
+    return await render(ctx.services, row, locale)
 
 
 def _locale(ctx: Context) -> str:
@@ -72,7 +72,7 @@ async def send(ctx: Context, req: ChatSend) -> ChatSent:
     attachments = await check_attachments(ctx, req.attachments, who.user_id)
     draft = chat.Draft(order["id"], who.user_id, who.role, req.client_id, "text", req.text, tuple(attachments))
     row, duplicate = await ctx.services.chat.post(draft, tuple(members(order)))
-    return ChatSent(message=message(ctx, row, _locale(ctx)), duplicate=duplicate)
+    return ChatSent(message=await message(ctx, row, _locale(ctx)), duplicate=duplicate)
 
 
 async def post_system(ctx: Context, order: asyncpg.Record) -> None:
@@ -92,7 +92,7 @@ async def history(ctx: Context, req: ChatHistory) -> ChatPage:
                            limit=req.limit)
     more = len(rows) > req.limit
     rows = rows[:req.limit] if req.after_seq is not None else rows[-req.limit:]
-    return ChatPage(order_id=str(order["id"]), messages=[message(ctx, r, _locale(ctx)) for r in rows],
+    return ChatPage(order_id=str(order["id"]), messages=[await message(ctx, r, _locale(ctx)) for r in rows],
                     has_more=more)
 
 
@@ -105,7 +105,7 @@ async def sync(ctx: Context, req: ChatSync) -> ChatSynced:
     found: dict[uuid.UUID, list[asyncpg.Record]] = {}
     for row in await chat.missed(ctx.services.db, positions, req.limit):
         found.setdefault(row["order_id"], []).append(row)
-    return ChatSynced(rooms=[RoomSync(order_id=str(room_id), messages=[message(ctx, r, who.locale)
+    return ChatSynced(rooms=[RoomSync(order_id=str(room_id), messages=[await message(ctx, r, who.locale)
                                                                           for r in rows[:req.limit]],
                                       has_more=len(rows) > req.limit) for room_id, rows in found.items()])
 
@@ -128,7 +128,7 @@ async def rooms(ctx: Context, req: ChatRooms) -> Rooms:
     assert who is not None
     listed = []
     for row in await chat.rooms_of(ctx.services.db, who.user_id, who.role):
-        last = message(ctx, row, who.locale) if row["seq"] is not None else None
+        last = await message(ctx, row, who.locale) if row["seq"] is not None else None
         listed.append(Room(order_id=str(row["room"]), state=row["state"], last_message=last,
                            unread=row["unread"], read_seq=row["read_seq"]))
     return Rooms(rooms=listed)

@@ -30,9 +30,10 @@ class Post:
     done: "asyncio.Future[tuple[asyncpg.Record, bool]]"
 
 
-def message(services: Services, row: asyncpg.Record, locale: str) -> ChatMessage:
+async def message(services: Services, row: asyncpg.Record, locale: str) -> ChatMessage:
     system = row["kind"] == "system"
-    text = services.catalogs.translate(locale, STATE_TEXT[row["system_code"]]) if system else row["body"]
+    text = (services.catalogs.translate(locale, STATE_TEXT[row["system_code"]]) if system
+            else await chat.body(services.cipher, row))
     return ChatMessage(order_id=str(row["order_id"]), seq=row["seq"], sender_id=row["sender_id"],
                        sender_role=row["sender_role"], kind=row["kind"], text=text,
                        attachments=[str(a) for a in row["attachments"]], client_id=row["client_id"],
@@ -108,7 +109,7 @@ class ChatWriter:
         services = self._services
         assert services is not None
         async with services.db.acquire() as conn, conn.transaction():
-            results = await chat.send_many(conn, [p.draft for p in batch])
+            results = await chat.send_many(conn, services.cipher, [p.draft for p in batch])
             fresh = [(post, row) for post, (row, duplicate) in zip(batch, results, strict=True) if not duplicate]
             if fresh:
                 await self._announce(services, conn, fresh)
@@ -123,12 +124,12 @@ class ChatWriter:
         offline: list[Offline] = []
         for post, row in fresh:
             if row["kind"] == "system":  # each reader in their language
-                events += [([m], ChatMessageEvent(message=message(services, row, locales.get(m, "en"))))
+                events += [([m], ChatMessageEvent(message=await message(services, row, locales.get(m, "en"))))
                            for m in post.members]
                 continue
-            events.append((list(post.members), ChatMessageEvent(message=message(services, row, "en"))))
+            events.append((list(post.members), ChatMessageEvent(message=await message(services, row, "en"))))
             offline.append(Offline([m for m in post.members if m != row["sender_id"]],
-                                   f"chat:{row['order_id']}:{row['seq']}", NEW_MESSAGE, row["body"] or ATTACHMENT,
+                                   f"chat:{row['order_id']}:{row['seq']}", NEW_MESSAGE, post.draft.body or ATTACHMENT,
                                    {"type": "chat.message", "order_id": str(row["order_id"]),
                                     "seq": str(row["seq"])}))
         await self._deliver(events)

@@ -60,7 +60,7 @@ async def ensure_customer(ctx: Context, access: StripeAccess) -> str:
     if found:
         return found
     params: CustomerCreateParams = {"metadata": {"user_id": user_id}}
-    if email := await users.email_of(db, user_id):
+    if email := await users.email_of(db, ctx.services.cipher, user_id):
         params["email"] = email
     with calling_stripe():
         customer = await access.client.v1.customers.create_async(params, {"idempotency_key": f"customer-{user_id}"})

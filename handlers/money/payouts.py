@@ -29,7 +29,7 @@ async def onboard(ctx: Context, req: PayoutOnboard) -> Onboarding:
         params: AccountCreateParams = {"type": "express", "country": access.settings.connect_country,
                                        "capabilities": {"transfers": {"requested": True}},
                                        "metadata": {"user_id": user_id}}
-        if email := await users.email_of(db, user_id):
+        if email := await users.email_of(db, ctx.services.cipher, user_id):
             params["email"] = email
         with calling_stripe():
             account = await access.client.v1.accounts.create_async(params, {"idempotency_key": f"account-{user_id}"})

@@ -1,17 +1,17 @@
-"""Attachments: photos and short videos uploaded in chunks over the session, stored by content
-hash, fetched over HTTP by those who may see an order that uses them."""
+"""Attachments: photos and short videos uploaded in chunks over the session, sealed on disk as
+they arrive and stored by keyed content hash, fetched over HTTP by those who may see an order
+that uses them."""
 
-import hashlib
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 from handlers.context import Context
 from handlers.errors import N_, BadRequest, Conflict, NotFound, TooLarge
 from handlers.orders.views import sight
 from handlers.routing import ANY_ROLE, Router
 from protocol.uploads import Attachment, ChunkAck, UploadBegin, UploadChunk, UploadEnd, UploadStarted
+from storage.sealed import SealedWriter
 
 router = Router()
 CHUNK_BYTES = 32 * 1024  # base64 in JSON stays under the 64 KiB frame limit
@@ -43,15 +43,14 @@ def sniff(head: bytes) -> str | None:
 @dataclass
 class Upload:
     path: Path
-    file: IO[bytes]
+    sink: SealedWriter
     size: int
     content_type: str
     received: int = 0
     head: bytes = b""
-    digest: "hashlib._Hash" = field(default_factory=hashlib.sha256)
 
     def discard(self) -> None:
-        self.file.close()
+        self.sink.close()
         self.path.unlink(missing_ok=True)
 
 
@@ -80,7 +79,7 @@ async def begin(ctx: Context, req: UploadBegin) -> UploadStarted:
     folder = Path(ctx.services.order_rules.upload_dir)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{upload_id}.part"
-    uploads[upload_id] = Upload(path, path.open("wb"), req.size, req.content_type)
+    uploads[upload_id] = Upload(path, ctx.services.blobs.writer(path), req.size, req.content_type)
     return UploadStarted(upload_id=upload_id, chunk_bytes=CHUNK_BYTES)
 
 
@@ -100,8 +99,7 @@ async def chunk(ctx: Context, req: UploadChunk) -> ChunkAck:
     if len(req.data) > CHUNK_BYTES or upload.received + len(req.data) > upload.size:
         open_uploads(ctx).pop(req.upload_id).discard()
         raise TooLarge(N_("The upload is larger than announced."), limit=upload.size)
-    upload.file.write(req.data)
-    upload.digest.update(req.data)
+    upload.sink.write(req.data)
     if len(upload.head) < 16:
         upload.head = (upload.head + req.data)[:16]
     upload.received += len(req.data)
@@ -114,21 +112,20 @@ async def end(ctx: Context, req: UploadEnd) -> Attachment:
     upload = open_uploads(ctx).pop(req.upload_id, None)
     if upload is None:
         raise NotFound(N_("No such upload in this session."))
-    upload.file.close()
     try:
+        name = upload.sink.finish()
         if upload.received != upload.size:
             raise BadRequest(N_("The upload is incomplete: {received} of {size} bytes."),
                              received=upload.received, size=upload.size)
         if sniff(upload.head) != upload.content_type:
             raise BadRequest(N_("The file is not a valid {content_type}."), content_type=upload.content_type)
-        sha = upload.digest.hexdigest()
-        await ctx.services.blobs.put_file(upload.path, sha)
+        await ctx.services.blobs.put_file(upload.path, name)
     finally:
         upload.path.unlink(missing_ok=True)
     attachment_id = uuid.uuid4()
     await ctx.services.db.execute(
-        "INSERT INTO attachments (id, owner_id, sha256, content_type, size) VALUES ($1, $2, $3, $4, $5)",
-        attachment_id, ctx.identity.user_id, bytes.fromhex(sha), upload.content_type, upload.size)
+        "INSERT INTO attachments (id, owner_id, sha256, content_type, size, sealed) VALUES ($1, $2, $3, $4, $5, true)",
+        attachment_id, ctx.identity.user_id, bytes.fromhex(name), upload.content_type, upload.size)
     return Attachment(attachment_id=str(attachment_id), content_type=upload.content_type, size=upload.size,
                       url=f"/attachments/{attachment_id}")
 
@@ -143,7 +140,8 @@ async def fetch(ctx: Context, attachment_id: str) -> tuple[str, bytes] | None:
     except ValueError:
         return None
     db = ctx.services.db
-    row = await db.fetchrow("SELECT sha256, content_type, owner_id FROM attachments WHERE id = $1", aid)
+    query = "SELECT sha256, content_type, owner_id, sealed FROM attachments WHERE id = $1"
+    row = await db.fetchrow(query, aid)
     if row is None:
         return None
     if row["owner_id"] != who.user_id:
@@ -151,5 +149,12 @@ async def fetch(ctx: Context, attachment_id: str) -> tuple[str, bytes] | None:
                                aid)
         if not any([await sight(ctx, who, order) for order in using]):
             return None
-    return row["content_type"], await ctx.services.blobs.read(row["sha256"].hex())
+    try:
+        return row["content_type"], await ctx.services.blobs.read(row["sha256"].hex(), row["sealed"])
+    except FileNotFoundError:
+        if row["sealed"]:
+            raise
+        row = await db.fetchrow(query, aid)  # the backfill sealed it meanwhile, under a new name
+        assert row is not None
+        return row["content_type"], await ctx.services.blobs.read(row["sha256"].hex(), row["sealed"])
 
