@@ -157,12 +157,14 @@ async def texts(cipher: FieldCipher, row: asyncpg.Record) -> tuple[str, str]:
     return title or "", body or ""
 
 
-async def claim(db: asyncpg.Pool, batch: int, lease: timedelta) -> list[asyncpg.Record]:
-    """Due jobs, leased to this worker: another worker skips them until the lease ends."""
+async def claim(db: asyncpg.Pool, batch: int, lease: timedelta,
+                overdue: timedelta = timedelta(0)) -> list[asyncpg.Record]:
+    """Jobs due for at least `overdue`, leased to this worker: another worker skips them until
+    the lease ends."""
     rows: list[asyncpg.Record] = await db.fetch(
         "UPDATE push_outbox SET attempts = attempts + 1, next_attempt_at = now() + $2::interval"
-        " WHERE id IN (SELECT id FROM push_outbox WHERE state = 'pending' AND next_attempt_at <= now()"
-        " ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED) RETURNING *", batch, lease)
+        " WHERE id IN (SELECT id FROM push_outbox WHERE state = 'pending' AND next_attempt_at <= now() - $3::interval"
+        " ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED) RETURNING *", batch, lease, overdue)
     return rows
 
 

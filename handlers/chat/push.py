@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 router = Router()
 LEASE = timedelta(seconds=60)
 BATCH = 50
+LOG_ONLY_AFTER = timedelta(seconds=30)  # see run_worker
 
 
 @router.route(PushRegister, roles=["consumer", "technician"])
@@ -74,10 +75,14 @@ async def to_offline(services: Services, conn: asyncpg.Connection | asyncpg.Pool
 
 
 async def run_worker(services: Services, client: FcmClient | None) -> None:
-    """Send due pushes, forever (cancel to stop); every process may run one: jobs are leased."""
+    """Send due pushes, forever (cancel to stop); every process may run one: jobs are leased.
+    A process that cannot send (no FCM credentials: pushes are only logged) takes a job only once
+    it is LOG_ONLY_AFTER overdue, so in a fleet where some processes can send, none is lost to one
+    that cannot."""
+    overdue = timedelta(0) if client is not None else LOG_ONLY_AFTER
     while True:
         try:
-            jobs = await push.claim(services.db, BATCH, LEASE)
+            jobs = await push.claim(services.db, BATCH, LEASE, overdue)
             for job in jobs:
                 await _send(services, client, job)
         except (OSError, asyncpg.PostgresError) as exc:
