@@ -47,6 +47,7 @@ class Config:
     push_max_attempts: int = 8
     push_retry_base_s: float = 2.0
     push_poll_s: float = 1.0
+    push_log_after_s: float = 30.0  # without FCM: how overdue a push is before this process logs it
     http_port: int = 8081  # Stripe webhooks (POST /stripe/webhook), /healthz, /metrics, Connect return pages
     public_url: str | None = None  # how browsers reach the HTTP port; None: http://HOST:HTTP_PORT
     stripe_api_key: str | None = None  # None: payments are off, payment.* answer `unavailable`
@@ -99,6 +100,7 @@ ENV = {
     "PUSH_MAX_ATTEMPTS": "push_max_attempts",
     "PUSH_RETRY_BASE_S": "push_retry_base_s",
     "PUSH_POLL_S": "push_poll_s",
+    "PUSH_LOG_AFTER_S": "push_log_after_s",
     "HTTP_PORT": "http_port",
     "PUBLIC_URL": "public_url",
     "STRIPE_API_KEY": "stripe_api_key",
@@ -194,8 +196,8 @@ def validate(c: Config) -> None:
     for name in ("token_ttl_s", "refresh_ttl_s", "auth_timeout_s", "idle_timeout_s", "max_frame_bytes",
                  "rate_per_s", "rate_burst", "outbox_limit", "db_pool_size", "dispatch_radius_mi",
                  "max_radius_mi", "position_stale_s", "sweep_interval_s", "push_max_attempts", "push_retry_base_s",
-                 "push_poll_s", "stripe_webhook_tolerance_s", "money_max_attempts", "money_retry_base_s",
-                 "money_poll_s", "money_lease_s", "reconcile_interval_s", "reconcile_lookback_s"):
+                 "push_poll_s", "push_log_after_s", "stripe_webhook_tolerance_s", "money_max_attempts",
+                 "money_retry_base_s", "money_poll_s", "money_lease_s", "reconcile_interval_s", "reconcile_lookback_s"):
         if getattr(c, name) <= 0:
             raise ConfigError(f"{FLAG_OF[name]} must be positive")
     if c.payout_delay_s < 0:

@@ -136,11 +136,12 @@ async def test_register_and_unregister_devices(gateway, signed_in):
     assert reply["code"] == "bad_request"
 
 
-async def test_without_credentials_pushes_are_logged_not_sent(gateway, connect, signed_in, caplog):
-    tech, order_id, consumer_id, _ = await offline_consumer_with_order(gateway, connect, signed_in)
-    with caplog.at_level("INFO", logger="handlers.chat.push"):
-        await tech.request(ChatSend(order_id=order_id, client_id="l", text="logged"))
-        [job] = await settled(gateway, consumer_id, kind="chat:")
+async def test_without_credentials_pushes_are_logged_not_sent(make_gateway, connect, signed_in, caplog):
+    async with make_gateway(push_log_after_s=0.5, push_poll_s=0.05) as gateway:
+        tech, order_id, consumer_id, _ = await offline_consumer_with_order(gateway, connect, signed_in)
+        with caplog.at_level("INFO", logger="handlers.chat.push"):
+            await tech.request(ChatSend(order_id=order_id, client_id="l", text="logged"))
+            [job] = await settled(gateway, consumer_id, kind="chat:")
     assert job["state"] == "sent" and any("logged" in r.getMessage() for r in caplog.records)
 
 

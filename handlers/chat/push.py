@@ -21,7 +21,6 @@ log = logging.getLogger(__name__)
 router = Router()
 LEASE = timedelta(seconds=60)
 BATCH = 50
-LOG_ONLY_AFTER = timedelta(seconds=30)  # see run_worker
 
 
 @router.route(PushRegister, roles=["consumer", "technician"])
@@ -76,10 +75,9 @@ async def to_offline(services: Services, conn: asyncpg.Connection | asyncpg.Pool
 
 async def run_worker(services: Services, client: FcmClient | None) -> None:
     """Send due pushes, forever (cancel to stop); every process may run one: jobs are leased.
-    A process that cannot send (no FCM credentials: pushes are only logged) takes a job only once
-    it is LOG_ONLY_AFTER overdue, so in a fleet where some processes can send, none is lost to one
-    that cannot."""
-    overdue = timedelta(0) if client is not None else LOG_ONLY_AFTER
+    A process that cannot send (no FCM credentials) takes a job only once it is `push_log_after_s`
+    overdue (see ChatRules)."""
+    overdue = timedelta(seconds=0 if client is not None else services.chat_rules.push_log_after_s)
     while True:
         try:
             jobs = await push.claim(services.db, BATCH, LEASE, overdue)
