@@ -56,7 +56,9 @@ def key_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def base_config(servers: tuple[str, str], key_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Config:
     return Config(data_dir=tmp_path_factory.mktemp("data"), key_dir=key_dir, database_url=servers[0],
                   redis_url=servers[1], host="127.0.0.1", port=0, http_port=0, secret=SECRET, rate_per_s=1000,
-                  rate_burst=1000)
+                  # Without FCM a gateway logs pushes 2 s overdue: long after the FCM-backed test
+                  # gateways have sent theirs, well within the 10 s the push tests wait.
+                  rate_burst=1000, push_log_after_s=2)
 
 
 @pytest.fixture
