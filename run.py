@@ -92,6 +92,8 @@ def parser() -> argparse.ArgumentParser:
     rotate.add_argument("--new-kek", action="store_true",
                         help="instead: a new key-encryption key, every data key re-wrapped under it, the old one "
                         "removed")
+    rotate.add_argument("--kek-out", type=Path, default=None,
+                        help="with --new-kek and KEK from the environment: a new file (0600) for the new key")
     sealing = key_commands.add_parser("encrypt-existing", help="seal values stored in plaintext by older versions")
     for command in (rotate, sealing):
         configuration.add_flags(command, ("data_dir", "database_url", "key_dir", "kek"))
@@ -185,7 +187,7 @@ def keys(config: Config, args: argparse.Namespace) -> int:
     url = config.database_url or embedded.start()
     try:
         if args.keys_command == "rotate":
-            print("\n".join(asyncio.run(keytool.rotate(config, url, args.new_kek))))
+            print("\n".join(asyncio.run(keytool.rotate(config, url, args.new_kek, args.kek_out))))
         else:
             print(asyncio.run(keytool.seal_existing(config, url)))
     except StartupError as exc:

@@ -22,7 +22,7 @@ from datetime import timedelta
 import asyncpg
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from storage.keys import KeyRing, KeyUnavailable, new_data_key
+from storage.keys import KeyRing, KeyUnavailable, add_key, new_data_key
 
 log = logging.getLogger(__name__)
 VERSION = 1
@@ -64,10 +64,7 @@ class FieldCipher:
         query = "SELECT id, kek_id, wrapped FROM data_keys WHERE purpose = 'index'"
         row = await self._db.fetchrow(query)
         if row is None:  # concurrent first starts: one insert wins, all read the winner
-            await self._db.execute(
-                "INSERT INTO data_keys (kek_id, wrapped, purpose) VALUES ($1, $2, 'index')"
-                " ON CONFLICT (purpose) WHERE purpose = 'index' DO NOTHING",
-                self.keyring.current, self.keyring.wrap(os.urandom(32)))
+            await add_key(self._db, self.keyring, os.urandom(32), "index")
             row = await self._db.fetchrow(query)
         assert row is not None
         return self.keyring.unwrap(row["id"], row["kek_id"], row["wrapped"])

@@ -120,12 +120,36 @@ class KeyRing:
         return removed
 
 
-async def new_data_key(db: asyncpg.Pool | asyncpg.Connection, ring: KeyRing, purpose: str = "data") -> int:
+# One advisory lock serializes every change to data_keys (a new data key, the index key, a
+# re-wrap): a key added under the old KEK while a rotation re-wraps would be lost with that KEK.
+KEYS_LOCK = 0x6B657973  # "keys"
+ROTATION_LOCK = 0x726F7461  # "rota": one `run.py keys rotate` at a time, around its KEYS_LOCK steps
+
+
+async def add_key(db: asyncpg.Pool, ring: KeyRing, raw: bytes, purpose: str = "data") -> int | None:
+    """Store a key wrapped by the ring's current KEK; None when an index key exists already.
+    Refused (KeyUnavailable) when the data keys have moved to a KEK this ring lacks meanwhile."""
+    async with db.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", KEYS_LOCK)
+        if await conn.fetchval("SELECT count(*) FROM data_keys WHERE kek_id <> $1", ring.current):
+            raise KeyUnavailable(f"the data keys were re-wrapped under a key-encryption key not in {ring.source}: "
+                                 "restart with the new one")
+        key_id: int | None = await conn.fetchval(
+            "INSERT INTO data_keys (kek_id, wrapped, purpose) VALUES ($1, $2, $3)"
+            " ON CONFLICT (purpose) WHERE purpose = 'index' DO NOTHING RETURNING id",
+            ring.current, ring.wrap(raw), purpose)
+        return key_id
+
+
+async def new_data_key(db: asyncpg.Pool, ring: KeyRing) -> int:
     """Create a data key wrapped by the current KEK: gateways write with the newest data key."""
-    key = AESGCM.generate_key(bit_length=256)
-    key_id: int = await db.fetchval("INSERT INTO data_keys (kek_id, wrapped, purpose) VALUES ($1, $2, $3)"
-                                    " RETURNING id", ring.current, ring.wrap(key), purpose)
+    key_id = await add_key(db, ring, AESGCM.generate_key(bit_length=256))
+    assert key_id is not None
     return key_id
+
+
+async def kek_ids_in_use(db: asyncpg.Pool) -> set[str]:
+    return {r["kek_id"] for r in await db.fetch("SELECT DISTINCT kek_id FROM data_keys")}
 
 
 async def rewrap(db: asyncpg.Pool, ring: KeyRing) -> int:
@@ -133,6 +157,7 @@ async def rewrap(db: asyncpg.Pool, ring: KeyRing) -> int:
     changed. Values never change: they are sealed by the data keys, not by the KEK."""
     changed = 0
     async with db.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", KEYS_LOCK)
         for row in await conn.fetch("SELECT id, kek_id, wrapped FROM data_keys ORDER BY id FOR UPDATE"):
             if row["kek_id"] == ring.current:
                 continue

@@ -1,6 +1,7 @@
 """Where the key-encryption key lives, and both rotations, against gateways on their own databases
 (scratch_db): rotating keys of the database every other test shares would pull the rug from them."""
 
+import asyncio
 import base64
 import shutil
 import stat
@@ -11,7 +12,7 @@ from gateway.app import StartupError
 from gateway.config import ConfigError, load
 from gateway.keytool import rotate
 from protocol.orders import OrderGet
-from storage.keys import kid, parse
+from storage.keys import KeyRing, KeyUnavailable, kid, new_data_key, parse
 from tests.processes import run_command
 from tests.world import order_at, spot
 
@@ -88,11 +89,19 @@ async def test_the_kek_can_come_from_the_environment(make_gateway, scratch_db, t
     unused = tmp_path / "unused"
     config = load({"KEK": one_line, "KEY_DIR": str(unused), "DATABASE_URL": scratch_db})
     async with make_gateway(database_url=scratch_db, kek=config.kek, key_dir=unused) as gw:
-        consumer, _ = await signed_in("consumer", gw=gw)
+        consumer, consumer_id = await signed_in("consumer", gw=gw)
         order = (await consumer.request(order_at(spot(), address="5 Env Avenue"))).order
         assert order.address == "5 Env Avenue"
-        lines = await rotate(gw.config, scratch_db, kek=True)
-        assert lines[-1].endswith("-----END PRIVATE KEY-----")  # for the operator's secret store
+        with pytest.raises(StartupError):  # the new key would only be in a terminal
+            await rotate(gw.config, scratch_db, kek=True)
+        out = tmp_path / "new-kek.pem"
+        lines = await rotate(gw.config, scratch_db, kek=True, kek_out=out)
+        assert str(out) in lines[-1] and out.stat().st_mode & 0o777 == 0o600
+        assert out.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
+        moved = load({"KEK": out.read_text(), "KEY_DIR": str(unused), "DATABASE_URL": scratch_db})
+        async with make_gateway(database_url=scratch_db, kek=moved.kek, key_dir=unused) as again:
+            reader, _ = await signed_in("consumer", gw=again, user_id=consumer_id)  # the new KEK opens the keys
+            assert (await reader.request(OrderGet(order_id=order.id))).order.address == "5 Env Avenue"
     assert not unused.exists()
 
 
@@ -106,3 +115,19 @@ async def test_the_default_key_folder_is_outside_the_data_folder_and_private(mak
     assert not list(data.rglob("kek-*"))
     with pytest.raises(ConfigError, match="KEY_DIR"):
         load({"DATA_DIR": str(data), "KEY_DIR": str(data / "keys")})
+
+
+async def test_two_kek_rotations_at_once_and_a_stale_node_leave_every_data_key_openable(
+        make_gateway, scratch_db, tmp_path, signed_in):
+    keys, stale = tmp_path / "keys", tmp_path / "stale"
+    async with make_gateway(database_url=scratch_db, key_dir=keys) as gw:
+        consumer, consumer_id = await signed_in("consumer", gw=gw)
+        order = (await consumer.request(order_at(spot(), address="6 Twice Road"))).order
+        shutil.copytree(keys, stale)
+        await asyncio.gather(rotate(gw.config, scratch_db, kek=True), rotate(gw.config, scratch_db, kek=True))
+        # A node still on the old KEK may not add a data key the next restart could not open.
+        with pytest.raises(KeyUnavailable):
+            await new_data_key(gw.services.db, KeyRing("stale", stale))
+    async with make_gateway(database_url=scratch_db, key_dir=keys) as restarted:  # every data key unwraps
+        again, _ = await signed_in("consumer", gw=restarted, user_id=consumer_id)
+        assert (await again.request(OrderGet(order_id=order.id))).order.address == "6 Twice Road"
