@@ -164,16 +164,15 @@ class Running:
         await rebuild_if_lost(services)
         await hub.start()
         self.gateway = Gateway(c, services, hub)
+        self.web = WebSide(self.gateway)
+        await self._listen(self.web.start(), c.http_port)  # first: upload.end replies hold its URL
+        self.gateway.http_port = self.web.port
+        services.public_url.base = c.public_url or f"http://{c.host}:{self.web.port}"
         await self._listen(self.gateway.start(self.sock), c.port)
         self.fcm = FcmClient(Path(c.fcm_credentials), c.fcm_endpoint) if c.fcm_credentials else None
         self.gateway.spawn(push_worker(services, self.fcm))
         self.gateway.spawn(seal_leftovers(services, blobs))
-        self.web = WebSide(self.gateway)
-        await self._listen(self.web.start(), c.http_port)
         self.gateway.spawn(upkeep(self.web.system, c.sweep_interval_s))
-        self.gateway.http_port = self.web.port
-        if services.stripe is not None:
-            services.stripe.public_url = c.public_url or f"http://{c.host}:{self.web.port}"
         if services.stripe is not None:
             self.gateway.spawn(run_scheduler(self.web.system))
             self.gateway.spawn(run_reconciler(self.web.system, c.reconcile_interval_s, c.reconcile_lookback_s))

@@ -21,8 +21,7 @@ from gateway.connection import Deliveries, Session
 from gateway.delivery import Hub
 from gateway.metrics import Metrics
 from handlers.context import Identity
-from handlers.errors import BadRequest, GatewayError
-from handlers.orders import uploads
+from handlers.errors import BadRequest
 from handlers.registry import ROUTES
 from handlers.routing import Route
 from handlers.services import Services
@@ -111,23 +110,12 @@ class Gateway:
         if path == "/metrics":
             return _response(200, "text/plain; version=0.0.4; charset=utf-8", self.metrics.exposition())
         if path.startswith("/attachments/"):
-            return await self.attachment(request, path.removeprefix("/attachments/"))
+            # Served by the HTTP side (gateway.web), which streams: a websockets response is
+            # whole bytes in memory, and videos reach 100 MB. Apps that still fetch here go there.
+            location = self.services.public_url.to(path)
+            return _response(307, "text/plain; charset=utf-8", f"moved to {location}\n".encode(),
+                             [("Location", location)])
         return _response(404, "text/plain; charset=utf-8", b"not found; the websocket endpoint is /ws\n")
-
-    async def attachment(self, request: HttpRequest, attachment_id: str) -> Response:
-        """GET /attachments/<id> with `Authorization: Bearer <session token>`."""
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        try:
-            identity = self.services.tokens.verify(token) if scheme.lower() == "bearer" else None
-        except GatewayError:
-            identity = None
-        if identity is None:
-            return _response(401, "text/plain; charset=utf-8", b"a session token is required\n")
-        found = await uploads.fetch(RequestContext(self, identity), attachment_id)
-        if found is None:
-            return _response(404, "text/plain; charset=utf-8", b"not found\n")
-        content_type, body = found
-        return _response(200, content_type, body)
 
     async def health(self) -> tuple[int, dict[str, str]]:
         """(HTTP status, report) of /healthz: 200 when PostgreSQL and Redis answer, else 503."""
@@ -190,8 +178,8 @@ class RequestContext(Deliveries):
         raise BadRequest()
 
 
-def _response(status: int, content_type: str, body: bytes) -> Response:
-    reason = {200: "OK", 401: "Unauthorized", 404: "Not Found", 503: "Service Unavailable"}[status]
+def _response(status: int, content_type: str, body: bytes, more: Sequence[tuple[str, str]] = ()) -> Response:
+    reason = {200: "OK", 307: "Temporary Redirect", 404: "Not Found", 503: "Service Unavailable"}[status]
     headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body))),
-                       ("Cache-Control", "no-store")])
+                       ("Cache-Control", "no-store"), *more])
     return Response(status, reason, headers, body)

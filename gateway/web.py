@@ -1,18 +1,21 @@
-"""The gateway's plain-HTTP side, on its own port (the websockets server answers GET only):
-Stripe's webhooks in, the pages Stripe's hosted onboarding sends technicians back to, and
-/healthz and /metrics as on the websocket port."""
+"""The gateway's plain-HTTP side, on its own port (the websockets server answers GET only, with
+whole bodies): attachments streamed out, Stripe's webhooks in, the pages Stripe's hosted
+onboarding sends technicians back to, and /healthz and /metrics as on the websocket port."""
 
+import contextlib
 import json
 import logging
 from datetime import UTC, datetime, timedelta
 
 import stripe
 from aiohttp import web
+from cryptography.exceptions import InvalidTag
 
 from gateway.server import Gateway, RequestContext
 from handlers.context import Identity
 from handlers.errors import GatewayError
 from handlers.money.stripe_events import apply_event
+from handlers.orders import uploads
 
 log = logging.getLogger(__name__)
 MAX_BODY = 1 << 20  # Stripe's events are a few KiB
@@ -35,6 +38,7 @@ class WebSide:
         app.router.add_get("/connect/refresh", self.onboarding_expired)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/attachments/{id}", self.attachment, allow_head=False)
         self._runner = web.AppRunner(app, access_log=None)
 
     async def start(self) -> None:
@@ -50,6 +54,42 @@ class WebSide:
 
     async def stop(self) -> None:
         await self._runner.cleanup()
+
+    def caller(self, request: web.Request) -> Identity | None:
+        """Who `Authorization: Bearer <session token>` says is asking, if the token is valid."""
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        try:
+            return self.gateway.services.tokens.verify(token) if scheme.lower() == "bearer" else None
+        except GatewayError:
+            return None
+
+    async def attachment(self, request: web.Request) -> web.StreamResponse:
+        """GET /attachments/<id>: the plaintext written chunk by chunk as it is decrypted, so a
+        100 MB video never sits whole in memory. 404 alike for unknown and out of sight."""
+        identity = self.caller(request)
+        if identity is None:
+            return web.Response(status=401, text="a session token is required\n",
+                                headers={"WWW-Authenticate": "Bearer"})
+        found = await uploads.download(RequestContext(self.gateway, identity), request.match_info["id"])
+        if found is None:
+            return web.Response(status=404, text="not found\n")
+        response = web.StreamResponse(headers={"Cache-Control": "private", "ETag": f'"{found.attachment_id}"',
+                                               "X-Content-Type-Options": "nosniff"})
+        response.content_type, response.content_length = found.content_type, found.size
+        async with contextlib.aclosing(found.chunks) as chunks:
+            await response.prepare(request)
+            try:
+                async for chunk in chunks:
+                    await response.write(chunk)
+            except ConnectionError:  # the app went away
+                return response
+            except (ValueError, InvalidTag):  # altered on disk, found after the status went out
+                log.error("attachment %s fails its check on disk; its download was cut off", found.attachment_id)
+                if request.transport is not None:
+                    request.transport.close()  # short of Content-Length: no client takes it for whole
+                return response
+        await response.write_eof()
+        return response
 
     async def webhook(self, request: web.Request) -> web.Response:
         """Verify Stripe's signature (and its timestamp's age), store, apply. 400 records nothing;

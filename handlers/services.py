@@ -1,7 +1,7 @@
 """What every handler may use: connections, the shared machinery, and each domain's settings.
 Built once at start (gateway.app) and handed to handlers through their context."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -22,6 +22,17 @@ if TYPE_CHECKING:
     from storage.geo import NearbySearch, PositionWriter
 
 
+@dataclass(slots=True)
+class PublicUrl:
+    """How apps and browsers reach the gateway's plain-HTTP port (PUBLIC_URL, else
+    http://HOST:HTTP_PORT): known once that port is bound, which is before sessions are served."""
+
+    base: str = ""
+
+    def to(self, path: str) -> str:
+        return self.base.rstrip("/") + path
+
+
 @dataclass(frozen=True, slots=True)
 class Services:
     db: asyncpg.Pool
@@ -38,3 +49,4 @@ class Services:
     chat_rules: ChatRules
     money_rules: MoneyRules
     stripe: "StripeAccess | None" = None  # None: payments are off (no STRIPE_API_KEY)
+    public_url: PublicUrl = field(default_factory=PublicUrl)

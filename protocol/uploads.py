@@ -43,7 +43,7 @@ class Attachment(Reply):
     attachment_id: str
     content_type: str
     size: int
-    url: str  # GET with the session token as a bearer token
+    url: str  # absolute, on the gateway's HTTP port: GET with the session token as a bearer token
 
 
 class UploadEnd(Request, tag="upload.end"):

@@ -7,7 +7,7 @@ neither the bytes nor a plain SHA-256 of them is stored. Blobs written before en
 import asyncio
 import hmac
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -28,8 +28,9 @@ class BlobStore(Protocol):
     async def put_file(self, source: Path, name: str) -> None:
         """Move a finished upload in under its name (idempotent: same bytes, same blob)."""
 
-    def chunks(self, name: str, sealed: bool = True) -> AsyncIterator[bytes]:
-        """The blob's plaintext, chunk by chunk; FileNotFoundError when absent."""
+    def chunks(self, name: str, sealed: bool = True) -> AsyncGenerator[bytes, None]:
+        """The blob's plaintext, chunk by chunk; FileNotFoundError when absent, ValueError (or
+        InvalidTag) instead of the last chunk when the file is not the blob its name says."""
 
     async def read(self, name: str, sealed: bool = True) -> bytes:
         """The blob's whole plaintext; FileNotFoundError when absent."""
@@ -57,7 +58,10 @@ class LocalBlobs:
 
         await asyncio.to_thread(move)
 
-    async def chunks(self, name: str, sealed: bool = True) -> AsyncIterator[bytes]:
+    async def chunks(self, name: str, sealed: bool = True) -> AsyncGenerator[bytes, None]:
+        """A sealed blob's chunks are each authenticated before they are given out, and the last
+        one is held back until the keyed hash of the whole plaintext matched the name: a sealed
+        file moved under another blob's name decrypts, but is never delivered whole."""
         file = await asyncio.to_thread(self.path(name).open, "rb")
         try:
             if not sealed:  # written before encryption: plaintext until the backfill seals it
@@ -66,20 +70,18 @@ class LocalBlobs:
                 return
             head = await asyncio.to_thread(file.read, HEADER.size)
             data_key = await self.cipher.key(header_key_id(head))
-            file.seek(0)
-            plain = read_chunks(file, data_key)
-            while (chunk := await asyncio.to_thread(_next, plain)) is not None:
+            plain, mac = read_chunks(file, data_key, head), self.cipher.mac(MAC_PURPOSE)
+            chunk = await asyncio.to_thread(_next, plain)
+            while chunk is not None:
+                following = await asyncio.to_thread(_next, plain)
+                mac.update(chunk)
+                if following is None and not hmac.compare_digest(mac.hexdigest(), name):
+                    raise ValueError(f"blob {name[:8]}… does not hold what its name says")
                 yield chunk
+                chunk = following
         finally:
             file.close()
 
     async def read(self, name: str, sealed: bool = True) -> bytes:
-        """The whole plaintext, checked against its name: a sealed file renamed to another blob's
-        name decrypts, but is refused (ValueError)."""
-        data = b"".join([block async for block in self.chunks(name, sealed)])
-        if sealed:
-            mac = self.cipher.mac(MAC_PURPOSE)
-            mac.update(data)
-            if not hmac.compare_digest(mac.hexdigest(), name):
-                raise ValueError(f"blob {name[:8]}… does not hold what its name says")
-        return data
+        """The whole plaintext, checked against its name like `chunks`."""
+        return b"".join([block async for block in self.chunks(name, sealed)])

@@ -84,10 +84,11 @@ def header_key_id(header: bytes) -> int:
     return key_id_
 
 
-def read_chunks(file: IO[bytes], data_key: AESGCM) -> Iterator[bytes]:
+def read_chunks(file: IO[bytes], data_key: AESGCM, header: bytes | None = None) -> Iterator[bytes]:
     """The plaintext, chunk by chunk (blocking reads: run it in a thread); InvalidTag when the
-    file was altered, cut or assembled from other files."""
-    header = file.read(HEADER.size)
+    file was altered, cut or assembled from other files. `header`: what the caller read of the
+    file already (to find its data key); the file is read once, front to back, never sought."""
+    header = header or file.read(HEADER.size)
     _, _, key_nonce, wrapped, prefix = HEADER.unpack(header)
     aead = AESGCM(data_key.decrypt(key_nonce, wrapped, KEY_AD))
     index, block = 0, file.read(CHUNK + TAG)

@@ -108,7 +108,7 @@ async def test_no_personal_value_is_stored_or_logged_in_plaintext(gateway, conne
         again = await (await connect()).request(Login(email=email.upper(), password="password1"))
         history = await tech.request(ChatHistory(order_id=order.id))
         assert [m.text for m in history.messages if m.kind == "text"] == texts
-        assert (await asyncio.to_thread(fetch, gateway.port, photo, again.token))[1] == JPEG + f"photo-{mark}".encode()
+        assert (await asyncio.to_thread(fetch, gateway, photo, again.token))[1] == JPEG + f"photo-{mark}".encode()
     logged = log.getvalue()
     assert "push" in logged  # the log was captured
     personal = [name, email, phone, address, *texts]
@@ -215,7 +215,7 @@ async def test_plaintext_stored_by_older_versions_is_sealed_while_serving(make_g
             assert caught.value.code == "conflict"
             history = await consumer.request(ChatHistory(order_id=order.id))
             assert [m.text for m in history.messages] == old_texts
-            assert (await asyncio.to_thread(fetch, gw.port, str(photo_id), token))[1] == photo
+            assert (await asyncio.to_thread(fetch, gw, str(photo_id), token))[1] == photo
 
         await served()
         sealed = await encrypt_existing(db, services.cipher, services.blobs, batch=1)  # type: ignore[arg-type]

@@ -34,11 +34,11 @@ async def onboard(ctx: Context, req: PayoutOnboard) -> Onboarding:
         with calling_stripe():
             account = await access.client.v1.accounts.create_async(params, {"idempotency_key": f"account-{user_id}"})
         row = await payments.keep_account(db, user_id, account.id)
-    base = access.public_url.rstrip("/")
+    public = ctx.services.public_url  # Stripe's hosted pages send technicians back to the HTTP side
     with calling_stripe():
         link = await access.client.v1.account_links.create_async(
             {"account": row["account_id"], "type": "account_onboarding",
-             "refresh_url": f"{base}/connect/refresh", "return_url": f"{base}/connect/return"})
+             "refresh_url": public.to("/connect/refresh"), "return_url": public.to("/connect/return")})
     return Onboarding(account_id=row["account_id"], url=link.url,
                       expires_at=datetime.fromtimestamp(link.expires_at, UTC))
 

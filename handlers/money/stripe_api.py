@@ -34,7 +34,6 @@ class StripeSettings:
 class StripeAccess:
     client: stripe.StripeClient
     settings: StripeSettings
-    public_url: str = ""  # where Stripe's hosted pages send people back: the gateway's HTTP side
     # Applying an event holds a pooled connection (and a row lock) across one Stripe call: at most
     # this many at once, so a burst of webhooks while Stripe is slow cannot take the whole pool.
     applying: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(3))

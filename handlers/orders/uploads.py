@@ -1,10 +1,13 @@
 """Attachments: photos and short videos uploaded in chunks over the session, sealed on disk as
-they arrive and stored by keyed content hash, fetched over HTTP by those who may see an order
-that uses them."""
+they arrive and stored by keyed content hash, fetched over HTTP, chunk by chunk, by those who may
+see an order that uses them."""
 
 import uuid
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from pathlib import Path
+
+import asyncpg
 
 from handlers.context import Context
 from handlers.errors import N_, BadRequest, Conflict, NotFound, TooLarge
@@ -127,12 +130,24 @@ async def end(ctx: Context, req: UploadEnd) -> Attachment:
         "INSERT INTO attachments (id, owner_id, sha256, content_type, size, sealed) VALUES ($1, $2, $3, $4, $5, true)",
         attachment_id, ctx.identity.user_id, bytes.fromhex(name), upload.content_type, upload.size)
     return Attachment(attachment_id=str(attachment_id), content_type=upload.content_type, size=upload.size,
-                      url=f"/attachments/{attachment_id}")
+                      url=ctx.services.public_url.to(f"/attachments/{attachment_id}"))
 
 
-async def fetch(ctx: Context, attachment_id: str) -> tuple[str, bytes] | None:
-    """(content type, bytes) if the caller may see the attachment: its owner, or anyone who may
-    see an order that uses it."""
+@dataclass(frozen=True, slots=True)
+class Download:
+    """An attachment opened for reading: its plaintext, chunk by chunk (close `chunks` when it is
+    not read to the end)."""
+
+    attachment_id: str
+    content_type: str
+    size: int
+    chunks: AsyncGenerator[bytes, None]
+
+
+async def download(ctx: Context, attachment_id: str) -> Download | None:
+    """The attachment if the caller may see it (its owner, or anyone who may see an order that
+    uses it), opened: its first chunk is read already, so a missing file fails here, before
+    anything of a response is sent."""
     who = ctx.identity
     assert who is not None
     try:
@@ -140,7 +155,7 @@ async def fetch(ctx: Context, attachment_id: str) -> tuple[str, bytes] | None:
     except ValueError:
         return None
     db = ctx.services.db
-    query = "SELECT sha256, content_type, owner_id, sealed FROM attachments WHERE id = $1"
+    query = "SELECT id, sha256, content_type, size, owner_id, sealed FROM attachments WHERE id = $1"
     row = await db.fetchrow(query, aid)
     if row is None:
         return None
@@ -150,11 +165,25 @@ async def fetch(ctx: Context, attachment_id: str) -> tuple[str, bytes] | None:
         if not any([await sight(ctx, who, order) for order in using]):
             return None
     try:
-        return row["content_type"], await ctx.services.blobs.read(row["sha256"].hex(), row["sealed"])
+        return await _opened(ctx, row)
     except FileNotFoundError:
         if row["sealed"]:
             raise
         row = await db.fetchrow(query, aid)  # the backfill sealed it meanwhile, under a new name
         assert row is not None
-        return row["content_type"], await ctx.services.blobs.read(row["sha256"].hex(), row["sealed"])
+        return await _opened(ctx, row)
 
+
+async def _opened(ctx: Context, row: asyncpg.Record) -> Download:
+    chunks = ctx.services.blobs.chunks(row["sha256"].hex(), row["sealed"])
+    first = await anext(chunks, b"")
+    return Download(str(row["id"]), row["content_type"], row["size"], _resumed(first, chunks))
+
+
+async def _resumed(first: bytes, rest: AsyncGenerator[bytes, None]) -> AsyncGenerator[bytes, None]:
+    try:
+        yield first
+        async for chunk in rest:
+            yield chunk
+    finally:
+        await rest.aclose()
