@@ -103,6 +103,11 @@ async def test_authorize_at_creation_capture_at_completion(pay_later, signed_in,
     timeline = (await consumer.request(OrderTimeline(order_id=order.id))).entries
     assert (timeline[1].from_state, timeline[1].to_state, timeline[1].actor_role) == (
         "awaiting_payment", "open", "system")
+    # Stripe's events are kept as references only: their payloads carry billing details.
+    stored = await pay_later.services.db.fetch("SELECT payload FROM stripe_events WHERE payload::text LIKE $1",
+                                               f"%{payment.intent_id}%")
+    assert stored and all(json.loads(r["payload"]) == {"object": {"id": payment.intent_id, "object": "payment_intent"}}
+                          for r in stored)
 
 
 async def test_pay_at_creation_opens_the_order_once_paid(pay_first, signed_in, app):

@@ -31,9 +31,12 @@ async def apply_event(ctx: Context, event: dict[str, Any], source: str) -> bool:
     access, db = stripe_of(ctx.services), ctx.services.db
     event_id, kind = event["id"], event["type"]
     created = datetime.fromtimestamp(event["created"], UTC)
-    if not await payments.store_event(db, event_id, kind, created, source, json.dumps(event)):
-        return False
     obj = event["data"]["object"]
+    # Only what names the object: events carry personal data (billing details, e-mails, a
+    # technician's identity), and applying one re-reads the object from Stripe anyway.
+    reference = {"object": {"id": obj.get("id"), "object": obj.get("object")}}
+    if not await payments.store_event(db, event_id, kind, created, source, json.dumps(reference)):
+        return False
     if kind.startswith("payment_intent."):
         return await refresh_payment(ctx, access, event_id, obj["id"])
     if kind.startswith("charge.") and obj.get("payment_intent"):
