@@ -140,9 +140,11 @@ async def test_without_credentials_pushes_are_logged_not_sent(make_gateway, conn
     async with make_gateway(push_log_after_s=0.5, push_poll_s=0.05) as gateway:
         tech, order_id, consumer_id, _ = await offline_consumer_with_order(gateway, connect, signed_in)
         with caplog.at_level("INFO", logger="handlers.chat.push"):
-            await tech.request(ChatSend(order_id=order_id, client_id="l", text="logged"))
+            await tech.request(ChatSend(order_id=order_id, client_id="l", text="the gate code is 4711"))
             [job] = await settled(gateway, consumer_id, kind="chat:")
-    assert job["state"] == "sent" and any("logged" in r.getMessage() for r in caplog.records)
+    logged = [r.getMessage() for r in caplog.records]
+    assert job["state"] == "sent" and any("logged only" in m for m in logged)
+    assert not any("4711" in m for m in logged)  # the push is logged, its text never
 
 
 async def test_presence_follows_sessions_even_when_hundreds_close_at_once(gateway, signed_in):

@@ -9,6 +9,7 @@ class ChatRules:
     push_max_attempts: int = 8  # then the push goes to the dead letter
     push_retry_base_s: float = 2.0  # backoff: base * 2^(attempt-1), jittered
     push_poll_s: float = 1.0
-    # Without FCM credentials a process only logs pushes, and only those this overdue, so that in
-    # a fleet where some processes can send, none is lost to one that cannot.
+    # Without FCM credentials a process only logs pushes (and records them sent), and only those
+    # this overdue: a process that can send goes first while it is up. Give every node of a fleet
+    # the same FCM_CREDENTIALS; a push that waited this long for a sender that is down is lost.
     push_log_after_s: float = 30.0
