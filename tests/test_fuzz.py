@@ -34,6 +34,7 @@ from protocol.messages import REQUESTS
 from storage.embedded import free_port
 from tests.conftest import SECRET
 from tests.processes import ROOT, healthz
+from tests.world import order_at, spot
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "12"))
 ROLES = ("anonymous", "consumer", "technician", "merchant", "admin")
@@ -225,14 +226,19 @@ ANY_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_
 
 
 @st.composite
-def hostile(draw: st.DrawFn, request_type: type[msgspec.Struct]) -> tuple[str, str, bytes, bool, str]:
-    """(role, codec, frame bytes, sent as text?, mutation) for one operation."""
+def hostile(draw: st.DrawFn, request_type: type[msgspec.Struct], order_id: str) -> tuple[str, str, bytes, bool, str]:
+    """(role, codec, frame bytes, sent as text?, mutation) for one operation; `order_id` is a
+    real order (its consumer and technician are the fuzz sessions), so handlers go past not_found."""
     role, codec = draw(st.sampled_from(ROLES)), draw(st.sampled_from(list(CODECS)))
     frame = draw(fields_of(mi.type_info(request_type), draw(st.booleans())))  # type: ignore[arg-type]
     frame = {"type": request_type.__struct_config__.tag, "id": "f", **frame}
+    if "order_id" in frame and draw(st.booleans()):
+        frame["order_id"] = order_id
     mutation = draw(st.sampled_from(["none", "none", "drop", "unknown", "retype", "deep", "wrong_kind",
                                      "bad_utf8", "surrogate", "type_last"]))
     keys = [k for k in frame if k != "type"]
+    # Hostile text goes into a declared text field where there is one, else into an unknown one.
+    target = draw(st.sampled_from([k for k in keys if isinstance(frame[k], str)] or ["x"]))
     if mutation == "drop" and keys:
         del frame[draw(st.sampled_from(keys))]
     elif mutation == "unknown":
@@ -245,12 +251,12 @@ def hostile(draw: st.DrawFn, request_type: type[msgspec.Struct]) -> tuple[str, s
     if mutation == "deep":
         depth = draw(st.sampled_from([40, 999, 1001, 5000]))
         nest = (b"[" * depth + b"]" * depth) if codec == "json" else (b"\x91" * depth + b"\x90")
-        frame["x"] = "NEST"
+        frame[target] = "NEST"
         data = encode(codec, frame).replace(b'"NEST"' if codec == "json" else b"\xa4NEST", nest)
     elif mutation == "wrong_kind":
         text = not text
     elif mutation in ("bad_utf8", "surrogate"):  # in a field of its own: the frame is refused either way
-        frame["x"] = "UTF8"
+        frame[target] = "UTF8"
         bad = {("bad_utf8", "json"): b'"\xff\xfe"', ("surrogate", "json"): b'"\\ud800"',
                ("bad_utf8", "msgpack"): b"\xa2\xff\xfe", ("surrogate", "msgpack"): b"\xa3\xed\xa0\x80"}
         data = encode(codec, frame).replace(b'"UTF8"' if codec == "json" else b"\xa4UTF8", bad[mutation, codec])
@@ -262,7 +268,7 @@ def fuzz_target(servers: tuple[str, str], tmp_path_factory: pytest.TempPathFacto
     gateway = Gateway(servers, tmp_path_factory.mktemp("fuzz"))
     database, sessions = Database(servers[0]), Sessions(gateway)
     try:
-        yield gateway, database, sessions
+        yield gateway, database, sessions, seed_order(sessions)
     finally:
         sessions.close()
         database.close()
@@ -272,13 +278,32 @@ def fuzz_target(servers: tuple[str, str], tmp_path_factory: pytest.TempPathFacto
         assert "handler for" not in log, log[-5000:]  # an unexpected handler error is logged so
 
 
+def seed_order(sessions: Sessions) -> str:
+    """An order of the fuzz consumer, accepted by the fuzz technician, with a chat message."""
+    place = spot()
+
+    def call(role: str, frame: dict[str, Any]) -> Any:
+        [reply] = [r for r in exchange(sessions.get(role, "json"), "json", encode("json", frame), True)
+                   if r.get("type") in ("result", "error")]
+        assert reply["type"] == "result", reply
+        return reply
+
+    call("technician", {"type": "tech.duty", "id": "s1", "on_duty": True})
+    call("technician", {"type": "location.update", "id": "s2", "lat": place[0], "lng": place[1]})
+    order = msgspec.to_builtins(order_at(place)) | {"id": "s3"}
+    order_id: str = call("consumer", order)["order"]["id"]
+    call("technician", {"type": "order.accept", "id": "s4", "order_id": order_id})
+    call("consumer", {"type": "chat.send", "id": "s5", "order_id": order_id, "client_id": "seed", "text": "hello"})
+    return order_id
+
+
 @pytest.mark.parametrize("request_type", REQUESTS, ids=lambda r: r.__struct_config__.tag)
 def test_hostile_frames(fuzz_target: tuple[Any, ...], request_type: type[msgspec.Struct]) -> None:
-    gateway, database, sessions = fuzz_target
+    gateway, database, sessions, order_id = fuzz_target
 
     @settings(max_examples=EXAMPLES, deadline=None, database=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
-    @given(hostile(request_type))
+    @given(hostile(request_type, order_id))
     def one(case: tuple[str, str, bytes, bool, str]) -> None:
         role, codec, data, text, mutation = case
         ws = sessions.get(role, codec)
@@ -300,6 +325,7 @@ def test_hostile_frames(fuzz_target: tuple[Any, ...], request_type: type[msgspec
     ws = sessions.get("consumer", "json")
     assert exchange(ws, "json", encode("json", {"type": "ping", "id": "p"}), True)[-1]["type"] == "result"
     assert healthz(gateway.port) == 200
+    assert "Traceback" not in gateway.log.read_text(errors="replace")
 
 
 @pytest.mark.parametrize("request_type", REQUESTS, ids=lambda r: r.__struct_config__.tag)
