@@ -214,7 +214,7 @@ async def seal_leftovers(services: Services, blobs: LocalBlobs) -> None:
     """Encrypt what an older version stored in plaintext, in batches, while serving."""
     try:
         await encrypt_existing(services.db, services.cipher, blobs)
-    except (OSError, asyncpg.PostgresError) as exc:
+    except (OSError, asyncpg.PostgresError, KeyUnavailable) as exc:
         if lifecycle.cancelling():
             raise
         log.warning("sealing plaintext left from before encryption failed (next start retries): %r", exc)

@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,8 +80,19 @@ async def _blobs(db: asyncpg.Pool, blobs: LocalBlobs, batch: int) -> int:
             return None
         return sink.finish()
 
+    done, after = 0, b""
+    # Keyset pages: a blob left unsealed (missing, or not matching its hash) is passed, not met again.
+    while page := await db.fetch("SELECT DISTINCT sha256 FROM attachments WHERE NOT sealed AND sha256 > $2"
+                                 " ORDER BY sha256 LIMIT $1", batch, after):
+        after = page[-1]["sha256"]
+        done += await _seal_page(db, blobs, page, seal)
+    return done
+
+
+async def _seal_page(db: asyncpg.Pool, blobs: LocalBlobs, page: list[asyncpg.Record],
+                     seal: Callable[[Path, Path, bytes], str | None]) -> int:
     done = 0
-    for row in await db.fetch("SELECT DISTINCT sha256 FROM attachments WHERE NOT sealed LIMIT $1", batch):
+    for row in page:
         old = blobs.path(row["sha256"].hex())
         async with db.acquire() as conn, conn.transaction():  # the row locks keep other processes off this blob
             if not await conn.fetch("SELECT id FROM attachments WHERE sha256 = $1 AND NOT sealed FOR UPDATE",
@@ -108,8 +120,7 @@ async def encrypt_existing(db: asyncpg.Pool, cipher: FieldCipher, blobs: LocalBl
         while count := await step(db, cipher, batch):
             setattr(total, name, getattr(total, name) + count)
     if blobs is not None:
-        while count := await _blobs(db, blobs, batch):
-            total.blobs += count
+        total.blobs = await _blobs(db, blobs, batch)
     if total != Sealed():
         log.info("sealed plaintext left from before encryption: %s", total)
     return total

@@ -22,19 +22,19 @@ from typing import Any
 import redis.asyncio as aioredis
 from prometheus_client import Counter
 
+from protocol.bounds import MAX_LATITUDE
 from storage import lifecycle
 
 log = logging.getLogger(__name__)
-# Web Mercator's edge: Redis refuses a GEOADD beyond it, and with it the whole command.
-MAX_LATITUDE = 85.05112878
 # What the index refused, counted per process; gateway.metrics registers it with its registry.
 REFUSED = Counter("gateway_geo_refused", "Positions and open orders skipped because the Redis GEO index "
                   "cannot hold their coordinates", ["index"], registry=None)
 
 
 def indexable(lng: float, lat: float) -> bool:
-    """Whether the GEO index can hold the point (the protocol refuses others; rows planted in
-    PostgreSQL or an older client's data still may not be)."""
+    """Whether the GEO index can hold the point (Redis refuses a GEOADD beyond Web Mercator's edge,
+    and with it the whole command). The protocol refuses others; rows planted in PostgreSQL or an
+    older client's data still may not be."""
     return -180.0 <= lng <= 180.0 and -MAX_LATITUDE <= lat <= MAX_LATITUDE
 
 TECHS = "geo:techs"

@@ -7,7 +7,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from storage import geo
+from protocol.bounds import MAX_LATITUDE
 
 OPEN_STATES = ("open",)
 
@@ -124,9 +124,9 @@ async def open_orders(db: asyncpg.Pool) -> list[asyncpg.Record]:
 
 
 async def open_count(db: asyncpg.Pool) -> int:
-    """Open orders the pool can hold (see geo.indexable): what a whole pool has."""
+    """Open orders the pool can hold (see storage.geo.indexable): what a whole pool has."""
     count: int = await db.fetchval("SELECT count(*) FROM orders WHERE state = 'open' AND abs(lat) <= $1"
-                                   " AND abs(lng) <= 180", geo.MAX_LATITUDE)
+                                   " AND abs(lng) <= 180", MAX_LATITUDE)
     return count
 
 
@@ -137,7 +137,7 @@ async def settled_open_ids(db: asyncpg.Pool, older_than_s: float, within_s: floa
         "SELECT id FROM orders WHERE state = 'open' AND updated_at < now() - $1 * interval '1 second'"
         " AND updated_at > now() - $2 * interval '1 second' AND abs(lat) <= $4 AND abs(lng) <= 180"
         " ORDER BY updated_at DESC LIMIT $3",
-        older_than_s, within_s, limit, geo.MAX_LATITUDE)
+        older_than_s, within_s, limit, MAX_LATITUDE)
     return [str(r["id"]) for r in found]
 
 

@@ -104,10 +104,6 @@ def test_datetimes_must_convert_to_utc_within_range() -> None:
             bounds.within_range(datetime.fromisoformat(text))
 
 
-def test_the_protocol_latitude_is_the_index_latitude() -> None:
-    assert bounds.MAX_LATITUDE == geo.MAX_LATITUDE
-
-
 async def error_of(client, operation: str, fields: dict) -> dict:
     reply, _ = await client.call(operation, fields)
     assert reply["type"] == "error", reply
