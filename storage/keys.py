@@ -128,10 +128,11 @@ ROTATION_LOCK = 0x726F7461  # "rota": one `run.py keys rotate` at a time, around
 
 async def add_key(db: asyncpg.Pool, ring: KeyRing, raw: bytes, purpose: str = "data") -> int | None:
     """Store a key wrapped by the ring's current KEK; None when an index key exists already.
-    Refused (KeyUnavailable) when the data keys have moved to a KEK this ring lacks meanwhile."""
+    Refused (KeyUnavailable) when data keys have moved to a KEK this ring lacks meanwhile: the
+    new key would be wrapped by a KEK that rotation retires."""
     async with db.acquire() as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", KEYS_LOCK)
-        if await conn.fetchval("SELECT count(*) FROM data_keys WHERE kek_id <> $1", ring.current):
+        if await conn.fetchval("SELECT count(*) FROM data_keys WHERE kek_id <> ALL($1::text[])", list(ring.keys)):
             raise KeyUnavailable(f"the data keys were re-wrapped under a key-encryption key not in {ring.source}: "
                                  "restart with the new one")
         key_id: int | None = await conn.fetchval(
