@@ -294,7 +294,7 @@ connected ({2 * s['rooms']:,} sessions, tokens minted with the gateway's secret)
 {s['text_bytes']}-byte text and a fresh `client_id`; the members of a room take turns sending. The gateway
 answers a `chat.send` once the message is stored (committed, with the room's next sequence
 number) and sends the room's members their `chat.message` before that commit, so they receive a
-room's messages in sequence order (`handlers/chat.py` and what it calls decide how: one
+room's messages in sequence order (`handlers/chat/rooms.py` and what it calls decide how: one
 transaction per message, or one for all that arrived meanwhile). A message counts once the other
 member has its `chat.message` and the sender its reply.
 
