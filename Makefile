@@ -35,7 +35,7 @@ schema: $(STAMP)  ## regenerate docs/asyncapi.yaml from the protocol types
 
 messages: $(STAMP)  ## re-extract translatable strings and merge them into the catalogs
 	$(VENV)/bin/pybabel extract -F babel.cfg -k N_ --no-location --omit-header -o handlers/locales/messages.pot gateway handlers storage protocol
-	$(VENV)/bin/pybabel update -i handlers/locales/messages.pot -d handlers/locales -D messages --no-location --omit-header
+	$(VENV)/bin/pybabel update -i handlers/locales/messages.pot -d handlers/locales -D messages
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
