@@ -17,7 +17,7 @@ Currency = Annotated[str, msgspec.Meta(pattern=r"^[a-z]{3}" + END, description="
 # Stripe's largest charge, as for refunds.
 PriceCents = Annotated[int, msgspec.Meta(ge=1, le=99_999_999)]
 GuideId = Annotated[str, LINE, msgspec.Meta(min_length=1, max_length=64)]
-HistoryKind = Literal["brand", "sku", "price", "guide", "merchant_brands"]
+HistoryKind = Literal["brand", "category", "sku", "price", "guide", "merchant_brands"]
 
 
 class Names(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -90,6 +90,15 @@ class BrandSave(Request, tag="catalog.brand.save"):
     """Create a brand (admins) or rename one (admins; merchants their own)."""
 
     brand: Slug
+    name: Name
+    names: Names | None = None
+    reply = Saved
+
+
+class CategorySave(Request, tag="catalog.category.save"):
+    """Create or rename a category (admins: categories are shared by every brand)."""
+
+    category: Slug
     name: Name
     names: Names | None = None
     reply = Saved

@@ -55,6 +55,7 @@ REQUESTS: tuple[type[Request], ...] = (
     catalog.GuideList,
     catalog.HistoryList,
     catalog.BrandSave,
+    catalog.CategorySave,
     catalog.SkuSave,
     catalog.PriceSave,
     catalog.GuideSave,

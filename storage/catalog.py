@@ -85,6 +85,20 @@ async def category_exists(conn: Conn, category: str) -> bool:
     return bool(await conn.fetchval("SELECT 1 FROM categories WHERE id = $1", category))
 
 
+async def category(conn: Conn, category_id: str) -> str | None:
+    row: str | None = await conn.fetchval("SELECT to_jsonb(c) FROM categories c WHERE id = $1 FOR UPDATE",
+                                          category_id)
+    return row
+
+
+async def save_category(conn: asyncpg.Connection, category_id: str, name: str, names: dict[str, str]) -> str:
+    after: str = await conn.fetchval(
+        "INSERT INTO categories AS c (id, name, names) VALUES ($1, $2, $3::jsonb)"
+        " ON CONFLICT (id) DO UPDATE SET name = $2, names = c.names || $3::jsonb RETURNING to_jsonb(c)",
+        category_id, name, jsonb(names))
+    return after
+
+
 async def save_sku(conn: asyncpg.Connection, sku_id: str, brand_id: str, category: str, name: str,
                    names: dict[str, str]) -> str:
     after: str = await conn.fetchval(

@@ -8,6 +8,7 @@ import pytest
 from protocol.catalog import (
     BrandSave,
     CatalogList,
+    CategorySave,
     GuideList,
     GuideSave,
     HistoryList,
@@ -221,3 +222,21 @@ async def test_a_sku_stays_with_its_brand_and_needs_a_known_category(signed_in):
     assert odd.code == "bad_request"
     assert (await admin.request(CatalogList())).version == version  # refusals change nothing
     assert [c.kind for c in (await admin.request(HistoryList(brand=brand))).changes] == ["price", "sku", "brand"]
+
+
+async def test_admins_add_categories_that_skus_may_then_use(signed_in):
+    admin, _ = await signed_in("admin")
+    brand, _ = await brand_with_sku(admin)
+    category = fresh("cat")
+    sku = fresh("C").upper()
+    assert (await refused(admin, SkuSave(sku=sku, brand=brand, category=category, name="n"))).code == "bad_request"
+    saved = await admin.request(CategorySave(category=category, name="Freezer", names=Names(es="Congelador")))
+    assert saved.after == {"id": category, "name": "Freezer", "names": {"es": "Congelador"}}
+    await admin.request(SkuSave(sku=sku, brand=brand, category=category, name="Chest freezer"))
+    spanish, _ = await signed_in("merchant", locale="es")
+    listed = await spanish.request(CatalogList())
+    assert next(c for c in listed.categories if c.id == category).name == "Congelador"
+    assert next(s for s in listed.skus if s.id == sku).category == category
+    [created] = (await admin.request(HistoryList(kind="category", key=category))).changes
+    assert (created.before, created.brand) == (None, None)
+    assert (await spanish.request(HistoryList(kind="category"))).changes == []  # no brand: admins only

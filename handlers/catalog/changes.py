@@ -12,7 +12,7 @@ from handlers.catalog.scope import check_brand, scope
 from handlers.context import Context, Role
 from handlers.errors import N_, BadRequest, Conflict, NotFound
 from handlers.routing import Router
-from protocol.catalog import BrandSave, GuideSave, Names, PriceSave, Retire, Saved, SkuSave
+from protocol.catalog import BrandSave, CategorySave, GuideSave, Names, PriceSave, Retire, Saved, SkuSave
 from storage import catalog
 
 router = Router()
@@ -25,7 +25,7 @@ class Change:
     def __init__(self, ctx: Context, conn: asyncpg.Connection, brands: list[str] | None, version: int) -> None:
         self.ctx, self.conn, self.brands, self.version = ctx, conn, brands, version
 
-    async def record(self, kind: str, key: str, brand: str, before: str | None, after: str) -> Saved:
+    async def record(self, kind: str, key: str, brand: str | None, before: str | None, after: str) -> Saved:
         who = self.ctx.identity
         assert who is not None
         await catalog.record(self.conn, actor_id=who.user_id, actor_role=who.role, kind=kind, key=key, brand=brand,
@@ -72,6 +72,15 @@ async def save_brand(ctx: Context, req: BrandSave) -> Saved:
             raise NotFound(N_("No such brand."))
         after = await catalog.save_brand(c.conn, req.brand, req.name, translations(req.names))
         return await c.record("brand", req.brand, req.brand, before, after)
+
+
+@router.route(CategorySave, roles=["admin"])
+async def save_category(ctx: Context, req: CategorySave) -> Saved:
+    """Categories belong to no brand: their history is shown to admins only."""
+    async with change(ctx) as c:
+        before = await catalog.category(c.conn, req.category)
+        after = await catalog.save_category(c.conn, req.category, req.name, translations(req.names))
+        return await c.record("category", req.category, None, before, after)
 
 
 @router.route(SkuSave, roles=EDITORS)

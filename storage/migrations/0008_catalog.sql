@@ -39,9 +39,9 @@ CREATE TABLE catalog_history (
     at          timestamptz NOT NULL DEFAULT clock_timestamp(),
     actor_id    text NOT NULL,
     actor_role  text NOT NULL,
-    kind        text NOT NULL CHECK (kind IN ('brand', 'sku', 'price', 'guide', 'merchant_brands')),
+    kind        text NOT NULL CHECK (kind IN ('brand', 'category', 'sku', 'price', 'guide', 'merchant_brands')),
     key         text NOT NULL,               -- brand id, sku id, 'sku/service_type', guide id, merchant id
-    brand_id    text,                        -- whose brand it concerns (merchants see theirs); null: memberships
+    brand_id    text,                        -- whose brand it concerns (merchants see theirs); null: categories, memberships
     before      jsonb,                       -- null: created
     after       jsonb NOT NULL
 );
