@@ -2,6 +2,7 @@
 
 from handlers.accounts import auth
 from handlers.admin import notices
+from handlers.catalog import catalog, changes, members
 from handlers.chat import push, rooms
 from handlers.money import payments, payouts
 from handlers.orders import jobs, location, orders, pool, uploads
@@ -10,4 +11,5 @@ from protocol.frames import Request
 
 ROUTES: dict[type[Request], Route] = merge(auth.router, location.router, orders.router, jobs.router, pool.router,
                                            uploads.router, rooms.router, push.router, notices.router,
-                                           payments.router, payouts.router)
+                                           payments.router, payouts.router, catalog.router, changes.router,
+                                           members.router)

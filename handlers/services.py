@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import asyncpg
 import redis.asyncio as aioredis
 
+from handlers.catalog.cache import CatalogCache
 from handlers.chat.settings import ChatRules
 from handlers.money.settings import MoneyRules
 from handlers.orders.settings import OrderRules
@@ -50,3 +51,4 @@ class Services:
     money_rules: MoneyRules
     stripe: "StripeAccess | None" = None  # None: payments are off (no STRIPE_API_KEY)
     public_url: PublicUrl = field(default_factory=PublicUrl)
+    catalog_cache: CatalogCache = field(default_factory=CatalogCache)  # this process's copy of the catalog

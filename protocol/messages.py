@@ -5,7 +5,7 @@ Adding an operation: declare its Struct in the domain's module and list it here.
 
 from typing import Union
 
-from protocol import admin, auth, chat, location, orders, payments, push, uploads
+from protocol import admin, auth, catalog, chat, location, orders, payments, push, uploads
 from protocol.frames import Event, Request
 
 REQUESTS: tuple[type[Request], ...] = (
@@ -51,6 +51,16 @@ REQUESTS: tuple[type[Request], ...] = (
     payments.PayoutOnboard,
     payments.PayoutStatus,
     admin.Notify,
+    catalog.CatalogList,
+    catalog.GuideList,
+    catalog.HistoryList,
+    catalog.BrandSave,
+    catalog.CategorySave,
+    catalog.SkuSave,
+    catalog.PriceSave,
+    catalog.GuideSave,
+    catalog.Retire,
+    catalog.MerchantBrandsSet,
 )
 
 EVENTS: tuple[type[Event], ...] = (

@@ -14,7 +14,8 @@ OPEN_STATES = ("open",)
 
 async def catalog_price(db: asyncpg.Pool, brand: str, sku: str, service: str) -> asyncpg.Record | None:
     return await db.fetchrow(
-        "SELECT p.price_cents, p.currency FROM catalog_prices p JOIN skus s ON s.id = p.sku_id"
+        "SELECT p.price_cents, p.currency, (b.retired OR s.retired OR p.retired) AS retired"
+        " FROM catalog_prices p JOIN skus s ON s.id = p.sku_id JOIN brands b ON b.id = s.brand_id"
         " WHERE s.id = $1 AND s.brand_id = $2 AND p.service_type = $3", sku, brand, service)
 
 

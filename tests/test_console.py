@@ -171,7 +171,7 @@ def completions(text: str) -> list[str]:
 
 
 def test_tab_completes_operations_then_their_fields():
-    assert completions("adm") == ["admin.notify"]
+    assert completions("adm") == ["admin.notify", "admin.merchant.brands"]
     assert set(completions("auth.")) == {"auth.register", "auth.login", "auth.refresh", "auth.logout"}
     assert completions('admin.notify {"') == ['"text": ', '"user_id": ', '"group": ']
     assert completions('admin.notify {"us') == ['"user_id": ']

@@ -169,8 +169,9 @@ def scalar(kind: mi.Type, odd: bool) -> st.SearchStrategy[Any]:
             valid = st.text(st.characters(exclude_categories=("Cs", "Cc")), min_size=low, max_size=max(low, high))
         if not odd:
             return valid
+        over = (kind.max_length or 64) + 1  # one past the bound; repeated, as Hypothesis draws at most ~8,000
         return st.one_of(valid, st.sampled_from(ODD_TEXT), st.just(str(uuid.uuid4())),
-                         st.text(min_size=(kind.max_length or 64) + 1, max_size=(kind.max_length or 64) + 1))
+                         st.text(min_size=1, max_size=8).map(lambda s: (s * over)[:over]))
     if isinstance(kind, mi.IntType):
         low = kind.ge if kind.ge is not None else (kind.gt + 1 if kind.gt is not None else -(2**63))
         high = kind.le if kind.le is not None else (kind.lt - 1 if kind.lt is not None else 2**63 - 1)

@@ -85,6 +85,9 @@ async def create(ctx: Context, req: OrderCreate) -> OrderReply:
     price = await orders.catalog_price(db, req.brand, req.sku, req.service_type)
     if price is None:
         raise BadRequest(N_("No such product and service in the catalog."))
+    if price["retired"]:  # the brand, the SKU or this price: orders made before keep their price
+        raise Conflict(N_("This product or service is retired and can no longer be ordered."),
+                       current_state="retired")
     order_id = uuid.uuid4()
     attachments = await check_attachments(ctx, req.attachments, who.user_id)
     address_enc = ctx.services.cipher.encrypt(req.address, f"orders.address:{order_id}")

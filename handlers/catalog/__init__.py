@@ -1,0 +1,1 @@
+"""The catalog: brands, SKUs, prices, guides, their history, and merchants' brands."""

@@ -1,0 +1,44 @@
+"""Reading the catalog: the cached list, troubleshooting guides, the history of changes."""
+
+import msgspec
+
+from handlers.catalog.scope import check_brand, scope
+from handlers.context import Context
+from handlers.routing import ANY_ROLE, Router
+from protocol.catalog import Catalog, CatalogList, Change, Guide, GuideList, Guides, History, HistoryList
+from storage import catalog
+
+router = Router()
+
+
+@router.route(CatalogList, roles=ANY_ROLE)
+async def list_catalog(ctx: Context, req: CatalogList) -> Catalog:
+    assert ctx.identity is not None
+    return await ctx.services.catalog_cache.get(ctx.services.db, ctx.identity.locale)
+
+
+@router.route(GuideList, roles=ANY_ROLE)
+async def guides(ctx: Context, req: GuideList) -> Guides:
+    """Every signed-in role reads guides (the assistant, technicians); merchants their brands'."""
+    assert ctx.identity is not None
+    if ctx.identity.role == "merchant":
+        check_brand(await scope(ctx), req.brand)
+    rows = await catalog.guides(ctx.services.db, req.brand, req.sku, req.locale)
+    return Guides(guides=[Guide(id=str(r["id"]), brand=r["brand_id"], sku=r["sku_id"], locale=r["locale"],
+                                title=r["title"], body=r["body"], updated_at=r["updated_at"]) for r in rows])
+
+
+@router.route(HistoryList, roles=["merchant", "admin"])
+async def history(ctx: Context, req: HistoryList) -> History:
+    brands = await scope(ctx)
+    if req.brand is not None:
+        check_brand(brands, req.brand)
+        brands = [req.brand]
+    rows = await catalog.history(ctx.services.db, brands=brands, kind=req.kind, key=req.key, before=req.before,
+                                 limit=req.limit + 1)
+    more = len(rows) > req.limit
+    rows = rows[:req.limit]
+    changes = [Change(id=r["id"], at=r["at"], actor_id=r["actor_id"], actor_role=r["actor_role"], kind=r["kind"],
+                      key=r["key"], brand=r["brand_id"], before=catalog.unjson(r["before"]),
+                      after=msgspec.json.decode(r["after"])) for r in rows]
+    return History(changes=changes, next_cursor=rows[-1]["id"] if more else None)

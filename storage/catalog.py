@@ -1,0 +1,198 @@
+"""The catalog's tables: reads for the cache, changes with their history and version bump,
+merchants' brand memberships. Every change runs on a connection inside the caller's transaction."""
+
+import uuid
+from typing import Any, TypeAlias
+
+import asyncpg
+import msgspec
+
+Conn: TypeAlias = asyncpg.Connection | asyncpg.Pool
+
+
+def jsonb(value: Any) -> str:
+    return msgspec.json.encode(value).decode()
+
+
+def unjson(value: str | None) -> Any:
+    return None if value is None else msgspec.json.decode(value)
+
+
+async def version(db: Conn) -> int:
+    current: int = await db.fetchval("SELECT version FROM catalog_version")
+    return current
+
+
+async def snapshot(conn: asyncpg.Connection) -> dict[str, Any]:
+    """The whole catalog and its version, read in one snapshot (call inside a repeatable-read
+    transaction)."""
+    return {
+        "version": await version(conn),
+        "brands": await conn.fetch("SELECT id, name, names, retired FROM brands ORDER BY id"),
+        "categories": await conn.fetch("SELECT id, name, names FROM categories ORDER BY id"),
+        "service_types": await conn.fetch("SELECT id, name, names FROM service_types ORDER BY id"),
+        "skus": await conn.fetch("SELECT id, brand_id, category, name, names, retired FROM skus"
+                                 " ORDER BY brand_id, id"),
+        "prices": await conn.fetch("SELECT sku_id, service_type, price_cents, currency, retired FROM catalog_prices"
+                                   " ORDER BY sku_id, service_type"),
+    }
+
+
+async def bump(conn: asyncpg.Connection) -> int:
+    """The next catalog version. The row stays locked until the transaction ends, so changes to
+    the catalog are serialized and each one's `before` is what the previous one left."""
+    next_version: int = await conn.fetchval("UPDATE catalog_version SET version = version + 1 RETURNING version")
+    return next_version
+
+
+async def record(conn: asyncpg.Connection, *, actor_id: str, actor_role: str, kind: str, key: str,
+                 brand: str | None, before: str | None, after: str) -> None:
+    await conn.execute(
+        "INSERT INTO catalog_history (actor_id, actor_role, kind, key, brand_id, before, after)"
+        " VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb)", actor_id, actor_role, kind, key, brand, before, after)
+
+
+# -- brands ---------------------------------------------------------------------------------------
+async def brand(conn: Conn, brand_id: str) -> str | None:
+    """The brand as JSON (locked when in a transaction), or None."""
+    row: str | None = await conn.fetchval("SELECT to_jsonb(b) FROM brands b WHERE id = $1 FOR UPDATE", brand_id)
+    return row
+
+
+async def save_brand(conn: asyncpg.Connection, brand_id: str, name: str, names: dict[str, str]) -> str:
+    after: str = await conn.fetchval(
+        "INSERT INTO brands AS b (id, name, names) VALUES ($1, $2, $3::jsonb)"
+        " ON CONFLICT (id) DO UPDATE SET name = $2, names = b.names || $3::jsonb RETURNING to_jsonb(b)",
+        brand_id, name, jsonb(names))
+    return after
+
+
+async def retire_brand(conn: asyncpg.Connection, brand_id: str, retired: bool) -> str:
+    after: str = await conn.fetchval("UPDATE brands b SET retired = $2 WHERE id = $1 RETURNING to_jsonb(b)",
+                                     brand_id, retired)
+    return after
+
+
+# -- SKUs -----------------------------------------------------------------------------------------
+async def sku(conn: Conn, sku_id: str) -> asyncpg.Record | None:
+    """(brand_id, doc) of the SKU (locked when in a transaction), or None."""
+    row: asyncpg.Record | None = await conn.fetchrow(
+        "SELECT brand_id, to_jsonb(s) AS doc FROM skus s WHERE id = $1 FOR UPDATE", sku_id)
+    return row
+
+
+async def category_exists(conn: Conn, category: str) -> bool:
+    return bool(await conn.fetchval("SELECT 1 FROM categories WHERE id = $1", category))
+
+
+async def category(conn: Conn, category_id: str) -> str | None:
+    row: str | None = await conn.fetchval("SELECT to_jsonb(c) FROM categories c WHERE id = $1 FOR UPDATE",
+                                          category_id)
+    return row
+
+
+async def save_category(conn: asyncpg.Connection, category_id: str, name: str, names: dict[str, str]) -> str:
+    after: str = await conn.fetchval(
+        "INSERT INTO categories AS c (id, name, names) VALUES ($1, $2, $3::jsonb)"
+        " ON CONFLICT (id) DO UPDATE SET name = $2, names = c.names || $3::jsonb RETURNING to_jsonb(c)",
+        category_id, name, jsonb(names))
+    return after
+
+
+async def save_sku(conn: asyncpg.Connection, sku_id: str, brand_id: str, category: str, name: str,
+                   names: dict[str, str]) -> str:
+    after: str = await conn.fetchval(
+        "INSERT INTO skus AS s (id, brand_id, category, name, names) VALUES ($1, $2, $3, $4, $5::jsonb)"
+        " ON CONFLICT (id) DO UPDATE SET category = $3, name = $4, names = s.names || $5::jsonb"
+        " RETURNING to_jsonb(s)", sku_id, brand_id, category, name, jsonb(names))
+    return after
+
+
+async def retire_sku(conn: asyncpg.Connection, sku_id: str, retired: bool) -> str:
+    after: str = await conn.fetchval("UPDATE skus s SET retired = $2 WHERE id = $1 RETURNING to_jsonb(s)",
+                                     sku_id, retired)
+    return after
+
+
+# -- prices ---------------------------------------------------------------------------------------
+async def service_type_exists(conn: Conn, service_type: str) -> bool:
+    return bool(await conn.fetchval("SELECT 1 FROM service_types WHERE id = $1", service_type))
+
+
+async def price(conn: Conn, sku_id: str, service_type: str) -> str | None:
+    row: str | None = await conn.fetchval(
+        "SELECT to_jsonb(p) FROM catalog_prices p WHERE sku_id = $1 AND service_type = $2 FOR UPDATE",
+        sku_id, service_type)
+    return row
+
+
+async def save_price(conn: asyncpg.Connection, sku_id: str, service_type: str, price_cents: int,
+                     currency: str) -> str:
+    after: str = await conn.fetchval(
+        "INSERT INTO catalog_prices AS p (sku_id, service_type, price_cents, currency) VALUES ($1, $2, $3, $4)"
+        " ON CONFLICT (sku_id, service_type) DO UPDATE SET price_cents = $3, currency = $4 RETURNING to_jsonb(p)",
+        sku_id, service_type, price_cents, currency)
+    return after
+
+
+async def retire_price(conn: asyncpg.Connection, sku_id: str, service_type: str, retired: bool) -> str:
+    after: str = await conn.fetchval(
+        "UPDATE catalog_prices p SET retired = $3 WHERE sku_id = $1 AND service_type = $2 RETURNING to_jsonb(p)",
+        sku_id, service_type, retired)
+    return after
+
+
+# -- guides ---------------------------------------------------------------------------------------
+async def guide(conn: Conn, guide_id: uuid.UUID) -> asyncpg.Record | None:
+    row: asyncpg.Record | None = await conn.fetchrow(
+        "SELECT brand_id, to_jsonb(g) AS doc FROM catalog_guides g WHERE id = $1 FOR UPDATE", guide_id)
+    return row
+
+
+async def save_guide(conn: asyncpg.Connection, guide_id: uuid.UUID, brand_id: str, sku_id: str | None, locale: str,
+                     title: str, body: str) -> str:
+    after: str = await conn.fetchval(
+        "INSERT INTO catalog_guides AS g (id, brand_id, sku_id, locale, title, body) VALUES ($1, $2, $3, $4, $5, $6)"
+        " ON CONFLICT (id) DO UPDATE SET sku_id = $3, locale = $4, title = $5, body = $6, updated_at = now()"
+        " RETURNING to_jsonb(g)", guide_id, brand_id, sku_id, locale, title, body)
+    return after
+
+
+async def guides(db: Conn, brand_id: str, sku_id: str | None, locale: str | None) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await db.fetch(
+        "SELECT * FROM catalog_guides WHERE brand_id = $1 AND ($2::text IS NULL OR sku_id IS NULL OR sku_id = $2)"
+        " AND ($3::text IS NULL OR locale = $3) ORDER BY sku_id NULLS FIRST, locale, title, id",
+        brand_id, sku_id, locale)
+    return rows
+
+
+# -- history and memberships ----------------------------------------------------------------------
+async def history(db: Conn, *, brands: list[str] | None, kind: str | None, key: str | None, before: int | None,
+                  limit: int) -> list[asyncpg.Record]:
+    """Newest first, keyset-paginated on id; `brands` None: every change (memberships included)."""
+    rows: list[asyncpg.Record] = await db.fetch(
+        "SELECT * FROM catalog_history WHERE ($1::text[] IS NULL OR brand_id = ANY($1::text[]))"
+        " AND ($2::text IS NULL OR kind = $2) AND ($3::text IS NULL OR key = $3)"
+        " AND ($4::bigint IS NULL OR id < $4) ORDER BY id DESC LIMIT $5", brands, kind, key, before, limit)
+    return rows
+
+
+async def merchant_brands(db: Conn, merchant_id: str) -> list[str]:
+    rows = await db.fetch("SELECT brand_id FROM merchant_brands WHERE merchant_id = $1 ORDER BY brand_id",
+                          merchant_id)
+    return [r["brand_id"] for r in rows]
+
+
+async def known_brands(db: Conn, brand_ids: list[str]) -> set[str]:
+    rows = await db.fetch("SELECT id FROM brands WHERE id = ANY($1::text[])", brand_ids)
+    return {r["id"] for r in rows}
+
+
+async def set_merchant_brands(conn: asyncpg.Connection, merchant_id: str, brand_ids: list[str]) -> list[str]:
+    """Replace the merchant's memberships; returns the old set (two admins' changes serialize)."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('merchant_brands:' || $1))", merchant_id)
+    old = await merchant_brands(conn, merchant_id)
+    await conn.execute("DELETE FROM merchant_brands WHERE merchant_id = $1", merchant_id)
+    await conn.execute("INSERT INTO merchant_brands (merchant_id, brand_id) SELECT $1, unnest($2::text[])",
+                       merchant_id, brand_ids)
+    return old
