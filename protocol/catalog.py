@@ -6,16 +6,17 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from protocol.bounds import END, LINE, TEXT
+from protocol.bounds import LINE, TEXT
 from protocol.frames import Reply, Request
 from protocol.location import Slug
 
 SkuId = Annotated[str, LINE, msgspec.Meta(min_length=1, max_length=64, description="model number")]
 Name = Annotated[str, LINE, msgspec.Meta(min_length=1, max_length=200)]
 Locale = Literal["en", "es", "zh-Hans"]
-Currency = Annotated[str, msgspec.Meta(pattern=r"^[a-z]{3}" + END, description="ISO 4217, lower case")]
-# Stripe's largest charge, as for refunds.
-PriceCents = Annotated[int, msgspec.Meta(ge=1, le=99_999_999)]
+# The currencies the payments are set up for; a new one needs its Stripe minimum below too.
+Currency = Literal["usd"]
+# Stripe's smallest (USD) and largest charge: a price outside them could never be paid.
+PriceCents = Annotated[int, msgspec.Meta(ge=50, le=99_999_999)]
 GuideId = Annotated[str, LINE, msgspec.Meta(min_length=1, max_length=64)]
 HistoryKind = Literal["brand", "category", "sku", "price", "guide", "merchant_brands"]
 

@@ -55,7 +55,7 @@ async def record(conn: asyncpg.Connection, *, actor_id: str, actor_role: str, ki
 # -- brands ---------------------------------------------------------------------------------------
 async def brand(conn: Conn, brand_id: str) -> str | None:
     """The brand as JSON (locked when in a transaction), or None."""
-    row: str | None = await conn.fetchval("SELECT to_jsonb(b) FROM brands b WHERE id = $1 FOR UPDATE", brand_id)
+    row: str | None = await conn.fetchval("SELECT to_jsonb(b) FROM brands b WHERE id = $1 FOR NO KEY UPDATE", brand_id)
     return row
 
 
@@ -77,7 +77,7 @@ async def retire_brand(conn: asyncpg.Connection, brand_id: str, retired: bool) -
 async def sku(conn: Conn, sku_id: str) -> asyncpg.Record | None:
     """(brand_id, doc) of the SKU (locked when in a transaction), or None."""
     row: asyncpg.Record | None = await conn.fetchrow(
-        "SELECT brand_id, to_jsonb(s) AS doc FROM skus s WHERE id = $1 FOR UPDATE", sku_id)
+        "SELECT brand_id, to_jsonb(s) AS doc FROM skus s WHERE id = $1 FOR NO KEY UPDATE", sku_id)
     return row
 
 
@@ -86,7 +86,7 @@ async def category_exists(conn: Conn, category: str) -> bool:
 
 
 async def category(conn: Conn, category_id: str) -> str | None:
-    row: str | None = await conn.fetchval("SELECT to_jsonb(c) FROM categories c WHERE id = $1 FOR UPDATE",
+    row: str | None = await conn.fetchval("SELECT to_jsonb(c) FROM categories c WHERE id = $1 FOR NO KEY UPDATE",
                                           category_id)
     return row
 
@@ -121,7 +121,7 @@ async def service_type_exists(conn: Conn, service_type: str) -> bool:
 
 async def price(conn: Conn, sku_id: str, service_type: str) -> str | None:
     row: str | None = await conn.fetchval(
-        "SELECT to_jsonb(p) FROM catalog_prices p WHERE sku_id = $1 AND service_type = $2 FOR UPDATE",
+        "SELECT to_jsonb(p) FROM catalog_prices p WHERE sku_id = $1 AND service_type = $2 FOR NO KEY UPDATE",
         sku_id, service_type)
     return row
 
@@ -145,7 +145,7 @@ async def retire_price(conn: asyncpg.Connection, sku_id: str, service_type: str,
 # -- guides ---------------------------------------------------------------------------------------
 async def guide(conn: Conn, guide_id: uuid.UUID) -> asyncpg.Record | None:
     row: asyncpg.Record | None = await conn.fetchrow(
-        "SELECT brand_id, to_jsonb(g) AS doc FROM catalog_guides g WHERE id = $1 FOR UPDATE", guide_id)
+        "SELECT brand_id, to_jsonb(g) AS doc FROM catalog_guides g WHERE id = $1 FOR NO KEY UPDATE", guide_id)
     return row
 
 
@@ -178,7 +178,9 @@ async def history(db: Conn, *, brands: list[str] | None, kind: str | None, key: 
 
 
 async def merchant_brands(db: Conn, merchant_id: str) -> list[str]:
-    rows = await db.fetch("SELECT brand_id FROM merchant_brands WHERE merchant_id = $1 ORDER BY brand_id",
+    """The merchant's brands; in a transaction they stay so until it ends (a change by a merchant
+    never commits after staff took the brand away)."""
+    rows = await db.fetch("SELECT brand_id FROM merchant_brands WHERE merchant_id = $1 ORDER BY brand_id FOR SHARE",
                           merchant_id)
     return [r["brand_id"] for r in rows]
 

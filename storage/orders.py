@@ -19,11 +19,6 @@ async def catalog_price(db: asyncpg.Pool, brand: str, sku: str, service: str) ->
         " WHERE s.id = $1 AND s.brand_id = $2 AND p.service_type = $3", sku, brand, service)
 
 
-async def merchant_brands(db: asyncpg.Pool, merchant_id: str) -> list[str]:
-    rows = await db.fetch("SELECT brand_id FROM merchant_brands WHERE merchant_id = $1", merchant_id)
-    return [r["brand_id"] for r in rows]
-
-
 async def owned_attachments(db: asyncpg.Pool, ids: list[uuid.UUID], owner: str) -> int:
     count: int = await db.fetchval("SELECT count(*) FROM attachments WHERE id = ANY($1::uuid[]) AND owner_id = $2",
                                    ids, owner)

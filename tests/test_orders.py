@@ -5,7 +5,6 @@ import uuid
 import msgspec
 import pytest
 
-from protocol.client import ErrorReply
 from protocol.location import TechStats
 from protocol.orders import (
     OrderAccept,
@@ -20,13 +19,7 @@ from protocol.orders import (
     OrderStart,
     OrderTimeline,
 )
-from tests.world import events, offset, order_at, spot, technician
-
-
-async def refused(client, request) -> ErrorReply:
-    with pytest.raises(ErrorReply) as caught:
-        await client.request(request)
-    return caught.value
+from tests.world import events, offset, order_at, refused, spot, technician
 
 
 async def test_the_whole_life_of_an_order(gateway, signed_in):

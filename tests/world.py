@@ -9,7 +9,9 @@ import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from protocol.client import Client
+import pytest
+
+from protocol.client import Client, ErrorReply
 from protocol.location import Duty, LocationUpdate
 from protocol.orders import OrderCreate
 
@@ -62,3 +64,10 @@ async def quiet(client: Client, kind: str, wait: float = 0.5) -> bool:
     except TimeoutError:
         return True
     return False
+
+
+async def refused(client: Client, request: Any) -> ErrorReply:
+    """The error reply a request gets (the test fails if it succeeds)."""
+    with pytest.raises(ErrorReply) as caught:
+        await client.request(request)
+    return caught.value

@@ -51,9 +51,9 @@ class Change:
 
 @asynccontextmanager
 async def change(ctx: Context) -> AsyncIterator[Change]:
-    brands = await scope(ctx)
     async with ctx.services.db.acquire() as conn, conn.transaction():
-        yield Change(ctx, conn, brands, await catalog.bump(conn))
+        version = await catalog.bump(conn)
+        yield Change(ctx, conn, await scope(ctx, conn), version)
 
 
 def translations(names: Names | None) -> dict[str, str]:

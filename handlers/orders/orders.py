@@ -27,7 +27,7 @@ from protocol.orders import (
     Timeline,
     TimelineEntry,
 )
-from storage import orders
+from storage import catalog, orders
 
 router = Router()
 
@@ -75,7 +75,7 @@ async def create(ctx: Context, req: OrderCreate) -> OrderReply:
     if who.role == "merchant":
         if not req.consumer_id:
             raise BadRequest(N_("A merchant orders on behalf of a consumer: give consumer_id."))
-        if req.brand not in await orders.merchant_brands(db, who.user_id):
+        if req.brand not in await catalog.merchant_brands(db, who.user_id):
             raise Forbidden(N_("You may only order for your own brands."))
         consumer = req.consumer_id
     else:
@@ -131,7 +131,7 @@ async def list_orders(ctx: Context, req: OrderList) -> OrderPage:
     column = {"consumer": "consumer_id", "technician": "technician_id", "merchant": "brand_id"}.get(who.role)
     value: str | list[str] | None = who.user_id if column else None  # admins: every order
     if column == "brand_id":
-        value = await orders.merchant_brands(ctx.services.db, who.user_id)
+        value = await catalog.merchant_brands(ctx.services.db, who.user_id)
     rows = await orders.page(ctx.services.db, column=column, value=value, state=req.state,
                              after=decode_cursor(req.cursor) if req.cursor else None, limit=req.limit + 1)
     more = len(rows) > req.limit

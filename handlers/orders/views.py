@@ -10,7 +10,7 @@ import msgspec
 from handlers.context import Context, Identity
 from handlers.errors import N_, Conflict, NotFound
 from protocol.orders import Order
-from storage import geo, orders
+from storage import catalog, geo, orders
 
 EARTH_RADIUS_MI = 3958.7613
 
@@ -54,7 +54,7 @@ async def sight(ctx: Context, who: Identity, row: asyncpg.Record) -> Sight | Non
     if who.role == "consumer":
         return Sight.FULL if row["consumer_id"] == who.user_id else None
     if who.role == "merchant":
-        return Sight.FULL if row["brand_id"] in await orders.merchant_brands(ctx.services.db, who.user_id) else None
+        return Sight.FULL if row["brand_id"] in await catalog.merchant_brands(ctx.services.db, who.user_id) else None
     if row["technician_id"] == who.user_id:
         return Sight.FULL
     if row["state"] != "open" or not await within_reach(ctx, who.user_id, row):
