@@ -46,6 +46,7 @@ REQUESTS: tuple[type[Request], ...] = (
     payments.PaymentMethods,
     payments.PaymentMethodRemove,
     payments.PaymentPay,
+    payments.PaymentGet,
     payments.PaymentRefund,
     payments.PaymentAudit,
     payments.PayoutOnboard,

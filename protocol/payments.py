@@ -80,6 +80,14 @@ class PaymentPay(Request, tag="payment.pay"):
     reply = PaymentReply
 
 
+class PaymentGet(Request, tag="payment.get"):
+    """The order's payment as the gateway last heard from Stripe: state, amounts, refunds, the
+    last error. For the order's consumer and admins; no client secret (see `payment.pay`)."""
+
+    order_id: OrderId
+    reply = PaymentReply
+
+
 class PaymentRefund(Request, tag="payment.refund"):
     """Admin: refund an order's payment, fully or `amount_cents` of it. Runs as a scheduled job;
     the refund shows in `payment.status` once Stripe confirms it."""

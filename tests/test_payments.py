@@ -14,7 +14,7 @@ import pytest
 
 from protocol.client import ErrorReply
 from protocol.orders import OrderAccept, OrderCancel, OrderGet, OrderTimeline
-from protocol.payments import PaymentMethodRemove, PaymentMethods, PaymentPay, PaymentRefund, PaymentSetup
+from protocol.payments import PaymentGet, PaymentMethodRemove, PaymentMethods, PaymentPay, PaymentRefund, PaymentSetup
 from tests.money import (
     FEE_BP,
     WEBHOOK_SECRET,
@@ -29,7 +29,7 @@ from tests.money import (
     save_card,
     until,
 )
-from tests.world import events, order_at, quiet, spot, technician
+from tests.world import events, order_at, quiet, refused, spot, technician
 
 
 @pytest.fixture
@@ -63,9 +63,7 @@ async def test_a_consumer_saves_lists_and_removes_cards(pay_later, signed_in, ap
     again = await consumer.request(PaymentSetup())  # same customer the second time
     assert again.customer_id == (await consumer.request(PaymentSetup())).customer_id
     stranger, _ = await signed_in("consumer", gw=pay_later)
-    with pytest.raises(ErrorReply) as refused:
-        await stranger.request(PaymentMethodRemove(payment_method_id=card))
-    assert refused.value.code == "not_found"
+    assert (await refused(stranger, PaymentMethodRemove(payment_method_id=card))).code == "not_found"
     await consumer.request(PaymentMethodRemove(payment_method_id=card))
     assert (await consumer.request(PaymentMethods())).methods == []
 
@@ -77,6 +75,7 @@ async def test_authorize_at_creation_capture_at_completion(pay_later, signed_in,
     card = await save_card(consumer, app)
     order = (await consumer.request(order_at(place))).order
     assert await quiet(tech, "order.available")  # not in the pool before the card is authorized
+    assert (await refused(consumer, PaymentGet(order_id=order.id))).code == "not_found"  # nothing to show yet
     payment = (await consumer.request(PaymentPay(order_id=order.id, payment_method_id=card))).payment
     assert (payment.policy, payment.amount_cents, payment.intent_status) == (
         "capture_at_completion", order.price_cents, "requires_capture")
@@ -92,6 +91,12 @@ async def test_authorize_at_creation_capture_at_completion(pay_later, signed_in,
     await payment_reaches(consumer, "paid")
     assert (await payment_reaches(tech, "paid")).order_id == order.id  # the technician is told too
     assert await payment_state(consumer, order.id) == "paid"
+    got = (await consumer.request(PaymentGet(order_id=order.id))).payment
+    assert (got.state, got.amount_cents, got.refunded_cents, got.intent_id, got.client_secret) == (
+        "paid", order.price_cents, 0, payment.intent_id, None)
+    stranger, _ = await signed_in("consumer", gw=pay_later)
+    assert (await refused(stranger, PaymentGet(order_id=order.id))).code == "not_found"
+    assert (await refused(tech, PaymentGet(order_id=order.id))).code == "forbidden"
     captured = await app.v1.payment_intents.retrieve_async(payment.intent_id)
     assert captured.status == "succeeded" and captured.amount_received == order.price_cents
     # Captured at completion, then paid out after the delay, from that charge.

@@ -28,6 +28,7 @@ from protocol.payments import (
     MoneyJob,
     Payment,
     PaymentAudit,
+    PaymentGet,
     PaymentMethodRemove,
     PaymentMethods,
     PaymentPay,
@@ -166,6 +167,16 @@ async def pay(ctx: Context, req: PaymentPay) -> PaymentReply:
                 intent.id, {"payment_method": req.payment_method_id},
                 {"idempotency_key": f"confirm-{order['id']}-{req.payment_method_id}-{attempt}"})
     return PaymentReply(payment=payment_view(row, order["payment_state"], intent))
+
+
+@router.route(PaymentGet, roles=["consumer", "admin"])
+async def get(ctx: Context, req: PaymentGet) -> PaymentReply:
+    assert ctx.identity is not None
+    order, _ = await visible_order(ctx, req.order_id)
+    row = await payments.payment(ctx.services.db, order["id"])
+    if row is None or (ctx.identity.role == "consumer" and order["consumer_id"] != ctx.identity.user_id):
+        raise NotFound(N_("This order has no payment yet."))
+    return PaymentReply(payment=payment_view(row, order["payment_state"]))
 
 
 @router.route(PaymentRefund, roles=["admin"])
