@@ -218,8 +218,9 @@ async def test_plaintext_stored_by_older_versions_is_sealed_while_serving(make_g
             assert (await asyncio.to_thread(fetch, gw, str(photo_id), token))[1] == photo
 
         await served()
-        sealed = await encrypt_existing(db, services.cipher, services.blobs, batch=1)  # type: ignore[arg-type]
-        assert sealed == Sealed(users=1, chat_messages=2, push_outbox=1, blobs=1)
+        # The gateway's own background sealer (started with it) may take some rows first: the two
+        # together seal everything, whichever gets a row.
+        await encrypt_existing(db, services.cipher, services.blobs, batch=1)  # type: ignore[arg-type]
         await served()
         user = await db.fetchrow("SELECT * FROM users WHERE id = $1", user_id)
         assert user["email"] is None and user["name"] is None and user["email_enc"] and user["email_idx"]
