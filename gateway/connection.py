@@ -5,7 +5,7 @@ import collections
 import logging
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -71,7 +71,7 @@ class Session(Deliveries):
     """Implements handlers' `Context` for one connection, and delivery's `Sink`."""
 
     __slots__ = ("_closers", "_memo", "_outbox", "_overflowed", "_timer", "_writer", "channels", "codec", "gateway",
-                 "state", "ws")
+                 "groups", "state", "ws")
 
     def __init__(self, gateway: "Gateway", ws: ServerConnection, codec: Codec) -> None:
         self.gateway = gateway
@@ -79,7 +79,8 @@ class Session(Deliveries):
         self.codec = codec
         config = gateway.config
         self.state = SessionState(config.rate_per_s, config.rate_burst, time.monotonic())
-        self.channels: tuple[str, ...] = ()
+        self.channels: tuple[str, ...] = ()  # the identity's: its user's and its role's
+        self.groups: set[str] | None = None  # channels joined on request (the back office's feed)
         self._outbox: collections.deque[bytes] | None = None  # events waiting for the writer
         self._writer: asyncio.Task[None] | None = None
         self._overflowed = False
@@ -105,10 +106,23 @@ class Session(Deliveries):
         channels = (user_channel(identity.user_id), group_channel("role:" + identity.role))
         if channels != self.channels:
             self.gateway.hub.leave(self, self.channels)
+            self.leave(list(self.groups or ()))  # another identity: what the last one watched is not its
             self.channels = channels
             self.gateway.presence.set(identity.user_id, True)
             async with asyncio.timeout(5):  # Redis must confirm the subscriptions and the presence
                 await asyncio.gather(self.gateway.hub.join(self, channels), self.gateway.presence.settled())
+
+    async def join(self, groups: Iterable[str]) -> None:
+        channels = [group_channel(g) for g in groups]
+        self.groups = (self.groups or set()) | set(channels)
+        async with asyncio.timeout(5):
+            await self.gateway.hub.join(self, channels)
+
+    def leave(self, groups: Iterable[str]) -> None:
+        channels = [c for c in (group_channel(g) for g in groups) if self.groups and c in self.groups]
+        if channels and self.groups is not None:
+            self.gateway.hub.leave(self, channels)
+            self.groups.difference_update(channels)
 
     @property
     def memo(self) -> dict[str, Any]:
@@ -277,6 +291,9 @@ class Session(Deliveries):
             self._writer.cancel()
         hub = self.gateway.hub
         hub.leave(self, self.channels)
+        if self.groups:
+            hub.leave(self, self.groups)
+            self.groups = None
         identity = self.state.identity
         if identity is not None and user_channel(identity.user_id) not in hub.channels:  # its last session here
             self.gateway.presence.set(identity.user_id, False)

@@ -4,7 +4,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -176,6 +176,12 @@ class RequestContext(Deliveries):
 
     async def sign_in(self, identity: Identity) -> None:
         raise BadRequest()
+
+    async def join(self, groups: Iterable[str]) -> None:
+        raise BadRequest()
+
+    def leave(self, groups: Iterable[str]) -> None:
+        pass
 
 
 def _response(status: int, content_type: str, body: bytes, more: Sequence[tuple[str, str]] = ()) -> Response:

@@ -3,7 +3,7 @@
 The gateway implements `Context`; handlers depend on this declaration only. The kernel (this
 module, routing, errors, i18n) imports no domain; `services` and `registry` put the domains together."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -44,6 +44,13 @@ class Context(Protocol):
 
     def negotiate_locale(self, requested: str | None) -> str:
         """The best supported locale for a requested tag."""
+
+    async def join(self, groups: Iterable[str]) -> None:
+        """Add the session to more groups (beyond its user's and role's); returns once this process
+        receives their events. The groups are left with `leave`, a new identity or the session."""
+
+    def leave(self, groups: Iterable[str]) -> None:
+        """Leave groups joined with `join` (unknown ones are ignored)."""
 
     async def deliver_to_user(self, user_id: str, event: Event) -> int:
         """Push `event` to every session of the user, on any gateway process.

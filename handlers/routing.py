@@ -22,18 +22,23 @@ class Route:
     # None: callable before `auth` (public); otherwise the roles allowed.
     roles: frozenset[Role] | None
     operation: str  # the request's `type`
+    # Whether a merchant's or an admin's call is written to the audit log (handlers.admin.log).
+    logged: bool = True
 
 
 class Router:
     def __init__(self) -> None:
         self.routes: dict[type[Request], Route] = {}
 
-    def route(self, request: type[R], *, roles: Iterable[Role] | None) -> Callable[[TypedHandler[R]], TypedHandler[R]]:
-        """Register the decorated function for `request`; `roles=None` makes it public."""
+    def route(self, request: type[R], *, roles: Iterable[Role] | None,
+              logged: bool = True) -> Callable[[TypedHandler[R]], TypedHandler[R]]:
+        """Register the decorated function for `request`; `roles=None` makes it public. Staff calls
+        are audit-logged unless `logged=False` (reads of public data, the log itself)."""
 
         def register(fn: TypedHandler[R]) -> TypedHandler[R]:
             assert request not in self.routes, f"{request.__name__} routed twice"
-            self.routes[request] = Route(request, fn, None if roles is None else frozenset(roles), operation(request))
+            self.routes[request] = Route(request, fn, None if roles is None else frozenset(roles),
+                                         operation(request), logged)
             return fn
 
         return register

@@ -1,10 +1,11 @@
 """Back-office operations available to admins from the debug console."""
 
-from typing import Annotated
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
 import msgspec
 
-from protocol.bounds import END, LINE, TEXT
+from protocol.bounds import END, LINE, MOMENT, TEXT, check_moments
 from protocol.frames import Event, Reply, Request
 
 GroupName = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[a-z0-9_.:-]+" + END)]
@@ -29,3 +30,75 @@ class Notify(Request, tag="admin.notify"):
     user_id: Annotated[str, LINE, msgspec.Meta(max_length=64)] | None = None
     group: GroupName | None = None
     reply = Notified
+
+
+# -- the audit log ------------------------------------------------------------------------------
+ActionName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[a-z0-9_.]+" + END)]
+Identifier = Annotated[str, LINE, msgspec.Meta(min_length=1, max_length=200)]
+
+
+class LogEntry(msgspec.Struct, kw_only=True):
+    id: int
+    at: datetime
+    actor_id: str
+    actor_role: str
+    action: str  # the operation ('catalog.sku.save', 'admin.suspend') or a read ('read.transcript')
+    target_kind: str | None
+    target_id: str | None
+    outcome: str  # 'ok' or the error code the caller was answered
+    request: dict[str, Any]  # as sent, with secrets and personal fields replaced by "[redacted]"
+
+
+class Log(Reply):
+    entries: list[LogEntry]
+    next_before: int | None  # pass as `before` for the next (older) page; null: no more
+
+
+class LogList(Request, tag="admin.log"):
+    """The audit log, newest first (admins). Rows are never changed or deleted."""
+
+    actor_id: Identifier | None = None
+    action: ActionName | None = None
+    target_id: Identifier | None = None
+    since: Annotated[datetime, MOMENT] | None = None
+    until: Annotated[datetime, MOMENT] | None = None
+    before: Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)] | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=500)] = 100
+    reply = Log
+
+    def __post_init__(self) -> None:
+        check_moments(self, "since", "until")
+
+
+# -- the live activity feed ---------------------------------------------------------------------
+ActivityKind = Literal["order.created", "order.state", "payment", "payout", "audit.anomaly", "user.suspended",
+                       "user.unsuspended", "catalog.changed"]
+
+
+class Activity(Event, tag="admin.activity"):
+    """Something happened that the back office watches. Merchants get their brands' only."""
+
+    kind: ActivityKind
+    at: datetime
+    brand: str | None = None
+    order_id: str | None = None
+    user_id: str | None = None
+    state: str | None = None  # the order's, payment's or payout's new state
+    previous_state: str | None = None
+    amount_cents: int | None = None
+    detail: str | None = None  # a short English summary (an anomaly's kind, a suspension's reason...)
+
+
+class Watching(Reply):
+    brands: list[str] | None  # null: every brand (admins)
+
+
+class Watch(Request, tag="admin.watch"):
+    """Subscribe this session to `admin.activity` events (merchants: their brands at this moment;
+    watch again after memberships change). Ends with `admin.unwatch`, a new identity or the session."""
+
+    reply = Watching
+
+
+class Unwatch(Request, tag="admin.unwatch"):
+    reply = Watching

@@ -52,6 +52,9 @@ REQUESTS: tuple[type[Request], ...] = (
     payments.PayoutOnboard,
     payments.PayoutStatus,
     admin.Notify,
+    admin.LogList,
+    admin.Watch,
+    admin.Unwatch,
     catalog.CatalogList,
     catalog.GuideList,
     catalog.HistoryList,
@@ -73,6 +76,7 @@ EVENTS: tuple[type[Event], ...] = (
     chat.ChatTypingEvent,
     payments.PaymentStatus,
     admin.Notice,
+    admin.Activity,
 )
 
 AnyRequest = Union[REQUESTS]  # type: ignore[valid-type]  # noqa: UP007

@@ -63,7 +63,7 @@ async def keep_payment(db: Conn, order_id: uuid.UUID, intent_id: str, policy: st
 async def lock_payment(conn: asyncpg.Connection, intent_id: str) -> asyncpg.Record | None:
     """The payment with its order's state, locked until the transaction ends (one event at a time per order)."""
     return await conn.fetchrow(
-        "SELECT p.*, o.state AS order_state, o.payment_state, o.consumer_id, o.technician_id"
+        "SELECT p.*, o.state AS order_state, o.payment_state, o.consumer_id, o.technician_id, o.brand_id"
         " FROM payments p JOIN orders o ON o.id = p.order_id WHERE p.intent_id = $1 FOR UPDATE OF p",
         intent_id)
 

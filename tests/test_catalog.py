@@ -1,8 +1,6 @@
 """The catalog over real sessions: the list every role reads (and every process refreshes), the
 back office's changes with their history, merchants kept to their brands, retired products."""
 
-import uuid
-
 from protocol.catalog import (
     BrandSave,
     CatalogList,
@@ -17,20 +15,7 @@ from protocol.catalog import (
     SkuSave,
 )
 from protocol.orders import OrderGet
-from tests.world import order_at, refused, spot
-
-
-def fresh(prefix: str = "t") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-async def brand_with_sku(admin, price_cents: int = 20000) -> tuple[str, str]:
-    """A brand of the test's own with one washer SKU priced for repair."""
-    brand, sku = fresh("brand"), fresh("SKU").upper()
-    await admin.request(BrandSave(brand=brand, name="Test brand"))
-    await admin.request(SkuSave(sku=sku, brand=brand, category="washer", name="Test washer"))
-    await admin.request(PriceSave(sku=sku, service_type="repair", price_cents=price_cents))
-    return brand, sku
+from tests.world import brand_with_sku, fresh, order_at, refused, spot
 
 
 async def test_every_role_lists_the_demo_catalog_in_its_language(signed_in):

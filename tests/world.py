@@ -6,11 +6,13 @@ of one test never reach another's technicians although they share one Redis."""
 import asyncio
 import itertools
 import math
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
+from protocol.catalog import BrandSave, PriceSave, SkuSave
 from protocol.client import Client, ErrorReply
 from protocol.location import Duty, LocationUpdate
 from protocol.orders import OrderCreate
@@ -71,3 +73,16 @@ async def refused(client: Client, request: Any) -> ErrorReply:
     with pytest.raises(ErrorReply) as caught:
         await client.request(request)
     return caught.value
+
+
+def fresh(prefix: str = "t") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+async def brand_with_sku(admin: Client, price_cents: int = 20000) -> tuple[str, str]:
+    """A brand of the test's own with one washer SKU priced for repair."""
+    brand, sku = fresh("brand"), fresh("SKU").upper()
+    await admin.request(BrandSave(brand=brand, name="Test brand"))
+    await admin.request(SkuSave(sku=sku, brand=brand, category="washer", name="Test washer"))
+    await admin.request(PriceSave(sku=sku, service_type="repair", price_cents=price_cents))
+    return brand, sku

@@ -36,7 +36,7 @@ async def auth(ctx: Context, req: Auth) -> AuthResult:
                       server_time=datetime.now(UTC), expires_at=identity.expires_at)
 
 
-@router.route(Ping, roles=None)
+@router.route(Ping, roles=None, logged=False)
 async def ping(ctx: Context, req: Ping) -> Pong:
     return Pong(server_time=datetime.now(UTC))
 

@@ -11,13 +11,13 @@ from storage import catalog
 router = Router()
 
 
-@router.route(CatalogList, roles=ANY_ROLE)
+@router.route(CatalogList, roles=ANY_ROLE, logged=False)
 async def list_catalog(ctx: Context, req: CatalogList) -> Catalog:
     assert ctx.identity is not None
     return await ctx.services.catalog_cache.get(ctx.services.db, ctx.identity.locale)
 
 
-@router.route(GuideList, roles=ANY_ROLE)
+@router.route(GuideList, roles=ANY_ROLE, logged=False)
 async def guides(ctx: Context, req: GuideList) -> Guides:
     """Every signed-in role reads guides (the assistant, technicians); merchants their brands'."""
     assert ctx.identity is not None

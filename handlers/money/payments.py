@@ -13,6 +13,7 @@ import asyncpg
 import stripe
 from stripe.params import CustomerCreateParams
 
+from handlers.admin import feed
 from handlers.context import Context
 from handlers.errors import N_, Conflict, NotFound, Unavailable
 from handlers.money.stripe_api import StripeAccess, calling_stripe, payment_state
@@ -260,6 +261,8 @@ async def refresh_payment(ctx: Context, access: StripeAccess, event_id: str, int
                               amount_cents=pay["amount_cents"], refunded_cents=refunded, currency=pay["currency"])
         people = [p for p in (pay["consumer_id"], pay["technician_id"]) if p]
         await ctx.deliver_many([(people, event)])
+        await feed.publish(ctx, "payment", brand=pay["brand_id"], order_id=str(pay["order_id"]), state=state,
+                           previous_state=pay["payment_state"], amount_cents=pay["amount_cents"])
     if opened is not None:
         await announce(ctx, opened)
         await tell_parties(ctx, opened)

@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 import stripe
 
+from handlers.admin import feed
 from handlers.context import Context
 from handlers.errors import GatewayError
 from handlers.money.payments import stripe_of
@@ -207,6 +208,9 @@ async def _record_transfer(ctx: Context, job: asyncpg.Record, request: dict[str,
                                        request["currency"])
         if refunded > request["basis"]:
             await payments.schedule(conn, "reversal", job["order_id"], step=refunded)
+        brand = await conn.fetchval("SELECT brand_id FROM orders WHERE id = $1", job["order_id"])
+    await feed.publish(ctx, "payout", brand=brand, order_id=str(job["order_id"]), user_id=request["technician"],
+                       state="transferred", amount_cents=request["amount"])
 
 
 # -- reversal: a refund after the payout takes back the technician's share of it ---------------

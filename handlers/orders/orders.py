@@ -7,6 +7,7 @@ from datetime import datetime
 import asyncpg
 import msgspec
 
+from handlers.admin import feed
 from handlers.chat.push import Offline, to_offline
 from handlers.context import Context
 from handlers.errors import N_, BadRequest, Conflict, Forbidden, NotFound
@@ -39,6 +40,9 @@ async def tell_parties(ctx: Context, row: asyncpg.Record, *others: str | None) -
                         actor_role=ctx.identity.role)
     people = sorted({row["consumer_id"], row["technician_id"], *others} - {None})
     await ctx.deliver_many([(people, event)])  # one publish for all of them
+    if row["previous_state"] not in (None, row["state"]):  # a new order is the feed's `order.created`
+        await feed.publish(ctx, "order.state", brand=row["brand_id"], order_id=str(row["id"]), state=row["state"],
+                           previous_state=row["previous_state"], user_id=ctx.identity.user_id)
 
 
 async def push_offline(ctx: Context, conn: asyncpg.Connection, row: asyncpg.Record) -> None:
@@ -101,6 +105,8 @@ async def create(ctx: Context, req: OrderCreate) -> OrderReply:
         await push_offline(ctx, conn, row)
     if who.role == "merchant":
         await tell_parties(ctx, row)
+    await feed.publish(ctx, "order.created", brand=row["brand_id"], order_id=str(order_id), state=row["state"],
+                       user_id=who.user_id, amount_cents=row["price_cents"])
     if row["state"] == "open":  # else it opens once paid (handlers.money.payments)
         await announce(ctx, row)
     return OrderReply(order=await view(ctx, row))

@@ -93,7 +93,7 @@ def _upload(ctx: Context, upload_id: str) -> Upload:
     return upload
 
 
-@router.route(UploadChunk, roles=ANY_ROLE)
+@router.route(UploadChunk, roles=ANY_ROLE, logged=False)
 async def chunk(ctx: Context, req: UploadChunk) -> ChunkAck:
     upload = _upload(ctx, req.upload_id)
     if req.offset != upload.received:

@@ -1,0 +1,47 @@
+"""The back office's live feed: admins see every brand's activity, merchants their brands', on
+whichever gateway process the watching session is; `admin.unwatch` ends it."""
+
+from protocol.admin import Unwatch, Watch
+from protocol.catalog import MerchantBrandsSet
+from protocol.orders import OrderAccept, OrderCancel
+from tests.world import brand_with_sku, events, order_at, quiet, refused, spot, technician
+
+
+async def test_admins_see_every_brand_and_merchants_their_own_across_processes(make_gateway, signed_in):
+    async with make_gateway() as other:
+        admin, _ = await signed_in("admin", gw=other)
+        brand, sku = await brand_with_sku(admin)
+        other_brand, other_sku = await brand_with_sku(admin)
+        merchant, merchant_id = await signed_in("merchant")
+        await admin.request(MerchantBrandsSet(merchant_id=merchant_id, brands=[brand]))
+        assert (await admin.request(Watch())).brands is None
+        assert (await merchant.request(Watch())).brands == [brand]
+
+        consumer, consumer_id = await signed_in("consumer")
+        place = spot()
+        tech, tech_id = await technician(signed_in, place)
+        mine = (await consumer.request(order_at(place, brand=brand, sku=sku))).order
+        theirs = (await consumer.request(order_at(place, brand=other_brand, sku=other_sku))).order
+
+        created = await events(admin, "admin.activity", 2)
+        assert {(a.kind, a.order_id, a.brand) for a in created} == {
+            ("order.created", mine.id, brand), ("order.created", theirs.id, other_brand)}
+        [seen] = await events(merchant, "admin.activity")
+        assert (seen.kind, seen.order_id, seen.state, seen.user_id) == ("order.created", mine.id, "open", consumer_id)
+        assert await quiet(merchant, "admin.activity")  # the other brand's order never reaches them
+
+        await tech.request(OrderAccept(order_id=mine.id))
+        [moved] = await events(merchant, "admin.activity")
+        assert (moved.kind, moved.previous_state, moved.state, moved.user_id) == (
+            "order.state", "open", "accepted", tech_id)
+
+        await merchant.request(Unwatch())
+        await consumer.request(OrderCancel(order_id=theirs.id))
+        await events(admin, "admin.activity", 2)  # the accept, then the cancel
+        assert await quiet(merchant, "admin.activity")
+
+
+async def test_apps_cannot_watch(signed_in):
+    for role in ("consumer", "technician"):
+        client, _ = await signed_in(role)
+        assert (await refused(client, Watch())).code == "forbidden"
