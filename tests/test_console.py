@@ -171,7 +171,9 @@ def completions(text: str) -> list[str]:
 
 
 def test_tab_completes_operations_then_their_fields():
-    assert completions("adm") == ["admin.notify", "admin.merchant.brands"]
+    assert completions("admin.n") == ["admin.notify"]
+    assert completions("admin.w") == ["admin.watch"]
+    assert "admin.merchant.brands" in completions("adm")
     assert set(completions("auth.")) == {"auth.register", "auth.login", "auth.refresh", "auth.logout"}
     assert completions('admin.notify {"') == ['"text": ', '"user_id": ', '"group": ']
     assert completions('admin.notify {"us') == ['"user_id": ']
