@@ -5,7 +5,7 @@ Adding an operation: declare its Struct in the domain's module and list it here.
 
 from typing import Union
 
-from protocol import admin, auth, catalog, chat, location, orders, payments, push, uploads
+from protocol import admin, auth, catalog, chat, location, orders, oversight, payments, push, uploads
 from protocol.frames import Event, Request
 
 REQUESTS: tuple[type[Request], ...] = (
@@ -65,6 +65,8 @@ REQUESTS: tuple[type[Request], ...] = (
     catalog.GuideSave,
     catalog.Retire,
     catalog.MerchantBrandsSet,
+    oversight.AdminOrders,
+    oversight.AdminOrder,
 )
 
 EVENTS: tuple[type[Event], ...] = (
