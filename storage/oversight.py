@@ -18,16 +18,20 @@ PAYOUT_STATE = (
     "        WHEN t.reversed_cents > 0 THEN 'partially_reversed' ELSE 'transferred' END"
     " WHEN j.state = 'failed' THEN 'failed'"
     " WHEN j.state IN ('pending', 'running', 'waiting') THEN 'pending' ELSE 'none' END")
-# Every order with what the board derives: when it entered its state (its last transition) and its payout.
-BOARD = (
-    "SELECT o.id, o.state, o.brand_id, o.sku_id, o.service_type, o.consumer_id, o.technician_id, o.price_cents,"
-    " o.currency, o.payment_state, o.rating, o.created_at, o.updated_at,"
-    " coalesce(e.at, o.created_at) AS state_since, " + PAYOUT_STATE + " AS payout_state"
-    " FROM orders o"
-    " LEFT JOIN LATERAL (SELECT at FROM order_events WHERE order_id = o.id ORDER BY id DESC LIMIT 1) e ON true"
+PAYOUT_JOINS = (
     " LEFT JOIN transfers t ON t.order_id = o.id"
     " LEFT JOIN LATERAL (SELECT state FROM money_jobs WHERE order_id = o.id AND kind = 'transfer'"
     "                    ORDER BY id DESC LIMIT 1) j ON true")
+COLUMNS = ("o.id, o.state, o.brand_id, o.sku_id, o.service_type, o.consumer_id, o.technician_id, o.price_cents,"
+           " o.currency, o.payment_state, o.rating, o.created_at, o.updated_at")
+# Every order with when it entered its state (its last transition); with its payout state (two more
+# lookups per order) when a filter needs it, else that is added to the page's rows only.
+BOARD = (f"SELECT {COLUMNS}, coalesce(e.at, o.created_at) AS state_since FROM orders o"
+         " LEFT JOIN LATERAL (SELECT at FROM order_events WHERE order_id = o.id ORDER BY id DESC LIMIT 1) e ON true")
+BOARD_WITH_PAYOUT = (f"SELECT {COLUMNS}, coalesce(e.at, o.created_at) AS state_since, {PAYOUT_STATE} AS payout_state"
+                     " FROM orders o"
+                     " LEFT JOIN LATERAL (SELECT at FROM order_events WHERE order_id = o.id ORDER BY id DESC LIMIT 1) e"
+                     f" ON true{PAYOUT_JOINS}")
 SORTS = {"created_at": "b.created_at", "updated_at": "b.updated_at", "state_since": "b.state_since"}
 SETTLED = ("completed", "cancelled")  # states an order is never stuck in
 
@@ -95,15 +99,21 @@ async def board(db: asyncpg.Pool, filters: Filters, *, sort: str, descending: bo
     one snapshot so the total and the page agree."""
     args: list[Any] = []
     conds = _where(filters, args)
-    count_query = f"SELECT count(*) FROM ({BOARD}) b WHERE {' AND '.join(conds)}"
+    payout = filters.payout_states is not None
+    # Counting reads the derived columns only when a filter does (they cost lookups per order).
+    counted = f"({BOARD_WITH_PAYOUT})" if payout else f"({BOARD})" if filters.stuck_minutes is not None else "orders"
+    count_query = f"SELECT count(*) FROM {counted} b WHERE {' AND '.join(conds)}"
     count_args = list(args)
     key, direction = SORTS[sort], "DESC" if descending else "ASC"
     if after is not None:
         args.extend(after)
         conds.append(f"({key}, b.id) {'<' if descending else '>'} (${len(args) - 1}, ${len(args)})")
     args.append(limit)
-    page_query = (f"SELECT * FROM ({BOARD}) b WHERE {' AND '.join(conds)}"
+    page_query = (f"SELECT * FROM ({BOARD_WITH_PAYOUT if payout else BOARD}) b WHERE {' AND '.join(conds)}"
                   f" ORDER BY {key} {direction}, b.id {direction} LIMIT ${len(args)}")
+    if not payout:
+        page_query = (f"SELECT o.*, {PAYOUT_STATE} AS payout_state FROM ({page_query}) o{PAYOUT_JOINS}"
+                      f" ORDER BY {key.replace('b.', 'o.')} {direction}, o.id {direction}")
     async with db.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         total: int = await conn.fetchval(count_query, *count_args)
         rows: list[asyncpg.Record] = await conn.fetch(page_query, *args)
@@ -112,7 +122,7 @@ async def board(db: asyncpg.Pool, filters: Filters, *, sort: str, descending: bo
 
 async def board_row(db: asyncpg.Pool, order_id: uuid.UUID) -> asyncpg.Record | None:
     """The order's board row (its state_since and payout_state)."""
-    return await db.fetchrow(f"SELECT * FROM ({BOARD}) b WHERE b.id = $1", order_id)
+    return await db.fetchrow(f"SELECT * FROM ({BOARD_WITH_PAYOUT}) b WHERE b.id = $1", order_id)
 
 
 async def system_messages(db: asyncpg.Pool, order_id: uuid.UUID) -> list[asyncpg.Record]:
