@@ -75,6 +75,29 @@ async def test_each_filter_narrows_the_board(signed_in):
     assert row.created_at == c.created_at and row.state_since > row.created_at
 
 
+async def test_payout_states_come_from_the_transfer_and_its_job(gateway, signed_in):
+    admin, brand, sku, _ = await a_brand(signed_in)
+    consumer, _ = await signed_in("consumer")
+    made = [(await consumer.request(order_at(spot(), brand=brand, sku=sku))).order for _ in range(6)]
+    waiting, failed, paid, partly, wholly, untouched = (uuid.UUID(o.id) for o in made)
+    db = gateway.services.db  # planted as the money scheduler and Stripe's answers would leave them
+    for order_id, state in ((waiting, "waiting"), (failed, "failed"), (paid, "done")):
+        await db.execute("INSERT INTO money_jobs (kind, order_id, state) VALUES ('transfer', $1, $2)", order_id, state)
+    for order_id, reversed_cents in ((paid, 0), (partly, 5000), (wholly, 17000)):
+        await db.execute("INSERT INTO transfers (order_id, technician_id, account_id, transfer_id, amount_cents,"
+                         " reversed_cents, refunded_basis, currency) VALUES ($1, 'tech', 'acct_x', $2, 17000, $3, 0,"
+                         " 'usd')", order_id, f"tr_{uuid.uuid4().hex}", reversed_cents)
+    expected = {"pending": waiting, "failed": failed, "transferred": paid, "partially_reversed": partly,
+                "reversed": wholly, "none": untouched}
+    for state, order_id in expected.items():
+        assert await ids(admin, brand=brand, payout_state=[state]) == {str(order_id)}, state
+    board = await admin.request(AdminOrders(brand=brand))
+    assert {o.id: o.payout_state for o in board.orders} == {str(v): k for k, v in expected.items()}
+    whole = await admin.request(AdminOrder(order_id=str(partly)))
+    assert (whole.payout_state, whole.transfer.amount_cents, whole.transfer.reversed_cents) == (
+        "partially_reversed", 17000, 5000)
+
+
 async def test_keyset_pages_cover_every_match_once_in_order(signed_in):
     admin, brand, sku, _ = await a_brand(signed_in)
     consumer, _ = await signed_in("consumer")
