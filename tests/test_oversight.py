@@ -7,9 +7,11 @@ import asyncio
 import csv
 import io
 import uuid
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from handlers.admin.oversight import encode_cursor
 from protocol.admin import LogList
 from protocol.catalog import MerchantBrandsSet, PriceSave, SkuSave
 from protocol.chat import ChatSend
@@ -118,7 +120,9 @@ async def test_keyset_pages_cover_every_match_once_in_order(signed_in):
     assert [o.id for o in by_state_time.orders + rest.orders] == newest_first[::-1] and rest.next_cursor is None
     wrong = await refused(admin, AdminOrders(brand=brand, sort="-updated_at", cursor=by_state_time.next_cursor))
     assert wrong.code == "bad_request"
-    assert (await refused(admin, AdminOrders(cursor="bm9wZQ"))).code == "bad_request"
+    for forged in ("bm9wZQ", encode_cursor("-created_at", datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=5))),
+                                           newest_first[0])):
+        assert (await refused(admin, AdminOrders(cursor=forged))).code == "bad_request"
 
 
 async def test_stuck_orders_are_those_long_in_an_unsettled_state(gateway, signed_in):

@@ -21,6 +21,7 @@ from handlers.context import Context
 from handlers.errors import N_, BadRequest
 from handlers.orders.views import view, visible_order
 from handlers.routing import Router
+from protocol.bounds import within_range
 from protocol.orders import TimelineEntry
 from protocol.oversight import (
     AdminOrder,
@@ -57,10 +58,7 @@ def decode_cursor(cursor: str, sort: str) -> tuple[datetime, uuid.UUID]:
         made_for, key, order_id = raw.split("|")
         if made_for != sort:
             raise ValueError(made_for)
-        moment = datetime.fromisoformat(key)
-        if moment.tzinfo is None:
-            raise ValueError(key)
-        return moment, uuid.UUID(order_id)
+        return within_range(datetime.fromisoformat(key)), uuid.UUID(order_id)
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise BadRequest(N_("This cursor does not belong to this search: start again without it.")) from None
 
@@ -75,7 +73,7 @@ def id_range(q: str) -> tuple[uuid.UUID, uuid.UUID] | None:
     return uuid.UUID(digits.ljust(32, "0")), uuid.UUID(digits.ljust(32, "f"))
 
 
-def board_row(r: asyncpg.Record) -> OrderRow:
+def as_row(r: asyncpg.Record) -> OrderRow:
     return OrderRow(id=str(r["id"]), state=r["state"], brand=r["brand_id"], sku=r["sku_id"],
                     service_type=r["service_type"], consumer_id=r["consumer_id"], technician_id=r["technician_id"],
                     price_cents=r["price_cents"], currency=r["currency"], payment_state=r["payment_state"],
@@ -120,7 +118,7 @@ async def board(ctx: Context, req: AdminOrders) -> OrderBoard:
     after = decode_cursor(req.cursor, req.sort) if req.cursor else None
     total, rows = await oversight.board(ctx.services.db, filters, sort=sort, descending=descending, after=after,
                                         limit=req.limit + 1)
-    page = [board_row(r) for r in rows[:req.limit]]
+    page = [as_row(r) for r in rows[:req.limit]]
     last = rows[req.limit - 1] if len(rows) > req.limit else None
     cursor = encode_cursor(req.sort, last[sort], str(last["id"])) if last is not None else None
     if req.format == "csv":
