@@ -164,6 +164,8 @@ async def order_file(ctx: Context, req: AdminOrder) -> OrderFile:
                              result=j["result"], note=j["note"], created_at=j["created_at"],
                              updated_at=j["updated_at"]) for j in await payments.jobs_of(db, order_id)],
         completion_photos=photos)
+    if row.get("customer_enc") is not None:  # a merchant's order shows its customer's contact (order.create)
+        await record_read(ctx, "customer", "order", str(order_id))
     if admin:
         newest = await chat.page(db, order_id, before=None, after=None, limit=TRANSCRIPT_MESSAGES)
         shown_rows = newest[-TRANSCRIPT_MESSAGES:]
