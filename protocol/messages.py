@@ -5,7 +5,7 @@ Adding an operation: declare its Struct in the domain's module and list it here.
 
 from typing import Union
 
-from protocol import admin, auth, catalog, chat, location, orders, oversight, payments, push, uploads
+from protocol import admin, auth, catalog, chat, location, moderation, orders, oversight, payments, push, uploads
 from protocol.frames import Event, Request
 
 REQUESTS: tuple[type[Request], ...] = (
@@ -65,6 +65,12 @@ REQUESTS: tuple[type[Request], ...] = (
     catalog.GuideSave,
     catalog.Retire,
     catalog.MerchantBrandsSet,
+    moderation.CancelPreview,
+    moderation.Cancel,
+    moderation.Reassign,
+    moderation.ReassignCandidates,
+    moderation.MessageHide,
+    moderation.JobRetry,
     oversight.AdminOrders,
     oversight.AdminOrder,
 )
@@ -79,6 +85,7 @@ EVENTS: tuple[type[Event], ...] = (
     payments.PaymentStatus,
     admin.Notice,
     admin.Activity,
+    moderation.ChatHiddenEvent,
 )
 
 AnyRequest = Union[REQUESTS]  # type: ignore[valid-type]  # noqa: UP007
