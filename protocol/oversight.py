@@ -85,7 +85,7 @@ class ChatEvent(msgspec.Struct, kw_only=True):
     """A system message of the order's room (the order's progress as its parties saw it)."""
 
     seq: int
-    code: str | None  # the state it narrates
+    code: str | None  # the state it narrates, or what staff did (reassigned, returned)
     text: str | None  # in the caller's language
     sent_at: datetime
 

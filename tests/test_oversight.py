@@ -15,6 +15,7 @@ from handlers.admin.oversight import encode_cursor
 from protocol.admin import LogList
 from protocol.catalog import MerchantBrandsSet, PriceSave, SkuSave
 from protocol.chat import ChatSend
+from protocol.moderation import MessageHide, Reassign
 from protocol.orders import OrderAccept, OrderCancel, OrderComplete, OrderDepart, OrderStart
 from protocol.oversight import AdminOrder, AdminOrders
 from tests.conftest import mint
@@ -240,6 +241,26 @@ async def test_an_order_whole_for_an_admin(gateway, signed_in):
     assert (read.target_kind, read.target_id, read.outcome) == ("order", order.id, "ok")
     [call] = (await admin.request(LogList(actor_id=admin_id, action="admin.order"))).entries
     assert (call.target_id, call.outcome) == (order.id, "ok")
+
+
+async def test_staffs_moves_show_in_the_order_file(signed_in):
+    admin, _ = await signed_in("admin")
+    place = spot()
+    consumer, consumer_id = await signed_in("consumer")
+    tech, _ = await technician(signed_in, place)
+    order = (await consumer.request(order_at(place))).order
+    await tech.request(OrderAccept(order_id=order.id))
+    sent = (await consumer.request(ChatSend(order_id=order.id, client_id="c1", text="Call me at 555 0100"))).message
+    await admin.request(MessageHide(order_id=order.id, seq=sent.seq, reason="phone number"))
+    await admin.request(Reassign(order_id=order.id, technician_id=None, reason="technician is ill"))
+
+    whole = await admin.request(AdminOrder(order_id=order.id))
+    assert whole.order.state == "open" and whole.timeline[-1].to_state == "open"
+    assert [e.code for e in whole.chat_events] == ["accepted", "returned"]
+    [kept] = [m for m in whole.transcript if m.seq == sent.seq]
+    assert (kept.sender_id, kept.text, kept.hidden) == (consumer_id, "Call me at 555 0100", True)
+    [row] = (await admin.request(AdminOrders(q=order.id))).orders
+    assert (row.state, row.technician_id, row.state_since) == ("open", None, whole.timeline[-1].at)
 
 
 @pytest.fixture
