@@ -37,8 +37,8 @@ def token_hash(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-async def create_user(db: asyncpg.Pool, cipher: FieldCipher, user_id: uuid.UUID, email: str, password_hash: str,
-                      role: str, name: str, phone: str | None, locale: str) -> User | None:
+async def create_user(db: asyncpg.Pool | asyncpg.Connection, cipher: FieldCipher, user_id: uuid.UUID, email: str,
+                      password_hash: str, role: str, name: str, phone: str | None, locale: str) -> User | None:
     """Insert a user; None when the e-mail is taken (case-insensitively, by its blind index, or
     as the plaintext of a row not yet sealed: the e-mail is compared, never stored)."""
     email_idx, email_enc, name_enc = sealed_fields(cipher, user_id, email, name)
