@@ -51,8 +51,8 @@ async def register(ctx: Context, req: Register) -> SessionTokens:
     if user is None:
         existing = await users.user_by_email(ctx.services.db, ctx.services.cipher, req.email)
         if existing is not None and existing.password_hash is None:
-            raise Conflict(N_("A merchant created this account for you: claim it with the code they gave you "
-                              "(auth.claim)."))
+            raise Conflict(N_("A merchant created this account for you: use the claim code they gave you to set "
+                              "your password."))
         raise Conflict(N_("An account with this e-mail already exists."))
     return await issue(ctx, user)
 
