@@ -5,7 +5,8 @@ import os
 import uuid
 
 from protocol.auth import Auth, Login, Register
-from protocol.orders import Customer, OrderList
+from protocol.admin import LogList
+from protocol.orders import Customer
 from tests.processes import run_command
 from tests.world import order_at, refused, spot
 
@@ -33,7 +34,8 @@ async def test_an_admin_created_on_the_command_line_logs_in_as_admin(gateway, se
     assert tokens.role == "admin" and tokens.user_id in output
     session = await client.request(Auth(token=tokens.token))
     assert session.role == "admin"
-    assert (await client.request(OrderList())).orders is not None  # an admin's operation answers
+    entries = (await client.request(LogList(actor_id=tokens.user_id))).entries  # admins only
+    assert [e.action for e in entries][-1:] == ["auth"]  # its own sign-in, logged as staff
     assert (await refused(client, Login(email=address, password="wrong password"))).code == "unauthorized"
 
 
