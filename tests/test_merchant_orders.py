@@ -145,12 +145,14 @@ async def test_a_code_is_not_renewed_for_a_merchant_of_another_brand(signed_in, 
     assert tokens.user_id == invited.order.consumer_id
 
 
-async def test_the_order_is_dispatched_and_the_technician_sees_name_and_phone_only(signed_in):
+async def test_the_order_is_dispatched_and_the_technician_sees_name_and_phone_only(signed_in, connect):
     merchant, _, brand, sku = await merchant_of(signed_in)
     place = spot()
     tech, tech_id = await technician(signed_in, place)
     email = address()
     created = await merchant.request(order_at(place, brand=brand, sku=sku, customer=customer(email)))
+    app = await connect()  # the customer claims the account and follows the order live
+    await app.request(Auth(token=(await app.request(Claim(code=created.claim_code, password=PASSWORD))).token))
     [announced] = await events(tech, "order.available")
     assert announced.order.id == created.order.id
     assert announced.order.customer is None and announced.order.address is None
@@ -158,6 +160,10 @@ async def test_the_order_is_dispatched_and_the_technician_sees_name_and_phone_on
     assert accepted.technician_id == tech_id and accepted.customer is not None
     assert (accepted.customer.name, accepted.customer.phone, accepted.customer.email) == (
         "Rosa Díaz", "+1 555 0142", None)
+    [to_consumer] = await events(app, "order.status")
+    [to_technician] = await events(tech, "order.status")
+    assert to_consumer.order.customer.email == email and to_technician.order.customer.email is None
+    assert to_technician.order.customer.phone == "+1 555 0142"
     seen = (await merchant.request(OrderGet(order_id=created.order.id))).order
     assert seen.state == "accepted" and seen.customer is not None and seen.customer.email == email
     stranger, _ = await technician(signed_in, spot())

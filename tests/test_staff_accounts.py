@@ -4,8 +4,8 @@ keys) sign in with `auth.login` like everyone else; the protocol never creates t
 import os
 import uuid
 
-from protocol.auth import Auth, Login, Register
 from protocol.admin import LogList
+from protocol.auth import Auth, Login, Register
 from protocol.orders import Customer
 from tests.processes import run_command
 from tests.world import order_at, refused, spot
