@@ -15,6 +15,7 @@ REQUESTS: tuple[type[Request], ...] = (
     auth.Login,
     auth.Refresh,
     auth.Logout,
+    auth.Claim,
     location.LocationUpdate,
     location.Duty,
     location.TechStats,
