@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from handlers.money import scheduler
 from protocol.admin import Watch
 from protocol.audits import AuditList, AuditStart
 from protocol.orders import OrderGet
@@ -111,17 +112,18 @@ async def test_a_transfer_amount_other_than_price_less_fee_is_found_with_the_pay
     db = gateway.services.db
     right, _ = await own_order(signed_in)
     wrong, _ = await own_order(signed_in)
-    for order_id in (right, wrong):  # 11999 * 8500 / 10000 = 10199.15: the payout rounds down to 10199
-        await db.execute("UPDATE orders SET price_cents = 11999 WHERE id = $1", order_id)
+    assert scheduler.share(11995, 0, FEE_BP) == 10195  # 11995 * 8500 / 10000 = 10195.75, rounded down
+    for order_id in (right, wrong):
+        await db.execute("UPDATE orders SET price_cents = 11995 WHERE id = $1", order_id)
         await paid(db, order_id)
-    decided = {"captured": 11999, "basis": 0, "fee_bp": FEE_BP}
-    await transferred(db, right, 10199, decided=decided)
-    transfer = await transferred(db, wrong, 10200, decided=decided)
+    decided = {"captured": 11995, "basis": 0, "fee_bp": FEE_BP}
+    await transferred(db, right, 10195, decided=decided)
+    transfer = await transferred(db, wrong, 10196, decided=decided)
     assert await audit(admin, right) == []
     [found] = await audit(admin, wrong)
     assert found.kind == "transfer_amount_mismatch"
     assert {k: found.evidence[k] for k in ("transfer_id", "transfer_cents", "expected_cents", "fee_bp")} == {
-        "transfer_id": transfer, "transfer_cents": 10200, "expected_cents": 10199, "fee_bp": FEE_BP}
+        "transfer_id": transfer, "transfer_cents": 10196, "expected_cents": 10195, "fee_bp": FEE_BP}
 
 
 async def test_a_transfer_decided_under_another_fee_is_checked_against_that_fee(gateway, signed_in):
@@ -216,6 +218,29 @@ async def test_an_authorization_expiring_before_its_capture_is_found_at_stripe(m
         assert found.evidence["capture_before"].startswith(time.strftime("%Y-%m-%dT%H", time.gmtime(deadline)))
         assert (found.evidence["expired"], found.evidence["order_state"]) == (False, "open")
         assert 2.9 <= found.evidence["hours_left"] <= 3.0
+
+
+async def test_a_transfer_made_at_stripe_but_not_recorded_here_is_in_the_evidence(make_gateway, stripe_server,
+                                                                                    signed_in):
+    app = app_stripe(stripe_server)
+    async with paying_gateway(make_gateway, stripe_server, payment_policy="pay_at_creation",
+                              payout_delay_s=3600) as gw:
+        consumer, tech, order_id, _ = await paid_order(gw, signed_in, app)
+        account = await onboarded(tech)
+        await until(lambda: gw.services.db.fetchval("SELECT payouts_enabled FROM payout_accounts WHERE account_id"
+                                                    " = $1", account))
+        await complete(tech, order_id)
+        price = (await consumer.request(OrderGet(order_id=order_id))).order.price_cents
+        made = await app.v1.transfers.create_async({"amount": share(price), "currency": "usd", "destination": account,
+                                                    "transfer_group": f"order-{order_id}"})
+        db = gw.services.db  # the job that made it is lost, and nothing recorded the transfer here
+        await db.execute("DELETE FROM money_jobs WHERE order_id = $1 AND kind = 'transfer'", uuid.UUID(order_id))
+        await db.execute(f"UPDATE orders SET updated_at = now() - {HOUR} WHERE id = $1", uuid.UUID(order_id))
+        admin, _ = await signed_in("admin", gw=gw)
+        [found] = await audit(admin, order_id)
+        assert (found.kind, found.evidence["expected_cents"]) == ("transfer_missing", share(price))
+        assert found.evidence["stripe_transfers"] == [{"id": made.id, "amount_cents": share(price),
+                                                       "destination": account}]
 
 
 async def test_a_clean_paid_and_transferred_order_has_no_anomaly(make_gateway, stripe_server, signed_in):

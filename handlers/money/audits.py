@@ -1,8 +1,8 @@
 """Money and order audits: every order checked against its payment, transfer, reversals, money jobs
 and Stripe events, on demand (`admin.audit`) and on a schedule (`AUDIT_INTERVAL_S`, one process of
 the fleet at a time). The checks are SQL over whole tables (storage.audits), plus what only Stripe
-knows: when each uncaptured authorization expires (`capture_before`), read for a bounded number of
-payments. Runs and anomalies are stored; anomalies a run sees first go to the live feed.
+knows, read for a bounded number of payments: when each uncaptured authorization expires
+(`capture_before`), and whether a transfer missing here exists at Stripe. Runs and anomalies are stored; anomalies a run sees first go to the live feed.
 
 The gateway does not capture early or re-authorize an expiring hold by itself: capturing before the
 job is done would charge the consumer for work not done yet, and a new authorization needs the
@@ -42,6 +42,7 @@ async def audit_now(ctx: Context, trigger: str, by: str | None = None) -> int:
         found: list[Finding] = [(r[0], r[1], r[2], r[3], msgspec.json.decode(r[4])) for r in rows]
         if ctx.services.stripe is not None:
             try:
+                await transfers_at_stripe(ctx.services.stripe, found, rules.audit_stripe_limit)
                 found += await expiring(ctx, ctx.services.stripe)
                 checked = True
             except (stripe.StripeError, GatewayError) as exc:
@@ -58,6 +59,21 @@ async def audit_now(ctx: Context, trigger: str, by: str | None = None) -> int:
     if new:
         log.info("audit %d found %d new anomalies", run_id, len(new))
     return run_id
+
+
+async def transfers_at_stripe(access: StripeAccess, found: list[Finding], limit: int) -> None:
+    """For each missing transfer (the first `limit`), whether Stripe has one for the order that is
+    not recorded here (its transfer group): added to the evidence as `stripe_transfers`."""
+    calls = asyncio.Semaphore(8)
+
+    async def one(evidence: dict[str, Any], order_id: uuid.UUID) -> None:
+        async with calls:
+            page = await access.client.v1.transfers.list_async({"transfer_group": f"order-{order_id}", "limit": 10})
+        evidence["stripe_transfers"] = [{"id": t.id, "amount_cents": t.amount, "destination": t.destination}
+                                        for t in page.data]
+
+    missing = [(f[4], f[1]) for f in found if f[0] == "transfer_missing" and f[1] is not None][:limit]
+    await asyncio.gather(*(one(evidence, order_id) for evidence, order_id in missing))
 
 
 async def expiring(ctx: Context, access: StripeAccess) -> list[Finding]:
