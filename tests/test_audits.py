@@ -14,9 +14,10 @@ import pytest
 from handlers.money import scheduler
 from protocol.admin import Watch
 from protocol.audits import AuditList, AuditStart
+from protocol.catalog import MerchantBrandsSet
 from protocol.orders import OrderGet
 from tests.money import FEE_BP, app_stripe, complete, onboarded, paid_order, paying_gateway, until
-from tests.world import events, fresh, order_at, refused, spot
+from tests.world import brand_with_sku, events, fresh, order_at, quiet, refused, spot
 
 pytestmark = pytest.mark.usefixtures("gateway")
 HOUR = "interval '1 hour'"
@@ -289,6 +290,26 @@ async def test_scheduled_runs_reach_watching_admins_and_an_anomaly_found_again_i
         assert (original.new, again.new, again.id) == (True, False, original.id)
         assert again.first_seen_at == original.first_seen_at
         assert later.counts.get("order_stuck", 0) >= 1 and later.triggered_by is None
+
+
+async def test_an_on_demand_run_tells_the_brands_watching_merchant_of_a_new_anomaly_once(gateway, signed_in):
+    admin, _ = await signed_in("admin")
+    brand, sku = await brand_with_sku(admin)
+    merchant, merchant_id = await signed_in("merchant")
+    await admin.request(MerchantBrandsSet(merchant_id=merchant_id, brands=[brand]))
+    await merchant.request(Watch())
+    consumer, _ = await signed_in("consumer")
+    order = (await consumer.request(order_at(spot(), brand=brand, sku=sku))).order
+    await events(merchant, "admin.activity")  # the order created
+    await gateway.services.db.execute(f"UPDATE order_events SET at = now() - 3 * {HOUR} WHERE order_id = $1",
+                                      uuid.UUID(order.id))
+    await gateway.services.db.execute(f"UPDATE orders SET created_at = now() - 3 * {HOUR} WHERE id = $1",
+                                      uuid.UUID(order.id))
+    await admin.request(AuditStart())
+    [told] = await events(merchant, "admin.activity")
+    assert (told.kind, told.order_id, told.brand, told.detail) == ("audit.anomaly", order.id, brand, "order_stuck")
+    await admin.request(AuditStart())  # found again: not new, not told again
+    assert await quiet(merchant, "admin.activity")
 
 
 async def test_runs_page_newest_first_and_bad_lookups_are_refused(gateway, signed_in):

@@ -2,13 +2,15 @@
 and Stripe events, on demand (`admin.audit`) and on a schedule (`AUDIT_INTERVAL_S`, one process of
 the fleet at a time). The checks are SQL over whole tables (storage.audits), plus what only Stripe
 knows, read for a bounded number of payments: when each uncaptured authorization expires
-(`capture_before`), and whether a transfer missing here exists at Stripe. Runs and anomalies are stored; anomalies a run sees first go to the live feed.
+(`capture_before`), and whether a transfer missing here exists at Stripe. Runs and anomalies are
+stored; anomalies a run sees first go to the live feed.
 
 The gateway does not capture early or re-authorize an expiring hold by itself: capturing before the
 job is done would charge the consumer for work not done yet, and a new authorization needs the
 consumer's card again. The audit flags it (`authorization_expiring`) so staff act in time."""
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -27,6 +29,7 @@ from storage import audits, lifecycle
 
 log = logging.getLogger(__name__)
 router = Router()
+FEED_LIMIT = 100  # new anomalies a run pushes to the feed (a first run on old data may find thousands)
 HOLD = timedelta(days=7)  # Stripe's usual hold on a card authorization, when a charge does not say
 Finding = tuple[str, uuid.UUID | None, str | None, str, dict[str, Any]]  # kind, order, brand, fingerprint, evidence
 
@@ -49,11 +52,12 @@ async def audit_now(ctx: Context, trigger: str, by: str | None = None) -> int:
                 error = f"authorizations not checked at Stripe: {exc}"[:500]
                 log.warning("audit %d: %s", run_id, error)
         new = await audits.record(db, run_id, found)
-    except Exception as exc:
-        await audits.finish_run(db, run_id, stripe_checked=checked, error=repr(exc)[:500])
+    except BaseException as exc:  # (a shutdown's cancellation too: the run is not left "still running")
+        with contextlib.suppress(Exception):
+            await audits.finish_run(db, run_id, stripe_checked=checked, error=repr(exc)[:500])
         raise
     await audits.finish_run(db, run_id, stripe_checked=checked, error=error)
-    for anomaly in new:
+    for anomaly in new[:FEED_LIMIT]:
         await feed.publish(ctx, "audit.anomaly", brand=anomaly["brand_id"],
                            order_id=str(anomaly["order_id"]) if anomaly["order_id"] else None, detail=anomaly["kind"])
     if new:
