@@ -16,6 +16,7 @@ from protocol.admin import Watch
 from protocol.audits import AuditList, AuditStart
 from protocol.catalog import MerchantBrandsSet
 from protocol.orders import OrderGet
+from protocol.payments import PaymentRefund
 from tests.money import FEE_BP, app_stripe, complete, onboarded, paid_order, paying_gateway, until
 from tests.world import brand_with_sku, events, fresh, order_at, quiet, refused, spot
 
@@ -244,7 +245,7 @@ async def test_a_transfer_made_at_stripe_but_not_recorded_here_is_in_the_evidenc
                                                        "destination": account}]
 
 
-async def test_a_clean_paid_and_transferred_order_has_no_anomaly(make_gateway, stripe_server, signed_in):
+async def test_a_clean_paid_transferred_partly_refunded_and_reversed_order_has_no_anomaly(make_gateway, stripe_server, signed_in):
     app = app_stripe(stripe_server)
     async with paying_gateway(make_gateway, stripe_server, payment_policy="pay_at_creation") as gw:
         consumer, tech, order_id, _ = await paid_order(gw, signed_in, app)
@@ -255,8 +256,13 @@ async def test_a_clean_paid_and_transferred_order_has_no_anomaly(make_gateway, s
         price = (await consumer.request(OrderGet(order_id=order_id))).order.price_cents
         assert done["amount_cents"] == share(price)
         admin, _ = await signed_in("admin", gw=gw)
-        await gw.services.db.execute(f"UPDATE orders SET updated_at = now() - {HOUR} WHERE id = $1",
-                                     uuid.UUID(order_id))  # past every grace
+        await admin.request(PaymentRefund(order_id=order_id, amount_cents=3001))  # and its reversal follows
+        owed = done["amount_cents"] * 3001 // price
+        await until(lambda: gw.services.db.fetchval("SELECT reversed_cents = $2 FROM transfers WHERE order_id = $1",
+                                                    uuid.UUID(order_id), owed))
+        for table, key in (("orders", "id"), ("payments", "order_id")):  # past every grace
+            await gw.services.db.execute(f"UPDATE {table} SET updated_at = now() - {HOUR} WHERE {key} = $1",
+                                         uuid.UUID(order_id))
         assert await audit(admin, order_id) == []
         run = (await admin.request(AuditList(limit=1))).runs[0]
         assert run.stripe_checked is True
