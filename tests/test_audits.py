@@ -245,7 +245,8 @@ async def test_a_transfer_made_at_stripe_but_not_recorded_here_is_in_the_evidenc
                                                        "destination": account}]
 
 
-async def test_a_clean_paid_transferred_partly_refunded_and_reversed_order_has_no_anomaly(make_gateway, stripe_server, signed_in):
+async def test_a_clean_paid_transferred_partly_refunded_and_reversed_order_has_no_anomaly(make_gateway, stripe_server,
+                                                                                            signed_in):
     app = app_stripe(stripe_server)
     async with paying_gateway(make_gateway, stripe_server, payment_policy="pay_at_creation") as gw:
         consumer, tech, order_id, _ = await paid_order(gw, signed_in, app)
