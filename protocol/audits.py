@@ -12,7 +12,6 @@ from protocol.frames import Reply, Request
 AnomalyKind = Literal["transfer_missing", "transfer_without_capture", "transfer_amount_mismatch",
                       "refund_not_reversed", "authorization_expiring", "money_job_failed", "money_job_stuck",
                       "stripe_event_unapplied", "order_stuck"]
-ANOMALY_KINDS: tuple[str, ...] = AnomalyKind.__args__  # type: ignore[attr-defined]
 RunId = Annotated[int, msgspec.Meta(ge=1, le=INT64_MAX)]
 
 

@@ -49,7 +49,7 @@ async def audit_now(ctx: Context, trigger: str, by: str | None = None) -> int:
                 found += await expiring(ctx, ctx.services.stripe)
                 checked = True
             except (stripe.StripeError, GatewayError) as exc:
-                error = f"authorizations not checked at Stripe: {exc}"[:500]
+                error = f"Stripe not (fully) checked: {exc}"[:500]
                 log.warning("audit %d: %s", run_id, error)
         new = await audits.record(db, run_id, found)
     except BaseException as exc:  # (a shutdown's cancellation too: the run is not left "still running")
