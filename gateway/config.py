@@ -65,6 +65,7 @@ class Config:
     money_lease_s: float = 60.0
     reconcile_interval_s: float = 300.0
     reconcile_lookback_s: float = 3 * 86_400.0
+    audit_interval_s: float = 3_600.0  # between scheduled money and order audits (one process of the fleet); 0: off
 
 
 # environment variable -> field; each also has a --flag on `serve` (field name, dashes).
@@ -119,6 +120,7 @@ ENV = {
     "MONEY_LEASE_S": "money_lease_s",
     "RECONCILE_INTERVAL_S": "reconcile_interval_s",
     "RECONCILE_LOOKBACK_S": "reconcile_lookback_s",
+    "AUDIT_INTERVAL_S": "audit_interval_s",
 }
 FLAG_OF = {name: env for env, name in ENV.items()}
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -204,6 +206,8 @@ def validate(c: Config) -> None:
             raise ConfigError(f"{FLAG_OF[name]} must be positive")
     if c.payout_delay_s < 0:
         raise ConfigError("PAYOUT_DELAY_S must not be negative")
+    if c.audit_interval_s < 0:
+        raise ConfigError("AUDIT_INTERVAL_S must not be negative (0 turns scheduled audits off)")
 
 
 def key_dir(c: Config) -> Path:

@@ -5,7 +5,7 @@ Adding an operation: declare its Struct in the domain's module and list it here.
 
 from typing import Union
 
-from protocol import admin, auth, catalog, chat, location, moderation, orders, payments, push, uploads
+from protocol import admin, audits, auth, catalog, chat, location, moderation, orders, payments, push, uploads
 from protocol.frames import Event, Request
 
 REQUESTS: tuple[type[Request], ...] = (
@@ -56,6 +56,8 @@ REQUESTS: tuple[type[Request], ...] = (
     admin.LogList,
     admin.Watch,
     admin.Unwatch,
+    audits.AuditStart,
+    audits.AuditList,
     catalog.CatalogList,
     catalog.GuideList,
     catalog.HistoryList,
