@@ -5,7 +5,7 @@ Adding an operation: declare its Struct in the domain's module and list it here.
 
 from typing import Union
 
-from protocol import admin, auth, catalog, chat, location, orders, payments, push, uploads
+from protocol import admin, auth, catalog, chat, location, orders, payments, push, suspension, uploads
 from protocol.frames import Event, Request
 
 REQUESTS: tuple[type[Request], ...] = (
@@ -65,6 +65,9 @@ REQUESTS: tuple[type[Request], ...] = (
     catalog.GuideSave,
     catalog.Retire,
     catalog.MerchantBrandsSet,
+    suspension.Suspend,
+    suspension.Unsuspend,
+    suspension.SuspensionList,
 )
 
 EVENTS: tuple[type[Event], ...] = (
