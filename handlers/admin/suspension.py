@@ -63,7 +63,7 @@ async def unsuspend(ctx: Context, req: Unsuspend) -> UnsuspendResult:
     return UnsuspendResult(suspension=suspension(row))
 
 
-@router.route(SuspensionList, roles=["admin"], logged=False)
+@router.route(SuspensionList, roles=["admin"])
 async def listed(ctx: Context, req: SuspensionList) -> Suspensions:
     rows = await suspensions.history(ctx.services.db, user_id=req.user_id, in_force_only=req.in_force,
                                      before=req.before, limit=req.limit + 1)
