@@ -111,7 +111,9 @@ class Session(Deliveries):
         channels = (user_channel(identity.user_id), group_channel("role:" + identity.role))
         if channels != self.channels:
             self.gateway.hub.leave(self, self.channels)
-            self.leave(list(self.groups or ()))  # another identity: what the last one watched is not its
+            if self.groups:  # another identity: what the last one watched is not its to see
+                self.gateway.hub.leave(self, self.groups)
+                self.groups = None
             self.channels = channels
             self.gateway.presence.set(identity.user_id, True)
             async with asyncio.timeout(5):  # Redis must confirm the subscriptions and the presence

@@ -8,7 +8,7 @@ import asyncpg
 
 from handlers.chat.writer import message as render
 from handlers.context import Context
-from handlers.errors import N_, BadRequest, Forbidden
+from handlers.errors import N_, BadRequest, Forbidden, NotFound
 from handlers.orders.orders import check_attachments
 from handlers.orders.texts import STATE_TEXT
 from handlers.routing import Router
@@ -41,8 +41,8 @@ def members(order: asyncpg.Record) -> list[str]:
 
 
 async def room(ctx: Context, order_id: str, *, write: bool) -> asyncpg.Record:
-    """The order whose room the caller may use: its members read and write, admins only read.
-    Anyone else gets `forbidden`, whether or not the order exists."""
+    """The order whose room the caller may use: its members read and write, admins only read
+    (writing is `forbidden`). Anyone else gets `not_found`, like an order that does not exist."""
     who = ctx.identity
     assert who is not None
     try:
@@ -51,7 +51,9 @@ async def room(ctx: Context, order_id: str, *, write: bool) -> asyncpg.Record:
         order = None
     if order is not None and (who.user_id in members(order) or (who.role == "admin" and not write)):
         return order
-    raise Forbidden(N_("You are not a member of this chat."))
+    if order is not None and who.role == "admin":
+        raise Forbidden(N_("You are not a member of this chat."))
+    raise NotFound(N_("No such order."))
 
 
 async def message(ctx: Context, row: asyncpg.Record, locale: str) -> ChatMessage:
