@@ -11,6 +11,7 @@ from protocol.location import Duty, LocationUpdate
 from protocol.orders import OrderAccept
 from protocol.suspension import Suspend, SuspensionList, Unsuspend
 from tests.conftest import mint
+from tests.test_uploads import PNG, fetch, upload
 from tests.world import events, fresh, order_at, quiet, refused, spot, technician
 
 
@@ -152,3 +153,14 @@ async def test_any_id_can_be_suspended_once_at_a_time_and_the_history_is_kept(ga
         ("admin.suspend", "ok"), ("admin.unsuspend", "conflict"), ("admin.unsuspend", "ok"),
         ("admin.suspend", "conflict"), ("admin.suspend", "ok")]
     assert logged[-1].request == {"user_id": stranger, "reason": "leaked token"}
+
+
+async def test_a_suspended_user_cannot_fetch_attachments_with_a_token_still_valid(gateway, signed_in):
+    admin, _ = await signed_in("admin")
+    consumer, consumer_id = await signed_in("consumer")
+    photo = await upload(consumer, PNG, "image/png")
+    token = mint(gateway, "consumer", consumer_id)[1]
+    await admin.request(Suspend(user_id=consumer_id, reason="scraping"))
+    assert (await asyncio.to_thread(fetch, gateway, photo, token))[0] == 403
+    await admin.request(Unsuspend(user_id=consumer_id))
+    assert await asyncio.to_thread(fetch, gateway, photo, token) == (200, PNG, "image/png")

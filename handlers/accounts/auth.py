@@ -31,6 +31,11 @@ async def _issue(ctx: Context, user: users.User, family: uuid.UUID | None = None
                          expires_at=expires_at, refresh_token=refresh, refresh_expires_at=refresh_expires_at)
 
 
+async def suspended(ctx: Context, user_id: str) -> bool:
+    """Whether the user is suspended: for the ways in that are not a session (the HTTP side)."""
+    return await suspensions.in_force(ctx.services.db, user_id)
+
+
 @router.route(Auth, roles=None)
 async def auth(ctx: Context, req: Auth) -> AuthResult:
     identity = ctx.services.tokens.verify(req.token)
