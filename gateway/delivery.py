@@ -95,6 +95,7 @@ class Hub:
             members.discard(sink)
             if not members:
                 del self.channels[channel]
+                self._resolve(channel)  # joins still waiting are moot: their sinks left (a session ended)
                 self._dirty.add(channel)
                 self._wake.set()
 

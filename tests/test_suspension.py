@@ -2,11 +2,12 @@
 their tokens stop working, a technician stops getting orders; unsuspending lets them back in."""
 
 import asyncio
+import contextlib
 from typing import Any
 
 from protocol.admin import LogList, Watch
 from protocol.auth import Auth, Login, Refresh, Register
-from protocol.client import Client
+from protocol.client import Client, ErrorReply
 from protocol.location import Duty, LocationUpdate
 from protocol.orders import OrderAccept
 from protocol.suspension import Suspend, SuspensionList, Unsuspend
@@ -164,3 +165,18 @@ async def test_a_suspended_user_cannot_fetch_attachments_with_a_token_still_vali
     assert (await asyncio.to_thread(fetch, gateway, photo, token))[0] == 403
     await admin.request(Unsuspend(user_id=consumer_id))
     assert await asyncio.to_thread(fetch, gateway, photo, token) == (200, PNG, "image/png")
+
+
+async def test_sessions_signing_in_as_the_suspension_lands_are_closed_too(gateway, make_gateway, connect, signed_in):
+    async with make_gateway() as other:
+        admin, _ = await signed_in("admin")
+        user_id, token = mint(gateway, "technician")
+        clients = [await connect(gw) for gw in (gateway, other) * 10]
+
+        async def sign_in(client: Client) -> None:
+            with contextlib.suppress(ErrorReply, ConnectionError):  # refused, or closed before the reply
+                await client.request(Auth(token=token))
+
+        await asyncio.gather(*(sign_in(c) for c in clients), admin.request(Suspend(user_id=user_id, reason="race")))
+        for client in clients:  # signed in before the suspension (then ended) or refused after it: none stays
+            assert await closed(client) == (4003, "suspended")
