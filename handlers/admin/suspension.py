@@ -41,9 +41,11 @@ async def suspend(ctx: Context, req: Suspend) -> SuspendResult:
     if row is None:
         raise Conflict(N_("This user is already suspended."), current_state="suspended")
     # Committed: from here every `auth` and token refresh of theirs is refused, so what follows
-    # only clears what was already out there.
-    closed = await ctx.disconnect_user(req.user_id, SuspendedSession)
+    # only clears what was already out there. Revoking after the commit: a racing refresh either
+    # checked before the commit, so its new token was stored before this and is revoked with the
+    # rest, or checks after it and refuses itself.
     revoked = await suspensions.revoke_refresh_tokens(db, req.user_id)
+    closed = await ctx.disconnect_user(req.user_id, SuspendedSession)
     off_duty = await take_off_duty(ctx, req.user_id)
     held = [HeldOrder(order_id=r["id"], state=r["state"], role="technician" if r["as_technician"] else "consumer")
             for r in await suspensions.held_orders(db, req.user_id)]
