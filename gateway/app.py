@@ -145,7 +145,8 @@ class Running:
             raise
         data = Path(c.data_dir).absolute()
         order_rules = OrderRules(radius_mi=c.dispatch_radius_mi, max_radius_mi=c.max_radius_mi,
-                                 stale_after_s=c.position_stale_s, upload_dir=str(data / "uploads"))
+                                 stale_after_s=c.position_stale_s, upload_dir=str(data / "uploads"),
+                                 invite_ttl_s=c.invite_ttl_s)
         chat_rules = ChatRules(push_max_attempts=c.push_max_attempts, push_retry_base_s=c.push_retry_base_s,
                                push_poll_s=c.push_poll_s, push_log_after_s=c.push_log_after_s)
         money_rules = MoneyRules(platform_fee_bp=c.platform_fee_bp, payment_policy=c.payment_policy,

@@ -5,7 +5,7 @@ Adding an operation: declare its Struct in the domain's module and list it here.
 
 from typing import Union
 
-from protocol import admin, auth, catalog, chat, location, orders, payments, push, suspension, uploads
+from protocol import admin, auth, catalog, chat, location, moderation, orders, payments, push, suspension, uploads
 from protocol.frames import Event, Request
 
 REQUESTS: tuple[type[Request], ...] = (
@@ -15,6 +15,7 @@ REQUESTS: tuple[type[Request], ...] = (
     auth.Login,
     auth.Refresh,
     auth.Logout,
+    auth.Claim,
     location.LocationUpdate,
     location.Duty,
     location.TechStats,
@@ -65,6 +66,12 @@ REQUESTS: tuple[type[Request], ...] = (
     catalog.GuideSave,
     catalog.Retire,
     catalog.MerchantBrandsSet,
+    moderation.CancelPreview,
+    moderation.Cancel,
+    moderation.Reassign,
+    moderation.ReassignCandidates,
+    moderation.MessageHide,
+    moderation.JobRetry,
     suspension.Suspend,
     suspension.Unsuspend,
     suspension.SuspensionList,
@@ -80,6 +87,7 @@ EVENTS: tuple[type[Event], ...] = (
     payments.PaymentStatus,
     admin.Notice,
     admin.Activity,
+    moderation.ChatHiddenEvent,
 )
 
 AnyRequest = Union[REQUESTS]  # type: ignore[valid-type]  # noqa: UP007

@@ -1,5 +1,5 @@
 """Suspending users (admins): a suspended user's sessions are closed on every gateway process,
-their refresh tokens revoked, and `auth`, `auth.login` and `auth.refresh` refused with `suspended`."""
+their refresh tokens revoked, and `auth`, `auth.login`, `auth.refresh` and `auth.claim` refused with `suspended`."""
 
 from datetime import datetime
 from typing import Annotated

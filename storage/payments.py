@@ -263,3 +263,25 @@ async def jobs_of(db: Conn, order_id: uuid.UUID) -> list[asyncpg.Record]:
     rows: list[asyncpg.Record] = await db.fetch(
         "SELECT * FROM money_jobs WHERE order_id = $1 ORDER BY id", order_id)
     return rows
+
+
+async def job(db: Conn, job_id: int) -> asyncpg.Record | None:
+    return await db.fetchrow("SELECT * FROM money_jobs WHERE id = $1", job_id)
+
+
+async def retry_job(db: Conn, job_id: int) -> asyncpg.Record | None:
+    """A failed job back to pending, due now, with its attempts counted afresh (the scheduler runs
+    it like a new one; its decided request, if any, is replayed with the same idempotency key).
+    The last error stays until the next run. None when the job is not failed."""
+    row: asyncpg.Record | None = await db.fetchrow(
+        "UPDATE money_jobs SET state = 'pending', due_at = now(), attempts = 0, lease_until = NULL,"
+        " updated_at = now() WHERE id = $1 AND state = 'failed' RETURNING *", job_id)
+    return row
+
+
+async def decided(db: Conn, order_id: uuid.UUID, kind: str) -> int:
+    """What the order's unfinished jobs of this kind have decided to ask Stripe for."""
+    total: int = await db.fetchval(
+        "SELECT coalesce(sum((request->>'amount')::int), 0) FROM money_jobs WHERE order_id = $1 AND kind = $2"
+        " AND request IS NOT NULL AND state IN ('pending', 'running')", order_id, kind)
+    return total

@@ -6,12 +6,13 @@ import contextlib
 from typing import Any
 
 from protocol.admin import LogList, Watch
-from protocol.auth import Auth, Login, Refresh, Register
+from protocol.auth import Auth, Claim, Login, Refresh, Register
 from protocol.client import Client, ErrorReply
 from protocol.location import Duty, LocationUpdate
 from protocol.orders import OrderAccept
 from protocol.suspension import Suspend, SuspensionList, Unsuspend
 from tests.conftest import mint
+from tests.test_merchant_orders import PASSWORD, address, customer, merchant_of
 from tests.test_uploads import PNG, fetch, upload
 from tests.world import events, fresh, order_at, quiet, refused, spot, technician
 
@@ -180,3 +181,16 @@ async def test_sessions_signing_in_as_the_suspension_lands_are_closed_too(gatewa
         await asyncio.gather(*(sign_in(c) for c in clients), admin.request(Suspend(user_id=user_id, reason="race")))
         for client in clients:  # signed in before the suspension (then ended) or refused after it: none stays
             assert await closed(client) == (4003, "suspended")
+
+
+async def test_an_invited_customer_who_is_suspended_claims_the_account_but_gets_no_tokens(signed_in, connect):
+    admin, _ = await signed_in("admin")
+    merchant, _, brand, sku = await merchant_of(signed_in, admin)
+    email = address()
+    invited = await merchant.request(order_at(spot(), brand=brand, sku=sku, customer=customer(email)))
+    await admin.request(Suspend(user_id=invited.order.consumer_id, reason="disputed every order"))
+    app = await connect()
+    assert (await refused(app, Claim(code=invited.claim_code, password=PASSWORD))).code == "suspended"
+    await admin.request(Unsuspend(user_id=invited.order.consumer_id))
+    tokens = await app.request(Login(email=email, password=PASSWORD))  # the claim set the password
+    assert tokens.user_id == invited.order.consumer_id

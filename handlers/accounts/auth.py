@@ -18,7 +18,7 @@ from storage import suspensions, users
 router = Router()
 
 
-async def _issue(ctx: Context, user: users.User, family: uuid.UUID | None = None) -> SessionTokens:
+async def issue(ctx: Context, user: users.User, family: uuid.UUID | None = None) -> SessionTokens:
     tokens = ctx.services.tokens
     token, expires_at = tokens.mint(user.id, user.role, user.locale)  # type: ignore[arg-type]
     refresh, refresh_expires_at = tokens.new_refresh_token()
@@ -67,19 +67,25 @@ async def register(ctx: Context, req: Register) -> SessionTokens:
     user = await users.create_user(ctx.services.db, ctx.services.cipher, user_id, req.email.strip(), password_hash,
                                    req.role, req.name.strip(), req.phone, locale)
     if user is None:
+        existing = await users.user_by_email(ctx.services.db, ctx.services.cipher, req.email)
+        if existing is not None and existing.password_hash is None:
+            raise Conflict(N_("A merchant created this account for you: use the claim code they gave you to set "
+                              "your password."))
         raise Conflict(N_("An account with this e-mail already exists."))
-    return await _issue(ctx, user)
+    return await issue(ctx, user)
 
 
 @router.route(Login, roles=None)
 async def login(ctx: Context, req: Login) -> SessionTokens:
     user = await users.user_by_email(ctx.services.db, ctx.services.cipher, req.email)
     passwords = ctx.services.passwords
-    if not await passwords.verify(user.password_hash if user else None, req.password) or user is None:
+    # An invited account nobody claimed has no password: it fails like a wrong one (same work, same answer).
+    if not await passwords.verify(user.password_hash if user else None, req.password) or user is None \
+            or user.password_hash is None:
         raise Unauthorized(N_("Wrong e-mail or password."))
     if passwords.needs_rehash(user.password_hash):
         await users.update_password_hash(ctx.services.db, user.id, await passwords.hash(req.password))
-    return await _issue(ctx, user)
+    return await issue(ctx, user)
 
 
 @router.route(Refresh, roles=None)
@@ -90,7 +96,7 @@ async def refresh(ctx: Context, req: Refresh) -> SessionTokens:
     if spent is None:
         raise Unauthorized(N_("The refresh token is not valid. Please log in again."))
     user, family = spent
-    return await _issue(ctx, user, family)
+    return await issue(ctx, user, family)
 
 
 @router.route(Logout, roles=None)
