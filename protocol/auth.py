@@ -28,7 +28,8 @@ class AuthResult(Reply):
 
 
 class Auth(Request, tag="auth"):
-    """First frame of a session: present a session token. `locale` overrides the token's."""
+    """First frame of a session: present a session token. `locale` overrides the token's. A
+    suspended user is answered `suspended` and the connection closes (4003)."""
 
     token: Token
     locale: Locale | None = None

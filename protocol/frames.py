@@ -58,6 +58,7 @@ ERROR_CODES = (
     "bad_request",
     "unauthorized",
     "forbidden",
+    "suspended",
     "not_found",
     "conflict",
     "rate_limited",

@@ -5,7 +5,20 @@ Adding an operation: declare its Struct in the domain's module and list it here.
 
 from typing import Union
 
-from protocol import admin, audits, auth, catalog, chat, location, moderation, orders, payments, push, uploads
+from protocol import (
+    admin,
+    audits,
+    auth,
+    catalog,
+    chat,
+    location,
+    moderation,
+    orders,
+    payments,
+    push,
+    suspension,
+    uploads,
+)
 from protocol.frames import Event, Request
 
 REQUESTS: tuple[type[Request], ...] = (
@@ -74,6 +87,9 @@ REQUESTS: tuple[type[Request], ...] = (
     moderation.ReassignCandidates,
     moderation.MessageHide,
     moderation.JobRetry,
+    suspension.Suspend,
+    suspension.Unsuspend,
+    suspension.SuspensionList,
 )
 
 EVENTS: tuple[type[Event], ...] = (
