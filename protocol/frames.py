@@ -61,6 +61,7 @@ ERROR_CODES = (
     "suspended",
     "not_found",
     "conflict",
+    "payment_declined",
     "rate_limited",
     "too_large",
     "unavailable",
