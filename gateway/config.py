@@ -40,6 +40,7 @@ class Config:
     dispatch_radius_mi: float = 50.0
     max_radius_mi: float = 100.0
     position_stale_s: float = 300.0
+    invite_ttl_s: float = 14 * 86_400.0
     platform_fee_bp: int = 1500
     sweep_interval_s: float = 15.0
     fcm_credentials: str | None = None  # service-account JSON; None: pushes are logged, not sent
@@ -64,6 +65,7 @@ class Config:
     money_lease_s: float = 60.0
     reconcile_interval_s: float = 300.0
     reconcile_lookback_s: float = 3 * 86_400.0
+    audit_interval_s: float = 3_600.0  # between scheduled money and order audits (one process of the fleet); 0: off
 
 
 # environment variable -> field; each also has a --flag on `serve` (field name, dashes).
@@ -93,6 +95,7 @@ ENV = {
     "DISPATCH_RADIUS_MI": "dispatch_radius_mi",
     "MAX_RADIUS_MI": "max_radius_mi",
     "POSITION_STALE_S": "position_stale_s",
+    "INVITE_TTL_S": "invite_ttl_s",
     "PLATFORM_FEE_BP": "platform_fee_bp",
     "SWEEP_INTERVAL_S": "sweep_interval_s",
     "FCM_CREDENTIALS": "fcm_credentials",
@@ -117,6 +120,7 @@ ENV = {
     "MONEY_LEASE_S": "money_lease_s",
     "RECONCILE_INTERVAL_S": "reconcile_interval_s",
     "RECONCILE_LOOKBACK_S": "reconcile_lookback_s",
+    "AUDIT_INTERVAL_S": "audit_interval_s",
 }
 FLAG_OF = {name: env for env, name in ENV.items()}
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -193,7 +197,7 @@ def validate(c: Config) -> None:
         raise ConfigError(f"KEY_DIR={c.key_dir} is inside DATA_DIR: keep the keys apart from the data they protect")
     if c.secret is not None and len(c.secret) < 32:
         raise ConfigError("GATEWAY_SECRET must be at least 32 characters")
-    for name in ("token_ttl_s", "refresh_ttl_s", "auth_timeout_s", "idle_timeout_s", "max_frame_bytes",
+    for name in ("token_ttl_s", "refresh_ttl_s", "invite_ttl_s", "auth_timeout_s", "idle_timeout_s", "max_frame_bytes",
                  "rate_per_s", "rate_burst", "outbox_limit", "db_pool_size", "dispatch_radius_mi",
                  "max_radius_mi", "position_stale_s", "sweep_interval_s", "push_max_attempts", "push_retry_base_s",
                  "push_poll_s", "push_log_after_s", "stripe_webhook_tolerance_s", "money_max_attempts",
@@ -202,6 +206,8 @@ def validate(c: Config) -> None:
             raise ConfigError(f"{FLAG_OF[name]} must be positive")
     if c.payout_delay_s < 0:
         raise ConfigError("PAYOUT_DELAY_S must not be negative")
+    if c.audit_interval_s < 0:
+        raise ConfigError("AUDIT_INTERVAL_S must not be negative (0 turns scheduled audits off)")
 
 
 def key_dir(c: Config) -> Path:

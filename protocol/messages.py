@@ -5,7 +5,21 @@ Adding an operation: declare its Struct in the domain's module and list it here.
 
 from typing import Union
 
-from protocol import admin, auth, catalog, chat, location, moderation, orders, oversight, payments, push, uploads
+from protocol import (
+    admin,
+    audits,
+    auth,
+    catalog,
+    chat,
+    location,
+    moderation,
+    orders,
+    oversight,
+    payments,
+    push,
+    suspension,
+    uploads,
+)
 from protocol.frames import Event, Request
 
 REQUESTS: tuple[type[Request], ...] = (
@@ -15,6 +29,7 @@ REQUESTS: tuple[type[Request], ...] = (
     auth.Login,
     auth.Refresh,
     auth.Logout,
+    auth.Claim,
     location.LocationUpdate,
     location.Duty,
     location.TechStats,
@@ -55,6 +70,8 @@ REQUESTS: tuple[type[Request], ...] = (
     admin.LogList,
     admin.Watch,
     admin.Unwatch,
+    audits.AuditStart,
+    audits.AuditList,
     catalog.CatalogList,
     catalog.GuideList,
     catalog.HistoryList,
@@ -71,6 +88,9 @@ REQUESTS: tuple[type[Request], ...] = (
     moderation.ReassignCandidates,
     moderation.MessageHide,
     moderation.JobRetry,
+    suspension.Suspend,
+    suspension.Unsuspend,
+    suspension.SuspensionList,
     oversight.AdminOrders,
     oversight.AdminOrder,
 )

@@ -197,7 +197,7 @@ def test_tab_completes_operations_then_their_fields():
     assert completions("admin.n") == ["admin.notify"]
     assert completions("admin.w") == ["admin.watch"]
     assert "admin.merchant.brands" in completions("adm")
-    assert set(completions("auth.")) == {"auth.register", "auth.login", "auth.refresh", "auth.logout"}
+    assert set(completions("auth.")) == {"auth.register", "auth.login", "auth.claim", "auth.refresh", "auth.logout"}
     assert completions('admin.notify {"') == ['"text": ', '"user_id": ', '"group": ']
     assert completions('admin.notify {"us') == ['"user_id": ']
     assert completions('admin.notify {"text": "hi", "') == ['"user_id": ', '"group": ']  # not twice

@@ -186,7 +186,8 @@ async def _decide_transfer(ctx: Context, job: asyncpg.Record, info: asyncpg.Reco
     if amount <= 0:
         return "skipped"
     return {"amount": amount, "currency": info["currency"].lower(), "destination": info["account_id"],
-            "charge": charge, "basis": refunded, "captured": captured, "technician": info["technician_id"]}
+            "charge": charge, "basis": refunded, "captured": captured, "technician": info["technician_id"],
+            "fee_bp": ctx.services.money_rules.platform_fee_bp}  # (kept for the audit's check of the amount)
 
 
 async def _transfer(ctx: Context, job: asyncpg.Record, request: dict[str, Any]) -> str:
