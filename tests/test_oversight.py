@@ -16,7 +16,7 @@ from protocol.admin import LogList
 from protocol.catalog import MerchantBrandsSet, PriceSave, SkuSave
 from protocol.chat import ChatSend
 from protocol.moderation import MessageHide, Reassign
-from protocol.orders import OrderAccept, OrderCancel, OrderComplete, OrderDepart, OrderStart
+from protocol.orders import Customer, OrderAccept, OrderCancel, OrderComplete, OrderDepart, OrderStart
 from protocol.oversight import AdminOrder, AdminOrders
 from tests.conftest import mint
 from tests.money import app_stripe, complete, onboarded, paid_order, paying_gateway, until
@@ -200,6 +200,23 @@ async def test_merchants_see_their_brands_orders_only(signed_in):
     calls = (await admin.request(LogList(actor_id=merchant_id, action="admin.order"))).entries
     assert [(e.target_id, e.outcome) for e in calls] == [(own.id, "ok"), (nowhere, "not_found"),
                                                          (other.id, "not_found")]
+
+
+async def test_a_customers_contact_read_in_the_order_file_is_logged(signed_in):
+    admin, admin_id = await signed_in("admin")
+    brand, sku = await brand_with_sku(admin)
+    merchant, merchant_id = await signed_in("merchant")
+    await admin.request(MerchantBrandsSet(merchant_id=merchant_id, brands=[brand]))
+    email = f"customer.{uuid.uuid4().hex[:8]}@example.com"
+    contact = Customer(name="Rosa Díaz", phone="+1 555 0142", email=email)
+    order = (await merchant.request(order_at(spot(), brand=brand, sku=sku, customer=contact))).order
+    plain = (await (await signed_in("consumer"))[0].request(order_at(spot(), brand=brand, sku=sku))).order
+    for reader, reader_id in ((admin, admin_id), (merchant, merchant_id)):
+        shown = (await reader.request(AdminOrder(order_id=order.id))).order.customer
+        assert (shown.name, shown.phone, shown.email) == ("Rosa Díaz", "+1 555 0142", email)
+        assert (await reader.request(AdminOrder(order_id=plain.id))).order.customer is None
+        reads = (await admin.request(LogList(actor_id=reader_id, action="read.customer"))).entries
+        assert [(e.target_kind, e.target_id) for e in reads] == [("order", order.id)]  # not the plain one
 
 
 async def test_an_order_whole_for_an_admin(gateway, signed_in):

@@ -164,7 +164,7 @@ async def order_file(ctx: Context, req: AdminOrder) -> OrderFile:
                              result=j["result"], note=j["note"], created_at=j["created_at"],
                              updated_at=j["updated_at"]) for j in await payments.jobs_of(db, order_id)],
         completion_photos=photos)
-    if row.get("customer_enc") is not None:  # a merchant's order shows its customer's contact (order.create)
+    if row["customer_enc"] is not None:  # a merchant's order: `order.customer` shows their contact
         await record_read(ctx, "customer", "order", str(order_id))
     if admin:
         newest = await chat.page(db, order_id, before=None, after=None, limit=TRANSCRIPT_MESSAGES)
