@@ -23,6 +23,7 @@ from gateway.server import Gateway
 from gateway.web import WebSide
 from handlers.accounts.passwords import Passwords
 from handlers.accounts.tokens import TokenIssuer
+from handlers.ai.settings import AiRules
 from handlers.chat.fcm import FcmClient
 from handlers.chat.push import run_worker as push_worker
 from handlers.chat.settings import ChatRules
@@ -111,6 +112,12 @@ def stripe_access(c: Config) -> StripeAccess | None:
         c.stripe_connect_country))
 
 
+def ai_rules(c: Config) -> AiRules:
+    return AiRules(openai_api_key=c.openai_api_key, openai_base_url=c.openai_base_url, openai_model=c.openai_model,
+                   openai_vision=c.openai_vision, timeout_s=c.ai_timeout_s, max_retries=c.ai_max_retries,
+                   max_in_flight=c.ai_max_in_flight, quota_per_hour=c.ai_quota_per_hour)
+
+
 class Running:
     """`async with Running(config) as gw:` a gateway serving on config's address (or `sock`)."""
 
@@ -161,7 +168,7 @@ class Running:
         chat = ChatWriter(hub.publish_many)
         services = Services(db, redis, token_issuer(c), self.passwords or Passwords(), cipher, positions,
                             geo.NearbySearch(redis), blobs, Catalogs(), chat, order_rules,
-                            chat_rules, money_rules, stripe_access(c))
+                            chat_rules, money_rules, stripe_access(c), ai_rules=ai_rules(c))
         positions.start()
         chat.start(services)
         await rebuild_if_lost(services)
