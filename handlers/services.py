@@ -1,12 +1,14 @@
 """What every handler may use: connections, the shared machinery, and each domain's settings.
 Built once at start (gateway.app) and handed to handlers through their context."""
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import asyncpg
 import redis.asyncio as aioredis
 
+from handlers.ai.runtime import AiRuntime
 from handlers.ai.settings import AiRules
 from handlers.catalog.cache import CatalogCache
 from handlers.chat.settings import ChatRules
@@ -16,6 +18,7 @@ from handlers.orders.settings import OrderRules
 if TYPE_CHECKING:
     from handlers.accounts.passwords import Passwords
     from handlers.accounts.tokens import TokenIssuer
+    from handlers.ai.engine import Engine
     from handlers.chat.writer import ChatWriter
     from handlers.i18n import Catalogs
     from handlers.money.stripe_api import StripeAccess
@@ -54,3 +57,6 @@ class Services:
     public_url: PublicUrl = field(default_factory=PublicUrl)
     catalog_cache: CatalogCache = field(default_factory=CatalogCache)  # this process's copy of the catalog
     ai_rules: AiRules = field(default_factory=AiRules)
+    ai_runtime: AiRuntime = field(default_factory=AiRuntime)  # this process's answers in progress and engine
+    # Makes the engine (once per process); None: handlers.ai.flow.engine_for picks OpenAI or the offline one.
+    ai_engine: "Callable[[Services], Engine] | None" = None

@@ -1,9 +1,14 @@
 """The "Help with AI" troubleshooter on the wire. `AiAnswer` is declared once: it is what the app
 receives in `ai.answer` and, as a strict JSON schema generated from it, what the model must return."""
 
-from typing import Literal
+from datetime import datetime
+from typing import Annotated, Literal
 
 import msgspec
+
+from protocol.bounds import LINE, TEXT
+from protocol.frames import Event, Reply, Request
+from protocol.location import Slug
 
 Verdict = Literal["continue", "resolved", "technician_needed"]
 Urgency = Literal["low", "normal", "high", "emergency"]
@@ -42,3 +47,129 @@ class AiAnswer(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     report_back: str  # what the consumer should tell the assistant after the steps
     verdict: Verdict
     draft: AiDraft | None
+
+
+# -- the conversation over the websocket ---------------------------------------------------------
+ConversationId = Annotated[str, LINE, msgspec.Meta(min_length=1, max_length=64)]
+AiText = Annotated[str, TEXT, msgspec.Meta(min_length=1, max_length=2000)]
+AttachmentIds = Annotated[list[Annotated[str, LINE, msgspec.Meta(max_length=64)]], msgspec.Meta(max_length=10)]
+Safety = Literal["none", "input_hazard", "output_gated"]
+ConversationState = Literal["active", "ended"]
+Outcome = Literal["fixed", "give_up", "ordered"]
+
+
+class AiTurnStarted(Reply):
+    """The turn the answer is being made for: it streams as `ai.delta`, then `ai.answer`."""
+
+    conversation_id: str
+    turn: int
+
+
+class AiStart(Request, tag="ai.start"):
+    """Ask the assistant about a product of the catalog (what order.create would accept)."""
+
+    brand: Slug
+    sku: Annotated[str, LINE, msgspec.Meta(min_length=1, max_length=64, description="model number")]
+    description: AiText
+    attachments: AttachmentIds = []
+    locale: Annotated[str, LINE, msgspec.Meta(max_length=35, description="BCP 47; default: the session's")] \
+        | None = None
+    reply = AiTurnStarted
+
+
+class AiReply(Request, tag="ai.reply"):
+    """The consumer's answer to the last steps; `wants_technician` asks for an order draft."""
+
+    conversation_id: ConversationId
+    text: AiText
+    attachments: AttachmentIds = []
+    wants_technician: bool = False
+    reply = AiTurnStarted
+
+
+class AiTurn(msgspec.Struct, kw_only=True):
+    turn: int
+    text: str  # the consumer's words
+    attachments: list[str]
+    wants_technician: bool
+    answer: AiAnswer | None  # null while it is being made
+    safety: Safety | None
+    engine: str | None  # null: the safety gate answered (no engine was asked)
+    draft_id: str | None
+    created_at: datetime
+    answered_at: datetime | None
+
+
+class AiConversation(msgspec.Struct, kw_only=True):
+    id: str
+    consumer_id: str
+    brand: str
+    sku: str
+    locale: str
+    state: ConversationState
+    outcome: Outcome | None
+    answering: bool  # an answer is being made
+    engine: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    order_id: str | None
+    created_at: datetime
+    updated_at: datetime
+    turns: list[AiTurn] = []  # ai.get: every turn, oldest first; ai.list: none
+
+
+class AiConversationReply(Reply):
+    conversation: AiConversation
+
+
+class AiEnd(Request, tag="ai.end"):
+    conversation_id: ConversationId
+    outcome: Literal["fixed", "give_up"]
+    reply = AiConversationReply
+
+
+class AiGet(Request, tag="ai.get"):
+    conversation_id: ConversationId
+    reply = AiConversationReply
+
+
+class AiPage(Reply):
+    conversations: list[AiConversation]
+    next_cursor: str | None = None
+
+
+class AiList(Request, tag="ai.list"):
+    """The consumer's conversations, newest first; pass `next_cursor` back as `cursor`."""
+
+    cursor: Annotated[str, LINE, msgspec.Meta(max_length=200)] | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=100)] = 20
+    reply = AiPage
+
+
+class AiDelta(Event, tag="ai.delta"):
+    """The next piece of an answer's readable text (pieces in `seq` order, from 0)."""
+
+    conversation_id: str
+    turn: int
+    seq: int
+    text: str
+
+
+class AiAnswered(Event, tag="ai.answer"):
+    """The final structured answer of a turn; `draft_id` names the order draft of a technician_needed one."""
+
+    conversation_id: str
+    turn: int
+    answer: AiAnswer
+    safety: Safety
+    draft_id: str | None
+
+
+class AiSummary(msgspec.Struct, kw_only=True):
+    """What an order's technician is told of the conversation it came from (never the conversation)."""
+
+    summary: str
+    tried: list[AiTried]
+    likely_parts: list[str]
+    urgency: Urgency

@@ -126,8 +126,23 @@ class PriceSave(Request, tag="catalog.price.save"):
     reply = Saved
 
 
+GuideText = Annotated[str, TEXT, msgspec.Meta(max_length=2000)]
+CheckSafety = Literal["safe", "caution", "technician"]  # technician: never offered to the consumer as a step
+Urgency = Literal["low", "normal", "high", "emergency"]
+
+
+class GuideCheck(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """One check of a guide, in the order the assistant offers them."""
+
+    text: Annotated[str, TEXT, msgspec.Meta(min_length=1, max_length=1000)]
+    look_for: Annotated[str, TEXT, msgspec.Meta(max_length=1000)] = ""
+    safety: CheckSafety = "safe"
+
+
 class GuideSave(Request, tag="catalog.guide.save"):
-    """Create a troubleshooting guide (no `guide_id`) or replace one, for a brand or one of its SKUs."""
+    """Create a troubleshooting guide (no `guide_id`) or replace one, for a brand, one of its
+    categories (`category`) or one of its SKUs. The structured fields are what the AI assistant's
+    offline engine reads; a guide without `checks` is shown but never offered as steps."""
 
     brand: Slug
     title: Name
@@ -135,6 +150,12 @@ class GuideSave(Request, tag="catalog.guide.save"):
     guide_id: GuideId | None = None
     sku: SkuId | None = None
     locale: Locale = "en"
+    category: Slug | None = None
+    symptoms: GuideText = ""  # the consumer's words the guide is for (full-text searched)
+    checks: Annotated[list[GuideCheck], msgspec.Meta(max_length=30)] = []
+    call_when: GuideText = ""  # what, once reported, means a technician must come
+    likely_parts: Annotated[list[Name], msgspec.Meta(max_length=30)] = []
+    urgency: Urgency = "normal"
     reply = Saved
 
 
@@ -146,6 +167,12 @@ class Guide(msgspec.Struct, kw_only=True):
     title: str
     body: str
     updated_at: datetime
+    category: str | None = None
+    symptoms: str = ""
+    checks: list[GuideCheck] = []
+    call_when: str = ""
+    likely_parts: list[str] = []
+    urgency: str = "normal"
 
 
 class Guides(Reply):

@@ -7,6 +7,7 @@ from typing import Union
 
 from protocol import (
     admin,
+    ai,
     audits,
     auth,
     catalog,
@@ -93,6 +94,11 @@ REQUESTS: tuple[type[Request], ...] = (
     suspension.SuspensionList,
     oversight.AdminOrders,
     oversight.AdminOrder,
+    ai.AiStart,
+    ai.AiReply,
+    ai.AiEnd,
+    ai.AiGet,
+    ai.AiList,
 )
 
 EVENTS: tuple[type[Event], ...] = (
@@ -106,6 +112,8 @@ EVENTS: tuple[type[Event], ...] = (
     admin.Notice,
     admin.Activity,
     moderation.ChatHiddenEvent,
+    ai.AiDelta,
+    ai.AiAnswered,
 )
 
 AnyRequest = Union[REQUESTS]  # type: ignore[valid-type]  # noqa: UP007

@@ -5,6 +5,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from protocol.ai import AiSummary
 from protocol.auth import Email, Phone
 from protocol.bounds import END, LINE, MOMENT, TEXT, check_moments
 from protocol.frames import Event, Reply, Request
@@ -68,6 +69,8 @@ class Order(msgspec.Struct, kw_only=True):
     rating: int | None = None
     rating_comment: str | None = None
     payment_state: PaymentState | None = None  # see payment.status; null when the order needs no payment
+    # From the AI assistant's draft the order was confirmed from: for its parties (never the pool).
+    ai_summary: AiSummary | None = None
     created_at: datetime
     updated_at: datetime
 
@@ -89,20 +92,23 @@ class OrderCreated(Reply):
 class OrderCreate(Request, tag="order.create"):
     """A consumer orders a repair; a merchant orders for a customer of one of its brands, giving
     either `customer` (linked by e-mail to their consumer account, or invited) or `consumer_id`.
-    The price comes from the catalog for the SKU and service type."""
+    The price comes from the catalog for the SKU and service type. A consumer confirming the AI
+    assistant's draft names it (`draft_id`): brand, sku and service_type then come from the draft
+    when left out (and must agree with it when given), and the technician sees its summary."""
 
-    brand: Slug
-    sku: Annotated[str, LINE, msgspec.Meta(min_length=1, max_length=64, description="model number")]
-    service_type: Slug
     description: Annotated[str, TEXT, msgspec.Meta(min_length=1, max_length=2000)]
     address: Annotated[str, TEXT, msgspec.Meta(min_length=1, max_length=300)]
     lat: Latitude
     lng: Longitude
+    brand: Slug | None = None  # required without draft_id
+    sku: Annotated[str, LINE, msgspec.Meta(min_length=1, max_length=64, description="model number")] | None = None
+    service_type: Slug | None = None
     attachments: AttachmentIds = []
     window_start: Annotated[datetime, MOMENT] | None = None
     window_end: Annotated[datetime, MOMENT] | None = None
     consumer_id: Annotated[str, LINE, msgspec.Meta(max_length=64)] | None = None
     customer: Customer | None = None
+    draft_id: Annotated[str, LINE, msgspec.Meta(min_length=1, max_length=64)] | None = None
     reply = OrderCreated
 
     def __post_init__(self) -> None:

@@ -145,16 +145,22 @@ async def retire_price(conn: asyncpg.Connection, sku_id: str, service_type: str,
 # -- guides ---------------------------------------------------------------------------------------
 async def guide(conn: Conn, guide_id: uuid.UUID) -> asyncpg.Record | None:
     row: asyncpg.Record | None = await conn.fetchrow(
-        "SELECT brand_id, to_jsonb(g) AS doc FROM catalog_guides g WHERE id = $1 FOR NO KEY UPDATE", guide_id)
+        "SELECT brand_id, to_jsonb(g) - 'search' AS doc FROM catalog_guides g WHERE id = $1 FOR NO KEY UPDATE",
+        guide_id)
     return row
 
 
 async def save_guide(conn: asyncpg.Connection, guide_id: uuid.UUID, brand_id: str, sku_id: str | None, locale: str,
-                     title: str, body: str) -> str:
+                     title: str, body: str, *, category: str | None = None, symptoms: str = "", checks: str = "[]",
+                     call_when: str = "", likely_parts: list[str] | None = None, urgency: str = "normal") -> str:
+    """Insert or replace a guide; `checks` is its JSON list. The search vector follows (generated)."""
     after: str = await conn.fetchval(
-        "INSERT INTO catalog_guides AS g (id, brand_id, sku_id, locale, title, body) VALUES ($1, $2, $3, $4, $5, $6)"
-        " ON CONFLICT (id) DO UPDATE SET sku_id = $3, locale = $4, title = $5, body = $6, updated_at = now()"
-        " RETURNING to_jsonb(g)", guide_id, brand_id, sku_id, locale, title, body)
+        "INSERT INTO catalog_guides AS g (id, brand_id, sku_id, locale, title, body, category, symptoms, checks,"
+        " call_when, likely_parts, urgency) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11, $12)"
+        " ON CONFLICT (id) DO UPDATE SET sku_id = $3, locale = $4, title = $5, body = $6, category = $7,"
+        " symptoms = $8, checks = $9::jsonb, call_when = $10, likely_parts = $11, urgency = $12, updated_at = now()"
+        " RETURNING to_jsonb(g) - 'search'", guide_id, brand_id, sku_id, locale, title, body, category, symptoms,
+        checks, call_when, likely_parts or [], urgency)
     return after
 
 
@@ -163,7 +169,9 @@ async def guides(db: Conn, brand_id: str, sku_id: str | None, locale: str | None
     """Brand-wide guides first, then by SKU, locale and title; keyset-paginated on that order."""
     key = after or (None, None, None, None)
     rows: list[asyncpg.Record] = await db.fetch(
-        "SELECT * FROM catalog_guides WHERE brand_id = $1 AND ($2::text IS NULL OR sku_id IS NULL OR sku_id = $2)"
+        "SELECT id, brand_id, sku_id, locale, title, body, updated_at, category, symptoms, checks, call_when,"
+        " likely_parts, urgency FROM catalog_guides"
+        " WHERE brand_id = $1 AND ($2::text IS NULL OR sku_id IS NULL OR sku_id = $2)"
         " AND ($3::text IS NULL OR locale = $3)"
         " AND ($4::text IS NULL OR (coalesce(sku_id, ''), locale, title, id) > ($4, $5, $6, $7::uuid))"
         " ORDER BY coalesce(sku_id, ''), locale, title, id LIMIT $8",

@@ -29,20 +29,23 @@ async def create(db: asyncpg.Pool | asyncpg.Connection, order_id: uuid.UUID, *, 
                  actor_role: str, brand: str, sku: str, service: str, description: str, address_enc: bytes, lat: float,
                  lng: float, attachments: list[uuid.UUID], window_start: datetime | None,
                  window_end: datetime | None, price_cents: int, currency: str,
-                 paid: bool = False, customer_enc: bytes | None = None) -> asyncpg.Record:
+                 paid: bool = False, customer_enc: bytes | None = None, ai_conversation_id: uuid.UUID | None = None,
+                 ai_summary_enc: bytes | None = None) -> asyncpg.Record:
     """Insert the order and its first timeline entry in one statement. A `paid` order waits for its
     payment (state awaiting_payment) before it opens."""
     row: asyncpg.Record = await db.fetchrow(
         "WITH created AS (INSERT INTO orders (id, consumer_id, created_by, brand_id, sku_id, service_type,"
         " description, address_enc, lat, lng, attachments, window_start, window_end, price_cents, currency,"
-        " state, payment_state, customer_enc)"
+        " state, payment_state, customer_enc, ai_conversation_id, ai_summary_enc)"
         " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,"
-        " CASE WHEN $17 THEN 'awaiting_payment' ELSE 'open' END, CASE WHEN $17 THEN 'unpaid' END, $18) RETURNING *),"
+        " CASE WHEN $17 THEN 'awaiting_payment' ELSE 'open' END, CASE WHEN $17 THEN 'unpaid' END, $18, $19, $20)"
+        " RETURNING *),"
         " logged AS (INSERT INTO order_events (order_id, actor_id, actor_role, from_state, to_state)"
         " SELECT id, $3, $16, NULL, state FROM created)"
         " SELECT *, NULL::text AS previous_state FROM created",
         order_id, consumer_id, created_by, brand, sku, service, description, address_enc, lat, lng, attachments,
-        window_start, window_end, price_cents, currency, actor_role, paid, customer_enc)
+        window_start, window_end, price_cents, currency, actor_role, paid, customer_enc, ai_conversation_id,
+        ai_summary_enc)
     return row
 
 

@@ -44,6 +44,7 @@ class Guide:
     likely_parts: tuple[str, ...]
     urgency: Urgency = "normal"
     rank: float = 0.0  # how well it matched the consumer's words (full-text search)
+    shared: int = 0  # words (lexemes) the consumer's latest reply shares with `call_when`
 
 
 @dataclass(frozen=True, slots=True)

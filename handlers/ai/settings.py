@@ -15,3 +15,4 @@ class AiRules:
     quota_per_hour: int = 30  # ai.start and ai.reply per consumer per rolling hour
     price_in_per_mtok_usd: float = 0.15  # for the estimated cost stored per conversation
     price_out_per_mtok_usd: float = 0.60
+    stream_pause_s: float = 0.05  # the offline engine's pause between streamed pieces

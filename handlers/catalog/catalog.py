@@ -9,7 +9,17 @@ from handlers.catalog.scope import check_brand, scope
 from handlers.context import Context
 from handlers.errors import N_, BadRequest
 from handlers.routing import ANY_ROLE, Router
-from protocol.catalog import Catalog, CatalogList, Change, Guide, GuideList, Guides, History, HistoryList
+from protocol.catalog import (
+    Catalog,
+    CatalogList,
+    Change,
+    Guide,
+    GuideCheck,
+    GuideList,
+    Guides,
+    History,
+    HistoryList,
+)
 from storage import catalog
 
 router = Router()
@@ -32,12 +42,16 @@ async def guides(ctx: Context, req: GuideList) -> Guides:
     page = rows[:req.limit]
     more = len(rows) > req.limit
     return Guides(guides=[Guide(id=str(r["id"]), brand=r["brand_id"], sku=r["sku_id"], locale=r["locale"],
-                                title=r["title"], body=r["body"], updated_at=r["updated_at"]) for r in page],
+                                title=r["title"], body=r["body"], updated_at=r["updated_at"],
+                                category=r["category"], symptoms=r["symptoms"], checks=CHECKS.decode(r["checks"]),
+                                call_when=r["call_when"], likely_parts=list(r["likely_parts"]),
+                                urgency=r["urgency"]) for r in page],
                   next_after=encode_cursor([page[-1]["sku_id"] or "", page[-1]["locale"], page[-1]["title"],
                                             str(page[-1]["id"])]) if more else None)
 
 
 CURSOR = msgspec.json.Decoder(tuple[str, str, str, uuid.UUID])
+CHECKS = msgspec.json.Decoder(list[GuideCheck])
 
 
 def encode_cursor(key: list[str]) -> str:

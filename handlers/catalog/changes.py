@@ -135,7 +135,12 @@ async def save_guide(ctx: Context, req: GuideSave) -> Saved:
             if existing is None or existing["brand_id"] != req.brand:
                 raise NotFound(N_("No such guide."))
             before = existing["doc"]
-        after = await catalog.save_guide(c.conn, guide_id, req.brand, req.sku, req.locale, req.title, req.body)
+        if req.category is not None and not await catalog.category_exists(c.conn, req.category):
+            raise BadRequest(N_("Unknown category."))
+        after = await catalog.save_guide(
+            c.conn, guide_id, req.brand, req.sku, req.locale, req.title, req.body, category=req.category,
+            symptoms=req.symptoms, checks=catalog.jsonb(req.checks), call_when=req.call_when,
+            likely_parts=req.likely_parts, urgency=req.urgency)
         return await c.record("guide", str(guide_id), req.brand, before, after)
 
 

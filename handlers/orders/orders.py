@@ -10,6 +10,7 @@ import msgspec
 from handlers.accounts.invites import Account, customer_account
 from handlers.admin import feed
 from handlers.admin.log import STAFF, record_read
+from handlers.ai import drafts
 from handlers.chat.push import Offline, to_offline
 from handlers.context import Context
 from handlers.errors import N_, BadRequest, Conflict, Forbidden, NotFound
@@ -89,13 +90,26 @@ async def create(ctx: Context, req: OrderCreate) -> OrderCreated:
         if (not req.consumer_id) == (req.customer is None):
             raise BadRequest(N_("A merchant orders for a customer: give either customer or consumer_id."))
         brands = await catalog.merchant_brands(db, who.user_id)
-        if req.brand not in brands:
+        if req.brand is None or req.brand not in brands:
             raise Forbidden(N_("You may only order for your own brands."))
     elif req.customer is not None:
         raise BadRequest(N_("Only a merchant orders for a customer: leave customer out."))
     if req.window_start and req.window_end and req.window_end <= req.window_start:
         raise BadRequest(N_("The time window ends before it starts."))
-    price = await orders.catalog_price(db, req.brand, req.sku, req.service_type)
+    draft = None
+    brand, sku, service = req.brand, req.sku, req.service_type
+    if req.draft_id is not None:
+        if who.role != "consumer":  # a draft is a consumer's own
+            raise NotFound(N_("No such draft."))
+        draft = await drafts.draft_for(ctx, req.draft_id)
+        if (brand or draft.brand, sku or draft.sku, service or draft.service_type) != (
+                draft.brand, draft.sku, draft.service_type):
+            raise BadRequest(N_("The order does not match its draft: leave brand, sku and service_type out or give "
+                                "the draft's."))
+        brand, sku, service = draft.brand, draft.sku, draft.service_type
+    if brand is None or sku is None or service is None:
+        raise BadRequest(N_("Give brand, sku and service_type, or a draft_id."))
+    price = await orders.catalog_price(db, brand, sku, service)
     if price is None:
         raise BadRequest(N_("No such product and service in the catalog."))
     if price["retired"]:  # the brand, the SKU or this price: orders made before keep their price
@@ -113,12 +127,16 @@ async def create(ctx: Context, req: OrderCreate) -> OrderCreated:
             account = await customer_account(ctx, conn, customer, brands)
         else:  # a consumer's own order, or a merchant's for a consumer it names
             account = Account(req.consumer_id if who.role == "merchant" and req.consumer_id else who.user_id)
+        if draft is not None:
+            await drafts.use(conn, ctx, draft, order_id)
         row = await orders.create(
             conn, order_id, consumer_id=account.user_id, created_by=who.user_id, actor_role=who.role,
-            brand=req.brand, sku=req.sku, service=req.service_type, description=req.description,
+            brand=brand, sku=sku, service=service, description=req.description,
             address_enc=address_enc, lat=req.lat, lng=req.lng, attachments=attachments,
             window_start=req.window_start, window_end=req.window_end, price_cents=price["price_cents"],
-            currency=price["currency"], paid=ctx.services.stripe is not None, customer_enc=customer_enc)
+            currency=price["currency"], paid=ctx.services.stripe is not None, customer_enc=customer_enc,
+            ai_conversation_id=draft.conversation_id if draft else None,
+            ai_summary_enc=drafts.seal_summary(ctx, order_id, draft) if draft else None)
         await push_offline(ctx, conn, row)
     if who.role == "merchant":
         await tell_parties(ctx, row)

@@ -7,6 +7,7 @@ from enum import Enum
 import asyncpg
 import msgspec
 
+from handlers.ai.drafts import summary_of
 from handlers.context import Context, Identity
 from handlers.errors import N_, Conflict, NotFound
 from protocol.orders import Order, OrderCustomer
@@ -133,4 +134,4 @@ async def view(ctx: Context, row: asyncpg.Record, seen: Sight = Sight.FULL, cont
         customer=await customer(ctx, row, contact or contact_for(ctx.identity, row)),
         completion_attachments=[str(a) for a in row["completion_attachments"]],
         completion_note=row["completion_note"], rating=row["rating"], rating_comment=row["rating_comment"],
-        payment_state=row["payment_state"])
+        payment_state=row["payment_state"], ai_summary=await summary_of(ctx, row))
