@@ -2,10 +2,11 @@
 keyset pages with a total, CSV export) and one order whole (`admin.order`)."""
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import msgspec
 
+from protocol.ai import AiConversation
 from protocol.bounds import END, LINE, MOMENT, check_moments
 from protocol.chat import ChatMessage
 from protocol.frames import Reply, Request
@@ -154,7 +155,7 @@ class OrderFile(Reply):
     transfer: TransferInfo | None
     money_jobs: list[MoneyJob]
     completion_photos: list[Photo]
-    ai: dict[str, Any] | None = None  # the AI assistant's conversation, once that exists
+    ai: AiConversation | None = None  # admins only: the AI assistant's conversation the order came from
     transcript: list[ChatMessage] | None = None  # admins only: the room's newest messages, oldest first
     transcript_more: bool = False  # older messages exist: page back with chat.history
 

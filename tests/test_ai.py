@@ -11,6 +11,7 @@ import pytest
 from handlers.ai.engine import render
 from handlers.ai.safety import gate_answer, hazard_in, hazardous_step
 from handlers.i18n import Catalogs
+from protocol.admin import LogList
 from protocol.ai import (
     AiAnswer,
     AiAnswered,
@@ -22,9 +23,10 @@ from protocol.ai import (
     AiStart,
     AiStep,
 )
-from protocol.catalog import GuideCheck, GuideSave, Retire
+from protocol.catalog import GuideCheck, GuideSave, MerchantBrandsSet, Retire
 from protocol.client import Client
 from protocol.orders import OrderAccept, OrderCreate, OrderGet
+from protocol.oversight import AdminOrder
 from tests.test_uploads import JPEG, upload_for
 from tests.world import brand_with_sku, refused, spot, technician
 
@@ -301,3 +303,51 @@ async def test_unknown_retired_products_and_others_attachments_are_refused(signe
     theirs = await refused(consumer, AiStart(**FRIDGE, description="warm", attachments=[photo.attachment_id]))
     assert theirs.code == "bad_request"
     await owner.request(AiStart(**FRIDGE, description="warm", attachments=[photo.attachment_id]))
+
+
+@pytest.mark.parametrize("locale, guides, description", [
+    ("en", [("Washer leaks water", "Water on the floor, a puddle under the washer, leaking door seal",
+             "Dry the door seal and look for tears"),
+            ("Washer is noisy", "Loud banging, grinding or squealing noise during the spin",
+             "Level the washer's feet")], "Loud grinding noise when it spins"),
+    ("es", [("La lavadora pierde agua", "Agua en el suelo, un charco bajo la lavadora, fuga por la junta",
+             "Seque la junta de la puerta y busque roturas"),
+            ("La lavadora hace ruido", "Golpes fuertes, chirridos o ruido de roce al centrifugar",
+             "Nivele las patas de la lavadora")], "Hace un ruido fuerte de roce al centrifugar"),
+    ("zh-Hans", [("洗衣机漏水", "地上有水，洗衣机下面积水，门封漏水", "擦干门封并检查是否破损"),
+                 ("洗衣机噪音大", "脱水时有很大的撞击声、摩擦声或尖叫声", "调平洗衣机的底脚")], "脱水的时候摩擦声很大"),
+])
+async def test_guides_are_ranked_by_the_consumers_words(signed_in, locale, guides, description):
+    admin, _ = await signed_in("admin")
+    brand, sku = await brand_with_sku(admin)
+    for title, symptoms, check in reversed(guides):  # the newest wins ties: the match must win here
+        await admin.request(GuideSave(brand=brand, sku=sku, title=title, body=title, symptoms=symptoms, locale=locale,
+                                      checks=[GuideCheck(text=check, look_for="-")]))
+    consumer, _ = await signed_in("consumer", locale=locale)
+    _, _, answered = await ask(consumer, AiStart(brand=brand, sku=sku, description=description))
+    assert answered.answer.steps[0].instruction == guides[1][2]
+    assert guides[1][0] in answered.answer.diagnosis
+
+
+async def test_admins_read_the_conversation_in_admin_order_and_the_read_is_logged(signed_in):
+    place = spot()
+    consumer, _ = await signed_in("consumer")
+    admin, admin_id = await signed_in("admin")
+    merchant, merchant_id = await signed_in("merchant")
+    await admin.request(MerchantBrandsSet(merchant_id=merchant_id, brands=["rheem"]))
+    conversation_id, _, _ = await ask(consumer, AiStart(brand="rheem", sku="XE50M06ST45U1",
+                                                        description="No hot water since this morning"))
+    await consumer.request(AiReply(conversation_id=conversation_id, text="Breaker reset, still cold",
+                                   wants_technician=True))
+    _, escalated = await answer_of(consumer, conversation_id, 2)
+    order = (await consumer.request(OrderCreate(draft_id=escalated.draft_id, description="No hot water",
+                                                address="2 AI Lane", lat=place[0], lng=place[1]))).order
+    whole = await admin.request(AdminOrder(order_id=order.id))
+    assert whole.ai is not None and whole.ai.id == conversation_id and whole.ai.outcome == "ordered"
+    assert [t.text for t in whole.ai.turns] == ["No hot water since this morning", "Breaker reset, still cold"]
+    assert whole.ai.turns[1].draft_id == escalated.draft_id
+    [read] = (await admin.request(LogList(actor_id=admin_id, action="read.ai_conversation"))).entries
+    assert (read.target_kind, read.target_id) == ("order", order.id)
+    seen = await merchant.request(AdminOrder(order_id=order.id))
+    assert seen.ai is None and seen.order.ai_summary is not None
+    assert (await admin.request(LogList(actor_id=merchant_id, action="read.ai_conversation"))).entries == []

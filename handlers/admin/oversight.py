@@ -15,6 +15,7 @@ import asyncpg
 import msgspec
 
 from handlers.admin.log import record_read
+from handlers.ai.views import stored_conversation as ai_conversation
 from handlers.catalog.scope import check_brand, scope
 from handlers.chat.rooms import message
 from handlers.context import Context
@@ -172,6 +173,9 @@ async def order_file(ctx: Context, req: AdminOrder) -> OrderFile:
         reply.transcript = [await message(ctx, m, who.locale) for m in shown_rows]
         reply.transcript_more = len(newest) > TRANSCRIPT_MESSAGES
         await record_read(ctx, "transcript", "order", str(order_id))
+        if row["ai_conversation_id"] is not None:
+            reply.ai = await ai_conversation(ctx.services, row["ai_conversation_id"])
+            await record_read(ctx, "ai_conversation", "order", str(order_id))
     return reply
 
 

@@ -32,3 +32,9 @@ async def conversation_view(services: Services, row: asyncpg.Record, with_turns:
         engine=row["engine"], prompt_tokens=row["prompt_tokens"], completion_tokens=row["completion_tokens"],
         cost_usd=row["cost_usd"], order_id=str(row["order_id"]) if row["order_id"] else None,
         created_at=row["created_at"], updated_at=row["updated_at"], turns=turns)
+
+
+async def stored_conversation(services: Services, conversation_id: uuid.UUID) -> AiConversation | None:
+    """A conversation by id, whoever's (for staff views: admin.order)."""
+    row = await ai.conversation(services.db, conversation_id)
+    return None if row is None else await conversation_view(services, row)
