@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint fuzz bench schema messages clean
+.PHONY: run test lint fuzz bench eval schema messages clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ bench: $(STAMP)  ## every benchmark against its same-run baselines, each into it
 	$(PY) -m bench.gateway --markdown docs/benchmarks.md
 	$(PY) -m bench.orders --markdown docs/benchmarks.md
 	$(PY) -m bench.chat --markdown docs/benchmarks.md
+
+eval: $(STAMP)  ## the AI troubleshooter's golden set against the configured engine (OPENAI_*), as a score table
+	$(PY) -m bench.ai_eval
 
 schema: $(STAMP)  ## regenerate docs/asyncapi.yaml from the protocol types
 	$(PY) run.py schema

@@ -175,14 +175,14 @@ async def test_a_hazard_gets_the_safety_answer_and_no_engine(signed_in, locale, 
     "I smell gas in the kitchen", "the outlet sparks", "smoke comes out of the back", "there is a burning smell",
     "the CO alarm keeps going off", "carbon monoxide detector beeping", "I see exposed wires behind the panel",
     "huele a quemado", "hay humo", "el detector de monóxido de carbono suena", "cables pelados detrás",
-    "agua cerca del enchufe", "有火花", "一氧化碳报警器响了", "电线裸露", "插座附近有水", "闻到燃气味",
+    "agua cerca del enchufe", "有火花", "厨房着火了", "一氧化碳报警器响了", "电线裸露", "插座附近有水", "闻到燃气味",
 ])
 def test_hazard_patterns_in_each_language(text):
     assert hazard_in(text)
 
 
 @pytest.mark.parametrize("text", [
-    "The fridge is warm", "El refrigerador no enfría", "冰箱不制冷", "the burner will not light",
+    "The fridge is warm", "El refrigerador no enfría", "冰箱不制冷", "the burner will not light", "灶头点不着火",
     "the washer shakes, maybe the shock absorbers", "la lavadora no desagua", "洗衣机不排水",
 ])
 def test_ordinary_problems_are_not_hazards(text):
