@@ -89,6 +89,14 @@ async def add_turn(conn: asyncpg.Connection, conversation_id: uuid.UUID, turn: i
         " VALUES ($1, $2, $3, $4, $5)", conversation_id, turn, text_enc, attachments, wants_technician)
 
 
+async def images(db: Db, ids: list[uuid.UUID]) -> list[asyncpg.Record]:
+    """The image attachments among `ids`: their blob names and types."""
+    rows: list[asyncpg.Record] = await db.fetch(
+        "SELECT id, content_type, sha256, sealed FROM attachments WHERE id = ANY($1::uuid[])"
+        " AND content_type LIKE 'image/%'", ids)
+    return rows
+
+
 async def conversation(db: Db, conversation_id: uuid.UUID) -> asyncpg.Record | None:
     return await db.fetchrow(
         "SELECT *, answering_since IS NOT NULL AND answering_since >= clock_timestamp() -"

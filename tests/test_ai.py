@@ -4,10 +4,12 @@ safety gate on what the consumer says and on what an engine answers, locales, qu
 who disconnects mid-stream, and conversations kept to their consumer."""
 
 import asyncio
+import uuid
 from typing import Any
 
 import pytest
 
+from handlers.ai.answering import photos_of
 from handlers.ai.engine import render
 from handlers.ai.safety import gate_answer, hazard_in, hazardous_step
 from handlers.i18n import Catalogs
@@ -351,3 +353,10 @@ async def test_admins_read_the_conversation_in_admin_order_and_the_read_is_logge
     seen = await merchant.request(AdminOrder(order_id=order.id))
     assert seen.ai is None and seen.order.ai_summary is not None
     assert (await admin.request(LogList(actor_id=merchant_id, action="read.ai_conversation"))).entries == []
+
+
+async def test_a_vision_engine_is_given_the_consumers_photos_opened(gateway, signed_in):
+    consumer, _ = await signed_in("consumer")
+    photo = await upload_for(consumer, JPEG, "image/jpeg")
+    found = await photos_of(gateway.services, [uuid.UUID(photo.attachment_id), uuid.uuid4()])
+    assert [(p.content_type, p.data) for p in found.values()] == [("image/jpeg", JPEG)]

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 import msgspec
 
-from handlers.ai.engine import Dialogue, Engine, Result, Turn, render
+from handlers.ai.engine import Dialogue, Engine, Photo, Result, Turn, render
 from handlers.ai.guides import find
 from handlers.ai.offline import OfflineEngine, Translate, draft, escalation, pieces, service_type
 from handlers.ai.safety import gate_answer, gate_line, hazard_in, safety_answer
@@ -25,6 +25,7 @@ from storage import ai
 log = logging.getLogger(__name__)
 Deliver = Callable[[str, Event], Awaitable[int]]
 ANSWERS = msgspec.json.Decoder(AiAnswer)
+MAX_PHOTOS = 4  # the newest photos of a conversation sent to a vision model
 FAILED = N_("Sorry, I could not answer just now. Please send your message again, or ask for a technician.")
 
 
@@ -71,6 +72,17 @@ class Streamer:
         self.seq += 1
 
 
+async def photos_of(services: Services, ids: list[uuid.UUID]) -> dict[uuid.UUID, Photo]:
+    """The consumer's photos for a vision model (only read when OPENAI_VISION is on)."""
+    found = {}
+    for row in await ai.images(services.db, ids):
+        try:
+            found[row["id"]] = Photo(row["content_type"], await services.blobs.read(row["sha256"].hex(), row["sealed"]))
+        except FileNotFoundError:
+            log.warning("attachment %s has no blob", row["id"])
+    return found
+
+
 async def dialogue_of(services: Services, conversation_id: uuid.UUID) -> tuple[Dialogue, asyncpg.Record]:
     """The conversation as engines read it (without guides), and its row."""
     cipher = services.cipher
@@ -79,9 +91,15 @@ async def dialogue_of(services: Services, conversation_id: uuid.UUID) -> tuple[D
     product = await ai.product(services.db, conv["brand_id"], conv["sku_id"])
     turns: list[Turn] = []
     wants = False
-    for row in await ai.turns(services.db, conversation_id):
+    rows = await ai.turns(services.db, conversation_id)
+    vision = bool(services.ai_rules.openai_vision and services.ai_rules.openai_api_key)
+    shown = {a for row in rows for a in row["attachments"]}
+    photos = await photos_of(services, [a for row in rows for a in row["attachments"]][-MAX_PHOTOS:]) \
+        if vision and shown else {}
+    for row in rows:
         text = await cipher.decrypt(row["text_enc"], ai.text_context(conversation_id, row["turn"]))
-        turns.append(Turn(role="consumer", text=text))
+        turns.append(Turn(role="consumer", text=text,
+                          photos=tuple(photos[a] for a in row["attachments"] if a in photos)))
         wants = row["wants_technician"]
         if row["answer_enc"] is not None:
             answer = ANSWERS.decode(await cipher.open(row["answer_enc"], ai.answer_context(conversation_id,
