@@ -1,7 +1,7 @@
 """Every route of every domain, in one table the gateway dispatches on."""
 
 from handlers.accounts import auth
-from handlers.admin import feed, notices
+from handlers.admin import feed, notices, summary
 from handlers.admin import log as audit_log
 from handlers.catalog import catalog, changes, members
 from handlers.chat import push, rooms
@@ -13,4 +13,4 @@ from protocol.frames import Request
 ROUTES: dict[type[Request], Route] = {request: audit_log.audited(route) for request, route in merge(
     auth.router, location.router, orders.router, jobs.router, pool.router, uploads.router, rooms.router, push.router,
     notices.router, payments.router, payouts.router, catalog.router, changes.router, members.router,
-    audit_log.router, feed.router).items()}
+    audit_log.router, feed.router, summary.router).items()}

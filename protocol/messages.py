@@ -5,7 +5,7 @@ Adding an operation: declare its Struct in the domain's module and list it here.
 
 from typing import Union
 
-from protocol import admin, auth, catalog, chat, location, orders, payments, push, uploads
+from protocol import admin, auth, catalog, chat, location, orders, payments, push, summary, uploads
 from protocol.frames import Event, Request
 
 REQUESTS: tuple[type[Request], ...] = (
@@ -55,6 +55,7 @@ REQUESTS: tuple[type[Request], ...] = (
     admin.LogList,
     admin.Watch,
     admin.Unwatch,
+    summary.SummaryGet,
     catalog.CatalogList,
     catalog.GuideList,
     catalog.HistoryList,
