@@ -25,6 +25,8 @@ SECTIONS = {
                ".venv/bin/python -m bench.orders --markdown docs/benchmarks.md"),
     "chat": ("Chat: message latency and throughput",
              ".venv/bin/python -m bench.chat --markdown docs/benchmarks.md"),
+    "summary": ("Back-office summaries on a year of orders",
+                ".venv/bin/python -m bench.summary --markdown docs/benchmarks.md"),
 }
 MARK = {True: "PASS", False: "FAIL"}
 
