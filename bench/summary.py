@@ -62,7 +62,8 @@ TECHNICIANS = 5000
 FEE_BP = 1500  # MoneyRules' default platform fee
 ORDER_COLUMNS = ["id", "consumer_id", "created_by", "brand_id", "sku_id", "service_type", "description", "address_enc",
                  "lat", "lng", "price_cents", "currency", "state", "technician_id", "payout_cents", "rating",
-                 "payment_state", "created_at", "updated_at"]
+                 "payment_state", "created_at", "updated_at", "opened_at", "accepted_at", "assigned_at",
+                 "completed_at", "accepts"]
 EVENT_COLUMNS = ["order_id", "at", "actor_id", "actor_role", "from_state", "to_state"]
 PAYMENT_COLUMNS = ["order_id", "intent_id", "policy", "amount_cents", "currency", "charge_id", "captured_cents",
                    "refunded_cents", "created_at", "updated_at"]
@@ -203,6 +204,10 @@ class Year:
             timeline.append((at, consumer, "consumer", previous, "cancelled"))
             stop = "cancelled"
         events.extend((oid, t, actor, role, before, after) for t, actor, role, before, after in timeline)
+        # The moments the order keeps of its timeline (as migration 0014's trigger sets them).
+        accepted = [t for t, _, _, _, after in timeline if after == "accepted"]
+        opened = next((t for t, _, _, _, after in timeline if after == "open"), None)
+        finished = timeline[-1][0] if stop == "completed" else None
         completed = stop == "completed"
         rating = rng.choice(STARS) if completed and rng.random() < 0.6 else None
         captured = price if completed else 0
@@ -211,7 +216,9 @@ class Year:
             "canceled" if stop == "cancelled" else "unpaid" if stop == "awaiting_payment" else "authorized")
         orders.append((oid, consumer, consumer, brand, sku, service, "Bench order", b"bench: not an envelope",
                        40.7, -74.0, price, "usd", stop, technician,
-                       price * (10_000 - FEE_BP) // 10_000 if completed else None, rating, payment_state, created, at))
+                       price * (10_000 - FEE_BP) // 10_000 if completed else None, rating, payment_state, created, at,
+                       opened, accepted[0] if accepted else None, accepted[-1] if accepted else None, finished,
+                       len(accepted)))
         payments.append((oid, f"pi_{oid.hex}", "capture_at_completion", price, "usd",
                          f"ch_{oid.hex}" if completed else None, captured, refunded, created, at))
         if completed and (END - at).total_seconds() > 86_400:  # paid out a day after completion

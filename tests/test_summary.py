@@ -9,7 +9,16 @@ from typing import Any
 import asyncpg
 
 from protocol.catalog import MerchantBrandsSet, SkuSave
-from protocol.orders import OrderAccept, OrderCancel, OrderComplete, OrderDecline, OrderDepart, OrderRate, OrderStart
+from protocol.orders import (
+    OrderAccept,
+    OrderCancel,
+    OrderComplete,
+    OrderDecline,
+    OrderDepart,
+    OrderRate,
+    OrderRelease,
+    OrderStart,
+)
 from protocol.summary import SummaryGet, SummaryRow
 from tests.world import brand_with_sku, fresh, order_at, refused, spot, technician
 
@@ -20,15 +29,21 @@ DAY2 = datetime(2026, 3, 3, 15, 0, tzinfo=UTC)
 async def plant(db: asyncpg.Pool, order_id: str, created: datetime, accepted_after_s: float | None = None,
                 completed_after_s: float | None = None) -> None:
     """The order created at `created`, opened then, accepted and completed that many seconds later
-    (each later step of its timeline a second after the one it follows)."""
+    (each later step a second after the one it follows): in its timeline and in the moments the
+    order keeps of it, as they would have been written then."""
     oid = uuid.UUID(order_id)
-    await db.execute("UPDATE orders SET created_at = $2 WHERE id = $1", oid, created)
     accepted = created + timedelta(seconds=accepted_after_s or 0)
     moments = {"open": created, "accepted": accepted, "en_route": accepted + timedelta(seconds=1),
                "in_service": accepted + timedelta(seconds=2),
                "completed": accepted + timedelta(seconds=completed_after_s or 0), "cancelled": created}
     for state, at in moments.items():
         await db.execute("UPDATE order_events SET at = $3 WHERE order_id = $1 AND to_state = $2", oid, state, at)
+    await db.execute(
+        "UPDATE orders SET created_at = $2, opened_at = $2,"
+        " accepted_at = CASE WHEN accepted_at IS NOT NULL THEN $3::timestamptz END,"
+        " assigned_at = CASE WHEN assigned_at IS NOT NULL THEN $3::timestamptz END,"
+        " completed_at = CASE WHEN completed_at IS NOT NULL THEN $4::timestamptz END WHERE id = $1",
+        oid, created, accepted, moments["completed"])
 
 
 async def pay(db: asyncpg.Pool, order_id: str, captured: int, refunded: int = 0,
@@ -108,6 +123,39 @@ async def test_each_day_of_a_brand_has_its_exact_counts_money_ratings_and_percen
     assert [(r.sku, r.orders.total) for r in by_sku.totals] == [(sku, 4)]
     only = await admin.request(SummaryGet(since=DAY1, until=DAY2 + timedelta(days=1), sku=second))
     assert (only.rows, only.totals, only.total.orders.total) == ([], [], 0)
+
+
+async def test_the_order_keeps_its_timeline_moments_as_it_moves(gateway, signed_in):
+    """What the summary measures is kept on the order by each transition: a job released and
+    taken again counts two acceptances, and its time to complete runs from the second."""
+    db = gateway.services.db
+    admin, _ = await signed_in("admin")
+    brand, sku = await brand_with_sku(admin)
+    place = spot()
+    consumer, _ = await signed_in("consumer")
+    first, _ = await technician(signed_in, place)
+    second, _ = await technician(signed_in, place)
+    order_id = (await consumer.request(order_at(place, brand=brand, sku=sku))).order.id
+    await first.request(OrderAccept(order_id=order_id))
+    await first.request(OrderRelease(order_id=order_id))
+    for step in (OrderAccept, OrderDepart, OrderStart, OrderComplete):
+        await second.request(step(order_id=order_id))
+    kept = await db.fetchrow("SELECT * FROM orders WHERE id = $1", uuid.UUID(order_id))
+    timeline = await db.fetch("SELECT from_state, to_state, at FROM order_events WHERE order_id = $1 ORDER BY id",
+                              uuid.UUID(order_id))
+    assert [(e["from_state"], e["to_state"]) for e in timeline] == [
+        (None, "open"), ("open", "accepted"), ("accepted", "open"), ("open", "accepted"),
+        ("accepted", "en_route"), ("en_route", "in_service"), ("in_service", "completed")]
+    opened, accepted, released, reaccepted, _, started, completed = (e["at"] for e in timeline)
+    assert kept["accepts"] == 2
+    assert kept["opened_at"] <= opened < kept["accepted_at"] <= accepted < released  # written with each move
+    assert released < kept["assigned_at"] <= reaccepted and started < kept["completed_at"] <= completed
+
+    got = await admin.request(SummaryGet(since=kept["created_at"], until=kept["created_at"] + timedelta(days=1),
+                                         brand=brand))
+    assert (got.total.accepts, got.total.orders.completed) == (2, 1)
+    assert got.total.accept_p50_s == (kept["accepted_at"] - kept["opened_at"]).total_seconds()
+    assert got.total.complete_p50_s == (kept["completed_at"] - kept["assigned_at"]).total_seconds()
 
 
 async def test_days_weeks_and_months_are_local_to_the_time_zone(gateway, signed_in):
