@@ -93,8 +93,9 @@ def conditions(f: Figures) -> str:
 
 NOT_COVERED = [
     "Not covered: requests in parallel (each run is alone: the figure is one back-office user's wait, not "
-    "the gateway's capacity), a database larger than memory (the seeded year fits in PostgreSQL's and the "
-    "kernel's caches, and each month is asked for 4 times), and writes going on meanwhile. The seeded rows "
+    "the gateway's capacity), a database larger than memory (the seeded year, about 2.5 GB, fits in the "
+    "kernel's page cache; PostgreSQL runs with the embedded server's settings; each month is asked for 4 "
+    "times), and writes going on meanwhile. The seeded rows "
     "are written as the gateway writes them, but by COPY, with no encrypted address (a placeholder: the "
     "summary never reads it) and no chat, attachments or money jobs.",
 ]
@@ -109,7 +110,7 @@ def write_markdown(f: Figures, path: Path) -> None:
     s = f.settings
     report.write_markdown(path, "summary", f, profile="""`--profile DIR` runs the month case
 through the gateway under cProfile and prints where its time goes.""", about=f"""\
-A year of orders ({s['orders']:,}, the seed {s['seed']}) over the demo catalog (10 brands, 20
+A year of {s['orders']:,} orders (random seed {s['seed']}) over the demo catalog (10 brands, 20
 SKUs) is put into a scratch embedded PostgreSQL with COPY, day after day in the order the gateway
 would have written it: each order with its timeline (awaiting payment, open, accepted, on the way,
 in service, completed; 4% released and taken again; 12% cancelled on the way; the last two days'
