@@ -20,6 +20,7 @@ from protocol.orders import (
     OrderStart,
 )
 from protocol.summary import SummaryGet, SummaryRow
+from storage.migrate import migrate, migrations
 from tests.world import brand_with_sku, fresh, order_at, refused, spot, technician
 
 DAY1 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)  # a Monday
@@ -245,3 +246,33 @@ async def test_bad_ranges_and_zones_are_bad_requests(signed_in):
     reply, _ = await admin.call("admin.summary", {"since": "2025-01-01T00:00:00Z", "until": "2025-01-02T00:00:00Z",
                                                   "tz": "../etc/passwd"})
     assert reply["code"] == "bad_request"
+
+
+async def test_orders_made_before_the_migration_get_their_moments_from_their_timelines(scratch_db):
+    """Migration 0014 fills the moments of existing orders from their timelines."""
+    conn = await asyncpg.connect(scratch_db)
+    try:
+        await conn.execute("CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
+                           " applied_at timestamptz NOT NULL DEFAULT now())")
+        for version, name, sql in migrations():
+            if version < 14:
+                await conn.execute(sql)
+                await conn.execute("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, name)
+        oid = uuid.uuid4()
+        await conn.execute(
+            "INSERT INTO orders (id, consumer_id, created_by, brand_id, sku_id, service_type, description, address_enc,"
+            " lat, lng, price_cents, currency, state, created_at) VALUES ($1, 'c', 'c', 'whirlpool', 'WRF535SWHZ',"
+            " 'repair', 'old', '\\x00', 0, 0, 13900, 'usd', 'completed', $2)", oid, DAY1)
+        timeline = [(None, "awaiting_payment", 0), ("awaiting_payment", "open", 20), ("open", "accepted", 80),
+                    ("accepted", "open", 500), ("open", "accepted", 700), ("accepted", "en_route", 800),
+                    ("en_route", "in_service", 900), ("in_service", "completed", 4000)]
+        await conn.executemany(
+            "INSERT INTO order_events (order_id, actor_id, actor_role, from_state, to_state, at)"
+            " VALUES ($1, 'x', 'technician', $2, $3, $4)",
+            [(oid, before, after, DAY1 + timedelta(seconds=s)) for before, after, s in timeline])
+        assert "0014_summary.sql" in await migrate(conn)
+        kept = await conn.fetchrow("SELECT opened_at, accepted_at, assigned_at, completed_at, accepts FROM orders")
+        assert tuple(kept) == (DAY1 + timedelta(seconds=20), DAY1 + timedelta(seconds=80),
+                               DAY1 + timedelta(seconds=700), DAY1 + timedelta(seconds=4000), 2)
+    finally:
+        await conn.close()
