@@ -7,11 +7,14 @@
     python run.py migrate            apply database migrations
     python run.py keys rotate [--new-kek]  a new data key (or key-encryption key); old values stay readable
     python run.py keys encrypt-existing  seal what older versions stored in plaintext
+    python run.py user create --role admin --email E --name N  a staff account (password: see --help)
     python run.py schema             write docs/asyncapi.yaml
 """
 
 import argparse
 import asyncio
+import getpass
+import os
 import sys
 from pathlib import Path
 
@@ -98,6 +101,23 @@ def parser() -> argparse.ArgumentParser:
     for command in (rotate, sealing):
         configuration.add_flags(command, ("data_dir", "database_url", "key_dir", "kek"))
 
+    user = sub.add_parser("user", help="create staff accounts",
+                          description="Staff accounts (admins, merchants) against the database (embedded PostgreSQL "
+                          "if no DATABASE_URL); they sign in with auth.login and are never self-registered.")
+    user_commands = user.add_subparsers(dest="user_command", metavar="USER_COMMAND", required=True)
+    create = user_commands.add_parser(
+        "create", help="a new admin or merchant account",
+        description="The password comes from --password-file, else the environment variable STAFF_PASSWORD, "
+        "else a prompt (twice) on a terminal.")
+    create.add_argument("--role", required=True, choices=["admin", "merchant"])
+    create.add_argument("--email", required=True)
+    create.add_argument("--name", required=True)
+    create.add_argument("--brand", action="append", default=[], metavar="BRAND",
+                        help="merchants: a brand they are a member of (repeat for several)")
+    create.add_argument("--password-file", type=Path, default=None,
+                        help="a file holding the password (its first line)")
+    configuration.add_flags(create, ("data_dir", "database_url", "key_dir", "kek"))
+
     schema = sub.add_parser("schema", help="write the AsyncAPI document",
                             description="Write the AsyncAPI 3 document generated from the protocol types.")
     configuration.add_flags(schema, ("data_dir",))
@@ -132,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         return migrate(config)
     if command == "keys":
         return keys(config, args)
+    if command == "user":
+        return user(config, args)
     if command == "schema":
         from protocol.schema import write
 
@@ -191,6 +213,41 @@ def keys(config: Config, args: argparse.Namespace) -> int:
         else:
             print(asyncio.run(keytool.seal_existing(config, url)))
     except StartupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        embedded.stop()
+    return 0
+
+
+def staff_password(args: argparse.Namespace) -> str | None:
+    if args.password_file is not None:
+        lines = args.password_file.read_text().splitlines()
+        return lines[0] if lines else ""
+    if os.environ.get("STAFF_PASSWORD"):
+        return os.environ["STAFF_PASSWORD"]
+    if not sys.stdin.isatty():
+        return None
+    first = getpass.getpass("password: ")
+    return first if getpass.getpass("again: ") == first else None
+
+
+def user(config: Config, args: argparse.Namespace) -> int:
+    from gateway import usertool
+    from gateway.app import StartupError
+    from storage.embedded import EmbeddedPostgres
+
+    password = staff_password(args)
+    if password is None:
+        print("error: no password: give --password-file, set STAFF_PASSWORD or type it twice on a terminal",
+              file=sys.stderr)
+        return 2
+    embedded = EmbeddedPostgres(config.data_dir.absolute() / "postgres")
+    url = config.database_url or embedded.start()
+    try:
+        print(asyncio.run(usertool.create(config, url, role=args.role, email=args.email, name=args.name,
+                                          password=password, brands=args.brand)))
+    except (StartupError, usertool.UserError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:

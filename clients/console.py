@@ -1,7 +1,9 @@
 """The protocol debug console (`run.py console`): type frames, see replies and pushed events.
 
-A line is `OPERATION {json arguments}`, `OPERATION`, a raw `{...}` frame sent as typed, or
-`:help`/`:quit`. `--script FILE` runs such lines without a prompt and stops at the first error.
+A line is `OPERATION {json arguments}`, `OPERATION`, a raw `{...}` frame sent as typed, or a
+:command (`:help`, `:quit`, `:watch` the back office's live feed as one line per event, `:unwatch`,
+`:json`/`:tables` to show lists as JSON or as tables). `--script FILE` runs such lines without a
+prompt and stops at the first error.
 """
 
 import argparse
@@ -33,7 +35,10 @@ from protocol.codec import JSON, MSGPACK, Codec
 from protocol.frames import Request
 from protocol.messages import BY_TYPE, REQUESTS, operation
 
-COMMANDS = (":help", ":quit", ":exit")
+COMMANDS = (":help", ":quit", ":exit", ":watch", ":unwatch", ":json", ":tables")
+QUIT = (":quit", ":exit")
+TABLE_COLUMNS = 10  # a list's first columns shown in a table; `:json` shows everything
+CELL_CHARS = 40
 PROMPT = "dispatch> "
 REPLY_TIMEOUT_S = 10.0
 TRAILING_EVENTS_S = 0.2  # after a script's last reply, show events still in flight
@@ -113,7 +118,20 @@ class Shell:
         self.client = client
         self.out = out
         self.echo = echo  # print each frame before sending it (scripts)
+        self.tables = True  # lists of objects in replies as tables (`:json` turns it off)
+        self.watching = False  # `admin.activity` events as one line each
         self._ids = itertools.count(1)
+
+    async def command(self, name: str) -> bool:
+        """Run a :command; False when it fails."""
+        if name == ":help":
+            self.help()
+        elif name in (":json", ":tables"):
+            self.tables = name == ":tables"
+        elif name in (":watch", ":unwatch"):
+            self.watching = name == ":watch"
+            return await self.send(Frame("admin." + name[1:], {}))
+        return True
 
     async def send(self, frame: Frame, echo: bool = True) -> bool:
         """Send one frame and print its reply; True unless the reply is an error or missing."""
@@ -164,19 +182,32 @@ class Shell:
 
     def show_pushed(self, label: str, frame: Any) -> None:
         data = msgspec.to_builtins(frame)  # typed events, msgpack timestamps: all JSON-ready
+        if self.watching and data.get("type") == "admin.activity":
+            self.out.print(activity_line(data), style="cyan", soft_wrap=True, highlight=False)
+            return
         self.show(f"{label} {data.get('type')}", data)
 
     def show(self, header: str, frame: Any, color: str = "magenta") -> None:
-        """A header line in `color`, then the frame as JSON (all red for errors)."""
+        """A header line in `color`, then the frame: its first list of objects as a table (unless
+        `:json`), the rest as JSON (all red for errors)."""
         data = msgspec.to_builtins(frame)
         self.out.print(header, style="bold " + color)
-        red = color == "red"
-        self.out.print(json.dumps(data, indent=2, ensure_ascii=False) if red else JSONView.from_data(data),
-                       style=color if red else "")
+        if color == "red":
+            self.out.print(json.dumps(data, indent=2, ensure_ascii=False), style=color)
+            return
+        rows_key = next((k for k, v in data.items() if isinstance(v, list) and v
+                         and all(isinstance(row, dict) for row in v)), None) if self.tables else None
+        if rows_key is None:
+            self.out.print(JSONView.from_data(data))
+            return
+        self.out.print(table(rows_key, data[rows_key]))
+        rest = {k: v for k, v in data.items() if k not in (rows_key, "type", "id")}
+        if rest:
+            self.out.print(JSONView.from_data(rest))
 
     def help(self) -> None:
-        self.out.print("OPERATION {json arguments} | OPERATION | {raw frame} | :help | :quit   "
-                       "(Tab completes, Ctrl-D quits)\n")
+        self.out.print("OPERATION {json arguments} | OPERATION | {raw frame} | :help | :quit | :watch | :unwatch"
+                       " | :json | :tables   (Tab completes, Ctrl-D quits)\n")
         table = Table(box=None, show_header=False, padding=(0, 2, 0, 2))
         for name, request in sorted((operation(r), r) for r in REQUESTS):
             fields = [f.encode_name + ("" if f.required else "?") for f in msgspec.structs.fields(request)]
@@ -190,11 +221,12 @@ class Shell:
             except ValueError as exc:
                 self.out.print(f"{name}:{number}: {exc}", style="bold red")
                 return 1
-            if item == ":help":
-                self.help()
-            elif isinstance(item, str):
+            if item in QUIT:
                 break
-            elif item is not None and not await self.send(item):
+            if isinstance(item, str) and not await self.command(item):
+                self.out.print(f"{name}:{number}: stopped at the first error", style="red")
+                return 1
+            elif isinstance(item, Frame) and not await self.send(item):
                 self.out.print(f"{name}:{number}: stopped at the first error", style="red")
                 return 1
         await asyncio.sleep(TRAILING_EVENTS_S)
@@ -216,12 +248,41 @@ class Shell:
                 except ValueError as exc:
                     self.out.print(str(exc), style="red")
                     continue
-                if item == ":help":
-                    self.help()
-                elif isinstance(item, str):
+                if item in QUIT:
                     return 0
+                if isinstance(item, str):
+                    await self.command(item)
                 elif item is not None:
                     await self.send(item)
+
+
+def cell(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= CELL_CHARS else text[:CELL_CHARS - 1] + "…"
+
+
+def table(title: str, rows: list[dict[str, Any]]) -> Table:
+    """A list of objects as a table: the columns the rows have, in their order, the first few."""
+    columns = list(dict.fromkeys(k for row in rows for k in row))[:TABLE_COLUMNS]
+    grid = Table(title=f"{title} ({len(rows)})", title_justify="left", header_style="bold")
+    for column in columns:
+        grid.add_column(column, overflow="fold")
+    for row in rows:
+        grid.add_row(*("" if row.get(c) is None else cell(row[c]) for c in columns))
+    return grid
+
+
+def activity_line(data: dict[str, Any]) -> str:
+    """One `admin.activity` event as one line: time, kind, brand, order, state change, amount."""
+    at = str(data.get("at", ""))[11:19]
+    change = data.get("state") or ""
+    if data.get("previous_state"):
+        change = f"{data['previous_state']} -> {change}"
+    parts = [at, data.get("kind", ""), data.get("brand") or "-", data.get("order_id") or "", change]
+    if data.get("amount_cents") is not None:
+        parts.append(f"{data['amount_cents'] / 100:.2f}")
+    parts += [data.get(k) or "" for k in ("user_id", "detail")]
+    return "  ".join(str(p) for p in parts if p != "")
 
 
 async def run(url: str, codec: Codec, token: str | None, locale: str | None, lines: list[str] | None,

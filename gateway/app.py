@@ -23,12 +23,14 @@ from gateway.server import Gateway
 from gateway.web import WebSide
 from handlers.accounts.passwords import Passwords
 from handlers.accounts.tokens import TokenIssuer
+from handlers.ai.settings import AiRules
 from handlers.chat.fcm import FcmClient
 from handlers.chat.push import run_worker as push_worker
 from handlers.chat.settings import ChatRules
 from handlers.chat.writer import ChatWriter
 from handlers.context import Context
 from handlers.i18n import Catalogs
+from handlers.money.audits import run_audits
 from handlers.money.scheduler import run_scheduler
 from handlers.money.settings import MoneyRules
 from handlers.money.stripe_api import StripeAccess, StripeSettings
@@ -110,6 +112,12 @@ def stripe_access(c: Config) -> StripeAccess | None:
         c.stripe_connect_country))
 
 
+def ai_rules(c: Config) -> AiRules:
+    return AiRules(openai_api_key=c.openai_api_key, openai_base_url=c.openai_base_url, openai_model=c.openai_model,
+                   openai_vision=c.openai_vision, timeout_s=c.ai_timeout_s, max_retries=c.ai_max_retries,
+                   max_in_flight=c.ai_max_in_flight, quota_per_hour=c.ai_quota_per_hour)
+
+
 class Running:
     """`async with Running(config) as gw:` a gateway serving on config's address (or `sock`)."""
 
@@ -145,20 +153,22 @@ class Running:
             raise
         data = Path(c.data_dir).absolute()
         order_rules = OrderRules(radius_mi=c.dispatch_radius_mi, max_radius_mi=c.max_radius_mi,
-                                 stale_after_s=c.position_stale_s, upload_dir=str(data / "uploads"))
+                                 stale_after_s=c.position_stale_s, upload_dir=str(data / "uploads"),
+                                 invite_ttl_s=c.invite_ttl_s)
         chat_rules = ChatRules(push_max_attempts=c.push_max_attempts, push_retry_base_s=c.push_retry_base_s,
                                push_poll_s=c.push_poll_s, push_log_after_s=c.push_log_after_s)
         money_rules = MoneyRules(platform_fee_bp=c.platform_fee_bp, payment_policy=c.payment_policy,
                                  payout_delay_s=c.payout_delay_s, cancellation_fee_bp=c.cancellation_fee_bp,
                                  money_max_attempts=c.money_max_attempts, money_retry_base_s=c.money_retry_base_s,
-                                 money_poll_s=c.money_poll_s, money_lease_s=c.money_lease_s)
+                                 money_poll_s=c.money_poll_s, money_lease_s=c.money_lease_s,
+                                 audit_interval_s=c.audit_interval_s)
         blobs = LocalBlobs(data / "blobs", cipher)
         positions = geo.PositionWriter(redis)
         hub = Hub(redis)
         chat = ChatWriter(hub.publish_many)
         services = Services(db, redis, token_issuer(c), self.passwords or Passwords(), cipher, positions,
                             geo.NearbySearch(redis), blobs, Catalogs(), chat, order_rules,
-                            chat_rules, money_rules, stripe_access(c))
+                            chat_rules, money_rules, stripe_access(c), ai_rules=ai_rules(c))
         positions.start()
         chat.start(services)
         await rebuild_if_lost(services)
@@ -173,6 +183,8 @@ class Running:
         self.gateway.spawn(push_worker(services, self.fcm))
         self.gateway.spawn(seal_leftovers(services, blobs))
         self.gateway.spawn(upkeep(self.web.system, c.sweep_interval_s))
+        if c.audit_interval_s > 0:
+            self.gateway.spawn(run_audits(self.web.system))
         if services.stripe is not None:
             self.gateway.spawn(run_scheduler(self.web.system))
             self.gateway.spawn(run_reconciler(self.web.system, c.reconcile_interval_s, c.reconcile_lookback_s))

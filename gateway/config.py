@@ -40,6 +40,7 @@ class Config:
     dispatch_radius_mi: float = 50.0
     max_radius_mi: float = 100.0
     position_stale_s: float = 300.0
+    invite_ttl_s: float = 14 * 86_400.0
     platform_fee_bp: int = 1500
     sweep_interval_s: float = 15.0
     fcm_credentials: str | None = None  # service-account JSON; None: pushes are logged, not sent
@@ -64,6 +65,15 @@ class Config:
     money_lease_s: float = 60.0
     reconcile_interval_s: float = 300.0
     reconcile_lookback_s: float = 3 * 86_400.0
+    audit_interval_s: float = 3_600.0  # between scheduled money and order audits (one process of the fleet); 0: off
+    openai_api_key: str | None = None  # None: the AI troubleshooter answers with its offline engine
+    openai_base_url: str | None = None  # any OpenAI-compatible server; None: OpenAI's
+    openai_model: str = "gpt-4o-mini"
+    openai_vision: bool = False
+    ai_timeout_s: float = 30.0
+    ai_max_retries: int = 2
+    ai_max_in_flight: int = 16
+    ai_quota_per_hour: int = 30
 
 
 # environment variable -> field; each also has a --flag on `serve` (field name, dashes).
@@ -93,6 +103,7 @@ ENV = {
     "DISPATCH_RADIUS_MI": "dispatch_radius_mi",
     "MAX_RADIUS_MI": "max_radius_mi",
     "POSITION_STALE_S": "position_stale_s",
+    "INVITE_TTL_S": "invite_ttl_s",
     "PLATFORM_FEE_BP": "platform_fee_bp",
     "SWEEP_INTERVAL_S": "sweep_interval_s",
     "FCM_CREDENTIALS": "fcm_credentials",
@@ -117,6 +128,15 @@ ENV = {
     "MONEY_LEASE_S": "money_lease_s",
     "RECONCILE_INTERVAL_S": "reconcile_interval_s",
     "RECONCILE_LOOKBACK_S": "reconcile_lookback_s",
+    "AUDIT_INTERVAL_S": "audit_interval_s",
+    "OPENAI_API_KEY": "openai_api_key",
+    "OPENAI_BASE_URL": "openai_base_url",
+    "OPENAI_MODEL": "openai_model",
+    "OPENAI_VISION": "openai_vision",
+    "AI_TIMEOUT_S": "ai_timeout_s",
+    "AI_MAX_RETRIES": "ai_max_retries",
+    "AI_MAX_IN_FLIGHT": "ai_max_in_flight",
+    "AI_QUOTA_PER_HOUR": "ai_quota_per_hour",
 }
 FLAG_OF = {name: env for env, name in ENV.items()}
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -139,12 +159,16 @@ def _convert(name: str, raw: str) -> Any:
             return float(raw)
     except ValueError:
         raise ConfigError(f"{FLAG_OF[name]}={raw!r} is not a number") from None
+    if kind in (bool, "bool"):
+        if raw.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off", ""):
+            raise ConfigError(f"{FLAG_OF[name]}={raw!r} is not one of true, false (1, 0, yes, no, on, off)")
+        return raw.lower() in ("1", "true", "yes", "on")
     if kind in (Path, "Path"):
         return Path(raw)
     if name == "key_dir":
         return Path(raw) if raw else None
     optional = ("database_url", "redis_url", "secret", "kek", "fcm_credentials", "public_url", "stripe_api_key",
-                "stripe_webhook_secret")
+                "stripe_webhook_secret", "openai_api_key", "openai_base_url")
     return raw or None if name in optional else raw
 
 
@@ -191,9 +215,14 @@ def validate(c: Config) -> None:
         raise ConfigError(f"PLATFORM_FEE_BP={c.platform_fee_bp} must be between 0 and 10000 (basis points)")
     if c.key_dir is not None and key_dir(c).is_relative_to(c.data_dir.absolute()):
         raise ConfigError(f"KEY_DIR={c.key_dir} is inside DATA_DIR: keep the keys apart from the data they protect")
+    if c.openai_base_url is not None and urlparse(c.openai_base_url).scheme not in ("http", "https"):
+        raise ConfigError(f"OPENAI_BASE_URL={c.openai_base_url!r} is not an http(s) URL")
+    if c.ai_timeout_s <= 0 or c.ai_max_retries < 0 or c.ai_max_in_flight < 1 or c.ai_quota_per_hour < 0:
+        raise ConfigError("AI_TIMEOUT_S must be positive, AI_MAX_RETRIES and AI_QUOTA_PER_HOUR not negative, "
+                          "AI_MAX_IN_FLIGHT at least 1")
     if c.secret is not None and len(c.secret) < 32:
         raise ConfigError("GATEWAY_SECRET must be at least 32 characters")
-    for name in ("token_ttl_s", "refresh_ttl_s", "auth_timeout_s", "idle_timeout_s", "max_frame_bytes",
+    for name in ("token_ttl_s", "refresh_ttl_s", "invite_ttl_s", "auth_timeout_s", "idle_timeout_s", "max_frame_bytes",
                  "rate_per_s", "rate_burst", "outbox_limit", "db_pool_size", "dispatch_radius_mi",
                  "max_radius_mi", "position_stale_s", "sweep_interval_s", "push_max_attempts", "push_retry_base_s",
                  "push_poll_s", "push_log_after_s", "stripe_webhook_tolerance_s", "money_max_attempts",
@@ -202,6 +231,8 @@ def validate(c: Config) -> None:
             raise ConfigError(f"{FLAG_OF[name]} must be positive")
     if c.payout_delay_s < 0:
         raise ConfigError("PAYOUT_DELAY_S must not be negative")
+    if c.audit_interval_s < 0:
+        raise ConfigError("AUDIT_INTERVAL_S must not be negative (0 turns scheduled audits off)")
 
 
 def key_dir(c: Config) -> Path:

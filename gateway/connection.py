@@ -19,7 +19,7 @@ from websockets.protocol import OPEN
 from gateway.delivery import Batches, group_channel, user_channel
 from gateway.session import SessionState
 from handlers.context import Identity
-from handlers.errors import N_, BadRequest, GatewayError, Internal, RateLimited, TooLarge, Unavailable
+from handlers.errors import ENDINGS, N_, BadRequest, GatewayError, Internal, RateLimited, TooLarge, Unavailable
 from handlers.i18n import negotiate
 from handlers.services import Services
 from protocol.bounds import readable
@@ -66,12 +66,16 @@ class Deliveries:
     async def deliver_many(self, batches: Batches) -> None:
         await self.gateway.hub.publish_many(batches)
 
+    async def disconnect_user(self, user_id: str, reason: type[GatewayError]) -> int:
+        assert ENDINGS.get(reason.code) is reason, f"{reason.__name__} is not in handlers.errors.ENDINGS"
+        return await self.gateway.hub.disconnect(user_id, reason.code)
+
 
 class Session(Deliveries):
     """Implements handlers' `Context` for one connection, and delivery's `Sink`."""
 
-    __slots__ = ("_closers", "_memo", "_outbox", "_overflowed", "_timer", "_writer", "channels", "codec", "gateway",
-                 "groups", "state", "ws")
+    __slots__ = ("_closers", "_ending", "_memo", "_outbox", "_overflowed", "_timer", "_writer", "channels", "codec",
+                 "gateway", "groups", "state", "ws")
 
     def __init__(self, gateway: "Gateway", ws: ServerConnection, codec: Codec) -> None:
         self.gateway = gateway
@@ -84,6 +88,7 @@ class Session(Deliveries):
         self._outbox: collections.deque[bytes] | None = None  # events waiting for the writer
         self._writer: asyncio.Task[None] | None = None
         self._overflowed = False
+        self._ending = False  # ended (suspended): no frame is acted on while the close goes out
         self._memo: dict[str, Any] | None = None  # created on first use: most sessions never need it
         self._closers: list[Callable[[], object]] | None = None
         self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
@@ -106,7 +111,9 @@ class Session(Deliveries):
         channels = (user_channel(identity.user_id), group_channel("role:" + identity.role))
         if channels != self.channels:
             self.gateway.hub.leave(self, self.channels)
-            self.leave(list(self.groups or ()))  # another identity: what the last one watched is not its
+            if self.groups:  # another identity: what the last one watched is not its to see
+                self.gateway.hub.leave(self, self.groups)
+                self.groups = None
             self.channels = channels
             self.gateway.presence.set(identity.user_id, True)
             async with asyncio.timeout(5):  # Redis must confirm the subscriptions and the presence
@@ -153,6 +160,8 @@ class Session(Deliveries):
     async def handle(self, data: str | bytes) -> bytes | None:
         """One frame in (str: a text frame, bytes: a binary one), at most one frame out."""
         gateway, state = self.gateway, self.state
+        if self._ending:
+            return None
         now = time.monotonic()
         state.last_seen = now
         limit, size = gateway.config.max_frame_bytes, len(data)
@@ -180,6 +189,9 @@ class Session(Deliveries):
         try:
             reply: Reply | None = await route.handler(self, request)
         except GatewayError as exc:
+            if exc.close_code is not None:
+                self.end(exc, request.id)
+                return None
             return self._error(data, exc, request.id)
         except UNREACHABLE as exc:
             log.warning("%s: a dependency is unreachable: %r", route.operation, exc)
@@ -217,11 +229,38 @@ class Session(Deliveries):
                 request_id = self.codec.decode_head(data).id
             except msgspec.DecodeError:
                 pass
+        return self._error_frame(exc, request_id)
+
+    def _error_frame(self, exc: GatewayError, request_id: object) -> bytes:
         gateway = self.gateway
         gateway.metrics.errors.labels(exc.code).inc()
         locale = self.state.identity.locale if self.state.identity else "en"
         message = gateway.catalogs.translate(locale, exc.message, **exc.params)
         return self.codec.encode(error_frame(request_id, exc.code, message, exc.details))
+
+    def disconnect(self, reason: str) -> None:
+        """End the session on another's word (delivery's `Sink`): `reason` is an ENDINGS code."""
+        self.end(ENDINGS[reason](), None)
+
+    def end(self, exc: GatewayError, request_id: object) -> None:
+        """Send `exc` as an error frame, act on no frame after it, take no more events, and close
+        with its close code once what was written before has gone out."""
+        if self._ending:
+            return
+        assert exc.close_code is not None
+        self._ending = True
+        self.write(self._error_frame(exc, request_id))
+        hub = self.gateway.hub
+        hub.leave(self, self.channels)  # the rest (presence, callbacks) when the connection is gone
+        if self.groups:
+            hub.leave(self, self.groups)
+        self.gateway.spawn(self._close_when_written(exc.close_code, exc.code))
+
+    async def _close_when_written(self, code: int, reason: str) -> None:
+        writer = self._writer
+        if writer is not None and not writer.done():  # a slow reader: the error frame waits in the outbox
+            await asyncio.wait([writer], timeout=self.gateway.config.ping_interval_s)
+        await self.ws.close(code, reason)
 
     # -- events ----------------------------------------------------------------------------
     def push(self, frame: bytes) -> None:

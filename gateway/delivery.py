@@ -4,6 +4,7 @@ Every channel (`u:<user id>`, `g:<group>`) is a Redis pub/sub channel. A process
 a channel while it holds at least one session in it, delivers to its own sessions directly, and
 publishes for the others; each published message starts with the publisher's node id so the
 publisher skips its own echo. Subscription changes are batched: one SUBSCRIBE for many sessions.
+Ending a user's sessions (a suspension) travels on a control channel every process listens to.
 """
 
 import asyncio
@@ -28,6 +29,9 @@ class Sink(Protocol):
 
     def push(self, frame: bytes) -> None: ...
 
+    def disconnect(self, reason: str) -> None:
+        """End the session: tell it `reason` (an error code), then close it."""
+
 
 def user_channel(user_id: str) -> str:
     return "u:" + user_id
@@ -40,6 +44,10 @@ def group_channel(group: str) -> str:
 MULTICAST = "m"  # every process listens: one message carries events for many users
 Batches = list[tuple[list[str], Event]]
 BATCHES = msgspec.msgpack.Decoder(list[tuple[list[str], bytes]])
+# Every process listens, whichever sessions it holds: a session signing in as the user at that
+# moment is closed too once it is in the user's channel (see handlers.accounts.auth for the rest).
+CONTROL = "c"
+DISCONNECT = msgspec.msgpack.Decoder(tuple[str, str])  # (user id, reason)
 
 
 class Hub:
@@ -56,7 +64,7 @@ class Hub:
 
     async def start(self) -> None:
         # The node channel opens the pub/sub connection before the reader starts listening.
-        await self._pubsub.subscribe("n:" + self.node.hex(), MULTICAST)
+        await self._pubsub.subscribe("n:" + self.node.hex(), MULTICAST, CONTROL)
         self._tasks = [asyncio.create_task(self._read(), name="hub-read"),
                        asyncio.create_task(self._sync(), name="hub-sync")]
 
@@ -87,6 +95,7 @@ class Hub:
             members.discard(sink)
             if not members:
                 del self.channels[channel]
+                self._resolve(channel)  # joins still waiting are moot: their sinks left (a session ended)
                 self._dirty.add(channel)
                 self._wake.set()
 
@@ -103,6 +112,18 @@ class Hub:
         payload = [(users, MSGPACK.encode(event)) for users, event in batches]
         await self._redis.publish(MULTICAST, self.node + MSGPACK.encode_any(payload))
         return delivered
+
+    async def disconnect(self, user_id: str, reason: str) -> int:
+        """End every session of the user on every process; returns how many were here."""
+        ended = self.disconnect_local(user_id, reason)
+        await self._redis.publish(CONTROL, self.node + msgspec.msgpack.encode((user_id, reason)))
+        return ended
+
+    def disconnect_local(self, user_id: str, reason: str) -> int:
+        sinks = list(self.channels.get(user_channel(user_id), ()))
+        for sink in sinks:
+            sink.disconnect(reason)
+        return len(sinks)
 
     def deliver_local_many(self, users: list[str], event: Event) -> int:
         frames: dict[Codec, bytes] = {}
@@ -184,6 +205,8 @@ class Hub:
                     if channel == MULTICAST:
                         for users, encoded in BATCHES.decode(data[NODE_ID_LEN:]):
                             self.deliver_local_many(users, MSGPACK.decode_event(encoded))
+                    elif channel == CONTROL:
+                        self.disconnect_local(*DISCONNECT.decode(data[NODE_ID_LEN:]))
                     else:
                         self.deliver_local(channel, MSGPACK.decode_event(data[NODE_ID_LEN:]))
                 except msgspec.DecodeError:

@@ -12,6 +12,7 @@ from aiohttp import web
 from cryptography.exceptions import InvalidTag
 
 from gateway.server import Gateway, RequestContext
+from handlers.accounts import auth
 from handlers.context import Identity
 from handlers.errors import GatewayError
 from handlers.money.stripe_events import apply_event
@@ -70,7 +71,10 @@ class WebSide:
         if identity is None:
             return web.Response(status=401, text="a session token is required\n",
                                 headers={"WWW-Authenticate": "Bearer"})
-        found = await uploads.download(RequestContext(self.gateway, identity), request.match_info["id"])
+        ctx = RequestContext(self.gateway, identity)
+        if await auth.suspended(ctx, identity.user_id):
+            return web.Response(status=403, text="this account is suspended\n")
+        found = await uploads.download(ctx, request.match_info["id"])
         if found is None:
             return web.Response(status=404, text="not found\n")
         response = web.StreamResponse(headers={"Cache-Control": "private", "ETag": f'"{found.attachment_id}"',

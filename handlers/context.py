@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from protocol.frames import Event
 
 if TYPE_CHECKING:
+    from handlers.errors import GatewayError
     from handlers.services import Services
 
 Role = Literal["consumer", "technician", "merchant", "admin", "system"]  # system: the gateway itself
@@ -61,3 +62,8 @@ class Context(Protocol):
 
     async def deliver_many(self, batches: list[tuple[list[str], Event]]) -> None:
         """Push each event to every session of its users, on any process, in one broadcast."""
+
+    async def disconnect_user(self, user_id: str, reason: "type[GatewayError]") -> int:
+        """End every session of the user, on any gateway process: each is sent `reason` as an error
+        frame, then closed with its `close_code` (one of handlers.errors.ENDINGS). Returns how many
+        sessions of this process were ended (the others end theirs once Redis carries the word)."""

@@ -1,7 +1,7 @@
 """One exception per meaning. The gateway maps each to an `error` frame with a stable code and
 a message in the session's language; the message ids below are the English source strings."""
 
-from typing import Any
+from typing import Any, ClassVar
 
 
 def N_(message: str) -> str:
@@ -12,6 +12,9 @@ def N_(message: str) -> str:
 class GatewayError(Exception):
     code = "internal"
     default_message = N_("Something went wrong on our side. Please try again.")
+    # Set: the error ends the session. The gateway sends the error frame, then closes the
+    # connection with this code and the error's `code` as the reason.
+    close_code: ClassVar[int | None] = None
 
     def __init__(self, message: str | None = None, *, details: dict[str, Any] | None = None,
                  **params: Any) -> None:
@@ -34,6 +37,21 @@ class Unauthorized(GatewayError):
 class Forbidden(GatewayError):
     code = "forbidden"
     default_message = N_("You are not allowed to do that.")
+
+
+class Suspended(GatewayError):
+    code = "suspended"
+    default_message = N_("This account is suspended. Please contact support.")
+
+
+class SuspendedSession(Suspended):
+    """A suspended user's session: answered, then closed with 4003."""
+
+    close_code = 4003
+
+
+# The errors a session can be ended with from another gateway process, by code (Context.disconnect_user).
+ENDINGS: dict[str, type[GatewayError]] = {SuspendedSession.code: SuspendedSession}
 
 
 class NotFound(GatewayError):

@@ -1,11 +1,11 @@
 """Every route of every domain, in one table the gateway dispatches on."""
 
-from handlers.accounts import auth
-from handlers.admin import feed, notices, summary
+from handlers.accounts import auth, invites
+from handlers.admin import feed, moderation, notices, oversight, summary, suspension
 from handlers.admin import log as audit_log
 from handlers.catalog import catalog, changes, members
 from handlers.chat import push, rooms
-from handlers.money import payments, payouts
+from handlers.money import audits, payments, payouts
 from handlers.orders import jobs, location, orders, pool, uploads
 from handlers.routing import Route, merge
 from protocol.frames import Request
@@ -13,4 +13,5 @@ from protocol.frames import Request
 ROUTES: dict[type[Request], Route] = {request: audit_log.audited(route) for request, route in merge(
     auth.router, location.router, orders.router, jobs.router, pool.router, uploads.router, rooms.router, push.router,
     notices.router, payments.router, payouts.router, catalog.router, changes.router, members.router,
-    audit_log.router, feed.router, summary.router).items()}
+    audit_log.router, feed.router, moderation.router, invites.router, audits.router, suspension.router,
+    oversight.router, summary.router).items()}

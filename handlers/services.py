@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import asyncpg
 import redis.asyncio as aioredis
 
+from handlers.ai.settings import AiRules
 from handlers.catalog.cache import CatalogCache
 from handlers.chat.settings import ChatRules
 from handlers.money.settings import MoneyRules
@@ -52,3 +53,4 @@ class Services:
     stripe: "StripeAccess | None" = None  # None: payments are off (no STRIPE_API_KEY)
     public_url: PublicUrl = field(default_factory=PublicUrl)
     catalog_cache: CatalogCache = field(default_factory=CatalogCache)  # this process's copy of the catalog
+    ai_rules: AiRules = field(default_factory=AiRules)

@@ -95,7 +95,7 @@ class Watching(Reply):
 
 class Watch(Request, tag="admin.watch"):
     """Subscribe this session to `admin.activity` events (merchants: their brands at this moment;
-    watch again after memberships change). Ends with `admin.unwatch`, a new identity or the session."""
+    watch again after memberships change). Ends with `admin.unwatch` or the session."""
 
     reply = Watching
 

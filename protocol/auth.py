@@ -16,6 +16,7 @@ Email = Annotated[
 Password = Annotated[str, LINE, msgspec.Meta(min_length=8, max_length=256)]
 Locale = Annotated[str, LINE, msgspec.Meta(max_length=35, description="BCP 47 tag, e.g. `es-MX` or `zh-Hans`")]
 Token = Annotated[str, LINE, msgspec.Meta(max_length=4096)]
+Phone = Annotated[str, msgspec.Meta(pattern=r"^\+?[0-9 ()-]{6,24}" + END)]
 
 
 class AuthResult(Reply):
@@ -27,7 +28,8 @@ class AuthResult(Reply):
 
 
 class Auth(Request, tag="auth"):
-    """First frame of a session: present a session token. `locale` overrides the token's."""
+    """First frame of a session: present a session token. `locale` overrides the token's. A
+    suspended user is answered `suspended` and the connection closes (4003)."""
 
     token: Token
     locale: Locale | None = None
@@ -62,7 +64,7 @@ class Register(Request, tag="auth.register"):
     password: Password
     role: Literal["consumer", "technician"]
     name: Annotated[str, LINE, msgspec.Meta(min_length=1, max_length=120)]
-    phone: Annotated[str, msgspec.Meta(pattern=r"^\+?[0-9 ()-]{6,24}" + END)] | None = None
+    phone: Phone | None = None
     locale: Locale | None = None
     reply = SessionTokens
 
@@ -85,3 +87,13 @@ class Logout(Request, tag="auth.logout"):
     """Revoke a refresh token (the app signs out)."""
 
     refresh_token: Token
+
+
+class Claim(Request, tag="auth.claim"):
+    """Claim an account a merchant's order invited: the one-time code the merchant handed over
+    and a new password. Signs in like `auth.login`; the code is spent."""
+
+    code: Annotated[str, LINE, msgspec.Meta(min_length=1, max_length=64)]
+    password: Password
+    locale: Locale | None = None
+    reply = SessionTokens

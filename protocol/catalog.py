@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from protocol.bounds import LINE, TEXT
+from protocol.bounds import END, LINE, TEXT
 from protocol.frames import Reply, Request
 from protocol.location import Slug
 
@@ -150,6 +150,10 @@ class Guide(msgspec.Struct, kw_only=True):
 
 class Guides(Reply):
     guides: list[Guide]
+    next_after: str | None = None  # pass as `after` for the next page; null: no more
+
+
+Cursor = Annotated[str, msgspec.Meta(min_length=1, max_length=600, pattern=r"^[A-Za-z0-9_-]+={0,2}" + END)]
 
 
 class GuideList(Request, tag="catalog.guides"):
@@ -158,6 +162,8 @@ class GuideList(Request, tag="catalog.guides"):
     brand: Slug
     sku: SkuId | None = None
     locale: Locale | None = None
+    after: Cursor | None = None  # a page's `next_after`
+    limit: Annotated[int, msgspec.Meta(ge=1, le=200)] = 50
     reply = Guides
 
 

@@ -14,7 +14,8 @@ Seq = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]
 
 class ChatMessage(msgspec.Struct, kw_only=True):
     """`seq` is the room's gap-free, strictly increasing position. System messages (order events)
-    have `kind: "system"`, `sender_role: "system"` and `text` in the reader's language."""
+    have `kind: "system"`, `sender_role: "system"` and `text` in the reader's language. A message
+    staff hid has `hidden: true` (and for members no text, no attachments)."""
 
     order_id: str
     seq: int
@@ -25,6 +26,8 @@ class ChatMessage(msgspec.Struct, kw_only=True):
     attachments: list[str] = []
     client_id: str | None = None
     sent_at: datetime
+    # Hidden by staff (admin.message.hide): members get no text and no attachments; admins the kept ones.
+    hidden: bool = False
 
 
 class ChatSent(Reply):

@@ -5,7 +5,22 @@ Adding an operation: declare its Struct in the domain's module and list it here.
 
 from typing import Union
 
-from protocol import admin, auth, catalog, chat, location, orders, payments, push, summary, uploads
+from protocol import (
+    admin,
+    audits,
+    auth,
+    catalog,
+    chat,
+    location,
+    moderation,
+    orders,
+    oversight,
+    payments,
+    push,
+    summary,
+    suspension,
+    uploads,
+)
 from protocol.frames import Event, Request
 
 REQUESTS: tuple[type[Request], ...] = (
@@ -15,6 +30,7 @@ REQUESTS: tuple[type[Request], ...] = (
     auth.Login,
     auth.Refresh,
     auth.Logout,
+    auth.Claim,
     location.LocationUpdate,
     location.Duty,
     location.TechStats,
@@ -55,6 +71,8 @@ REQUESTS: tuple[type[Request], ...] = (
     admin.LogList,
     admin.Watch,
     admin.Unwatch,
+    audits.AuditStart,
+    audits.AuditList,
     summary.SummaryGet,
     catalog.CatalogList,
     catalog.GuideList,
@@ -66,6 +84,17 @@ REQUESTS: tuple[type[Request], ...] = (
     catalog.GuideSave,
     catalog.Retire,
     catalog.MerchantBrandsSet,
+    moderation.CancelPreview,
+    moderation.Cancel,
+    moderation.Reassign,
+    moderation.ReassignCandidates,
+    moderation.MessageHide,
+    moderation.JobRetry,
+    suspension.Suspend,
+    suspension.Unsuspend,
+    suspension.SuspensionList,
+    oversight.AdminOrders,
+    oversight.AdminOrder,
 )
 
 EVENTS: tuple[type[Event], ...] = (
@@ -78,6 +107,7 @@ EVENTS: tuple[type[Event], ...] = (
     payments.PaymentStatus,
     admin.Notice,
     admin.Activity,
+    moderation.ChatHiddenEvent,
 )
 
 AnyRequest = Union[REQUESTS]  # type: ignore[valid-type]  # noqa: UP007

@@ -5,6 +5,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from protocol.auth import Email, Phone
 from protocol.bounds import END, LINE, MOMENT, TEXT, check_moments
 from protocol.frames import Event, Reply, Request
 from protocol.location import Latitude, Longitude, Slug
@@ -18,6 +19,26 @@ Cursor = Annotated[str, LINE, msgspec.Meta(max_length=200)]
 OffsetCursor = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,5}" + END, description="opaque")]
 Reason = Annotated[str, LINE, msgspec.Meta(max_length=500)]
 Note = Annotated[str, TEXT, msgspec.Meta(max_length=2000)]
+
+
+PersonName = Annotated[str, LINE, msgspec.Meta(min_length=1, max_length=120)]
+
+
+class Customer(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A merchant's customer, as the merchant gives them in `order.create`."""
+
+    name: PersonName
+    phone: Phone
+    email: Email
+
+
+class OrderCustomer(msgspec.Struct, kw_only=True):
+    """The contact a merchant gave for the order: name, phone and e-mail for the order's merchants,
+    admins and its consumer; name and phone for its technician (`email` null); nobody else."""
+
+    name: str
+    phone: str
+    email: str | None = None
 
 
 class Order(msgspec.Struct, kw_only=True):
@@ -41,6 +62,7 @@ class Order(msgspec.Struct, kw_only=True):
     currency: str
     consumer_id: str | None = None
     technician_id: str | None = None
+    customer: OrderCustomer | None = None  # merchants' orders: the customer's contact (see OrderCustomer)
     completion_attachments: list[str] = []
     completion_note: str | None = None
     rating: int | None = None
@@ -54,8 +76,19 @@ class OrderReply(Reply):
     order: Order
 
 
+class OrderCreated(Reply):
+    """The new order. `claim_code` only when a merchant's order invited a new consumer account (or
+    renewed an unclaimed one's code): the merchant hands it to the customer, who sets a password
+    with `auth.claim` before `claim_expires_at`. It is shown once and stored only as a hash."""
+
+    order: Order
+    claim_code: str | None = None
+    claim_expires_at: datetime | None = None
+
+
 class OrderCreate(Request, tag="order.create"):
-    """A consumer orders a repair (a merchant may order for one of its customers: `consumer_id`).
+    """A consumer orders a repair; a merchant orders for a customer of one of its brands, giving
+    either `customer` (linked by e-mail to their consumer account, or invited) or `consumer_id`.
     The price comes from the catalog for the SKU and service type."""
 
     brand: Slug
@@ -69,7 +102,8 @@ class OrderCreate(Request, tag="order.create"):
     window_start: Annotated[datetime, MOMENT] | None = None
     window_end: Annotated[datetime, MOMENT] | None = None
     consumer_id: Annotated[str, LINE, msgspec.Meta(max_length=64)] | None = None
-    reply = OrderReply
+    customer: Customer | None = None
+    reply = OrderCreated
 
     def __post_init__(self) -> None:
         check_moments(self, "window_start", "window_end")

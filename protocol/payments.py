@@ -112,6 +112,7 @@ class MoneyJob(msgspec.Struct, kw_only=True):
     result: str | None = None  # the Stripe object it made or changed
     last_error: str | None = None
     note: str | None = None
+    id: str | None = None  # what admin.job.retry takes
 
 
 class PayoutView(msgspec.Struct, kw_only=True):

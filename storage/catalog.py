@@ -158,11 +158,16 @@ async def save_guide(conn: asyncpg.Connection, guide_id: uuid.UUID, brand_id: st
     return after
 
 
-async def guides(db: Conn, brand_id: str, sku_id: str | None, locale: str | None) -> list[asyncpg.Record]:
+async def guides(db: Conn, brand_id: str, sku_id: str | None, locale: str | None,
+                 after: tuple[str, str, str, uuid.UUID] | None, limit: int) -> list[asyncpg.Record]:
+    """Brand-wide guides first, then by SKU, locale and title; keyset-paginated on that order."""
+    key = after or (None, None, None, None)
     rows: list[asyncpg.Record] = await db.fetch(
         "SELECT * FROM catalog_guides WHERE brand_id = $1 AND ($2::text IS NULL OR sku_id IS NULL OR sku_id = $2)"
-        " AND ($3::text IS NULL OR locale = $3) ORDER BY sku_id NULLS FIRST, locale, title, id",
-        brand_id, sku_id, locale)
+        " AND ($3::text IS NULL OR locale = $3)"
+        " AND ($4::text IS NULL OR (coalesce(sku_id, ''), locale, title, id) > ($4, $5, $6, $7::uuid))"
+        " ORDER BY coalesce(sku_id, ''), locale, title, id LIMIT $8",
+        brand_id, sku_id, locale, *key, limit)
     return rows
 
 

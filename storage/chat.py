@@ -10,7 +10,7 @@ import asyncpg
 from storage.crypto import FieldCipher
 
 COLUMNS = ("order_id, seq, sender_id, sender_role, client_id, kind, body, body_enc, attachments, system_code,"
-           " created_at")
+           " created_at, hidden_at")
 
 
 def body_context(order_id: uuid.UUID, seq: int) -> str:
@@ -133,9 +133,22 @@ async def rooms_of(db: asyncpg.Pool, user_id: str, role: str) -> list[asyncpg.Re
         f" (SELECT count(*) FROM chat_messages c WHERE c.order_id = o.id AND c.seq > coalesce(rd.read_seq, 0)"
         f"  AND c.sender_id <> $1) AS unread,"
         f" m.order_id, m.seq, m.sender_id, m.sender_role, m.client_id, m.kind, m.body, m.body_enc, m.attachments,"
-        f" m.system_code, m.created_at"
+        f" m.system_code, m.created_at, m.hidden_at"
         f" FROM orders o LEFT JOIN chat_rooms r ON r.order_id = o.id"
         f" LEFT JOIN chat_reads rd ON rd.order_id = o.id AND rd.user_id = $1"
         f" LEFT JOIN chat_messages m ON m.order_id = o.id AND m.seq = r.last_seq"
         f" WHERE {member} ORDER BY coalesce(m.created_at, o.created_at) DESC LIMIT 200", user_id)
     return rows
+
+
+async def hide(db: asyncpg.Pool, order_id: uuid.UUID, seq: int, admin: str,
+               reason: str) -> tuple[asyncpg.Record, bool] | None:
+    """Hide a person's message (the text stays, sealed, for audit): (row, newly hidden), or None
+    when the room has no such message. A system message is returned unchanged (never hidden)."""
+    row = await db.fetchrow(
+        "WITH hidden AS (UPDATE chat_messages SET hidden_at = now(), hidden_by = $3, hidden_reason = $4"
+        f" WHERE order_id = $1 AND seq = $2 AND kind = 'text' AND hidden_at IS NULL RETURNING {COLUMNS})"
+        f" SELECT *, true AS fresh FROM hidden UNION ALL"
+        f" SELECT {COLUMNS}, false FROM chat_messages WHERE order_id = $1 AND seq = $2"
+        " AND NOT EXISTS (SELECT 1 FROM hidden)", order_id, seq, admin, reason)
+    return None if row is None else (row, row["fresh"])

@@ -29,21 +29,27 @@ async def create(db: asyncpg.Pool | asyncpg.Connection, order_id: uuid.UUID, *, 
                  actor_role: str, brand: str, sku: str, service: str, description: str, address_enc: bytes, lat: float,
                  lng: float, attachments: list[uuid.UUID], window_start: datetime | None,
                  window_end: datetime | None, price_cents: int, currency: str,
-                 paid: bool = False) -> asyncpg.Record:
+                 paid: bool = False, customer_enc: bytes | None = None) -> asyncpg.Record:
     """Insert the order and its first timeline entry in one statement. A `paid` order waits for its
     payment (state awaiting_payment) before it opens."""
     row: asyncpg.Record = await db.fetchrow(
         "WITH created AS (INSERT INTO orders (id, consumer_id, created_by, brand_id, sku_id, service_type,"
         " description, address_enc, lat, lng, attachments, window_start, window_end, price_cents, currency,"
-        " state, payment_state)"
+        " state, payment_state, customer_enc)"
         " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,"
-        " CASE WHEN $17 THEN 'awaiting_payment' ELSE 'open' END, CASE WHEN $17 THEN 'unpaid' END) RETURNING *),"
+        " CASE WHEN $17 THEN 'awaiting_payment' ELSE 'open' END, CASE WHEN $17 THEN 'unpaid' END, $18) RETURNING *),"
         " logged AS (INSERT INTO order_events (order_id, actor_id, actor_role, from_state, to_state)"
         " SELECT id, $3, $16, NULL, state FROM created)"
         " SELECT *, NULL::text AS previous_state FROM created",
         order_id, consumer_id, created_by, brand, sku, service, description, address_enc, lat, lng, attachments,
-        window_start, window_end, price_cents, currency, actor_role, paid)
+        window_start, window_end, price_cents, currency, actor_role, paid, customer_enc)
     return row
+
+
+async def only_brands(db: asyncpg.Pool | asyncpg.Connection, consumer_id: str, brands: list[str]) -> bool:
+    """Whether every order of the consumer is of one of these brands."""
+    return not await db.fetchval("SELECT EXISTS (SELECT 1 FROM orders WHERE consumer_id = $1"
+                                 " AND NOT brand_id = ANY($2::text[]))", consumer_id, brands)
 
 
 async def get(db: asyncpg.Pool, order_id: uuid.UUID) -> asyncpg.Record | None:
@@ -55,15 +61,16 @@ async def move(db: asyncpg.Pool | asyncpg.Connection, order_id: uuid.UUID, *, fr
                args: tuple[Any, ...] = (), details: dict[str, Any] | None = None) -> asyncpg.Record | None:
     """One state transition as one conditional statement: the row is locked, the transition
     applies only from `from_states` and when `guard` holds, and the timeline entry is written
-    with it. None when it did not apply (the caller looks at the order to say why).
+    with it. None when it did not apply (the caller looks at the order to say why). The row
+    returned has the order's `previous_state` and `previous_technician_id` too.
 
     `guard` and `sets` are SQL fragments from the caller's code (never input) over the columns of
     `orders o`; in them $4 is the actor's id, and their own parameters, `args`, are $7 on."""
     return await db.fetchrow(
-        "WITH old AS (SELECT id, state FROM orders WHERE id = $1 FOR UPDATE),"
+        "WITH old AS (SELECT id, state, technician_id FROM orders WHERE id = $1 FOR UPDATE),"
         f" moved AS (UPDATE orders o SET state = $2, updated_at = now(){sets} FROM old"
         f" WHERE o.id = old.id AND old.state = ANY($3::text[]) AND ({guard})"
-        " RETURNING o.*, old.state AS previous_state),"
+        " RETURNING o.*, old.state AS previous_state, old.technician_id AS previous_technician_id),"
         " logged AS (INSERT INTO order_events (order_id, actor_id, actor_role, from_state, to_state, details)"
         " SELECT id, $4, $5, previous_state, state, $6::jsonb FROM moved)"
         " SELECT * FROM moved",
@@ -164,3 +171,9 @@ async def set_duty(db: asyncpg.Pool, technician: str, on_duty: bool, brands: lis
 
 async def duty(db: asyncpg.Pool, technician: str) -> bool:
     return bool(await db.fetchval("SELECT on_duty FROM technicians WHERE user_id = $1", technician))
+
+
+async def known_duty(db: asyncpg.Pool, technician: str) -> bool | None:
+    """Whether the technician is on duty; None when they never went on duty (no technician we know)."""
+    on_duty: bool | None = await db.fetchval("SELECT on_duty FROM technicians WHERE user_id = $1", technician)
+    return on_duty

@@ -128,13 +128,14 @@ async def schedule_settlement(db: Conn, order_id: uuid.UUID | None, *, transfer_
         "INSERT INTO money_jobs (kind, order_id, amount_cents, due_at)"
         " SELECT k.kind, o.id, k.amount, k.due FROM orders o JOIN payments p ON p.order_id = o.id"
         " CROSS JOIN LATERAL (SELECT o.state = 'cancelled' AND o.payment_state = 'authorized'"
-        "                            AND o.technician_id IS NOT NULL AND o.price_cents * $3::int / 10000 > 0 AS fee) f"
+        "                            AND o.technician_id IS NOT NULL"
+        "                            AND o.price_cents::bigint * $3::int / 10000 > 0 AS fee) f"
         " CROSS JOIN LATERAL (SELECT"
         "   CASE WHEN o.state = 'completed' THEN CASE WHEN o.payment_state = 'authorized' THEN 'capture'"
         "                                             ELSE 'transfer' END"
         "        WHEN o.payment_state IN ('paid', 'partially_refunded') THEN 'refund'"
         "        WHEN f.fee THEN 'capture' ELSE 'cancel' END AS kind,"
-        "   CASE WHEN f.fee THEN o.price_cents * $3::int / 10000 END AS amount,"
+        "   CASE WHEN f.fee THEN o.price_cents::bigint * $3::int / 10000 END AS amount,"
         "   CASE WHEN o.state = 'completed' AND o.payment_state <> 'authorized'"
         "        THEN now() + $2 * interval '1 second' ELSE now() END AS due) k"
         f" WHERE {one} AND ("
@@ -263,3 +264,25 @@ async def jobs_of(db: Conn, order_id: uuid.UUID) -> list[asyncpg.Record]:
     rows: list[asyncpg.Record] = await db.fetch(
         "SELECT * FROM money_jobs WHERE order_id = $1 ORDER BY id", order_id)
     return rows
+
+
+async def job(db: Conn, job_id: int) -> asyncpg.Record | None:
+    return await db.fetchrow("SELECT * FROM money_jobs WHERE id = $1", job_id)
+
+
+async def retry_job(db: Conn, job_id: int) -> asyncpg.Record | None:
+    """A failed job back to pending, due now, with its attempts counted afresh (the scheduler runs
+    it like a new one; its decided request, if any, is replayed with the same idempotency key).
+    The last error stays until the next run. None when the job is not failed."""
+    row: asyncpg.Record | None = await db.fetchrow(
+        "UPDATE money_jobs SET state = 'pending', due_at = now(), attempts = 0, lease_until = NULL,"
+        " updated_at = now() WHERE id = $1 AND state = 'failed' RETURNING *", job_id)
+    return row
+
+
+async def decided(db: Conn, order_id: uuid.UUID, kind: str) -> int:
+    """What the order's unfinished jobs of this kind have decided to ask Stripe for."""
+    total: int = await db.fetchval(
+        "SELECT coalesce(sum((request->>'amount')::int), 0) FROM money_jobs WHERE order_id = $1 AND kind = $2"
+        " AND request IS NOT NULL AND state IN ('pending', 'running')", order_id, kind)
+    return total

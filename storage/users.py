@@ -15,7 +15,7 @@ from storage.crypto import FieldCipher
 @dataclass(frozen=True, slots=True)
 class User:
     id: str
-    password_hash: str
+    password_hash: str | None  # None: invited by a merchant's order, not claimed yet
     role: str
     locale: str
 
@@ -37,8 +37,8 @@ def token_hash(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-async def create_user(db: asyncpg.Pool, cipher: FieldCipher, user_id: uuid.UUID, email: str, password_hash: str,
-                      role: str, name: str, phone: str | None, locale: str) -> User | None:
+async def create_user(db: asyncpg.Pool | asyncpg.Connection, cipher: FieldCipher, user_id: uuid.UUID, email: str,
+                      password_hash: str, role: str, name: str, phone: str | None, locale: str) -> User | None:
     """Insert a user; None when the e-mail is taken (case-insensitively, by its blind index, or
     as the plaintext of a row not yet sealed: the e-mail is compared, never stored)."""
     email_idx, email_enc, name_enc = sealed_fields(cipher, user_id, email, name)
@@ -49,6 +49,47 @@ async def create_user(db: asyncpg.Pool, cipher: FieldCipher, user_id: uuid.UUID,
         " (SELECT 1 FROM users WHERE email_idx IS NULL AND lower(email) = lower($9))"
         " ON CONFLICT (email_idx) DO NOTHING RETURNING *",
         user_id, email_idx, email_enc, password_hash, role, name_enc, phone_enc, locale, email.strip())
+    return None if row is None else _user(row)
+
+
+async def invite(conn: asyncpg.Connection, cipher: FieldCipher, user_id: uuid.UUID, email: str, name: str,
+                 phone: str, locale: str, claim_hash: bytes, expires_at: datetime) -> User | None:
+    """Insert an invited consumer (no password, a claim code's hash); None when the e-mail is
+    taken, as in `create_user` (a concurrent invite of the same e-mail committed first)."""
+    email_idx, email_enc, name_enc = sealed_fields(cipher, user_id, email, name)
+    row = await conn.fetchrow(
+        "INSERT INTO users (id, email_idx, email_enc, password_hash, role, name_enc, phone_enc, locale, claim_hash,"
+        " claim_expires_at) SELECT $1, $2, $3, NULL, 'consumer', $4, $5, $6, $7, $8 WHERE NOT EXISTS"
+        " (SELECT 1 FROM users WHERE email_idx IS NULL AND lower(email) = lower($9))"
+        " ON CONFLICT (email_idx) DO NOTHING RETURNING *",
+        user_id, email_idx, email_enc, name_enc, cipher.encrypt(phone, f"users.phone:{user_id}"), locale,
+        claim_hash, expires_at, email.strip())
+    return None if row is None else _user(row)
+
+
+async def lock_by_email(conn: asyncpg.Connection, cipher: FieldCipher, email: str) -> User | None:
+    """The account with this e-mail, locked until the transaction ends (orders for it serialize)."""
+    row = await conn.fetchrow("SELECT * FROM users WHERE email_idx = $1"
+                              " OR (email_idx IS NULL AND lower(email) = lower($2)) LIMIT 1 FOR UPDATE",
+                              cipher.email_index(email), email.strip())
+    return None if row is None else _user(row)
+
+
+async def renew_claim(conn: asyncpg.Connection, user_id: str, claim_hash: bytes, expires_at: datetime) -> bool:
+    """A new claim code for an unclaimed account (the previous one stops working)."""
+    status: str = await conn.execute(
+        "UPDATE users SET claim_hash = $2, claim_expires_at = $3 WHERE id = $1::uuid AND password_hash IS NULL",
+        user_id, claim_hash, expires_at)
+    return status == "UPDATE 1"
+
+
+async def claim(db: asyncpg.Pool, claim_hash: bytes, password_hash: str, locale: str | None) -> User | None:
+    """Spend a live claim code: the account gets its password, in one conditional statement (two
+    racing claims: one wins). None for a code unknown, spent or expired alike."""
+    row = await db.fetchrow(
+        "UPDATE users SET password_hash = $2, locale = coalesce($3, locale), claim_hash = NULL,"
+        " claim_expires_at = NULL, claimed_at = now() WHERE claim_hash = $1 AND claim_expires_at > now()"
+        " AND password_hash IS NULL RETURNING *", claim_hash, password_hash, locale)
     return None if row is None else _user(row)
 
 

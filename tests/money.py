@@ -72,18 +72,18 @@ async def onboarded(tech: Client) -> str:
 
 
 async def paid_order(gw: Gateway, signed_in: Callable[..., Any], app: stripe.StripeClient,
-                     place: tuple[float, float] | None = None) -> tuple[Client, Client, str, str]:
+                     place: tuple[float, float] | None = None, **order: Any) -> tuple[Client, Client, str, str]:
     """A consumer's order, paid (or authorized) with a saved card, open in the pool with an
     on-duty technician beside it. Returns (consumer, technician, order id, technician id)."""
     place = place or spot()
     consumer, _ = await signed_in("consumer", gw=gw)
     tech, tech_id = await technician(signed_in, place, connect={"gw": gw})
     card = await save_card(consumer, app)
-    order = (await consumer.request(order_at(place))).order
-    assert order.state == "awaiting_payment" and order.payment_state == "unpaid"
-    await consumer.request(PaymentPay(order_id=order.id, payment_method_id=card))
+    made = (await consumer.request(order_at(place, **order))).order
+    assert made.state == "awaiting_payment" and made.payment_state == "unpaid"
+    await consumer.request(PaymentPay(order_id=made.id, payment_method_id=card))
     await events(tech, "order.available")
-    return consumer, tech, order.id, tech_id
+    return consumer, tech, made.id, tech_id
 
 
 async def complete(tech: Client, order_id: str) -> None:

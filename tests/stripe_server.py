@@ -48,6 +48,7 @@ with warnings.catch_warnings():  # localstripe's routes are plain functions, whi
     from localstripe import server as ls
 
 API_VERSION = "2026-10-28.endive"  # events say this unless the request that caused them sent Stripe-Version
+HOLD_S = 7 * 86_400  # how long a card authorization lasts (`payment_method_details.card.capture_before`)
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -307,6 +308,7 @@ def install() -> None:
     intent_init, intent_export = PaymentIntent.__init__, PaymentIntent._export
     intent_charge, refund_init = PaymentIntent._create_charge, Refund.__init__
     setup_attach, list_events = SetupIntent._attach_pm, Event._api_list_all.__func__
+    charge_export = Charge._export
 
     def init_intent(self: PaymentIntent, *args: Any, transfer_group: str | None = None,
                     description: str | None = None, **params: Any) -> None:
@@ -360,6 +362,17 @@ def install() -> None:
         page._list.reverse()
         return page
 
+    def export_charge(self: Charge, expand: list[str] | None = None) -> dict[str, Any]:
+        out = charge_export(self, expand)
+        method = store.get(f"payment_method:{self.payment_method}")
+        if method is not None and method.type == "card":  # as Stripe does; a hold lasts 7 days unless set
+            card: dict[str, Any] = {"brand": method.card["brand"], "last4": method.card["last4"]}
+            if not self.captured and self.status == "succeeded":
+                card["capture_before"] = getattr(self, "_capture_before", None) or self.created + HOLD_S
+            out["payment_method_details"] = {"type": "card", "card": card}
+        return out
+
+    Charge._export = export_charge
     PaymentIntent.__init__, PaymentIntent._export = init_intent, export_intent
     PaymentIntent._create_charge, Refund.__init__ = create_charge, init_refund
     SetupIntent._attach_pm, Event._api_list_all = attach_to_setup, classmethod(list_newest_first)
@@ -483,6 +496,16 @@ async def add_rule(request: web.Request) -> web.Response:
     return web.json_response({})
 
 
+async def set_capture_before(request: web.Request) -> web.Response:
+    """Move the deadline of a PaymentIntent's uncaptured authorization (a card network's shorter hold)."""
+    body = await request.json()
+    intent = PaymentIntent._api_retrieve(body["payment_intent"])
+    if intent.latest_charge is None:
+        raise web.HTTPBadRequest(text="the PaymentIntent has no charge")
+    intent.latest_charge._capture_before = int(body["capture_before"])
+    return web.json_response({"charge": intent.latest_charge.id})
+
+
 async def show_log(request: web.Request) -> web.Response:
     return web.json_response(fake.deliveries if request.path.endswith("/deliveries") else fake.requests)
 
@@ -512,6 +535,7 @@ def build_app(webhook_delay: float = 0.05) -> web.Application:
         ("GET", "/_config/requests", show_log),
         ("DELETE", "/_config/webhooks/{id}", remove_webhook),
         ("DELETE", "/_config/data", flush),
+        ("POST", "/_config/capture_before", set_capture_before),
         ("POST", "/v1/payment_intents/{id}/confirm", ls.api_extra(confirm_intent, "")),
         ("POST", "/v1/payment_intents/{id}/cancel", ls.api_extra(cancel_intent, "")),
         ("POST", "/v1/account_links", create_account_link),
@@ -600,6 +624,10 @@ class StripeServer:
         """The next `times` matching requests do their work, then wait `seconds` before answering."""
         self._call("POST", "/_config/stall", {"path_prefix": path_prefix, "method": method, "times": times,
                                               "seconds": seconds})
+
+    def expire_hold(self, intent_id: str, capture_before: int) -> None:
+        """The intent's authorization must be captured before this Unix time (its charge says so)."""
+        self._call("POST", "/_config/capture_before", {"payment_intent": intent_id, "capture_before": capture_before})
 
     def deliveries(self) -> list[dict[str, Any]]:
         """Webhook deliveries in order: id, type, url, status (None: unreachable or dropped), dropped."""

@@ -185,15 +185,18 @@ async def test_deep_messagepack_is_a_bad_request(connect) -> None:
     assert (await client.call("ping", {}))[0]["type"] == "result"
 
 
-async def plant_open_order(db, lat: float, lng: float) -> str:
-    """An open order written straight into PostgreSQL, past the protocol's bounds."""
+async def plant_open_order(services, lat: float, lng: float) -> str:
+    """An open order written straight into PostgreSQL, past the protocol's bounds (its sealed
+    fields sealed for it, so only its position is poison: other tests list every order)."""
     order_id = uuid.uuid4()
-    template = await db.fetchrow("SELECT * FROM orders LIMIT 1")
+    template = await services.db.fetchrow("SELECT * FROM orders WHERE customer_enc IS NULL LIMIT 1")
     assert template is not None, "needs one order stored first"
     columns = [c for c in template.keys() if c not in ("id",)]
     values = [template[c] for c in columns]
     values[columns.index("lat")], values[columns.index("lng")] = lat, lng
     values[columns.index("state")] = "open"
+    values[columns.index("address_enc")] = services.cipher.encrypt("1 Pole Road", f"orders.address:{order_id}")
+    db = services.db
     placeholders = ", ".join(f"${i + 2}" for i in range(len(columns)))
     await db.execute(f"INSERT INTO orders (id, {', '.join(columns)}) VALUES ($1, {placeholders})",
                      order_id, *values)
@@ -204,7 +207,7 @@ async def test_a_poison_row_never_stops_a_rebuild_or_a_start(gateway, make_gatew
     consumer, _ = await signed_in("consumer")
     place = spot()
     good = (await consumer.request(order_at(place))).order
-    poison = await plant_open_order(gateway.services.db, 89.9, 10.0)
+    poison = await plant_open_order(gateway.services, 89.9, 10.0)
     services = gateway.services
     before = geo.REFUSED.labels("orders")._value.get()
     await services.redis.delete(geo.POOL_BUILT)

@@ -187,6 +187,23 @@ async def test_guides_are_saved_replaced_and_read(signed_in):
     assert history[0].before is not None and history[0].before["body"] == "Check the lid switch."
 
 
+async def test_guides_page_brand_wide_first_then_by_sku(signed_in):
+    admin, _ = await signed_in("admin")
+    brand, sku = await brand_with_sku(admin)
+    for title in ("Reset", "Filter", "Noise"):
+        await admin.request(GuideSave(brand=brand, sku=sku, locale="en", title=title, body="1. Do this."))
+    await admin.request(GuideSave(brand=brand, locale="en", title="Any model", body="1. Unplug."))
+    seen, after = [], None
+    while True:
+        page = await admin.request(GuideList(brand=brand, limit=2, after=after))
+        seen += [(g.sku, g.title) for g in page.guides]
+        if page.next_after is None:
+            break
+        after = page.next_after
+    assert seen == [(None, "Any model"), (sku, "Filter"), (sku, "Noise"), (sku, "Reset")]
+    assert (await refused(admin, GuideList(brand=brand, after="bm90LWEtY3Vyc29y"))).code == "bad_request"
+
+
 async def test_a_sku_stays_with_its_brand_and_needs_a_known_category(signed_in):
     admin, _ = await signed_in("admin")
     brand, sku = await brand_with_sku(admin)

@@ -71,7 +71,7 @@ async def test_who_may_use_a_room(gateway, signed_in):
         for request in (ChatSend(order_id=order_id, client_id="x", text="hi"), ChatHistory(order_id=order_id)):
             with pytest.raises(ErrorReply) as caught:
                 await client.request(request)
-            assert caught.value.code == "forbidden"
+            assert caught.value.code == "not_found"
     with pytest.raises(ErrorReply) as missing:  # a room that does not exist: the same answer
         await stranger.request(ChatHistory(order_id=str(uuid.uuid4())))
     assert missing.value.error.message == caught.value.error.message
@@ -84,7 +84,7 @@ async def test_who_may_use_a_room(gateway, signed_in):
     await tech.request(OrderRelease(order_id=order_id))
     with pytest.raises(ErrorReply) as caught:
         await tech.request(ChatHistory(order_id=order_id))
-    assert caught.value.code == "forbidden"
+    assert caught.value.code == "not_found"
 
 
 async def test_system_messages_speak_each_readers_language(gateway, connect, signed_in):

@@ -21,6 +21,7 @@ from clients.console import FrameCompleter
 from protocol.admin import Notify
 from tests.conftest import ROOT, SECRET, ws_url
 from tests.processes import run_command
+from tests.world import order_at, spot
 
 TIMEOUT_S = 60.0
 ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07|\x1b[()][0-9A-Za-z]|\x1b[=>78]|\r")
@@ -154,7 +155,13 @@ async def test_interactive_ping_event_and_quit(gateway, signed_in, tmp_path):
         admin, _ = await signed_in("admin")  # someone else pushes a notice while the prompt waits
         await admin.request(Notify(user_id=alice, text="ring ring"))
         seen = await terminal.expect("event notice", seen)
-        await terminal.expect('"ring ring"', seen)
+        seen = await terminal.expect('"ring ring"', seen)
+
+        terminal.type(":watch\r")  # the live feed, one line per event
+        seen = await terminal.expect('"brands": null', seen)
+        consumer, consumer_id = await signed_in("consumer")
+        order = (await consumer.request(order_at(spot()))).order
+        await terminal.expect(f"order.created  whirlpool  {order.id}  open  139.00  {consumer_id}", seen)
 
         terminal.type(":quit\r")
         assert await asyncio.wait_for(proc.wait(), TIMEOUT_S) == 0, terminal.text
@@ -166,6 +173,22 @@ async def test_interactive_ping_event_and_quit(gateway, signed_in, tmp_path):
     assert "ping" in (tmp_path / "console_history").read_text()  # Up-arrow finds it next time
 
 
+async def test_lists_are_tables_unless_json_is_asked(gateway, tmp_path):
+    admin = user()
+    script = tmp_path / "lists.txt"
+    script.write_text('catalog.brand.save {"brand": "' + admin + '", "name": "Table brand"}\n'
+                      'admin.log {"actor_id": "' + admin + '"}\n:json\nadmin.log {"actor_id": "' + admin + '"}\n')
+    code, out = await run_console(ws_url(gateway), tmp_path, "--role", "admin", "--sub", admin,
+                                  "--script", str(script))
+    assert code == 0, out
+    table, as_json = out.split("-> {\"type\": \"admin.log\"")[1:]
+    assert "entries (2)" in table  # the sign-in and the brand
+    header = next(line for line in table.splitlines() if "actor_role" in line)
+    assert [word for word in re.split(r"[\s│┃|]+", header) if word][:4] == ["id", "at", "actor_id", "actor_role"]
+    assert "catalog.brand.save" in table and '"next_before": null' in table
+    assert '"entries": [' in as_json and '"action": "catalog.brand.save"' in as_json
+
+
 def completions(text: str) -> list[str]:
     return [c.text for c in FrameCompleter().get_completions(Document(text), CompleteEvent())]
 
@@ -174,7 +197,7 @@ def test_tab_completes_operations_then_their_fields():
     assert completions("admin.n") == ["admin.notify"]
     assert completions("admin.w") == ["admin.watch"]
     assert "admin.merchant.brands" in completions("adm")
-    assert set(completions("auth.")) == {"auth.register", "auth.login", "auth.refresh", "auth.logout"}
+    assert set(completions("auth.")) == {"auth.register", "auth.login", "auth.claim", "auth.refresh", "auth.logout"}
     assert completions('admin.notify {"') == ['"text": ', '"user_id": ', '"group": ']
     assert completions('admin.notify {"us') == ['"user_id": ']
     assert completions('admin.notify {"text": "hi", "') == ['"user_id": ', '"group": ']  # not twice

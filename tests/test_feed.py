@@ -2,7 +2,7 @@
 whichever gateway process the watching session is; `admin.unwatch` ends it."""
 
 from protocol.admin import Unwatch, Watch
-from protocol.catalog import MerchantBrandsSet
+from protocol.catalog import MerchantBrandsSet, PriceSave
 from protocol.orders import OrderAccept, OrderCancel
 from tests.world import brand_with_sku, events, order_at, quiet, refused, spot, technician
 
@@ -39,6 +39,19 @@ async def test_admins_see_every_brand_and_merchants_their_own_across_processes(m
         await consumer.request(OrderCancel(order_id=theirs.id))
         await events(admin, "admin.activity", 2)  # the accept, then the cancel
         assert await quiet(merchant, "admin.activity")
+
+
+async def test_catalog_changes_reach_the_brands_merchants(signed_in):
+    admin, _ = await signed_in("admin")
+    brand, sku = await brand_with_sku(admin)
+    merchant, merchant_id = await signed_in("merchant")
+    await admin.request(MerchantBrandsSet(merchant_id=merchant_id, brands=[brand]))
+    await merchant.request(Watch())
+    await admin.request(PriceSave(sku=sku, service_type="repair", price_cents=12345))
+    await brand_with_sku(admin)  # another brand's
+    [changed] = await events(merchant, "admin.activity")
+    assert (changed.kind, changed.brand, changed.detail) == ("catalog.changed", brand, f"price {sku}/repair")
+    assert await quiet(merchant, "admin.activity")
 
 
 async def test_apps_cannot_watch(signed_in):

@@ -30,7 +30,7 @@ from tests.money import (
     until,
 )
 from tests.processes import GatewayProcess
-from tests.world import order_at, spot
+from tests.world import brand_with_sku, order_at, spot
 
 
 @pytest.fixture
@@ -152,6 +152,26 @@ async def test_partial_refunds_take_back_the_technicians_share_of_each(gw, signe
     assert transfer.amount_reversed == expected
     stats = await until(lambda: _earning(tech, share - expected))
     assert stats.earnings_cents == share - expected
+
+
+async def test_the_platform_fee_rounds_up_and_a_reversal_down(gw, signed_in, app):
+    """Cents never split: the technician's share is rounded down (so the platform's fee up), and a
+    reversal takes back its proportional part of a refund rounded down (the technician keeps the
+    odd cent). 119.99 at 15%: a share of 101.9915 -> 101.99, the fee 18.00; a refund of 30.00 then
+    reverses 101.99 x 30.00 / 119.99 = 25.4996... -> 25.49 (not 25.50)."""
+    admin, _ = await signed_in("admin", gw=gw)
+    brand, sku = await brand_with_sku(admin, price_cents=11999)
+    _, tech, order_id, _ = await paid_order(gw, signed_in, app, brand=brand, sku=sku)
+    await payouts_on(tech)
+    await complete(tech, order_id)
+    done = await until(lambda: transfer_of(gw, order_id))
+    assert FEE_BP == 1500 and done["amount_cents"] == 10199
+    assert (await app.v1.transfers.retrieve_async(done["transfer_id"])).amount == 10199
+    await admin.request(PaymentRefund(order_id=order_id, amount_cents=3000))
+    transfer = await until(lambda: _reversed_by(app, done["transfer_id"], 1))
+    assert transfer.amount_reversed == 2549
+    stats = await until(lambda: _earning(tech, 10199 - 2549))
+    assert stats.earnings_cents == 7650
 
 
 async def _refunded(gw, order_id, cents):

@@ -169,3 +169,16 @@ def test_frames_written_directly_are_what_websockets_would_send(size, text):
     payload = b"x" * size
     expected = Frame(Opcode.TEXT if text else Opcode.BINARY, payload).serialize(mask=False, extensions=[])
     assert frame_header(size, text) + payload == expected
+
+
+def test_every_error_the_handlers_raise_has_a_listed_code():
+    """The codes in the AsyncAPI document and docs/protocol.md come from ERROR_CODES: every
+    error type any domain declares must be there (payment_declined was missing)."""
+    import handlers.registry  # noqa: F401  (loads every domain, and so every error type)
+    from handlers.errors import GatewayError
+
+    def subclasses(kind: type) -> list[type]:
+        return [k for sub in kind.__subclasses__() for k in (sub, *subclasses(sub))]
+
+    codes = {kind.code for kind in subclasses(GatewayError)}
+    assert codes and codes <= set(ERROR_CODES), codes - set(ERROR_CODES)

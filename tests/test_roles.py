@@ -17,8 +17,11 @@ import pytest
 from handlers.context import ROLES
 from handlers.registry import ROUTES
 from protocol import bounds
+from protocol.catalog import MerchantBrandsSet
 from protocol.messages import REQUESTS, operation
+from protocol.orders import OrderAccept, OrderGet
 from tests.conftest import mint
+from tests.world import brand_with_sku, order_at, spot, technician
 
 # Tried in order for a text field with its own pattern; the first that fits is sent.
 CANDIDATES = ("x", "x@example.com", "usd", "abc", "0", "+1 555 0100")
@@ -115,3 +118,67 @@ async def test_public_operations_return_real_results_for_each_role(gateway, conn
         assert reply["type"] == "result" and reply["user_id"] == user_id and reply["role"] == role
         reply, _ = await client.call("ping", {})
         assert reply["type"] == "result"
+
+
+# -- the matrix against other people's objects ------------------------------------------------
+# Brands and SKUs are public (`catalog.list`): only changing them, or reading their history, is
+# kept to their merchants. These operations name them without that.
+PUBLIC_PRODUCTS = ("order.create", "catalog.guides")
+# A technician within reach was announced the order while it was open: that it was taken since is
+# the race's answer (`conflict`), not a leak.
+POOL = ("order.accept", "order.decline")
+
+
+def fields_named(request: type[msgspec.Struct], *names: str) -> list[str]:
+    return [f.name for f in mi.type_info(request).fields if f.name in names]  # type: ignore[attr-defined]
+
+
+async def strangers_world(signed_in) -> dict[str, Any]:
+    """A brand with a SKU, a consumer's order in it accepted by a technician; then a consumer, an
+    on-duty technician beside the order and a merchant of another brand, none of them party to it."""
+    admin, _ = await signed_in("admin")
+    brand, sku = await brand_with_sku(admin)
+    place = spot()
+    owner, _ = await signed_in("consumer")
+    order = (await owner.request(order_at(place, brand=brand, sku=sku))).order
+    assigned, assigned_id = await technician(signed_in, place)
+    await assigned.request(OrderAccept(order_id=order.id))
+    other_brand, _ = await brand_with_sku(admin)
+    _, merchant_id = await signed_in("merchant")
+    await admin.request(MerchantBrandsSet(merchant_id=merchant_id, brands=[other_brand]))
+    _, stranger_tech = await technician(signed_in, place)
+    return {"admin": admin, "order_id": order.id, "technician_id": assigned_id,
+            "values": {"order_id": order.id, "brand": brand, "sku": sku},
+            "users": {"consumer": str(uuid.uuid4()), "technician": stranger_tech, "merchant": merchant_id}}
+
+
+@pytest.mark.parametrize("role", ["consumer", "technician", "merchant"])
+async def test_no_role_reaches_another_partys_order_or_brand(gateway, connect, signed_in, role):
+    """Every operation naming an order (or, for merchants, changing a brand or SKU), sent by a
+    consumer, a technician or a merchant who is not party to it: `not_found`, never a result and
+    never a `forbidden` that would confirm the order exists; the order is unchanged. Generated
+    from the route table, so a new operation is covered."""
+    world = await strangers_world(signed_in)
+    client = await connect()
+    _, token = mint(gateway, role, world["users"][role])
+    await client.call("auth", {"token": token})
+    tried = []
+    for route in ROUTES.values():
+        if route.roles is None or role not in route.roles:
+            continue  # the role matrix above covers those
+        named = fields_named(route.request, "order_id") or (
+            fields_named(route.request, "brand", "sku") if role == "merchant"
+            and route.operation not in PUBLIC_PRODUCTS else [])
+        if not named:
+            continue
+        fields = frame(route.request) | {name: world["values"][name] for name in named}
+        fields |= {name: "x" for name in fields_named(route.request, "text") if name not in fields}
+        reply, _ = await client.call(route.operation, fields)
+        allowed = ("not_found", "conflict") if route.operation in POOL and role == "technician" else ("not_found",)
+        if route.operation.startswith("payment.") and gateway.services.stripe is None:
+            allowed += ("unavailable",)  # no Stripe here: tests/test_payments.py tries strangers with it
+        assert reply.get("type") == "error" and reply["code"] in allowed, (route.operation, role, reply)
+        tried.append(route.operation)
+    assert "order.get" in tried or (role == "merchant" and "catalog.sku.save" in tried)
+    after = (await world["admin"].request(OrderGet(order_id=world["order_id"]))).order
+    assert (after.state, after.technician_id) == ("accepted", world["technician_id"])

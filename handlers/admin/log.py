@@ -21,7 +21,7 @@ STAFF: frozenset[Role] = frozenset(("merchant", "admin"))
 REDACTED = "[redacted]"
 # Never written to the log: credentials, and the personal fields a customer's contact holds.
 SECRET = frozenset(("password", "token", "refresh_token", "secret", "client_secret", "card", "phone", "email",
-                    "address", "customer", "contact"))
+                    "address", "customer", "contact", "code"))
 # The request field that names what an operation acts on, most specific first.
 TARGETS = (("order_id", "order"), ("job_id", "money_job"), ("message_id", "chat_message"), ("user_id", "user"),
            ("merchant_id", "user"), ("guide_id", "guide"), ("sku", "sku"), ("brand", "brand"))

@@ -1,9 +1,13 @@
 """Reading the catalog: the cached list, troubleshooting guides, the history of changes."""
 
+import base64
+import uuid
+
 import msgspec
 
 from handlers.catalog.scope import check_brand, scope
 from handlers.context import Context
+from handlers.errors import N_, BadRequest
 from handlers.routing import ANY_ROLE, Router
 from protocol.catalog import Catalog, CatalogList, Change, Guide, GuideList, Guides, History, HistoryList
 from storage import catalog
@@ -23,9 +27,30 @@ async def guides(ctx: Context, req: GuideList) -> Guides:
     assert ctx.identity is not None
     if ctx.identity.role == "merchant":
         check_brand(await scope(ctx), req.brand)
-    rows = await catalog.guides(ctx.services.db, req.brand, req.sku, req.locale)
+    rows = await catalog.guides(ctx.services.db, req.brand, req.sku, req.locale, guide_cursor(req.after),
+                                req.limit + 1)
+    page = rows[:req.limit]
+    more = len(rows) > req.limit
     return Guides(guides=[Guide(id=str(r["id"]), brand=r["brand_id"], sku=r["sku_id"], locale=r["locale"],
-                                title=r["title"], body=r["body"], updated_at=r["updated_at"]) for r in rows])
+                                title=r["title"], body=r["body"], updated_at=r["updated_at"]) for r in page],
+                  next_after=encode_cursor([page[-1]["sku_id"] or "", page[-1]["locale"], page[-1]["title"],
+                                            str(page[-1]["id"])]) if more else None)
+
+
+CURSOR = msgspec.json.Decoder(tuple[str, str, str, uuid.UUID])
+
+
+def encode_cursor(key: list[str]) -> str:
+    return base64.urlsafe_b64encode(msgspec.json.encode(key)).decode()
+
+
+def guide_cursor(after: str | None) -> tuple[str, str, str, uuid.UUID] | None:
+    if after is None:
+        return None
+    try:
+        return CURSOR.decode(base64.urlsafe_b64decode(after))
+    except (ValueError, msgspec.DecodeError):
+        raise BadRequest(N_("The cursor is not valid.")) from None
 
 
 @router.route(HistoryList, roles=["merchant", "admin"])

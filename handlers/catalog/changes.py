@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 import asyncpg
 import msgspec
 
+from handlers.admin import feed
 from handlers.catalog.scope import check_brand, scope
 from handlers.context import Context, Role
 from handlers.errors import N_, BadRequest, Conflict, NotFound
@@ -24,12 +25,14 @@ class Change:
 
     def __init__(self, ctx: Context, conn: asyncpg.Connection, brands: list[str] | None, version: int) -> None:
         self.ctx, self.conn, self.brands, self.version = ctx, conn, brands, version
+        self.recorded: list[tuple[str, str, str | None]] = []  # told to the live feed once committed
 
     async def record(self, kind: str, key: str, brand: str | None, before: str | None, after: str) -> Saved:
         who = self.ctx.identity
         assert who is not None
         await catalog.record(self.conn, actor_id=who.user_id, actor_role=who.role, kind=kind, key=key, brand=brand,
                              before=before, after=after)
+        self.recorded.append((kind, key, brand))
         return Saved(version=self.version, after=msgspec.json.decode(after))
 
     async def brand(self, brand_id: str) -> str:
@@ -51,9 +54,13 @@ class Change:
 
 @asynccontextmanager
 async def change(ctx: Context) -> AsyncIterator[Change]:
-    async with ctx.services.db.acquire() as conn, conn.transaction():
-        version = await catalog.bump(conn)
-        yield Change(ctx, conn, await scope(ctx, conn), version)
+    async with ctx.services.db.acquire() as conn:
+        async with conn.transaction():
+            version = await catalog.bump(conn)
+            done = Change(ctx, conn, await scope(ctx, conn), version)
+            yield done
+        for kind, key, brand in done.recorded:
+            await feed.publish(ctx, "catalog.changed", brand=brand, detail=f"{kind} {key}")
 
 
 def translations(names: Names | None) -> dict[str, str]:

@@ -8,9 +8,9 @@ import asyncpg
 
 from handlers.chat.writer import message as render
 from handlers.context import Context
-from handlers.errors import N_, BadRequest, Forbidden
+from handlers.errors import N_, BadRequest, Forbidden, NotFound
 from handlers.orders.orders import check_attachments
-from handlers.orders.texts import STATE_TEXT
+from handlers.orders.texts import SYSTEM_TEXT
 from handlers.routing import Router
 from protocol.chat import (
     ChatHistory,
@@ -41,8 +41,8 @@ def members(order: asyncpg.Record) -> list[str]:
 
 
 async def room(ctx: Context, order_id: str, *, write: bool) -> asyncpg.Record:
-    """The order whose room the caller may use: its members read and write, admins only read.
-    Anyone else gets `forbidden`, whether or not the order exists."""
+    """The order whose room the caller may use: its members read and write, admins only read
+    (writing is `forbidden`). Anyone else gets `not_found`, like an order that does not exist."""
     who = ctx.identity
     assert who is not None
     try:
@@ -51,11 +51,14 @@ async def room(ctx: Context, order_id: str, *, write: bool) -> asyncpg.Record:
         order = None
     if order is not None and (who.user_id in members(order) or (who.role == "admin" and not write)):
         return order
-    raise Forbidden(N_("You are not a member of this chat."))
+    if order is not None and who.role == "admin":
+        raise Forbidden(N_("You are not a member of this chat."))
+    raise NotFound(N_("No such order."))
 
 
 async def message(ctx: Context, row: asyncpg.Record, locale: str) -> ChatMessage:
-    return await render(ctx.services, row, locale)
+    """As the caller sees it: admins read a hidden message's kept text, members do not."""
+    return await render(ctx.services, row, locale, reveal=ctx.identity is not None and ctx.identity.role == "admin")
 
 
 def _locale(ctx: Context) -> str:
@@ -75,11 +78,13 @@ async def send(ctx: Context, req: ChatSend) -> ChatSent:
     return ChatSent(message=await message(ctx, row, _locale(ctx)), duplicate=duplicate)
 
 
-async def post_system(ctx: Context, order: asyncpg.Record) -> None:
-    """Tell the room what happened to the order, in each member's language."""
-    if order["state"] in STATE_TEXT:
+async def post_system(ctx: Context, order: asyncpg.Record, code: str | None = None) -> None:
+    """Tell the room what happened to the order (its new state, or `code`: what staff did), in
+    each member's language."""
+    code = code or order["state"]
+    if code in SYSTEM_TEXT:
         assert ctx.identity is not None
-        draft = chat.Draft(order["id"], ctx.identity.user_id, "system", None, "system", system_code=order["state"])
+        draft = chat.Draft(order["id"], ctx.identity.user_id, "system", None, "system", system_code=code)
         await ctx.services.chat.post(draft, tuple(members(order)))
 
 

@@ -12,7 +12,7 @@ import asyncpg
 
 from handlers.chat.push import Offline, to_offline
 from handlers.chat.texts import ATTACHMENT, NEW_MESSAGE
-from handlers.orders.texts import STATE_TEXT
+from handlers.orders.texts import SYSTEM_TEXT
 from handlers.services import Services
 from protocol.chat import ChatMessage, ChatMessageEvent
 from protocol.frames import Event
@@ -30,14 +30,20 @@ class Post:
     done: "asyncio.Future[tuple[asyncpg.Record, bool]]"
 
 
-async def message(services: Services, row: asyncpg.Record, locale: str) -> ChatMessage:
+async def message(services: Services, row: asyncpg.Record, locale: str, *, reveal: bool = False) -> ChatMessage:
+    """The message as a reader sees it: one staff hid shows no text or attachments unless `reveal`
+    (admins reading a transcript)."""
     system = row["kind"] == "system"
-    text = (services.catalogs.translate(locale, STATE_TEXT[row["system_code"]]) if system
-            else await chat.body(services.cipher, row))
+    hidden = row["hidden_at"] is not None
+    if hidden and not reveal:
+        text, attachments = None, []
+    else:
+        text = (services.catalogs.translate(locale, SYSTEM_TEXT[row["system_code"]]) if system
+                else await chat.body(services.cipher, row))
+        attachments = [str(a) for a in row["attachments"]]
     return ChatMessage(order_id=str(row["order_id"]), seq=row["seq"], sender_id=row["sender_id"],
-                       sender_role=row["sender_role"], kind=row["kind"], text=text,
-                       attachments=[str(a) for a in row["attachments"]], client_id=row["client_id"],
-                       sent_at=row["created_at"])
+                       sender_role=row["sender_role"], kind=row["kind"], text=text, attachments=attachments,
+                       client_id=row["client_id"], sent_at=row["created_at"], hidden=hidden)
 
 
 class ChatWriter:

@@ -213,15 +213,18 @@ def _asked(job: asyncpg.Record) -> int | None:
     return request.get("amount", request.get("amount_to_capture"))  # type: ignore[no-any-return]
 
 
+def job_view(job: asyncpg.Record) -> MoneyJob:
+    return MoneyJob(kind=job["kind"], step=job["step"], state=job["state"], attempts=job["attempts"],
+                    due_at=job["due_at"], updated_at=job["updated_at"], result=job["result"],
+                    last_error=job["last_error"], note=job["note"], amount_cents=_asked(job), id=str(job["id"]))
+
+
 @router.route(PaymentAudit, roles=["admin"])
 async def audit(ctx: Context, req: PaymentAudit) -> Audit:
     db = ctx.services.db
     order, _ = await visible_order(ctx, req.order_id)
     row, done = await payments.payment(db, order["id"]), await payments.transfer(db, order["id"])
-    jobs = [MoneyJob(kind=j["kind"], step=j["step"], state=j["state"], attempts=j["attempts"], due_at=j["due_at"],
-                     updated_at=j["updated_at"], result=j["result"], last_error=j["last_error"], note=j["note"],
-                     amount_cents=_asked(j))
-            for j in await payments.jobs_of(db, order["id"])]
+    jobs = [job_view(j) for j in await payments.jobs_of(db, order["id"])]
     payout = PayoutView(transfer_id=done["transfer_id"], technician_id=done["technician_id"],
                         amount_cents=done["amount_cents"], reversed_cents=done["reversed_cents"],
                         currency=done["currency"]) if done else None

@@ -21,6 +21,7 @@ import stripe
 from handlers.admin import feed
 from handlers.context import Context
 from handlers.errors import GatewayError
+from handlers.money.cancellation import cancellation_fee
 from handlers.money.payments import stripe_of
 from handlers.money.stripe_api import charge_figures
 from storage import lifecycle, payments
@@ -148,8 +149,7 @@ async def _cancel(ctx: Context, job: asyncpg.Record, request: dict[str, Any]) ->
 async def _decide_refund(ctx: Context, job: asyncpg.Record, info: asyncpg.Record) -> Decision:
     captured, refunded, _ = await _charge_of(ctx, info["intent_id"])
     if job["step"] == 0:  # cancellation: back to what the consumer owes (the fee once accepted)
-        fee_bp = ctx.services.money_rules.cancellation_fee_bp
-        fee = info["price_cents"] * fee_bp // 10_000 if info["technician_id"] else 0
+        fee = cancellation_fee(ctx.services.money_rules, info["price_cents"], info["technician_id"])
         amount = captured - fee - refunded
     else:
         amount = min(job["amount_cents"] or 0, captured - refunded)
@@ -186,7 +186,8 @@ async def _decide_transfer(ctx: Context, job: asyncpg.Record, info: asyncpg.Reco
     if amount <= 0:
         return "skipped"
     return {"amount": amount, "currency": info["currency"].lower(), "destination": info["account_id"],
-            "charge": charge, "basis": refunded, "captured": captured, "technician": info["technician_id"]}
+            "charge": charge, "basis": refunded, "captured": captured, "technician": info["technician_id"],
+            "fee_bp": ctx.services.money_rules.platform_fee_bp}  # (kept for the audit's check of the amount)
 
 
 async def _transfer(ctx: Context, job: asyncpg.Record, request: dict[str, Any]) -> str:

@@ -50,6 +50,9 @@ TRANSITIONS = {
     "cancel_by_consumer": Transition(("awaiting_payment", "open", "accepted", "en_route"), "cancelled",
                                      "o.consumer_id = $4"),
     "cancel_by_admin": Transition(("awaiting_payment", "open", "accepted", "en_route", "in_service"), "cancelled"),
+    # staff moderation (handlers.admin.moderation): $7 is the technician given the order
+    "reassign": Transition(("open", "accepted", "en_route"), "accepted"),
+    "reassign_to_pool": Transition(("accepted", "en_route"), "open"),
 }
 
 
@@ -162,14 +165,23 @@ async def complete(ctx: Context, req: OrderComplete) -> OrderReply:
         args=(keep, photos, req.note), details={"photos": len(photos)}, settles=True)
 
 
-@router.route(OrderCancel, roles=["consumer", "admin"])
-async def cancel(ctx: Context, req: OrderCancel) -> OrderReply:
+async def cancel_order(ctx: Context, order_id: str, reason: str | None) -> asyncpg.Record:
+    """Cancel the order for the caller (its consumer or an admin); `after_cancel` settles and tells."""
     assert ctx.identity is not None
     name = "cancel_by_admin" if ctx.identity.role == "admin" else "cancel_by_consumer"
-    row = await apply(ctx, req.order_id, name, details={"reason": req.reason} if req.reason else None)
+    return await apply(ctx, order_id, name, details={"reason": reason} if reason else None)
+
+
+async def after_cancel(ctx: Context, row: asyncpg.Record) -> None:
     await settle(ctx, row["id"])  # release the authorization or refund the payment
     if row["previous_state"] == "open":
         await withdraw(ctx, row)
     await tell_parties(ctx, row)
     await post_system(ctx, row)
+
+
+@router.route(OrderCancel, roles=["consumer", "admin"])
+async def cancel(ctx: Context, req: OrderCancel) -> OrderReply:
+    row = await cancel_order(ctx, req.order_id, req.reason)
+    await after_cancel(ctx, row)
     return OrderReply(order=await view(ctx, row))

@@ -46,6 +46,17 @@ async def duty(ctx: Context, req: Duty) -> DutyState:
     return DutyState(on_duty=row["on_duty"], brands=row["brands"], services=row["services"])
 
 
+async def take_off_duty(ctx: Context, technician: str) -> bool:
+    """Another's decision (a suspension): the technician off duty and out of matching, so no new
+    order is announced to them; their filters are kept. Whether they were on duty."""
+    if not await orders.duty(ctx.services.db, technician):
+        await geo.go_off_duty(ctx.services.redis, technician)  # a position left behind, if any
+        return False
+    await orders.set_duty(ctx.services.db, technician, False, None, None)
+    await geo.go_off_duty(ctx.services.redis, technician)
+    return True
+
+
 @router.route(TechStats, roles=["technician"])
 async def stats(ctx: Context, req: TechStats) -> Stats:
     assert ctx.identity is not None

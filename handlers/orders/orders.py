@@ -7,17 +7,20 @@ from datetime import datetime
 import asyncpg
 import msgspec
 
+from handlers.accounts.invites import Account, customer_account
 from handlers.admin import feed
+from handlers.admin.log import STAFF, record_read
 from handlers.chat.push import Offline, to_offline
 from handlers.context import Context
 from handlers.errors import N_, BadRequest, Conflict, Forbidden, NotFound
 from handlers.orders.pool import announce
 from handlers.orders.texts import ORDER_UPDATE, status_text
-from handlers.orders.views import Sight, parse_id, view, visible_order
+from handlers.orders.views import Contact, Sight, parse_id, seal_customer, view, visible_order
 from handlers.routing import Router
 from protocol.bounds import within_range
 from protocol.orders import (
     OrderCreate,
+    OrderCreated,
     OrderGet,
     OrderList,
     OrderPage,
@@ -36,10 +39,15 @@ router = Router()
 async def tell_parties(ctx: Context, row: asyncpg.Record, *others: str | None) -> None:
     """`order.status` to the order's consumer and technician (and anyone else concerned), live."""
     assert ctx.identity is not None
-    event = OrderStatus(order=await view(ctx, row), previous_state=row["previous_state"],
-                        actor_role=ctx.identity.role)
     people = sorted({row["consumer_id"], row["technician_id"], *others} - {None})
-    await ctx.deliver_many([(people, event)])  # one publish for all of them
+    readers: dict[Contact, list[str]] = {}
+    for person in people:  # what each sees of a merchant's customer: the consumer all, the technician less
+        level = Contact.FULL if person == row["consumer_id"] else \
+            Contact.CALL if person == row["technician_id"] else Contact.NONE
+        readers.setdefault(level if row.get("customer_enc") is not None else Contact.NONE, []).append(person)
+    await ctx.deliver_many([  # one publish for all of them
+        (readers_of, OrderStatus(order=await view(ctx, row, contact=level), previous_state=row["previous_state"],
+                                 actor_role=ctx.identity.role)) for level, readers_of in readers.items()])
     if row["previous_state"] not in (None, row["state"]):  # a new order is the feed's `order.created`
         await feed.publish(ctx, "order.state", brand=row["brand_id"], order_id=str(row["id"]), state=row["state"],
                            previous_state=row["previous_state"], user_id=ctx.identity.user_id)
@@ -72,18 +80,19 @@ async def check_attachments(ctx: Context, values: list[str], owner: str) -> list
 
 
 @router.route(OrderCreate, roles=["consumer", "merchant"])
-async def create(ctx: Context, req: OrderCreate) -> OrderReply:
+async def create(ctx: Context, req: OrderCreate) -> OrderCreated:
     who = ctx.identity
     assert who is not None
     db = ctx.services.db
+    brands: list[str] = []
     if who.role == "merchant":
-        if not req.consumer_id:
-            raise BadRequest(N_("A merchant orders on behalf of a consumer: give consumer_id."))
-        if req.brand not in await catalog.merchant_brands(db, who.user_id):
+        if (not req.consumer_id) == (req.customer is None):
+            raise BadRequest(N_("A merchant orders for a customer: give either customer or consumer_id."))
+        brands = await catalog.merchant_brands(db, who.user_id)
+        if req.brand not in brands:
             raise Forbidden(N_("You may only order for your own brands."))
-        consumer = req.consumer_id
-    else:
-        consumer = who.user_id
+    elif req.customer is not None:
+        raise BadRequest(N_("Only a merchant orders for a customer: leave customer out."))
     if req.window_start and req.window_end and req.window_end <= req.window_start:
         raise BadRequest(N_("The time window ends before it starts."))
     price = await orders.catalog_price(db, req.brand, req.sku, req.service_type)
@@ -95,13 +104,21 @@ async def create(ctx: Context, req: OrderCreate) -> OrderReply:
     order_id = uuid.uuid4()
     attachments = await check_attachments(ctx, req.attachments, who.user_id)
     address_enc = ctx.services.cipher.encrypt(req.address, f"orders.address:{order_id}")
-    async with db.acquire() as conn, conn.transaction():  # a merchant's consumer is pushed the order with it
+    customer = req.customer
+    customer_enc = None if customer is None else seal_customer(ctx, order_id, customer.name.strip(),
+                                                               customer.phone, customer.email.strip())
+    # The invited account, the order and its push commit together: a refused order leaves no account.
+    async with db.acquire() as conn, conn.transaction():
+        if customer is not None:
+            account = await customer_account(ctx, conn, customer, brands)
+        else:  # a consumer's own order, or a merchant's for a consumer it names
+            account = Account(req.consumer_id if who.role == "merchant" and req.consumer_id else who.user_id)
         row = await orders.create(
-            conn, order_id, consumer_id=consumer, created_by=who.user_id, actor_role=who.role, brand=req.brand,
-            sku=req.sku, service=req.service_type, description=req.description, address_enc=address_enc,
-            lat=req.lat, lng=req.lng, attachments=attachments, window_start=req.window_start,
-            window_end=req.window_end, price_cents=price["price_cents"], currency=price["currency"],
-            paid=ctx.services.stripe is not None)
+            conn, order_id, consumer_id=account.user_id, created_by=who.user_id, actor_role=who.role,
+            brand=req.brand, sku=req.sku, service=req.service_type, description=req.description,
+            address_enc=address_enc, lat=req.lat, lng=req.lng, attachments=attachments,
+            window_start=req.window_start, window_end=req.window_end, price_cents=price["price_cents"],
+            currency=price["currency"], paid=ctx.services.stripe is not None, customer_enc=customer_enc)
         await push_offline(ctx, conn, row)
     if who.role == "merchant":
         await tell_parties(ctx, row)
@@ -109,7 +126,8 @@ async def create(ctx: Context, req: OrderCreate) -> OrderReply:
                        user_id=who.user_id, amount_cents=row["price_cents"])
     if row["state"] == "open":  # else it opens once paid (handlers.money.payments)
         await announce(ctx, row)
-    return OrderReply(order=await view(ctx, row))
+    return OrderCreated(order=await view(ctx, row), claim_code=account.claim_code,
+                        claim_expires_at=account.claim_expires_at)
 
 
 @router.route(OrderGet, roles=["consumer", "technician", "merchant", "admin"])
@@ -142,6 +160,10 @@ async def list_orders(ctx: Context, req: OrderList) -> OrderPage:
                              after=decode_cursor(req.cursor) if req.cursor else None, limit=req.limit + 1)
     more = len(rows) > req.limit
     rows = rows[:req.limit]
+    if who.role in STAFF:  # the wrapper logs the call, not whose contact it showed
+        for row in rows:
+            if row["customer_enc"] is not None:
+                await record_read(ctx, "customer", "order", str(row["id"]))
     return OrderPage(orders=[await view(ctx, row) for row in rows],
                      next_cursor=encode_cursor(rows[-1]) if more else None)
 

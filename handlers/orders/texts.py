@@ -10,6 +10,12 @@ STATE_TEXT = {  # an order reached this state: what its people are told
     "completed": N_("The job is complete."),
     "cancelled": N_("The order was cancelled."),
 }
+# What staff did to the order (admin.reassign), told in its chat like a state change.
+MODERATION_TEXT = {
+    "reassigned": N_("Staff assigned the order to a technician."),
+    "returned": N_("Staff put the order back in the pool; it is open again."),
+}
+SYSTEM_TEXT = STATE_TEXT | MODERATION_TEXT  # a system chat message's text, by its code
 # The push for an order's new state, where the state alone does not say what happened.
 PAID_TEXT = N_("Your payment went through: the order is open for technicians.")
 PLACED_TEXT = N_("A new order was placed for you.")

@@ -9,7 +9,7 @@ import msgspec
 
 from handlers.context import Context, Identity
 from handlers.errors import N_, Conflict, NotFound
-from protocol.orders import Order
+from protocol.orders import Order, OrderCustomer
 from storage import catalog, geo, orders
 
 EARTH_RADIUS_MI = 3958.7613
@@ -18,6 +18,38 @@ EARTH_RADIUS_MI = 3958.7613
 class Sight(Enum):
     FULL = "full"  # the parties: consumer, assigned technician, the brand's merchants, admins
     POOL = "pool"  # technicians looking at an open order: no address, no consumer, approximate position
+
+
+class Contact(Enum):
+    """How much of a merchant's customer's contact a reader of the order sees."""
+
+    FULL = "full"  # name, phone, e-mail: the order's merchants, admins, its consumer
+    CALL = "call"  # name and phone: the assigned technician
+    NONE = "none"
+
+
+def contact_for(who: Identity | None, row: asyncpg.Record) -> Contact:
+    """What an order's reader with full sight of it sees of the customer's contact."""
+    if who is None:
+        return Contact.NONE
+    if who.role in ("admin", "merchant") or (who.role == "consumer" and row["consumer_id"] == who.user_id):
+        return Contact.FULL
+    if who.role == "technician" and row["technician_id"] == who.user_id:
+        return Contact.CALL
+    return Contact.NONE
+
+
+def seal_customer(ctx: Context, order_id: uuid.UUID, name: str, phone: str, email: str) -> bytes:
+    contact = msgspec.json.encode(OrderCustomer(name=name, phone=phone, email=email))
+    return ctx.services.cipher.seal(contact, f"orders.customer:{order_id}")
+
+
+async def customer(ctx: Context, row: asyncpg.Record, contact: Contact) -> OrderCustomer | None:
+    if row.get("customer_enc") is None or contact is Contact.NONE:
+        return None
+    found = msgspec.json.decode(await ctx.services.cipher.open(row["customer_enc"], f"orders.customer:{row['id']}"),
+                                type=OrderCustomer)
+    return found if contact is Contact.FULL else msgspec.structs.replace(found, email=None)
 
 
 def state_conflict(row: asyncpg.Record) -> Conflict:
@@ -89,7 +121,8 @@ def pool_view(row: asyncpg.Record) -> Order:
         created_at=row["created_at"], updated_at=row["updated_at"])
 
 
-async def view(ctx: Context, row: asyncpg.Record, seen: Sight = Sight.FULL) -> Order:
+async def view(ctx: Context, row: asyncpg.Record, seen: Sight = Sight.FULL, contact: Contact | None = None) -> Order:
+    """The order as the caller sees it; `contact`: for a reader other than the caller (events)."""
     order = pool_view(row)
     if seen is Sight.POOL:
         return order
@@ -97,6 +130,7 @@ async def view(ctx: Context, row: asyncpg.Record, seen: Sight = Sight.FULL) -> O
     return msgspec.structs.replace(
         order, lat=row["lat"], lng=row["lng"], address=address, consumer_id=row["consumer_id"],
         technician_id=row["technician_id"],
+        customer=await customer(ctx, row, contact or contact_for(ctx.identity, row)),
         completion_attachments=[str(a) for a in row["completion_attachments"]],
         completion_note=row["completion_note"], rating=row["rating"], rating_comment=row["rating_comment"],
         payment_state=row["payment_state"])

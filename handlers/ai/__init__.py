@@ -1,0 +1,1 @@
+"""The "Help with AI" troubleshooter: conversations, the safety gate, the engines that answer."""
