@@ -93,7 +93,7 @@ def conditions(f: Figures) -> str:
 
 NOT_COVERED = [
     "Not covered: requests in parallel (each run is alone: the figure is one back-office user's wait, not "
-    "the gateway's capacity), a database larger than memory (the seeded year, about 2.5 GB, fits in the "
+    "the gateway's capacity), a database larger than memory (the seeded year, under 3 GB, fits in the "
     "kernel's page cache; PostgreSQL runs with the embedded server's settings; each month is asked for 4 "
     "times), and writes going on meanwhile. The seeded rows "
     "are written as the gateway writes them, but by COPY, with no encrypted address (a placeholder: the "
