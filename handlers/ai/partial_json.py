@@ -108,12 +108,12 @@ def _finished(string: str, escaped: bool) -> str:
     """An unfinished string less any end that would change meaning once finished: half an escape, or a high
     surrogate waiting for its pair."""
     if escaped:
-        return string[:-1]
-    tail = UNICODE_TAIL.search(string)
-    if tail is not None and len(tail.group(1)) % 2 == 1:
+        string = string[:-1]
+    while (tail := UNICODE_TAIL.search(string)) is not None and len(tail.group(1)) % 2 == 1:
         digits = tail.group(2)
-        if len(digits) < 4 or 0xD800 <= int(digits, 16) <= 0xDBFF:
-            return string[:tail.start() + len(tail.group(1)) - 1]
+        if len(digits) == 4 and not 0xD800 <= int(digits, 16) <= 0xDBFF:
+            break
+        string = string[:tail.start() + len(tail.group(1)) - 1]
     return string
 
 
