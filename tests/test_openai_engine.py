@@ -447,6 +447,21 @@ async def test_no_more_than_max_in_flight_requests_reach_the_server(server: Open
     assert len(server.requests()) == 7 and counted_gauge(metrics.IN_FLIGHT) == 0
 
 
+async def test_a_failing_stream_is_the_callers_error_not_a_provider_fault(server: OpenAIServer,
+                                                                          engine: MakeEngine) -> None:
+    async def gone(piece: str) -> None:
+        raise ConnectionError("the consumer's session closed")
+
+    server.reply_with(encoded(ANSWER))
+    made = engine()
+    with pytest.raises(ConnectionError, match="session closed"):
+        await made.answer(dialogue(), gone)
+    assert isinstance(made.fallback, FixedEngine) and made.fallback.asked == []
+    assert counted_gauge(metrics.IN_FLIGHT) == 0 and made.slots._value == made.rules.max_in_flight
+    with pytest.raises(ValueError, match="openai_api_key"):
+        OpenAIEngine(AiRules(), FixedEngine())
+
+
 def counted_gauge(gauge: Any) -> float:
     return float(next(iter(gauge.collect())).samples[0].value)
 

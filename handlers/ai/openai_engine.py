@@ -137,6 +137,14 @@ class GiveUp(Exception):
     """No attempt will help (the request itself is refused: a bad key, an unknown model...)."""
 
 
+class StreamFailed(Exception):
+    """The `stream` given to `answer` raised: not the provider's fault, so it goes to the caller as it is."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(repr(error))
+        self.error = error
+
+
 # What an attempt's failure means for the call's fallback reason.
 REASONS = {"rate_limited": "rate_limited", "server_error": "unavailable", "connection": "unavailable",
            "timeout": "timeout", "invalid_output": "invalid_output", "refused": "refused", "rejected": "rejected"}
@@ -166,6 +174,8 @@ class OpenAIEngine:
     name = "openai"
 
     def __init__(self, rules: AiRules, fallback: Engine, *, backoff_s: float = 0.5) -> None:
+        if not rules.openai_api_key:  # else the SDK would look for OPENAI_API_KEY in the environment itself
+            raise ValueError("the OpenAI engine needs rules.openai_api_key (any text for a server that asks none)")
         self.rules, self.fallback, self.backoff_s = rules, fallback, backoff_s
         self.client = openai.AsyncOpenAI(api_key=rules.openai_api_key, base_url=rules.openai_base_url,
                                          timeout=rules.timeout_s, max_retries=0)
@@ -223,8 +233,8 @@ class OpenAIEngine:
     def _backoff(self, failures: int, retry_after: float | None) -> float | None:
         """Seconds before the next attempt: full jitter over an exponential ceiling, or the server's retry-after
         (None: a retry-after longer than a whole call, not worth the consumer's wait)."""
-        if retry_after is not None:
-            return retry_after if retry_after <= self.rules.timeout_s else None
+        if retry_after is not None:  # a little jitter still, so that the waiting calls do not all come back at once
+            return retry_after + random.uniform(0, self.backoff_s) if retry_after <= self.rules.timeout_s else None
         return random.uniform(0, min(BACKOFF_CAP_S, self.backoff_s * 2 ** (failures - 1)))
 
     async def _attempt(self, chat: list[Any], dialogue: Dialogue, call: Call) -> AiAnswer:
@@ -237,12 +247,14 @@ class OpenAIEngine:
         try:
             async with asyncio.timeout(self.rules.timeout_s):
                 text, refused = await self._request(chat, call)
+        except StreamFailed as exc:
+            raise exc.error from None
         except TimeoutError:
             raise self._failed(Retry("timeout")) from None
         except openai.RateLimitError as exc:
             raise self._failed(Retry("rate_limited", retry_after(exc.response.headers))) from None
-        except openai.InternalServerError:
-            raise self._failed(Retry("server_error")) from None
+        except openai.InternalServerError as exc:
+            raise self._failed(Retry("server_error", retry_after(exc.response.headers))) from None
         except openai.APITimeoutError:
             raise self._failed(Retry("timeout")) from None
         except openai.APIConnectionError:
@@ -251,6 +263,9 @@ class OpenAIEngine:
             metrics.ATTEMPTS.labels("rejected").inc()
             log.error("the OpenAI server refused the request: %s %s", exc.status_code, exc.message)
             raise GiveUp() from None
+        except Exception:  # an error event in the stream, a chunk the SDK cannot read...: the provider's fault
+            log.exception("the OpenAI server's answer could not be read")
+            raise self._failed(Retry("server_error")) from None
         finally:
             metrics.IN_FLIGHT.dec()
             self.slots.release()
@@ -286,7 +301,11 @@ class OpenAIEngine:
                     refused = True
                 if delta.content:
                     pieces.append(delta.content)
-                    await call.show(readable(partial.feed(delta.content)))
+                    text = readable(partial.feed(delta.content))
+                    try:
+                        await call.show(text)
+                    except Exception as exc:
+                        raise StreamFailed(exc) from exc
         return "".join(pieces), refused
 
     def _count(self, prompt: int, completion: int, call: Call) -> None:
