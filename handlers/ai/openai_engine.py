@@ -336,8 +336,13 @@ def decoded(text: str, dialogue: Dialogue) -> AiAnswer | None:
     """The answer in `text`, or None when it does not decode into AiAnswer or does not fit the dialogue (a draft
     missing or of another service type, no technician when the consumer asked for one)."""
     try:
-        answer = msgspec.convert(drop_added_nulls(msgspec.json.decode(text), AiAnswer), AiAnswer)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+        answer = msgspec.json.decode(text, type=AiAnswer)
+    except msgspec.ValidationError:  # maybe the nulls strict mode wants for optional fields (none today)
+        try:
+            answer = msgspec.convert(drop_added_nulls(msgspec.json.decode(text), AiAnswer), AiAnswer)
+        except msgspec.ValidationError:
+            return None
+    except msgspec.DecodeError:
         return None
     if answer.verdict == "technician_needed" and answer.draft is None:
         return None

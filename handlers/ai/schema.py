@@ -2,6 +2,7 @@
 structured output: no `$ref` (definitions inlined), every property required (optional ones nullable, their
 nulls dropped again before decoding), `additionalProperties: false`, only keywords strict mode accepts."""
 
+import functools
 from typing import Any
 
 import msgspec
@@ -75,8 +76,13 @@ def accepts_null(node: dict[str, Any]) -> bool:
 def drop_added_nulls(document: Any, kind: Any) -> Any:
     """The model's document with the nulls strict mode made it write for optional fields that do not take
     null removed, so that msgspec applies their defaults. Anything else is left as it is, for msgspec to judge."""
-    raw = msgspec.json.schema(kind)
+    raw = _schema(kind)
     return _prune(document, raw, raw.get("$defs", {}))
+
+
+@functools.cache
+def _schema(kind: Any) -> dict[str, Any]:
+    return msgspec.json.schema(kind)
 
 
 def _prune(document: Any, node: dict[str, Any], defs: dict[str, Any]) -> Any:
