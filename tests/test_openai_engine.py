@@ -15,7 +15,7 @@ import pytest
 from gateway.metrics import Metrics
 from handlers.ai import metrics
 from handlers.ai.engine import Check, Dialogue, Guide, Photo, Result, Stream, Turn, render
-from handlers.ai.openai_engine import SCHEMA, SCHEMA_NAME, OpenAIEngine, readable, system_prompt
+from handlers.ai.openai_engine import SCHEMA, SCHEMA_NAME, OpenAIEngine, readable, retry_after, system_prompt
 from handlers.ai.partial_json import PartialJSON, parse_partial
 from handlers.ai.schema import SchemaError, drop_added_nulls, strict_schema
 from handlers.ai.settings import AiRules
@@ -311,6 +311,17 @@ async def test_a_429_is_retried_after_its_retry_after(server: OpenAIServer, engi
     assert (result.answer, result.engine, result.fallback, deltas.text) == (ANSWER, "openai", None, render(ANSWER))
     assert [entry["status"] for entry in server.requests()] == [429, 200]
     assert tally.moved() == {"limited": 1, "ok": 1}
+
+
+def test_the_wait_before_a_retry() -> None:
+    assert retry_after({"retry-after": "2"}) == 2.0 and retry_after({"retry-after-ms": "250"}) == 0.25
+    assert retry_after({"retry-after": "Wed, 02 Dec 2026 07:00:00 GMT"}) is None and retry_after({}) is None
+    made = OpenAIEngine(AiRules(openai_api_key="sk-x", timeout_s=10), FixedEngine(), backoff_s=0.5)
+    waits = [made._backoff(failures, None) for failures in (1, 2, 3, 10) for _ in range(50)]
+    assert all(0 <= (wait or 0) <= ceiling for wait, ceiling in zip(waits, [0.5] * 50 + [1.0] * 50 + [2.0] * 50
+                                                                     + [8.0] * 50, strict=True))
+    assert len(set(waits)) > 150  # jittered, not a fixed ladder
+    assert 3.0 <= (made._backoff(1, 3.0) or 0) <= 3.5 and made._backoff(1, 11.0) is None
 
 
 async def test_a_429_asking_for_more_than_a_call_lasts_goes_to_the_fallback(server: OpenAIServer,
