@@ -22,6 +22,7 @@ from handlers.context import Identity
 from handlers.errors import ENDINGS, N_, BadRequest, GatewayError, Internal, RateLimited, TooLarge, Unavailable
 from handlers.i18n import negotiate
 from handlers.services import Services
+from protocol.admin import Unwatched
 from protocol.bounds import readable
 from protocol.codec import Codec, TooDeep, error_frame
 from protocol.frames import Event, Reply
@@ -65,6 +66,9 @@ class Deliveries:
 
     async def deliver_many(self, batches: Batches) -> None:
         await self.gateway.hub.publish_many(batches)
+
+    async def unwatch_user(self, user_id: str) -> None:
+        await self.gateway.hub.unwatch(user_id)
 
     async def disconnect_user(self, user_id: str, reason: type[GatewayError]) -> int:
         assert ENDINGS.get(reason.code) is reason, f"{reason.__name__} is not in handlers.errors.ENDINGS"
@@ -237,6 +241,14 @@ class Session(Deliveries):
         locale = self.state.identity.locale if self.state.identity else "en"
         message = gateway.catalogs.translate(locale, exc.message, **exc.params)
         return self.codec.encode(error_frame(request_id, exc.code, message, exc.details))
+
+    def unwatch(self) -> None:
+        """Stop watching the feed on another's word (delivery's `Sink`): the memberships it was
+        scoped by changed; the app is told and may watch again."""
+        if self.groups:
+            self.gateway.hub.leave(self, self.groups)
+            self.groups = None
+            self.push(self.codec.encode(Unwatched(reason="memberships")))
 
     def disconnect(self, reason: str) -> None:
         """End the session on another's word (delivery's `Sink`): `reason` is an ENDINGS code."""

@@ -4,6 +4,7 @@ import os
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
+from handlers.ai import metrics as ai_metrics
 from storage import geo
 
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -29,6 +30,8 @@ class Metrics:
         self.webhooks = Counter("gateway_stripe_webhooks", "Stripe webhooks: applied, duplicate, refused (bad "
                                 "signature or payload), deferred (stored, Stripe unreachable)", ["outcome"], registry=r)
         r.register(geo.REFUSED)
+        for metric in ai_metrics.ALL:
+            r.register(metric)
         self.tally_in: dict[str, int] = {}
         self.tally_out: dict[str, int] = {"result": 0, "event": 0}
 

@@ -107,6 +107,7 @@ EVENTS: tuple[type[Event], ...] = (
     payments.PaymentStatus,
     admin.Notice,
     admin.Activity,
+    admin.Unwatched,
     moderation.ChatHiddenEvent,
 )
 
