@@ -171,9 +171,11 @@ class Session(Deliveries):
         limit, size = gateway.config.max_frame_bytes, len(data)
         if size > limit or (size * 4 > limit and type(data) is str and not data.isascii()
                             and len(data.encode()) > limit):  # the limit is in bytes, as on the wire
+            gateway.metrics.tally_in["too_large"] += 1
             return self._error(data, TooLarge(limit=limit))
         wait = state.bucket.take(now)
         if wait:
+            gateway.metrics.tally_in["rate_limited"] += 1  # never decoded: its operation is unknown
             return self._error(data, RateLimited(wait))
         if (type(data) is str) is not self.codec.text:
             gateway.metrics.tally_in["invalid"] += 1
@@ -238,6 +240,7 @@ class Session(Deliveries):
     def _error_frame(self, exc: GatewayError, request_id: object) -> bytes:
         gateway = self.gateway
         gateway.metrics.errors.labels(exc.code).inc()
+        gateway.metrics.tally_out["error"] += 1
         locale = self.state.identity.locale if self.state.identity else "en"
         message = gateway.catalogs.translate(locale, exc.message, **exc.params)
         return self.codec.encode(error_frame(request_id, exc.code, message, exc.details))
