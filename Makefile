@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint fuzz bench eval schema messages clean
+.PHONY: run test lint fuzz bench bench-summary eval schema messages clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ bench: $(STAMP)  ## every benchmark against its same-run baselines, each into it
 	$(PY) -m bench.gateway --markdown docs/benchmarks.md
 	$(PY) -m bench.orders --markdown docs/benchmarks.md
 	$(PY) -m bench.chat --markdown docs/benchmarks.md
+	$(PY) -m bench.summary --markdown docs/benchmarks.md
+
+bench-summary: $(STAMP)  ## admin.summary on a million seeded orders against the same SQL over asyncpg
+	$(PY) -m bench.summary --markdown docs/benchmarks.md
 
 eval: $(STAMP)  ## the AI troubleshooter's golden set against the configured engine (OPENAI_*), as a score table
 	$(PY) -m bench.ai_eval

@@ -25,6 +25,8 @@ SECTIONS = {
                ".venv/bin/python -m bench.orders --markdown docs/benchmarks.md"),
     "chat": ("Chat: message latency and throughput",
              ".venv/bin/python -m bench.chat --markdown docs/benchmarks.md"),
+    "summary": ("Back-office summaries on a year of orders",
+                ".venv/bin/python -m bench.summary --markdown docs/benchmarks.md"),
 }
 MARK = {True: "PASS", False: "FAIL"}
 
@@ -122,17 +124,24 @@ SECTION = re.compile(r"<!-- bench:([\w-]+):start -->\n(.*?)\n?<!-- bench:\1:end 
 def write_section(path: Path, name: str, text: str) -> None:
     """Put `text` (Markdown starting with a `## ` heading) between the markers of section `name`
     in `path`, keeping the other sections as they are. The file is rewritten as a short index, then
-    the sections: those of SECTIONS in its order, then any other in the order found. Text outside
-    the markers (an older unmarked report) is dropped."""
+    the sections: those of SECTIONS in its order, then any other in the order found. Notes written
+    by hand go between markers named `notes-...` (kept, listed first); text outside any markers
+    (an older unmarked report) is dropped."""
     old = path.read_text() if path.exists() else ""
     sections = {found.group(1): found.group(2).strip("\n") for found in SECTION.finditer(old)}
     sections[name] = text.strip("\n")
-    order = [n for n in SECTIONS if n in sections] + [n for n in sections if n not in SECTIONS]
+    notes = [n for n in sections if n.startswith("notes-")]
+    order = notes + [n for n in SECTIONS if n in sections] + [n for n in sections if n not in SECTIONS
+                                                               and n not in notes]
     index = ["# Benchmarks", "",
              "Each section below is written by its own command, which replaces only that section;",
              "`make bench` runs them all. `--quick` makes any of them a smoke run.", ""]
     for other in order:
         heading = re.match(r"#+ *(.+)", sections[other])
+        if other in notes:
+            title = heading.group(1) if heading else other
+            index.append(f"- [{title}](#{_anchor(title)}): notes")
+            continue
         title, command = SECTIONS.get(other, (heading.group(1) if heading else other,
                                               f".venv/bin/python -m bench.{other} --markdown docs/benchmarks.md"))
         index.append(f"- [{title}](#{_anchor(title)}): `{command}`")

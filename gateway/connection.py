@@ -22,6 +22,7 @@ from handlers.context import Identity
 from handlers.errors import ENDINGS, N_, BadRequest, GatewayError, Internal, RateLimited, TooLarge, Unavailable
 from handlers.i18n import negotiate
 from handlers.services import Services
+from protocol.admin import Unwatched
 from protocol.bounds import readable
 from protocol.codec import Codec, TooDeep, error_frame
 from protocol.frames import Event, Reply
@@ -65,6 +66,9 @@ class Deliveries:
 
     async def deliver_many(self, batches: Batches) -> None:
         await self.gateway.hub.publish_many(batches)
+
+    async def unwatch_user(self, user_id: str) -> None:
+        await self.gateway.hub.unwatch(user_id)
 
     async def disconnect_user(self, user_id: str, reason: type[GatewayError]) -> int:
         assert ENDINGS.get(reason.code) is reason, f"{reason.__name__} is not in handlers.errors.ENDINGS"
@@ -167,9 +171,11 @@ class Session(Deliveries):
         limit, size = gateway.config.max_frame_bytes, len(data)
         if size > limit or (size * 4 > limit and type(data) is str and not data.isascii()
                             and len(data.encode()) > limit):  # the limit is in bytes, as on the wire
+            gateway.metrics.tally_in["too_large"] += 1
             return self._error(data, TooLarge(limit=limit))
         wait = state.bucket.take(now)
         if wait:
+            gateway.metrics.tally_in["rate_limited"] += 1  # never decoded: its operation is unknown
             return self._error(data, RateLimited(wait))
         if (type(data) is str) is not self.codec.text:
             gateway.metrics.tally_in["invalid"] += 1
@@ -234,9 +240,18 @@ class Session(Deliveries):
     def _error_frame(self, exc: GatewayError, request_id: object) -> bytes:
         gateway = self.gateway
         gateway.metrics.errors.labels(exc.code).inc()
+        gateway.metrics.tally_out["error"] += 1
         locale = self.state.identity.locale if self.state.identity else "en"
         message = gateway.catalogs.translate(locale, exc.message, **exc.params)
         return self.codec.encode(error_frame(request_id, exc.code, message, exc.details))
+
+    def unwatch(self) -> None:
+        """Stop watching the feed on another's word (delivery's `Sink`): the memberships it was
+        scoped by changed; the app is told and may watch again."""
+        if self.groups:
+            self.gateway.hub.leave(self, self.groups)
+            self.groups = None
+            self.push(self.codec.encode(Unwatched(reason="memberships")))
 
     def disconnect(self, reason: str) -> None:
         """End the session on another's word (delivery's `Sink`): `reason` is an ENDINGS code."""

@@ -32,6 +32,9 @@ class Sink(Protocol):
     def disconnect(self, reason: str) -> None:
         """End the session: tell it `reason` (an error code), then close it."""
 
+    def unwatch(self) -> None:
+        """Leave the groups joined on request (the back office's feed) and say so."""
+
 
 def user_channel(user_id: str) -> str:
     return "u:" + user_id
@@ -48,6 +51,7 @@ BATCHES = msgspec.msgpack.Decoder(list[tuple[list[str], bytes]])
 # moment is closed too once it is in the user's channel (see handlers.accounts.auth for the rest).
 CONTROL = "c"
 DISCONNECT = msgspec.msgpack.Decoder(tuple[str, str])  # (user id, reason)
+UNWATCH = "unwatch"  # a control message's reason that ends the user's watch of the feed, not their sessions
 
 
 class Hub:
@@ -119,10 +123,17 @@ class Hub:
         await self._redis.publish(CONTROL, self.node + msgspec.msgpack.encode((user_id, reason)))
         return ended
 
+    async def unwatch(self, user_id: str) -> int:
+        """Stop every session of the user watching the feed, on every process (their brands changed)."""
+        return await self.disconnect(user_id, UNWATCH)
+
     def disconnect_local(self, user_id: str, reason: str) -> int:
         sinks = list(self.channels.get(user_channel(user_id), ()))
         for sink in sinks:
-            sink.disconnect(reason)
+            if reason == UNWATCH:
+                sink.unwatch()
+            else:
+                sink.disconnect(reason)
         return len(sinks)
 
     def deliver_local_many(self, users: list[str], event: Event) -> int:

@@ -4,6 +4,7 @@ import os
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
+from handlers.ai import metrics as ai_metrics
 from storage import geo
 
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -20,8 +21,10 @@ class Metrics:
         r = self.registry
         self.sessions = Gauge("gateway_sessions", "Open websocket sessions", registry=r,
                               multiprocess_mode="livesum")
-        self.frames_in = Counter("gateway_frames_in", "Frames received, by operation", ["type"], registry=r)
-        self.frames_out = Counter("gateway_frames_out", "Frames sent, by frame type", ["type"], registry=r)
+        self.frames_in = Counter("gateway_frames_in", "Frames received, by request type (the operation), or why it"
+                                 " was not decoded (invalid, too_large, rate_limited)", ["type"], registry=r)
+        self.frames_out = Counter("gateway_frames_out", "Frames sent, by frame type (result, error, event)", ["type"],
+                                  registry=r)
         self.errors = Counter("gateway_errors", "Error replies, by code", ["code"], registry=r)
         self.latency = Histogram("gateway_handler_seconds", "Handler latency, by operation", ["type"],
                                  buckets=LATENCY_BUCKETS, registry=r)
@@ -29,8 +32,10 @@ class Metrics:
         self.webhooks = Counter("gateway_stripe_webhooks", "Stripe webhooks: applied, duplicate, refused (bad "
                                 "signature or payload), deferred (stored, Stripe unreachable)", ["outcome"], registry=r)
         r.register(geo.REFUSED)
+        for metric in ai_metrics.ALL:
+            r.register(metric)
         self.tally_in: dict[str, int] = {}
-        self.tally_out: dict[str, int] = {"result": 0, "event": 0}
+        self.tally_out: dict[str, int] = {"result": 0, "error": 0, "event": 0}
 
     def flush(self) -> None:
         for tally, counter in ((self.tally_in, self.frames_in), (self.tally_out, self.frames_out)):

@@ -54,7 +54,8 @@ class Gateway:
         self.routes: dict[type[Request], Route] = ROUTES
         self.latency: dict[type[Request], Histogram] = {
             r: self.metrics.latency.labels(route.operation) for r, route in ROUTES.items()}
-        self.metrics.tally_in.update({route.operation: 0 for route in ROUTES.values()} | {"invalid": 0})
+        self.metrics.tally_in.update({route.operation: 0 for route in ROUTES.values()}
+                                     | {"invalid": 0, "too_large": 0, "rate_limited": 0})
         self.sessions: set[Session] = set()
         self.server: Server | None = None
         self.http_port: int | None = None  # the plain-HTTP side (gateway.web), once started

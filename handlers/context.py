@@ -63,6 +63,10 @@ class Context(Protocol):
     async def deliver_many(self, batches: list[tuple[list[str], Event]]) -> None:
         """Push each event to every session of its users, on any process, in one broadcast."""
 
+    async def unwatch_user(self, user_id: str) -> None:
+        """Stop every session of the user watching the live feed, on every process: the brands it
+        was scoped by changed. Each such session gets `admin.unwatched`."""
+
     async def disconnect_user(self, user_id: str, reason: "type[GatewayError]") -> int:
         """End every session of the user, on any gateway process: each is sent `reason` as an error
         frame, then closed with its `close_code` (one of handlers.errors.ENDINGS). Returns how many

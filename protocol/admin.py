@@ -100,5 +100,12 @@ class Watch(Request, tag="admin.watch"):
     reply = Watching
 
 
+class Unwatched(Event, tag="admin.unwatched"):
+    """The session no longer watches the feed: `memberships` (the merchant's brands changed;
+    `admin.watch` again to follow the new ones)."""
+
+    reason: Literal["memberships"]
+
+
 class Unwatch(Request, tag="admin.unwatch"):
     reply = Watching

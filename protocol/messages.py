@@ -18,6 +18,7 @@ from protocol import (
     oversight,
     payments,
     push,
+    summary,
     suspension,
     uploads,
 )
@@ -73,6 +74,7 @@ REQUESTS: tuple[type[Request], ...] = (
     admin.Unwatch,
     audits.AuditStart,
     audits.AuditList,
+    summary.SummaryGet,
     catalog.CatalogList,
     catalog.GuideList,
     catalog.HistoryList,
@@ -111,6 +113,7 @@ EVENTS: tuple[type[Event], ...] = (
     payments.PaymentStatus,
     admin.Notice,
     admin.Activity,
+    admin.Unwatched,
     moderation.ChatHiddenEvent,
     ai.AiDelta,
     ai.AiAnswered,

@@ -174,7 +174,8 @@ async def decide(conn: asyncpg.Connection, job: asyncpg.Record, request: str) ->
     """Fix the Stripe request a job makes, once: every later run replays exactly this one (same
     parameters, same idempotency key), whatever changed meanwhile. Returns the request that stands."""
     stood: str = await conn.fetchval(
-        "UPDATE money_jobs SET request = coalesce(request, $2::jsonb) WHERE id = $1 RETURNING request::text",
+        "UPDATE money_jobs SET request = coalesce(request, $2::jsonb), decided_at = coalesce(decided_at, now())"
+        " WHERE id = $1 RETURNING request::text",
         job["id"], request)
     return stood
 
@@ -182,7 +183,7 @@ async def decide(conn: asyncpg.Connection, job: asyncpg.Record, request: str) ->
 async def redecide(db: Conn, job: asyncpg.Record) -> None:
     """Forget the job's request (Stripe refused it without doing anything): its next run decides
     afresh, under a new idempotency key."""
-    await db.execute("UPDATE money_jobs SET request = NULL, generation = generation + 1"
+    await db.execute("UPDATE money_jobs SET request = NULL, decided_at = NULL, generation = generation + 1"
                      " WHERE id = $1 AND attempts = $2", job["id"], job["attempts"])
 
 
@@ -270,13 +271,15 @@ async def job(db: Conn, job_id: int) -> asyncpg.Record | None:
     return await db.fetchrow("SELECT * FROM money_jobs WHERE id = $1", job_id)
 
 
-async def retry_job(db: Conn, job_id: int) -> asyncpg.Record | None:
+async def retry_job(db: Conn, job_id: int, key_life_s: float) -> asyncpg.Record | None:
     """A failed job back to pending, due now, with its attempts counted afresh (the scheduler runs
     it like a new one; its decided request, if any, is replayed with the same idempotency key).
-    The last error stays until the next run. None when the job is not failed."""
+    The last error stays until the next run. None when the job is not failed, or when its request
+    was decided longer than `key_life_s` ago (Stripe may have forgotten the key)."""
     row: asyncpg.Record | None = await db.fetchrow(
         "UPDATE money_jobs SET state = 'pending', due_at = now(), attempts = 0, lease_until = NULL,"
-        " updated_at = now() WHERE id = $1 AND state = 'failed' RETURNING *", job_id)
+        " updated_at = now() WHERE id = $1 AND state = 'failed'"
+        " AND (decided_at IS NULL OR decided_at > now() - $2 * interval '1 second') RETURNING *", job_id, key_life_s)
     return row
 
 

@@ -24,7 +24,7 @@ async def test_staff_actions_are_logged_with_their_outcome_and_target(signed_in)
     assert [(e.action, e.target_kind, e.target_id, e.outcome) for e in mine] == [
         ("catalog.sku.save", "sku", mine[0].target_id, "not_found"),
         ("catalog.sku.save", "sku", sku, "ok")]
-    assert mine[1].request == {"sku": sku, "brand": brand, "category": "washer", "name": "Renamed", "names": None}
+    assert mine[1].request == {"sku": sku, "brand": brand, "category": "washer", "name": "[redacted]", "names": None}
     assert mine[1].actor_role == "merchant"
     by_admin = (await admin.request(LogList(actor_id=admin_id, action="admin.merchant.brands"))).entries
     assert [(e.target_kind, e.target_id) for e in by_admin] == [("user", merchant_id)]
@@ -39,11 +39,14 @@ async def test_consumers_calls_are_not_logged_and_merchants_orders_are(signed_in
     await consumer.request(order_at(spot(), brand=brand, sku=sku))
     merchant, merchant_id = await signed_in("merchant")
     await admin.request(MerchantBrandsSet(merchant_id=merchant_id, brands=[brand]))
-    await merchant.request(order_at(spot(), brand=brand, sku=sku, consumer_id=consumer_id))
+    made = (await merchant.request(order_at(spot(), brand=brand, sku=sku, consumer_id=consumer_id))).order
     assert (await admin.request(LogList(actor_id=consumer_id))).entries == []  # not even its auth
     [entry] = (await admin.request(LogList(actor_id=merchant_id, action="order.create"))).entries
-    assert entry.request["address"] == "[redacted]"  # personal fields never reach the log
+    # personal fields, whereabouts and free text never reach the log (its rows are never erased)
+    assert {k: entry.request[k] for k in ("address", "lat", "lng", "description")} == dict.fromkeys(
+        ("address", "lat", "lng", "description"), "[redacted]")
     assert entry.request["brand"] == brand
+    assert (entry.target_kind, entry.target_id) == ("order", made.id)  # the order the call created
 
 
 async def test_staff_sign_ins_are_logged_without_their_token(signed_in):

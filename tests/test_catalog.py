@@ -1,6 +1,10 @@
 """The catalog over real sessions: the list every role reads (and every process refreshes), the
 back office's changes with their history, merchants kept to their brands, retired products."""
 
+import base64
+import json
+import uuid
+
 from protocol.catalog import (
     BrandSave,
     CatalogList,
@@ -202,6 +206,8 @@ async def test_guides_page_brand_wide_first_then_by_sku(signed_in):
         after = page.next_after
     assert seen == [(None, "Any model"), (sku, "Filter"), (sku, "Noise"), (sku, "Reset")]
     assert (await refused(admin, GuideList(brand=brand, after="bm90LWEtY3Vyc29y"))).code == "bad_request"
+    forged = base64.urlsafe_b64encode(json.dumps(["\u0000", "en", "t", str(uuid.uuid4())]).encode()).decode()
+    assert (await refused(admin, GuideList(brand=brand, after=forged))).code == "bad_request"  # not internal
 
 
 async def test_a_sku_stays_with_its_brand_and_needs_a_known_category(signed_in):

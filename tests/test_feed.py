@@ -54,6 +54,26 @@ async def test_catalog_changes_reach_the_brands_merchants(signed_in):
     assert await quiet(merchant, "admin.activity")
 
 
+async def test_a_merchant_losing_a_brand_stops_hearing_of_it_on_every_process(make_gateway, signed_in):
+    async with make_gateway() as other:
+        admin, _ = await signed_in("admin", gw=other)
+        brand, sku = await brand_with_sku(admin)
+        kept, kept_sku = await brand_with_sku(admin)
+        merchant, merchant_id = await signed_in("merchant")
+        await admin.request(MerchantBrandsSet(merchant_id=merchant_id, brands=[brand, kept]))
+        assert (await merchant.request(Watch())).brands == sorted([brand, kept])
+        await admin.request(MerchantBrandsSet(merchant_id=merchant_id, brands=[kept]))  # on the other process
+        [stopped] = await events(merchant, "admin.unwatched")
+        assert stopped.reason == "memberships"
+        consumer, _ = await signed_in("consumer")
+        await consumer.request(order_at(spot(), brand=brand, sku=sku))
+        assert await quiet(merchant, "admin.activity")
+        assert (await merchant.request(Watch())).brands == [kept]  # watching again: the brands they have now
+        order = (await consumer.request(order_at(spot(), brand=kept, sku=kept_sku))).order
+        [seen] = await events(merchant, "admin.activity")
+        assert (seen.kind, seen.order_id) == ("order.created", order.id)
+
+
 async def test_apps_cannot_watch(signed_in):
     for role in ("consumer", "technician"):
         client, _ = await signed_in(role)

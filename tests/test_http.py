@@ -5,6 +5,7 @@ import urllib.error
 import urllib.request
 
 from protocol.auth import Ping
+from tests.conftest import mint
 
 
 def get(port: int, path: str) -> tuple[int, str, str]:
@@ -34,6 +35,26 @@ async def test_metrics_count_sessions_frames_errors_and_latency(gateway, signed_
     assert lines['gateway_frames_in_total{type="invalid"}'] >= 1
     assert lines['gateway_errors_total{code="bad_request"}'] >= 1
     assert lines['gateway_handler_seconds_count{type="ping"}'] >= 1
+
+
+async def test_metrics_count_refused_frames_in_and_error_replies_out(make_gateway, connect):
+    """Every frame is counted: one refused before decoding (too large, over the rate) under why,
+    and every error reply among the frames sent."""
+    async with make_gateway(rate_per_s=0.5, rate_burst=3, max_frame_bytes=1024) as gw:
+        client = await connect(gw)
+        await client.call("auth", {"token": mint(gw, "consumer")[1]})
+        big, _ = await client.call("ping", {"pad": "x" * 2000})
+        limited = [(await client.call("ping", {}))[0].get("code") for _ in range(3)]
+        assert big["code"] == "too_large" and "rate_limited" in limited
+        status, _, body = await asyncio.to_thread(get, gw.port, "/metrics")
+        assert status == 200
+        lines = {line.split(" ")[0]: float(line.split(" ")[1]) for line in body.splitlines()
+                 if line and not line.startswith("#")}
+        errors = 1 + limited.count("rate_limited") + limited.count("bad_request")
+        assert lines['gateway_frames_in_total{type="too_large"}'] == 1
+        assert lines['gateway_frames_in_total{type="rate_limited"}'] == limited.count("rate_limited")
+        assert lines['gateway_frames_out_total{type="error"}'] == errors
+        assert lines['gateway_frames_out_total{type="result"}'] == 1 + limited.count(None)  # auth, pongs
 
 
 async def test_other_paths_are_404(gateway):

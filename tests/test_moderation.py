@@ -349,6 +349,14 @@ async def test_a_failed_transfer_retried_by_an_admin_moves_the_money_once(make_g
         assert failed.attempts == 2 and failed.last_error and failed.id
         assert not [r for r in posts(stripe_server, "/v1/transfers") if order_id in str(r["idempotency_key"])]
 
+        # Decided a day ago: Stripe may have forgotten the idempotency key, so a replay is refused.
+        db, job_id = gw.services.db, int(failed.id)
+        await db.execute("UPDATE money_jobs SET decided_at = now() - interval '21 hours' WHERE id = $1", job_id)
+        stale = await refused(admin, JobRetry(job_id=failed.id))
+        assert (stale.code, stale.error.details) == ("conflict", {"current_state": "expired"})
+        assert await db.fetchval("SELECT state FROM money_jobs WHERE id = $1", job_id) == "failed"
+        await db.execute("UPDATE money_jobs SET decided_at = now() WHERE id = $1", job_id)
+
         retried = await admin.request(JobRetry(job_id=failed.id))
         assert (retried.order_id, retried.job.id, retried.job.state, retried.job.attempts) == (
             order_id, failed.id, "pending", 0)

@@ -9,6 +9,7 @@ from protocol.admin import LogList, Watch
 from protocol.auth import Auth, Claim, Login, Refresh, Register
 from protocol.client import Client, ErrorReply
 from protocol.location import Duty, LocationUpdate
+from protocol.moderation import Reassign
 from protocol.orders import OrderAccept
 from protocol.suspension import Suspend, SuspensionList, Unsuspend
 from tests.conftest import mint
@@ -194,3 +195,24 @@ async def test_an_invited_customer_who_is_suspended_claims_the_account_but_gets_
     await admin.request(Unsuspend(user_id=invited.order.consumer_id))
     tokens = await app.request(Login(email=email, password=PASSWORD))  # the claim set the password
     assert tokens.user_id == invited.order.consumer_id
+
+
+async def test_suspending_again_enforces_it_anew_and_reassign_skips_the_suspended(gateway, signed_in):
+    """A first suspension whose clean-up failed half-way (here: a technician put back on duty
+    behind its back) is enforced again by a second `admin.suspend`, which still answers
+    `conflict`; staff cannot hand an order to a suspended technician."""
+    admin, _ = await signed_in("admin")
+    place = spot()
+    tech, tech_id = await technician(signed_in, place)
+    await admin.request(Suspend(user_id=tech_id, reason="fraud check"))
+    await closed(tech)
+    await gateway.services.db.execute("UPDATE technicians SET on_duty = true WHERE user_id = $1", tech_id)
+    again = await refused(admin, Suspend(user_id=tech_id, reason="fraud check"))
+    assert (again.code, again.error.details) == ("conflict", {"current_state": "suspended"})
+    assert await gateway.services.db.fetchval("SELECT on_duty FROM technicians WHERE user_id = $1", tech_id) is False
+
+    consumer, _ = await signed_in("consumer")
+    order = (await consumer.request(order_at(place))).order
+    await gateway.services.db.execute("UPDATE technicians SET on_duty = true WHERE user_id = $1", tech_id)
+    moved = await refused(admin, Reassign(order_id=order.id, technician_id=tech_id))
+    assert (moved.code, moved.error.details) == ("conflict", {"current_state": "off_duty"})

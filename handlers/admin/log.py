@@ -19,9 +19,11 @@ log = logging.getLogger(__name__)
 router = Router()
 STAFF: frozenset[Role] = frozenset(("merchant", "admin"))
 REDACTED = "[redacted]"
-# Never written to the log: credentials, and the personal fields a customer's contact holds.
-SECRET = frozenset(("password", "token", "refresh_token", "secret", "client_secret", "card", "phone", "email",
-                    "address", "customer", "contact", "code"))
+# Never written to the log (its rows can never be erased): credentials, a customer's contact and
+# whereabouts, and free text that may hold either.
+SECRET = frozenset(("password", "token", "refresh_token", "secret", "client_secret", "card", "code", "phone",
+                    "email", "address", "customer", "contact", "lat", "lng", "description", "text", "comment",
+                    "name"))
 # The request field that names what an operation acts on, most specific first.
 TARGETS = (("order_id", "order"), ("job_id", "money_job"), ("message_id", "chat_message"), ("user_id", "user"),
            ("merchant_id", "user"), ("guide_id", "guide"), ("sku", "sku"), ("brand", "brand"))
@@ -79,16 +81,20 @@ def audited(route: Route) -> Route:
                 await _write(ctx, route, req, exc.code)
             raise
         if ctx.identity is not None and ctx.identity.role in STAFF:  # after `auth`: who signed in
-            await _write(ctx, route, req, "ok")
+            await _write(ctx, route, req, "ok", reply)
         return reply
 
     wrapped: Handler = logged
     return Route(route.request, wrapped, route.roles, route.operation, route.logged)
 
 
-async def _write(ctx: Context, route: Route, req: Request, outcome: str) -> None:
+async def _write(ctx: Context, route: Route, req: Request, outcome: str, reply: Reply | None = None) -> None:
+    made = getattr(getattr(reply, "order", None), "id", None)  # an order the call created
     try:
-        await record(ctx, route.operation, req, outcome)
+        if made is not None and not hasattr(req, "order_id"):
+            await record(ctx, route.operation, req, outcome, target_kind="order", target_id=str(made))
+        else:
+            await record(ctx, route.operation, req, outcome)
     except Exception:
         log.exception("could not write the audit log row for %s by %s", route.operation,
                       ctx.identity.user_id if ctx.identity else None)

@@ -33,7 +33,7 @@ from protocol.moderation import (
     ReassignCandidates,
     Reassigned,
 )
-from storage import chat, geo, orders, payments
+from storage import chat, geo, orders, payments, suspensions
 
 router = Router()
 
@@ -75,7 +75,7 @@ async def reassign(ctx: Context, req: Reassign) -> Reassigned:
         on_duty = await orders.known_duty(db, technician)
         if on_duty is None:
             raise NotFound(N_("No such technician."))
-        if not on_duty:
+        if not on_duty or await suspensions.in_force(db, technician):  # suspended: off duty, or about to be
             raise Conflict(N_("That technician is off duty."), current_state="off_duty")
         current = await _order(ctx, req.order_id)
         if current["technician_id"] == technician:
@@ -131,15 +131,22 @@ async def hide(ctx: Context, req: MessageHide) -> MessageHidden:
 
 
 # -- retry a failed money job ---------------------------------------------------------------
+# Stripe keeps an idempotency key at least 24 hours: a replay within 20 hours of the first call is
+# the same call (Stripe answers with what it did); later, a call that went through unseen (a
+# timeout after Stripe acted) could be made again.
+IDEMPOTENCY_KEY_LIFE_S = 20 * 3600.0
 @router.route(JobRetry, roles=["admin"])
 async def retry(ctx: Context, req: JobRetry) -> JobRetried:
     db = ctx.services.db
     job_id = int(req.job_id)
-    row = await payments.retry_job(db, job_id)
+    row = await payments.retry_job(db, job_id, IDEMPOTENCY_KEY_LIFE_S)
     if row is None:
         current = await payments.job(db, job_id)
         if current is None:
             raise NotFound(N_("No such money job."))
+        if current["state"] == "failed":  # its request is too old to replay safely
+            raise Conflict(N_("This job's request to Stripe was made too long ago to repeat safely: check the "
+                              "payment at Stripe and refund or pay by hand."), current_state="expired")
         raise Conflict(N_("Only a failed money job can be retried; this one is {state}."),
                        current_state=current["state"], state=current["state"])
     return JobRetried(order_id=str(row["order_id"]), job=job_view(row))

@@ -161,8 +161,9 @@ async def order_file(ctx: Context, req: AdminOrder) -> OrderFile:
             amount_cents=sent["amount_cents"], reversed_cents=sent["reversed_cents"], currency=sent["currency"],
             created_at=sent["created_at"]),
         money_jobs=[MoneyJob(id=j["id"], kind=j["kind"], step=j["step"], state=j["state"], attempts=j["attempts"],
-                             amount_cents=j["amount_cents"], last_error=j["last_error"], due_at=j["due_at"],
-                             result=j["result"], note=j["note"], created_at=j["created_at"],
+                             amount_cents=j["amount_cents"], last_error=j["last_error"] if admin else None,
+                             due_at=j["due_at"], result=j["result"] if admin else None,  # Stripe's ids and words
+                             note=j["note"], created_at=j["created_at"],
                              updated_at=j["updated_at"]) for j in await payments.jobs_of(db, order_id)],
         completion_photos=photos)
     if row["customer_enc"] is not None:  # a merchant's order: `order.customer` shows their contact

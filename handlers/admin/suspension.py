@@ -39,6 +39,11 @@ async def suspend(ctx: Context, req: Suspend) -> SuspendResult:
     db = ctx.services.db
     row = await suspensions.suspend(db, req.user_id, req.reason, who.user_id)
     if row is None:
+        # Enforced again (a first suspension whose later steps failed left sessions or tokens):
+        # the answer stays `conflict`, the clean-up is done anew.
+        await suspensions.revoke_refresh_tokens(db, req.user_id)
+        await ctx.disconnect_user(req.user_id, SuspendedSession)
+        await take_off_duty(ctx, req.user_id)
         raise Conflict(N_("This user is already suspended."), current_state="suspended")
     # Committed: from here every `auth` and token refresh of theirs is refused, so what follows
     # only clears what was already out there. Revoking after the commit: a racing refresh either

@@ -23,3 +23,6 @@ class AiRuntime:
 
     async def stop(self) -> None:
         await lifecycle.stop(list(self.tasks))
+        close = getattr(self.engine, "close", None)  # the OpenAI engine's HTTP client
+        if close is not None:
+            await close()

@@ -2,6 +2,7 @@
 
 import base64
 import uuid
+from typing import Annotated
 
 import msgspec
 
@@ -9,6 +10,7 @@ from handlers.catalog.scope import check_brand, scope
 from handlers.context import Context
 from handlers.errors import N_, BadRequest
 from handlers.routing import ANY_ROLE, Router
+from protocol.bounds import LINE
 from protocol.catalog import (
     Catalog,
     CatalogList,
@@ -50,7 +52,8 @@ async def guides(ctx: Context, req: GuideList) -> Guides:
                                             str(page[-1]["id"])]) if more else None)
 
 
-CURSOR = msgspec.json.Decoder(tuple[str, str, str, uuid.UUID])
+Part = Annotated[str, LINE, msgspec.Meta(max_length=200)]  # what a guide's SKU, locale and title may hold
+CURSOR = msgspec.json.Decoder(tuple[Part, Part, Part, uuid.UUID])
 CHECKS = msgspec.json.Decoder(list[GuideCheck])
 
 

@@ -21,4 +21,6 @@ async def set_brands(ctx: Context, req: MerchantBrandsSet) -> MerchantBrands:
         await catalog.record(conn, actor_id=who.user_id, actor_role=who.role, kind="merchant_brands",
                              key=req.merchant_id, brand=None, before=catalog.jsonb({"brands": old}),
                              after=catalog.jsonb({"brands": wanted}))
+    if set(old) - set(wanted):  # a brand taken away: its feed must stop reaching them at once
+        await ctx.unwatch_user(req.merchant_id)
     return MerchantBrands(merchant_id=req.merchant_id, brands=wanted)
