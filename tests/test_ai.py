@@ -122,6 +122,8 @@ async def test_escalation_becomes_an_order_whose_technician_sees_the_summary(sig
 
     if order.state == "awaiting_payment":
         pytest.skip("payments are on: the order opens once paid (tests/test_payments.py)")
+    pool = (await tech.request(OrderGet(order_id=order.id))).order  # in the pool: no address, no summary
+    assert pool.address is None and pool.ai_summary is None
     await tech.request(OrderAccept(order_id=order.id))
     seen = (await tech.request(OrderGet(order_id=order.id))).order
     assert seen.ai_summary is not None
@@ -195,7 +197,7 @@ def test_the_gate_replaces_hazardous_steps_of_an_engine_answer():
     catalogs = Catalogs()
     for locale, step, replacement in (
             ("en", "Discharge the capacitor and open the microwave's case", "A technician must do this step."),
-            ("es", "Revise la tubería de gas detrás de la estufa", "Este paso debe hacerlo un técnico."),
+            ("es", "Revisa la tubería de gas detrás de la estufa", "Este paso debe hacerlo un técnico."),
             ("zh-Hans", "给空调加氟利昂", "此步骤必须由技术人员完成。")):
         answer = AiAnswer(diagnosis="d", report_back="r", verdict="continue", draft=None, steps=[
             AiStep(instruction="Check the breaker", look_for="it is on", technician_only=False),
@@ -313,9 +315,9 @@ async def test_unknown_retired_products_and_others_attachments_are_refused(signe
             ("Washer is noisy", "Loud banging, grinding or squealing noise during the spin",
              "Level the washer's feet")], "Loud grinding noise when it spins"),
     ("es", [("La lavadora pierde agua", "Agua en el suelo, un charco bajo la lavadora, fuga por la junta",
-             "Seque la junta de la puerta y busque roturas"),
+             "Seca la junta de la puerta y busca roturas"),
             ("La lavadora hace ruido", "Golpes fuertes, chirridos o ruido de roce al centrifugar",
-             "Nivele las patas de la lavadora")], "Hace un ruido fuerte de roce al centrifugar"),
+             "Nivela las patas de la lavadora")], "Hace un ruido fuerte de roce al centrifugar"),
     ("zh-Hans", [("洗衣机漏水", "地上有水，洗衣机下面积水，门封漏水", "擦干门封并检查是否破损"),
                  ("洗衣机噪音大", "脱水时有很大的撞击声、摩擦声或尖叫声", "调平洗衣机的底脚")], "脱水的时候摩擦声很大"),
 ])
