@@ -27,6 +27,8 @@ SECTIONS = {
              ".venv/bin/python -m bench.chat --markdown docs/benchmarks.md"),
     "summary": ("Back-office summaries on a year of orders",
                 ".venv/bin/python -m bench.summary --markdown docs/benchmarks.md"),
+    "ai": ("Help with AI: concurrent streamed conversations",
+           ".venv/bin/python -m bench.ai --markdown docs/benchmarks.md"),
 }
 MARK = {True: "PASS", False: "FAIL"}
 

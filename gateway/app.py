@@ -23,6 +23,7 @@ from gateway.server import Gateway
 from gateway.web import WebSide
 from handlers.accounts.passwords import Passwords
 from handlers.accounts.tokens import TokenIssuer
+from handlers.ai.answering import engine_for
 from handlers.ai.settings import AiRules
 from handlers.chat.fcm import FcmClient
 from handlers.chat.push import run_worker as push_worker
@@ -170,6 +171,7 @@ class Running:
         services = Services(db, redis, token_issuer(c), self.passwords or Passwords(), cipher, positions,
                             geo.NearbySearch(redis), blobs, Catalogs(), chat, order_rules,
                             chat_rules, money_rules, stripe_access(c), ai_rules=ai_rules(c))
+        engine_for(services)  # now: importing the OpenAI SDK on a first answer would stall every session
         positions.start()
         chat.start(services)
         await rebuild_if_lost(services)
