@@ -27,7 +27,7 @@ from handlers.routing import Route
 from handlers.services import Services
 from protocol.codec import CODECS, JSON, JSON_SUBPROTOCOL, SUBPROTOCOLS
 from protocol.frames import Request
-from storage import lifecycle
+from storage import geo, lifecycle
 from storage.push import Presence
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,7 @@ class Gateway:
         self.metrics.tally_in.update({route.operation: 0 for route in ROUTES.values()}
                                      | {"invalid": 0, "too_large": 0, "rate_limited": 0})
         self.sessions: set[Session] = set()
+        self.draining = False  # set when shutdown begins: readiness answers 503
         self.server: Server | None = None
         self.http_port: int | None = None  # the plain-HTTP side (gateway.web), once started
         self._background: set[asyncio.Task[Any]] = set()
@@ -105,8 +106,8 @@ class Gateway:
         path = request.path.split("?", 1)[0]
         if path == WS_PATH:
             return None
-        if path == "/healthz":
-            status, report = await self.health()
+        if path in ("/readyz", "/healthz", "/livez"):
+            status, report = await self.health(ready=path != "/livez")
             return _response(status, "application/json", msgspec.json.encode(report))
         if path == "/metrics":
             return _response(200, "text/plain; version=0.0.4; charset=utf-8", self.metrics.exposition())
@@ -118,8 +119,16 @@ class Gateway:
                              [("Location", location)])
         return _response(404, "text/plain; charset=utf-8", b"not found; the websocket endpoint is /ws\n")
 
-    async def health(self) -> tuple[int, dict[str, str]]:
-        """(HTTP status, report) of /healthz: 200 when PostgreSQL and Redis answer, else 503."""
+    async def health(self, ready: bool = True) -> tuple[int, dict[str, str]]:
+        """(HTTP status, report). Liveness (/livez): the process answers, nothing else asked.
+        Readiness (/readyz, and /healthz as before): 200 when PostgreSQL and Redis answer and the
+        open-order pool is built, 503 once the node drains for shutdown (first, so balancers stop
+        sending it sessions before it closes them) or while a dependency is down."""
+        if not ready:
+            return 200, {"status": "ok"}
+        if self.draining:
+            return 503, {"status": "draining"}
+
         async def check(name: str, probe: Awaitable[Any]) -> tuple[str, str]:
             try:
                 await asyncio.wait_for(probe, timeout=2)
@@ -127,8 +136,12 @@ class Gateway:
             except Exception as exc:
                 return name, f"error: {type(exc).__name__}"
 
+        async def pool_built() -> None:
+            if not await self.services.redis.exists(geo.POOL_BUILT):
+                raise LookupError("not built")  # being rebuilt from PostgreSQL (Redis lost it)
+
         checks = dict(await asyncio.gather(check("postgres", self.services.db.fetchval("SELECT 1")),
-                                           check("redis", self.services.redis.ping())))
+                                           check("redis", self.services.redis.ping()), check("pool", pool_built())))
         ok = all(v == "ok" for v in checks.values())
         return (200 if ok else 503), {"status": "ok" if ok else "unavailable", **checks}
 
@@ -154,6 +167,7 @@ class Gateway:
         """Stop accepting, close every session with 1012 so apps reconnect elsewhere, drain."""
         if self.server is None:
             return
+        self.draining = True  # readiness fails from now on
         log.info("shutting down: closing %d sessions with 1012", len(self.sessions))
         self.server.close(code=CloseCode.SERVICE_RESTART, reason="service restart")
         with contextlib.suppress(TimeoutError):

@@ -19,7 +19,27 @@ def get(port: int, path: str) -> tuple[int, str, str]:
 async def test_healthz_checks_postgres_and_redis(gateway):
     status, kind, body = await asyncio.to_thread(get, gateway.port, "/healthz")
     assert (status, kind) == (200, "application/json")
-    assert body == '{"status":"ok","postgres":"ok","redis":"ok"}'
+    assert body == '{"status":"ok","postgres":"ok","redis":"ok","pool":"ok"}'
+
+
+async def test_liveness_asks_nothing_and_readiness_fails_first_when_draining(make_gateway, tmp_path):
+    from storage import geo
+    from storage.embedded import EmbeddedRedis
+
+    redis = EmbeddedRedis(tmp_path / "redis")
+    async with make_gateway(redis_url=redis.start()) as gw:
+        for port in (gw.port, gw.http_port):  # the same body on both HTTP sides
+            assert await asyncio.to_thread(get, port, "/livez") == (200, "application/json", '{"status":"ok"}')
+            status, _, body = await asyncio.to_thread(get, port, "/readyz")
+            assert (status, '"pool":"ok"' in body) == (200, True)
+        await gw.services.redis.delete(geo.POOL_BUILT)  # the pool lost: not ready until rebuilt
+        status, _, body = await asyncio.to_thread(get, gw.http_port, "/readyz")
+        assert status == 503 and '"pool":"error: LookupError"' in body
+        await gw.shutdown()
+        status, _, body = await asyncio.to_thread(get, gw.http_port, "/readyz")
+        assert (status, body) == (503, '{"status":"draining"}')
+        assert (await asyncio.to_thread(get, gw.http_port, "/livez"))[0] == 200
+    redis.stop()
 
 
 async def test_metrics_count_sessions_frames_errors_and_latency(gateway, signed_in):
