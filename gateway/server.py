@@ -96,11 +96,14 @@ class Gateway:
         session = Session(self, ws, CODECS.get(ws.subprotocol or JSON_SUBPROTOCOL, JSON))
         self.sessions.add(session)
         self.metrics.sessions.inc()
+        self.metrics.opened.inc()
         try:
             await session.run()
         finally:
             self.sessions.discard(session)
             self.metrics.sessions.dec()
+            code = ws.close_code if ws.close_code is not None else 1006  # the code sent, else received
+            self.metrics.closed.labels(str(code) if code in CLOSE_CODES else "other").inc()
 
     async def http(self, connection: ServerConnection, request: HttpRequest) -> Response | None:
         path = request.path.split("?", 1)[0]
@@ -146,9 +149,18 @@ class Gateway:
         return (200 if ok else 503), {"status": "ok" if ok else "unavailable", **checks}
 
     async def _flush_metrics(self) -> None:
+        """Every second: the frame tallies into their counters, the pool's gauges; and how late
+        each quarter-second timer fires (the event loop's lag)."""
+        loop, db, lag = asyncio.get_running_loop(), self.services.db, self.metrics.loop_lag
         while True:
-            await asyncio.sleep(1.0)
+            for _ in range(4):
+                due = loop.time() + 0.25
+                await asyncio.sleep(0.25)
+                lag.observe(max(loop.time() - due, 0.0))
             self.metrics.flush()
+            idle = db.get_idle_size()
+            self.metrics.db_pool.labels("in_use").set(db.get_size() - idle)
+            self.metrics.db_pool.labels("idle").set(idle)
 
     async def _sweep(self) -> None:
         """Close sessions that went quiet or whose token expired."""
@@ -175,6 +187,10 @@ class Gateway:
         log.debug("sessions closed; stopping background tasks")
         await lifecycle.stop(list(self._background))
         log.debug("background tasks stopped")
+
+
+# Close codes counted by their number; any other (an app's own 4xxx) as "other": bounded labels.
+CLOSE_CODES = frozenset((1000, 1001, 1002, 1003, 1006, 1007, 1008, 1009, 1011, 1012, 4003))
 
 
 class RequestContext(Deliveries):
