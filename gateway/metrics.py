@@ -5,8 +5,9 @@ import os
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 from handlers.ai import metrics as ai_metrics
+from handlers.chat import push
 from handlers.orders import metrics as order_metrics
-from storage import geo
+from storage import geo, payments
 
 LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -41,7 +42,7 @@ class Metrics:
         self.db_pool = Gauge("gateway_db_pool_connections", "PostgreSQL pool connections, by state: in_use, idle",
                              ["state"], registry=r, multiprocess_mode="livesum")
         r.register(geo.REFUSED)
-        for metric in (*ai_metrics.ALL, *order_metrics.ALL):
+        for metric in (*ai_metrics.ALL, *order_metrics.ALL, payments.JOB_RUNS, push.SENDS, push.DEAD):
             r.register(metric)
         self.tally_in: dict[str, int] = {}
         self.tally_out: dict[str, int] = {"result": 0, "error": 0, "event": 0}
