@@ -41,6 +41,10 @@ class Metrics:
                                   "fires: time the loop spent busy elsewhere", buckets=LAG_BUCKETS, registry=r)
         self.db_pool = Gauge("gateway_db_pool_connections", "PostgreSQL pool connections, by state: in_use, idle",
                              ["state"], registry=r, multiprocess_mode="livesum")
+        self.indexed = Gauge("gateway_geo_indexed", "What Redis's indexes hold, fleet-wide (every process reads the"
+                             " same): technicians (on duty, with a position), stale (of those, not heard from in "
+                             "POSITION_STALE_S), open_orders (the pool)", ["what"], registry=r,
+                             multiprocess_mode="mostrecent")
         r.register(geo.REFUSED)
         for metric in (*ai_metrics.ALL, *order_metrics.ALL, payments.JOB_RUNS, push.SENDS, push.DEAD):
             r.register(metric)

@@ -17,7 +17,7 @@ from websockets.http11 import Request as HttpRequest
 from websockets.http11 import Response
 
 from gateway.config import Config
-from gateway.connection import Deliveries, Session
+from gateway.connection import UNREACHABLE, Deliveries, Session
 from gateway.delivery import Hub
 from gateway.metrics import Metrics
 from handlers.context import Identity
@@ -161,6 +161,10 @@ class Gateway:
             idle = db.get_idle_size()
             self.metrics.db_pool.labels("in_use").set(db.get_size() - idle)
             self.metrics.db_pool.labels("idle").set(idle)
+            with contextlib.suppress(*UNREACHABLE):  # Redis down: the gauges keep their last values
+                techs, stale, pool = await geo.sizes(self.services.redis, self.config.position_stale_s)
+                for what, value in (("technicians", techs), ("stale", stale), ("open_orders", pool)):
+                    self.metrics.indexed.labels(what).set(value)
 
     async def _sweep(self) -> None:
         """Close sessions that went quiet or whose token expired."""

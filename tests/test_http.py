@@ -126,7 +126,7 @@ async def test_orders_connections_the_loop_and_the_pool_are_measured_with_bounde
         await tech.request(OrderAccept(order_id=order.id))
         await consumer.close()
         async with asyncio.timeout(20):  # until a flush has put the pool's gauges and the loop's lag in
-            while 'gateway_db_pool_connections{state="idle"}' not in (
+            while 'gateway_geo_indexed{what="technicians"}' not in (
                     after := samples((await asyncio.to_thread(get, gw.port, "/metrics"))[2])) or \
                     'gateway_connections_closed_total{code="1000"}' not in after:
                 await asyncio.sleep(0.2)
@@ -144,6 +144,8 @@ async def test_orders_connections_the_loop_and_the_pool_are_measured_with_bounde
     assert after["gateway_event_loop_lag_seconds_count"] >= 4
     assert after['gateway_db_pool_connections{state="in_use"}'] >= 0
     assert after['gateway_db_pool_connections{state="idle"}'] >= 1
+    assert after['gateway_geo_indexed{what="technicians"}'] >= 1  # this test's technician at least
+    assert 'gateway_geo_indexed{what="open_orders"}' in after and 'gateway_geo_indexed{what="stale"}' in after
     ids = {user_id, tech_id, order.id}
     labels = [name for name in after if "{" in name]
     assert not [name for name in labels if any(i in name for i in ids)]
