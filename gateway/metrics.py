@@ -2,7 +2,17 @@
 
 import os
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+    multiprocess,
+)
 
 from handlers.ai import metrics as ai_metrics
 from handlers.chat import push
@@ -45,6 +55,9 @@ class Metrics:
                              " same): technicians (on duty, with a position), stale (of those, not heard from in "
                              "POSITION_STALE_S), open_orders (the pool)", ["what"], registry=r,
                              multiprocess_mode="mostrecent")
+        ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, open fds...
+        r.register(PLATFORM_COLLECTOR)  # python_info
+        r.register(GC_COLLECTOR)  # python_gc_*
         r.register(geo.REFUSED)
         for metric in (*ai_metrics.ALL, *order_metrics.ALL, payments.JOB_RUNS, push.SENDS, push.DEAD):
             r.register(metric)

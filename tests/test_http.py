@@ -140,6 +140,8 @@ async def test_orders_connections_the_loop_and_the_pool_are_measured_with_bounde
     assert moved("orders_announcement_recipients_count") == 1 and moved("orders_announcement_recipients_sum") == 1
     assert moved("orders_dispatch_seconds_count") == 1
     assert after["gateway_connections_opened_total"] >= 2
+    assert after["process_resident_memory_bytes"] > 0 and after["process_open_fds"] > 0  # the process collector
+    assert any(name.startswith("python_info") for name in after)
     assert after['gateway_connections_closed_total{code="1000"}'] >= 1
     assert after["gateway_event_loop_lag_seconds_count"] >= 4
     assert after['gateway_db_pool_connections{state="in_use"}'] >= 0
