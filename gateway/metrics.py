@@ -2,11 +2,24 @@
 
 import os
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+    multiprocess,
+)
 
 from handlers.ai import metrics as ai_metrics
-from storage import geo
+from handlers.chat import push
+from handlers.orders import metrics as order_metrics
+from storage import geo, payments
 
+LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -31,8 +44,22 @@ class Metrics:
         self.slow_consumers = Counter("gateway_slow_consumers", "Sessions closed for not reading", registry=r)
         self.webhooks = Counter("gateway_stripe_webhooks", "Stripe webhooks: applied, duplicate, refused (bad "
                                 "signature or payload), deferred (stored, Stripe unreachable)", ["outcome"], registry=r)
+        self.opened = Counter("gateway_connections_opened", "Websocket connections accepted", registry=r)
+        self.closed = Counter("gateway_connections_closed", "Websocket connections ended, by close code (the one "
+                              "sent or received; 1006: none)", ["code"], registry=r)
+        self.loop_lag = Histogram("gateway_event_loop_lag_seconds", "How late a 0.25 s timer of the event loop "
+                                  "fires: time the loop spent busy elsewhere", buckets=LAG_BUCKETS, registry=r)
+        self.db_pool = Gauge("gateway_db_pool_connections", "PostgreSQL pool connections, by state: in_use, idle",
+                             ["state"], registry=r, multiprocess_mode="livesum")
+        self.indexed = Gauge("gateway_geo_indexed", "What Redis's indexes hold, fleet-wide (every process reads the"
+                             " same): technicians (on duty, with a position), stale (of those, not heard from in "
+                             "POSITION_STALE_S), open_orders (the pool)", ["what"], registry=r,
+                             multiprocess_mode="mostrecent")
+        ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, open fds...
+        r.register(PLATFORM_COLLECTOR)  # python_info
+        r.register(GC_COLLECTOR)  # python_gc_*
         r.register(geo.REFUSED)
-        for metric in ai_metrics.ALL:
+        for metric in (*ai_metrics.ALL, *order_metrics.ALL, payments.JOB_RUNS, push.SENDS, push.DEAD):
             r.register(metric)
         self.tally_in: dict[str, int] = {}
         self.tally_out: dict[str, int] = {"result": 0, "error": 0, "event": 0}

@@ -17,7 +17,7 @@ from websockets.http11 import Request as HttpRequest
 from websockets.http11 import Response
 
 from gateway.config import Config
-from gateway.connection import Deliveries, Session
+from gateway.connection import UNREACHABLE, Deliveries, Session
 from gateway.delivery import Hub
 from gateway.metrics import Metrics
 from handlers.context import Identity
@@ -27,7 +27,7 @@ from handlers.routing import Route
 from handlers.services import Services
 from protocol.codec import CODECS, JSON, JSON_SUBPROTOCOL, SUBPROTOCOLS
 from protocol.frames import Request
-from storage import lifecycle
+from storage import geo, lifecycle
 from storage.push import Presence
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,7 @@ class Gateway:
         self.metrics.tally_in.update({route.operation: 0 for route in ROUTES.values()}
                                      | {"invalid": 0, "too_large": 0, "rate_limited": 0})
         self.sessions: set[Session] = set()
+        self.draining = False  # set when shutdown begins: readiness answers 503
         self.server: Server | None = None
         self.http_port: int | None = None  # the plain-HTTP side (gateway.web), once started
         self._background: set[asyncio.Task[Any]] = set()
@@ -95,18 +96,21 @@ class Gateway:
         session = Session(self, ws, CODECS.get(ws.subprotocol or JSON_SUBPROTOCOL, JSON))
         self.sessions.add(session)
         self.metrics.sessions.inc()
+        self.metrics.opened.inc()
         try:
             await session.run()
         finally:
             self.sessions.discard(session)
             self.metrics.sessions.dec()
+            code = ws.close_code if ws.close_code is not None else 1006  # the code sent, else received
+            self.metrics.closed.labels(str(code) if code in CLOSE_CODES else "other").inc()
 
     async def http(self, connection: ServerConnection, request: HttpRequest) -> Response | None:
         path = request.path.split("?", 1)[0]
         if path == WS_PATH:
             return None
-        if path == "/healthz":
-            status, report = await self.health()
+        if path in ("/readyz", "/healthz", "/livez"):
+            status, report = await self.health(ready=path != "/livez")
             return _response(status, "application/json", msgspec.json.encode(report))
         if path == "/metrics":
             return _response(200, "text/plain; version=0.0.4; charset=utf-8", self.metrics.exposition())
@@ -118,8 +122,16 @@ class Gateway:
                              [("Location", location)])
         return _response(404, "text/plain; charset=utf-8", b"not found; the websocket endpoint is /ws\n")
 
-    async def health(self) -> tuple[int, dict[str, str]]:
-        """(HTTP status, report) of /healthz: 200 when PostgreSQL and Redis answer, else 503."""
+    async def health(self, ready: bool = True) -> tuple[int, dict[str, str]]:
+        """(HTTP status, report). Liveness (/livez): the process answers, nothing else asked.
+        Readiness (/readyz, and /healthz as before): 200 when PostgreSQL and Redis answer and the
+        open-order pool is built, 503 once the node drains for shutdown (first, so balancers stop
+        sending it sessions before it closes them) or while a dependency is down."""
+        if not ready:
+            return 200, {"status": "ok"}
+        if self.draining:
+            return 503, {"status": "draining"}
+
         async def check(name: str, probe: Awaitable[Any]) -> tuple[str, str]:
             try:
                 await asyncio.wait_for(probe, timeout=2)
@@ -127,15 +139,32 @@ class Gateway:
             except Exception as exc:
                 return name, f"error: {type(exc).__name__}"
 
+        async def pool_built() -> None:
+            if not await self.services.redis.exists(geo.POOL_BUILT):
+                raise LookupError("not built")  # being rebuilt from PostgreSQL (Redis lost it)
+
         checks = dict(await asyncio.gather(check("postgres", self.services.db.fetchval("SELECT 1")),
-                                           check("redis", self.services.redis.ping())))
+                                           check("redis", self.services.redis.ping()), check("pool", pool_built())))
         ok = all(v == "ok" for v in checks.values())
         return (200 if ok else 503), {"status": "ok" if ok else "unavailable", **checks}
 
     async def _flush_metrics(self) -> None:
+        """Every second: the frame tallies into their counters, the pool's gauges; and how late
+        each quarter-second timer fires (the event loop's lag)."""
+        loop, db, lag = asyncio.get_running_loop(), self.services.db, self.metrics.loop_lag
         while True:
-            await asyncio.sleep(1.0)
+            for _ in range(4):
+                due = loop.time() + 0.25
+                await asyncio.sleep(0.25)
+                lag.observe(max(loop.time() - due, 0.0))
             self.metrics.flush()
+            idle = db.get_idle_size()
+            self.metrics.db_pool.labels("in_use").set(db.get_size() - idle)
+            self.metrics.db_pool.labels("idle").set(idle)
+            with contextlib.suppress(*UNREACHABLE):  # Redis down: the gauges keep their last values
+                techs, stale, pool = await geo.sizes(self.services.redis, self.config.position_stale_s)
+                for what, value in (("technicians", techs), ("stale", stale), ("open_orders", pool)):
+                    self.metrics.indexed.labels(what).set(value)
 
     async def _sweep(self) -> None:
         """Close sessions that went quiet or whose token expired."""
@@ -154,6 +183,7 @@ class Gateway:
         """Stop accepting, close every session with 1012 so apps reconnect elsewhere, drain."""
         if self.server is None:
             return
+        self.draining = True  # readiness fails from now on
         log.info("shutting down: closing %d sessions with 1012", len(self.sessions))
         self.server.close(code=CloseCode.SERVICE_RESTART, reason="service restart")
         with contextlib.suppress(TimeoutError):
@@ -161,6 +191,10 @@ class Gateway:
         log.debug("sessions closed; stopping background tasks")
         await lifecycle.stop(list(self._background))
         log.debug("background tasks stopped")
+
+
+# Close codes counted by their number; any other (an app's own 4xxx) as "other": bounded labels.
+CLOSE_CODES = frozenset((1000, 1001, 1002, 1003, 1006, 1007, 1008, 1009, 1011, 1012, 4003))
 
 
 class RequestContext(Deliveries):

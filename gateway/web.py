@@ -7,6 +7,7 @@ import json
 import logging
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 import stripe
 from aiohttp import web
 from cryptography.exceptions import InvalidTag
@@ -38,6 +39,8 @@ class WebSide:
         app.router.add_get("/connect/return", self.onboarding_done)
         app.router.add_get("/connect/refresh", self.onboarding_expired)
         app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.healthz)
+        app.router.add_get("/livez", self.livez)
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/attachments/{id}", self.attachment, allow_head=False)
         self._runner = web.AppRunner(app, access_log=None)
@@ -128,8 +131,15 @@ class WebSide:
                             content_type="text/html")
 
     async def healthz(self, request: web.Request) -> web.Response:
-        status, report = await self.gateway.health()
-        return web.json_response(report, status=status)
+        return await self._health(ready=True)
+
+    async def livez(self, request: web.Request) -> web.Response:
+        return await self._health(ready=False)
+
+    async def _health(self, ready: bool) -> web.Response:
+        status, report = await self.gateway.health(ready)  # the same bytes as the websocket port's
+        return web.Response(body=msgspec.json.encode(report), status=status, content_type="application/json",
+                            headers={"Cache-Control": "no-store"})
 
     async def metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=self.gateway.metrics.exposition(),

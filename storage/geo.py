@@ -213,6 +213,17 @@ async def pool_add(redis: aioredis.Redis, entry: PoolEntry) -> bool:
     return True
 
 
+async def sizes(redis: aioredis.Redis, stale_after_s: float) -> tuple[int, int, int]:
+    """(technicians in the position index, those of them not heard from in `stale_after_s`, open
+    orders in the pool), in one round trip: what the gateway's gauges show."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.zcard(TECHS)
+        pipe.zcount(SEEN, "-inf", time.time() - stale_after_s)
+        pipe.hlen(POOL)
+        techs, stale, pool = await pipe.execute()
+    return int(techs), int(stale), int(pool)
+
+
 async def pool_size(redis: aioredis.Redis) -> int:
     size: int = await redis.hlen(POOL)
     return size

@@ -6,6 +6,11 @@ from datetime import datetime
 from typing import TypeAlias
 
 import asyncpg
+from prometheus_client import Counter
+
+JOB_RUNS = Counter("money_job_runs", "Runs of the jobs that move money, by kind (capture, cancel, refund, transfer,"
+                   " reversal) and how they ended (done, skipped, waiting, retry, failed)", ["kind", "outcome"],
+                   registry=None)
 
 Conn: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
@@ -163,6 +168,8 @@ async def finish_job(db: Conn, job: asyncpg.Record, state: str, *, result: str |
     """Record a run: done, skipped, failed, waiting (for the technician's account), or pending again
     after `retry_in_s`. `uncount` takes back the attempt (waiting is not failing). Only the run that
     holds the job records (a runner whose lease ran out and was taken over records nothing)."""
+    if not uncount or state != "pending":  # not a run (another job of the order held the lock)
+        JOB_RUNS.labels(job["kind"], state if retry_in_s is None or state != "pending" else "retry").inc()
     await db.execute(
         "UPDATE money_jobs SET state = $2, result = coalesce($3, result), last_error = $4, lease_until = NULL,"
         " due_at = CASE WHEN $5::float8 IS NULL THEN due_at ELSE now() + $5 * interval '1 second' END,"

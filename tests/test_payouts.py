@@ -14,6 +14,7 @@ from protocol.client import Client, ErrorReply
 from protocol.location import Duty, LocationUpdate, TechStats
 from protocol.orders import OrderGet
 from protocol.payments import PaymentAudit, PaymentPay, PaymentRefund, PayoutStatus
+from storage import payments as payments_storage
 from tests.conftest import SECRET, mint
 from tests.money import (
     API_KEY,
@@ -59,7 +60,10 @@ async def test_onboarding_then_payout_after_the_delay(gw, signed_in, app, stripe
     await complete(tech, order_id)
     queued = await tech.request(PayoutStatus())
     assert [(t.order_id, t.state) for t in queued.transfers] == [(order_id, "pending")]  # the delay runs
+    runs = payments_storage.JOB_RUNS.labels("transfer", "done")
+    transfers_done = runs._value.get()
     done = await until(lambda: transfer_of(gw, order_id))
+    await until(lambda: _counted(runs, transfers_done))  # /metrics counts the job's run
     price = (await consumer.request(OrderGet(order_id=order_id))).order.price_cents
     share = price * (10_000 - FEE_BP) // 10_000
     transfer = await app.v1.transfers.retrieve_async(done["transfer_id"])
@@ -172,6 +176,10 @@ async def test_the_platform_fee_rounds_up_and_a_reversal_down(gw, signed_in, app
     assert transfer.amount_reversed == 2549
     stats = await until(lambda: _earning(tech, 10199 - 2549))
     assert stats.earnings_cents == 7650
+
+
+async def _counted(counter, before):
+    return counter._value.get() > before
 
 
 async def _refunded(gw, order_id, cents):

@@ -6,6 +6,7 @@ import uuid
 
 import pytest
 
+from handlers.chat import push as push_worker
 from protocol.auth import Auth, Register
 from protocol.chat import ChatSend
 from protocol.orders import OrderAccept, OrderDepart
@@ -111,9 +112,13 @@ async def test_a_failing_endpoint_is_retried_until_it_recovers(pushing, fcm, con
 async def test_it_gives_up_into_the_dead_letter(pushing, fcm, connect, signed_in):
     tech, order_id, consumer_id, device = await offline_consumer_with_order(pushing, connect, signed_in)
     fcm.scripts[device] = [error(503, "UNAVAILABLE")] * 10
+    dead, retried = push_worker.DEAD._value.get(), push_worker.SENDS.labels("retry")._value.get()
     await tech.request(ChatSend(order_id=order_id, client_id="d", text="hello?"))
     [job] = await settled(pushing, consumer_id, kind="chat:")
     assert (job["state"], job["attempts"]) == ("dead", 3) and "503" in job["last_error"]
+    # what /metrics shows an operator: the dead letter, and the attempts FCM refused
+    assert push_worker.DEAD._value.get() - dead >= 1
+    assert push_worker.SENDS.labels("retry")._value.get() - retried >= 3
 
 
 async def test_unregistered_tokens_are_removed(pushing, fcm, connect, signed_in):

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import asyncpg
+from prometheus_client import Counter
 
 from handlers.chat.fcm import FcmClient
 from handlers.context import Context
@@ -18,6 +19,10 @@ from protocol.push import PushRegister, PushUnregister
 from storage import lifecycle, push, users
 
 log = logging.getLogger(__name__)
+SENDS = Counter("push_sends", "Notifications sent to FCM, per device, by outcome (sent, unregistered, retry, "
+                "failed)", ["outcome"], registry=None)
+DEAD = Counter("push_dead_letters", "Notifications given up on: no device took them after every attempt",
+               registry=None)
 router = Router()
 LEASE = timedelta(seconds=60)
 BATCH = 50
@@ -103,6 +108,7 @@ async def _send(services: Services, client: FcmClient | None, job: asyncpg.Recor
     retry, wait, delivered, errors = False, 0.0, 0, []
     for token in devices:
         outcome = await client.send(token, title, body, push.job_data(job))
+        SENDS.labels(outcome.kind).inc()
         if outcome.kind == "sent":
             delivered += 1
             continue
@@ -115,8 +121,11 @@ async def _send(services: Services, client: FcmClient | None, job: asyncpg.Recor
     if delivered or not retry:
         # delivered to a device (a retry would duplicate it there), or nothing left to try
         await push.finish(services.db, job["id"], "sent" if delivered else "dead", error)
+        if not delivered:
+            DEAD.inc()
     elif job["attempts"] >= rules.push_max_attempts:
         await push.finish(services.db, job["id"], "dead", error)
+        DEAD.inc()
         log.warning("push %s dead after %d attempts: %s", job["id"], job["attempts"], error)
     else:
         backoff = rules.push_retry_base_s * 2 ** (job["attempts"] - 1) * random.uniform(0.8, 1.2)

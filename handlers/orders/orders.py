@@ -14,6 +14,7 @@ from handlers.ai import drafts
 from handlers.chat.push import Offline, to_offline
 from handlers.context import Context
 from handlers.errors import N_, BadRequest, Conflict, Forbidden, NotFound
+from handlers.orders import metrics
 from handlers.orders.pool import announce
 from handlers.orders.texts import ORDER_UPDATE, status_text
 from handlers.orders.views import Contact, Sight, parse_id, seal_customer, view, visible_order
@@ -50,6 +51,7 @@ async def tell_parties(ctx: Context, row: asyncpg.Record, *others: str | None) -
         (readers_of, OrderStatus(order=await view(ctx, row, contact=level), previous_state=row["previous_state"],
                                  actor_role=ctx.identity.role)) for level, readers_of in readers.items()])
     if row["previous_state"] not in (None, row["state"]):  # a new order is the feed's `order.created`
+        metrics.TRANSITIONS.labels(row["state"]).inc()
         await feed.publish(ctx, "order.state", brand=row["brand_id"], order_id=str(row["id"]), state=row["state"],
                            previous_state=row["previous_state"], user_id=ctx.identity.user_id)
 
@@ -140,6 +142,8 @@ async def create(ctx: Context, req: OrderCreate) -> OrderCreated:
         await push_offline(ctx, conn, row)
     if who.role == "merchant":
         await tell_parties(ctx, row)
+    metrics.CREATED.inc()
+    metrics.TRANSITIONS.labels(row["state"]).inc()  # entered awaiting_payment or open
     await feed.publish(ctx, "order.created", brand=row["brand_id"], order_id=str(order_id), state=row["state"],
                        user_id=who.user_id, amount_cents=row["price_cents"])
     if row["state"] == "open":  # else it opens once paid (handlers.money.payments)

@@ -1,11 +1,14 @@
 """The pool of open orders: announcing an order to the technicians around it, withdrawing it,
 and the technicians' feed (`order.nearby`)."""
 
+import time
+
 import asyncpg
 import msgspec
 
 from handlers.context import Context
 from handlers.errors import N_, BadRequest
+from handlers.orders import metrics
 from handlers.orders.views import pool_view, technician_position
 from handlers.routing import Router
 from handlers.services import Services
@@ -51,6 +54,7 @@ async def announce(ctx: Context, row: asyncpg.Record, exclude: frozenset[str] = 
     """Put the order in the pool and send `order.available` to every on-duty technician in its
     radius whose filters it matches; returns how many were told."""
     services = ctx.services
+    started = time.monotonic()
     if not await geo.pool_add(services.redis, pool_entry(row)):
         return 0  # a row no index can hold (planted, or older than the protocol's bounds): logged
     nearby = await geo.technicians_within(services.redis, row["lng"], row["lat"], services.order_rules.radius_mi)
@@ -67,7 +71,10 @@ async def announce(ctx: Context, row: asyncpg.Record, exclude: frozenset[str] = 
     batches: list[tuple[list[str], Event]] = [(technicians, OrderAvailable(order=order, distance_mi=distance))
                                               for distance, technicians in by_distance.items()]
     await ctx.deliver_many(batches)
-    return sum(len(t) for t, _ in batches)
+    told = sum(len(t) for t, _ in batches)
+    metrics.DISPATCH.observe(time.monotonic() - started)
+    metrics.ANNOUNCED_TO.observe(told)
+    return told
 
 
 async def withdraw(ctx: Context, row: asyncpg.Record) -> None:
