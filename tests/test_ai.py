@@ -11,7 +11,7 @@ import pytest
 
 from handlers.ai.answering import photos_of
 from handlers.ai.engine import render
-from handlers.ai.safety import gate_answer, hazard_in, hazardous_step
+from handlers.ai.safety import gate_answer, gate_line, hazard_in, hazardous_step
 from handlers.i18n import Catalogs
 from protocol.admin import LogList
 from protocol.ai import (
@@ -209,6 +209,20 @@ def test_the_gate_replaces_hazardous_steps_of_an_engine_answer():
     safe = AiAnswer(diagnosis="d", report_back="r", verdict="continue", draft=None, steps=[
         AiStep(instruction="Clean the condenser coils", look_for="no dust", technician_only=False)])
     assert gate_answer(safe, str) == (safe, False)
+
+
+def test_the_gate_checks_every_text_and_every_streamed_line():
+    """Hazardous work told in the diagnosis, or on a step's second line, never reaches the
+    consumer: neither in the final answer nor in the streamed text (every line is gated, numbered
+    or not)."""
+    answer = AiAnswer(diagnosis="The start capacitor is bad: discharge the capacitor yourself.", report_back="r",
+                      verdict="continue", draft=None, steps=[
+                          AiStep(instruction="Unplug it.\nThen discharge the capacitor", look_for="a spark",
+                                 technician_only=False)])
+    gated, changed = gate_answer(answer, str)
+    assert changed and not hazardous_step(gated.diagnosis) and gated.steps[0].technician_only
+    streamed = [gate_line(line, str) for line in render(answer).split("\n")]
+    assert not [line for line in streamed if hazardous_step(line)]
 
 
 async def test_a_guide_with_a_hazardous_check_is_gated_in_the_flow(signed_in):

@@ -110,7 +110,8 @@ def technician_step(translate: Translate) -> AiStep:
 
 
 def gate_answer(answer: AiAnswer, translate: Translate) -> tuple[AiAnswer, bool]:
-    """The answer with every hazardous step replaced by "a technician must do this"; True when one was."""
+    """The answer with every hazardous step replaced by "a technician must do this", and a
+    diagnosis or report-back that tells of hazardous work replaced by that too; True when one was."""
     steps, gated = [], False
     for step in answer.steps:  # a step the engine marked technician-only keeps its words (it is not offered)
         if hazardous_step(f"{step.instruction} {step.look_for}"):
@@ -118,16 +119,26 @@ def gate_answer(answer: AiAnswer, translate: Translate) -> tuple[AiAnswer, bool]
             gated = True
         else:
             steps.append(step)
-    return (msgspec.structs.replace(answer, steps=steps) if gated else answer), gated
+    texts = {}
+    for field in ("diagnosis", "report_back"):
+        text = getattr(answer, field)
+        if hazardous_step(text) and text not in (translate(SAFETY_DIAGNOSIS), translate(SAFETY_REPORT_BACK)):
+            texts[field] = translate(TECHNICIAN_STEP if field == "diagnosis" else TECHNICIAN_LOOK_FOR)
+            gated = True
+    return (msgspec.structs.replace(answer, steps=steps, **texts) if gated else answer), gated
 
 
 STEP_LINE = re.compile(r"^(\d+)\. ")
 
 
 def gate_line(line: str, translate: Translate) -> str:
-    """A line of an answer's streamed text (engine.render), a hazardous step's replaced alike."""
+    """A line of an answer's streamed text (engine.render), replaced alike when it tells of hazardous
+    work: a numbered step by the technician's step, any other line (the diagnosis, what to report
+    back) by its sentence. Every line is checked, numbered or not."""
+    if not hazardous_step(line) or line in (translate(SAFETY_DIAGNOSIS), translate(SAFETY_REPORT_BACK)):
+        return line  # the fixed safety answer names the breaker and the gas valve on purpose
     numbered = STEP_LINE.match(line)
-    if numbered is None or not hazardous_step(line):
-        return line
     step = technician_step(translate)
+    if numbered is None:
+        return step.instruction
     return f"{numbered.group(1)}. {step.instruction} — {step.look_for}"
