@@ -24,6 +24,8 @@ import pytest
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from tests.doubles import serve
+
 API_KEY = "sk-local-test"
 MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-4.1-nano", "gpt-5-mini")
 DEFAULT_TEXT = "This is the local OpenAI test server: no reply was scripted for this request."
@@ -796,14 +798,6 @@ def build_app(script: Script) -> web.Application:
     return app
 
 
-async def serve(script: Script, host: str, port: int) -> None:
-    runner = web.AppRunner(build_app(script), access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    print(f"listening on http://{host}:{runner.addresses[0][1]}", flush=True)
-    await asyncio.Event().wait()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default="127.0.0.1")
@@ -817,7 +811,7 @@ def main() -> None:
     script = Script(args.key, tuple(args.model or MODELS), args.chunk_size, args.chunk_delay)
     if args.reply is not None:
         script.reply_with(args.reply, times=None)
-    asyncio.run(serve(script, args.host, args.port))
+    asyncio.run(serve(build_app(script), args.host, args.port))
 
 
 # --- The test side: the server on its own event loop in a thread of the test process, so a test's reply

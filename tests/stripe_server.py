@@ -43,6 +43,8 @@ from localstripe.resources import (
 )
 from localstripe.webhooks import _webhooks
 
+from tests.doubles import serve
+
 with warnings.catch_warnings():  # localstripe's routes are plain functions, which aiohttp deprecates
     warnings.simplefilter("ignore", DeprecationWarning)
     from localstripe import server as ls
@@ -553,14 +555,6 @@ def build_app(webhook_delay: float = 0.05) -> web.Application:
     for method, path, handler in routes:
         app.router.add_route(method, path, handler)
     return app
-
-
-async def serve(app: web.Application, host: str, port: int) -> None:
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    print(f"listening on http://{host}:{runner.addresses[0][1]}", flush=True)
-    await asyncio.Event().wait()
 
 
 def main() -> None:
