@@ -75,6 +75,7 @@ class Config:
     ai_max_in_flight: int = 16
     ai_quota_per_hour: int = 30
     ai_stream_pause_s: float = 0.05
+    ai_max_output_tokens: int = 1_500
 
 
 # environment variable -> field; each also has a --flag on `serve` (field name, dashes).
@@ -139,6 +140,7 @@ ENV = {
     "AI_MAX_IN_FLIGHT": "ai_max_in_flight",
     "AI_QUOTA_PER_HOUR": "ai_quota_per_hour",
     "AI_STREAM_PAUSE_S": "ai_stream_pause_s",
+    "AI_MAX_OUTPUT_TOKENS": "ai_max_output_tokens",
 }
 FLAG_OF = {name: env for env, name in ENV.items()}
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -220,10 +222,9 @@ def validate(c: Config) -> None:
     if c.openai_base_url is not None and urlparse(c.openai_base_url).scheme not in ("http", "https"):
         raise ConfigError(f"OPENAI_BASE_URL={c.openai_base_url!r} is not an http(s) URL")
     if c.ai_timeout_s <= 0 or c.ai_max_retries < 0 or c.ai_max_in_flight < 1 or c.ai_quota_per_hour < 0 \
-            or c.ai_stream_pause_s < 0:
+            or c.ai_stream_pause_s < 0 or c.ai_max_output_tokens < 200:
         raise ConfigError("AI_TIMEOUT_S must be positive, AI_MAX_RETRIES, AI_QUOTA_PER_HOUR and AI_STREAM_PAUSE_S not "
-                          "negative, "
-                          "AI_MAX_IN_FLIGHT at least 1")
+                          "negative, AI_MAX_IN_FLIGHT at least 1 and AI_MAX_OUTPUT_TOKENS at least 200")
     if c.secret is not None and len(c.secret) < 32:
         raise ConfigError("GATEWAY_SECRET must be at least 32 characters")
     for name in ("token_ttl_s", "refresh_ttl_s", "invite_ttl_s", "auth_timeout_s", "idle_timeout_s", "max_frame_bytes",

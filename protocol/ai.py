@@ -14,37 +14,57 @@ Verdict = Literal["continue", "resolved", "technician_needed"]
 Urgency = Literal["low", "normal", "high", "emergency"]
 
 
+def bounded(chars: int) -> msgspec.Meta:
+    """A text of at most `chars` characters; said in the description too, since strict structured output
+    drops maxLength and a model only learns the limit by reading it."""
+    return msgspec.Meta(max_length=chars, description=f"at most {chars} characters")
+
+
+# The answer's limits: what an app lays out, what one model call may write (AI_MAX_OUTPUT_TOKENS caps it
+# too), and what a draft carries of a long conversation (the gateway keeps the newest when it is longer).
+MAX_STEPS, MAX_TRIED, MAX_PARTS = 8, 30, 12
+DIAGNOSIS_CHARS, INSTRUCTION_CHARS, LOOK_FOR_CHARS, REPORT_BACK_CHARS = 800, 500, 400, 500
+SUMMARY_CHARS, SAID_CHARS, PART_CHARS = 4000, 2000, 120
+Diagnosis = Annotated[str, bounded(DIAGNOSIS_CHARS)]
+Instruction = Annotated[str, bounded(INSTRUCTION_CHARS)]
+LookFor = Annotated[str, bounded(LOOK_FOR_CHARS)]
+ReportBack = Annotated[str, bounded(REPORT_BACK_CHARS)]
+Summary = Annotated[str, bounded(SUMMARY_CHARS)]
+Said = Annotated[str, bounded(SAID_CHARS)]  # what the consumer said after a step: one of their texts
+Part = Annotated[str, bounded(PART_CHARS)]
+
+
 class AiStep(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """One check a non-professional can do safely, and what to look for while doing it."""
 
-    instruction: str
-    look_for: str
+    instruction: Instruction
+    look_for: LookFor
     # Set by the gateway's safety gate (or the model) when the step touches a hazard: its text is
     # then "a technician must do this" and the consumer is not to try it.
     technician_only: bool
 
 
 class AiTried(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    step: str
-    outcome: str
+    step: Instruction
+    outcome: Said
 
 
 class AiDraft(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """What the technician is told when the consumer confirms an order from the conversation."""
 
-    service_type: str  # one of the catalog's service types
-    summary: str  # the problem, written for the technician
-    tried: list[AiTried]
-    likely_parts: list[str]
+    service_type: Annotated[str, msgspec.Meta(max_length=64)]  # one of the catalog's service types
+    summary: Summary  # the problem, written for the technician
+    tried: Annotated[list[AiTried], msgspec.Meta(max_length=MAX_TRIED)]
+    likely_parts: Annotated[list[Part], msgspec.Meta(max_length=MAX_PARTS)]
     urgency: Urgency
 
 
 class AiAnswer(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """A structured answer, never free prose. `draft` is set when `verdict` is technician_needed."""
 
-    diagnosis: str
-    steps: list[AiStep]
-    report_back: str  # what the consumer should tell the assistant after the steps
+    diagnosis: Diagnosis
+    steps: Annotated[list[AiStep], msgspec.Meta(max_length=MAX_STEPS)]
+    report_back: ReportBack  # what the consumer should tell the assistant after the steps
     verdict: Verdict
     draft: AiDraft | None
 

@@ -4,7 +4,7 @@ caller), order drafts, the guides' full-text search, and the per-consumer quota 
 import time
 import uuid
 from datetime import datetime
-from typing import TypeAlias
+from typing import Literal, TypeAlias
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -109,26 +109,41 @@ async def turns(db: Db, conversation_id: uuid.UUID) -> list[asyncpg.Record]:
     return rows
 
 
+# A draft may be ordered from while its conversation is active or ended `give_up` (the consumer gave up on
+# doing it themselves: a technician is what is left); ended `fixed` or `ordered`, it may not.
+ORDERABLE = "(c.state = 'active' OR c.outcome = 'give_up')"
+
+
 async def answered(db: asyncpg.Pool, conversation_id: uuid.UUID, turn: int, *, answer_enc: bytes, safety: str,
                    engine: str | None, fallback: str | None, prompt_tokens: int, completion_tokens: int,
-                   cost_usd: float, draft: tuple[uuid.UUID, str, bytes] | None) -> None:
-    """Store a turn's answer (and its draft: id, service type, sealed draft) and end the answer in progress."""
+                   cost_usd: float, draft: tuple[uuid.UUID, str, bytes] | None) -> uuid.UUID | None:
+    """Store a turn's answer and end the answer in progress; its draft (id, service type, sealed draft)
+    too while the conversation is orderable (an answer that comes after `ai.end fixed` keeps none).
+    The stored draft's id, if any."""
     async with db.acquire() as conn, conn.transaction():
+        draft_id: uuid.UUID | None = None
         if draft is not None:
-            consumer_id = await conn.fetchval("SELECT consumer_id FROM ai_conversations WHERE id = $1",
-                                              conversation_id)
-            await conn.execute(
+            draft_id = await conn.fetchval(
                 "INSERT INTO ai_drafts (id, conversation_id, turn, consumer_id, service_type, draft_enc)"
-                " VALUES ($1, $2, $3, $4, $5, $6)", draft[0], conversation_id, turn, consumer_id, draft[1], draft[2])
+                " SELECT $1, c.id, $3, c.consumer_id, $4, $5 FROM ai_conversations c"
+                f" WHERE c.id = $2 AND {ORDERABLE} RETURNING id",
+                draft[0], conversation_id, turn, draft[1], draft[2])
         await conn.execute(
             "UPDATE ai_turns SET answer_enc = $3, safety = $4, engine = $5, fallback = $6, draft_id = $7,"
             " answered_at = clock_timestamp() WHERE conversation_id = $1 AND turn = $2",
-            conversation_id, turn, answer_enc, safety, engine, fallback, draft and draft[0])
+            conversation_id, turn, answer_enc, safety, engine, fallback, draft_id)
         await conn.execute(
             "UPDATE ai_conversations SET answering_since = NULL, engine = coalesce($3, engine),"
             " prompt_tokens = prompt_tokens + $4, completion_tokens = completion_tokens + $5,"
             " cost_usd = cost_usd + $6, updated_at = clock_timestamp() WHERE id = $1 AND turns = $2",
             conversation_id, turn, engine, prompt_tokens, completion_tokens, cost_usd)
+        return draft_id
+
+
+async def abandon(db: Db, conversation_id: uuid.UUID, turn: int) -> None:
+    """The turn's answer will not come: the conversation takes a reply again (the turn stays unanswered)."""
+    await db.execute("UPDATE ai_conversations SET answering_since = NULL WHERE id = $1 AND turns = $2",
+                     conversation_id, turn)
 
 
 async def end(db: Db, conversation_id: uuid.UUID, consumer_id: str, outcome: str) -> asyncpg.Record | None:
@@ -151,22 +166,32 @@ async def page(db: Db, consumer_id: str, after: tuple[datetime, uuid.UUID] | Non
 
 
 async def draft(db: Db, draft_id: uuid.UUID, consumer_id: str) -> asyncpg.Record | None:
+    """The consumer's draft with its product and `orderable` (see ORDERABLE)."""
     return await db.fetchrow(
-        "SELECT d.*, c.brand_id, c.sku_id FROM ai_drafts d JOIN ai_conversations c ON c.id = d.conversation_id"
-        " WHERE d.id = $1 AND d.consumer_id = $2", draft_id, consumer_id)
+        f"SELECT d.*, c.brand_id, c.sku_id, {ORDERABLE} AS orderable FROM ai_drafts d"
+        " JOIN ai_conversations c ON c.id = d.conversation_id WHERE d.id = $1 AND d.consumer_id = $2",
+        draft_id, consumer_id)
 
 
 async def use_draft(conn: asyncpg.Connection, draft_id: uuid.UUID, consumer_id: str,
-                    order_id: uuid.UUID) -> uuid.UUID | None:
-    """Mark the draft used by the order and the conversation ordered; None when it was used already."""
-    conversation_id: uuid.UUID | None = await conn.fetchval(
-        "UPDATE ai_drafts SET order_id = $3 WHERE id = $1 AND consumer_id = $2 AND order_id IS NULL"
-        " RETURNING conversation_id", draft_id, consumer_id, order_id)
-    if conversation_id is not None:
-        await conn.execute(
-            "UPDATE ai_conversations SET state = 'ended', outcome = 'ordered', order_id = $2,"
-            " updated_at = clock_timestamp() WHERE id = $1", conversation_id, order_id)
-    return conversation_id
+                    order_id: uuid.UUID) -> Literal["used", "ordered", "ended"]:
+    """In the order's transaction: mark the draft used by the order and its conversation ordered. `ordered`
+    when another order used it first, `ended` when the conversation ended meanwhile (`ai.end fixed`); the
+    conversation's row is locked first, so an `ai.end` at the same moment either comes before or finds it
+    ordered."""
+    row = await conn.fetchrow(
+        f"SELECT c.id, {ORDERABLE} AS orderable, d.order_id FROM ai_drafts d"
+        " JOIN ai_conversations c ON c.id = d.conversation_id WHERE d.id = $1 AND d.consumer_id = $2"
+        " FOR UPDATE", draft_id, consumer_id)
+    if row is None or row["order_id"] is not None:
+        return "ordered"
+    if not row["orderable"]:
+        return "ended"
+    await conn.execute("UPDATE ai_drafts SET order_id = $2 WHERE id = $1", draft_id, order_id)
+    await conn.execute(
+        "UPDATE ai_conversations SET state = 'ended', outcome = 'ordered', order_id = $2,"
+        " updated_at = clock_timestamp() WHERE id = $1", row["id"], order_id)
+    return "used"
 
 
 async def take_quota(redis: aioredis.Redis, user_id: str, limit: int, window_s: float = 3600.0) -> float | None:

@@ -150,6 +150,43 @@ async def test_a_draft_is_the_consumers_own_and_must_agree_with_the_order(signed
     assert first.answer.verdict == "continue"
 
 
+async def test_a_conversation_ended_fixed_cannot_be_ordered_from_but_one_given_up_can(signed_in):
+    place = spot()
+    consumer, _ = await signed_in("consumer")
+    common = {"description": "Fridge", "address": "1 AI Lane", "lat": place[0], "lng": place[1]}
+
+    async def escalated() -> tuple[str, str]:
+        conversation_id, _, _ = await ask(consumer, AiStart(**FRIDGE, description="The fridge is warm"))
+        await consumer.request(AiReply(conversation_id=conversation_id, text="Send someone", wants_technician=True))
+        _, answered = await answer_of(consumer, conversation_id, 2)
+        assert answered.draft_id is not None
+        return conversation_id, answered.draft_id
+
+    fixed, fixed_draft = await escalated()
+    await consumer.request(AiEnd(conversation_id=fixed, outcome="fixed"))
+    refusal = await refused(consumer, OrderCreate(draft_id=fixed_draft, **common))
+    assert (refusal.code, refusal.error.details) == ("conflict", {"current_state": "ended"})
+    assert (await consumer.request(AiGet(conversation_id=fixed))).conversation.outcome == "fixed"
+
+    given_up, given_up_draft = await escalated()
+    await consumer.request(AiEnd(conversation_id=given_up, outcome="give_up"))
+    order = (await consumer.request(OrderCreate(draft_id=given_up_draft, **common))).order
+    stored = (await consumer.request(AiGet(conversation_id=given_up))).conversation
+    assert (stored.outcome, stored.order_id) == ("ordered", order.id)
+
+
+async def test_an_answer_that_comes_after_the_conversation_ended_fixed_keeps_no_draft(signed_in):
+    consumer, _ = await signed_in("consumer")
+    conversation_id, _, _ = await ask(consumer, AiStart(**FRIDGE, description="The fridge is warm"))
+    await consumer.request(AiReply(conversation_id=conversation_id, text="Send someone", wants_technician=True))
+    ended = (await consumer.request(AiEnd(conversation_id=conversation_id, outcome="fixed"))).conversation
+    assert ended.answering  # the offline engine streams its answer in paced pieces: it is still being made
+    _, late = await answer_of(consumer, conversation_id, 2)
+    assert late.answer.verdict == "technician_needed" and late.draft_id is None
+    stored = (await consumer.request(AiGet(conversation_id=conversation_id))).conversation
+    assert (stored.outcome, stored.turns[1].draft_id) == ("fixed", None)
+
+
 @pytest.mark.parametrize("locale, description, words", [
     ("en", "There is a strong gas smell near the range", "emergency services"),
     ("es", "Huele a gas cerca de la estufa", "servicios de emergencia"),

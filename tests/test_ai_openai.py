@@ -2,6 +2,7 @@
 model answers reaches the consumer through the safety gate, and a provider's fault is answered by
 the offline engine without the consumer seeing it."""
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import msgspec
@@ -9,7 +10,7 @@ import pytest
 
 from gateway.app import Gateway
 from handlers.ai.engine import render
-from protocol.ai import AiAnswer, AiGet, AiStart, AiStep
+from protocol.ai import AiAnswer, AiGet, AiReply, AiStart, AiStep
 from tests.openai_server import API_KEY, MODELS, OpenAIServer, openai_server  # noqa: F401
 from tests.test_ai import FRIDGE, answer_of
 
@@ -67,3 +68,65 @@ async def test_a_hazard_never_reaches_the_model(gw, server, signed_in):
     started = await consumer.request(AiStart(**FRIDGE, description="I smell gas behind the fridge"))
     _, answered = await answer_of(consumer, started.conversation_id, 1)
     assert answered.safety == "input_hazard" and server.requests() == []
+
+
+async def test_a_model_that_writes_too_much_is_cut_to_the_answers_limits(gw, server, signed_in):
+    long = msgspec.structs.replace(HAZARDOUS, diagnosis="The compressor may be failing. " * 60,
+                                   steps=[HAZARDOUS.steps[0]] * 12)
+    server.reply_with(msgspec.json.encode(long).decode())
+    consumer, _ = await signed_in("consumer", gw=gw)
+    started = await consumer.request(AiStart(**FRIDGE, description="Fridge warm, compressor clicks"))
+    _, answered = await answer_of(consumer, started.conversation_id, 1)
+    answer = answered.answer
+    assert len(answer.diagnosis) == 800 and answer.diagnosis.endswith("…")
+    assert answer.diagnosis.startswith("The compressor may be failing.") and len(answer.steps) == 8
+    stored = (await consumer.request(AiGet(conversation_id=started.conversation_id))).conversation
+    assert stored.turns[0].engine == "openai" and stored.turns[0].answer == answer
+    assert server.requests()[0]["body"]["max_completion_tokens"] == 1500
+
+
+async def test_an_answer_cut_off_at_the_output_cap_is_answered_offline(make_gateway, server, signed_in):
+    wordy = msgspec.structs.replace(HAZARDOUS, diagnosis="The compressor may be failing. " * 20,
+                                    steps=[HAZARDOUS.steps[0]] * 8)  # some 400 tokens
+    server.reply_with(msgspec.json.encode(wordy).decode(), times=2)
+    async with make_gateway(openai_api_key=API_KEY, openai_base_url=server.url + "/v1", openai_model=MODELS[0],
+                            ai_max_retries=0, ai_max_output_tokens=200) as capped:
+        consumer, _ = await signed_in("consumer", gw=capped)
+        started = await consumer.request(AiStart(**FRIDGE, description="The fridge is warm and not cooling"))
+        _, answered = await answer_of(consumer, started.conversation_id, 1)
+    assert [r["body"]["max_completion_tokens"] for r in server.requests()] == [200, 200]
+    assert "breaker" in answered.answer.steps[0].instruction  # the offline engine's first check
+
+
+async def test_a_gateway_stopping_mid_answer_frees_the_conversation(make_gateway, server, signed_in):
+    server.stall(seconds=60)
+    config = {"openai_api_key": API_KEY, "openai_base_url": server.url + "/v1", "openai_model": MODELS[0],
+              "ai_max_retries": 0}
+    async with make_gateway(**config) as first:
+        consumer, consumer_id = await signed_in("consumer", gw=first)
+        started = await consumer.request(AiStart(**FRIDGE, description="The fridge is warm and not cooling"))
+        while not server.requests():  # the model is being asked when the gateway stops
+            await asyncio.sleep(0.01)
+    async with make_gateway(**config) as second:
+        consumer, _ = await signed_in("consumer", gw=second, user_id=consumer_id)
+        stored = (await consumer.request(AiGet(conversation_id=started.conversation_id))).conversation
+        assert (stored.answering, stored.turns[0].answer) == (False, None)
+        again = await consumer.request(AiReply(conversation_id=started.conversation_id, text="Still warm, any ideas?"))
+        assert again.turn == 2
+        _, answered = await answer_of(consumer, started.conversation_id, 2)
+        stored = (await consumer.request(AiGet(conversation_id=started.conversation_id))).conversation
+        assert [t.answer for t in stored.turns] == [None, answered.answer]
+
+
+async def test_a_hazardous_step_broken_over_lines_is_gated_while_it_streams(gw, server, signed_in):
+    split = msgspec.structs.replace(HAZARDOUS, steps=[
+        HAZARDOUS.steps[0], AiStep(instruction="Tighten the gas\nvalve behind the fridge's ice maker",
+                                   look_for="A hissing\nsound", technician_only=False)])
+    server.reply_with(msgspec.json.encode(split).decode())
+    consumer, _ = await signed_in("consumer", gw=gw)
+    started = await consumer.request(AiStart(**FRIDGE, description="Fridge warm, the ice maker hisses"))
+    text, answered = await answer_of(consumer, started.conversation_id, 1)
+    assert "valve" not in text and "hissing" not in text
+    assert [line for line in text.splitlines() if line.startswith("2. ")] == [
+        "2. A technician must do this step. — Do not try this yourself: leave it to the technician."]
+    assert answered.safety == "output_gated" and answered.answer.steps[1].technician_only

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 import msgspec
 
-from handlers.ai.engine import Dialogue, Engine, Photo, Result, Turn, render
+from handlers.ai.engine import Dialogue, Engine, Photo, Result, Turn, fit, render
 from handlers.ai.guides import find
 from handlers.ai.offline import OfflineEngine, Translate, draft, escalation, pieces, service_type
 from handlers.ai.safety import gate_answer, gate_line, hazard_in, safety_answer
@@ -139,37 +139,55 @@ async def make_answer(services: Services, dialogue: Dialogue, brand_id: str,
         answer = msgspec.structs.replace(answer, draft=made)
     elif answer.draft is not None:
         answer = msgspec.structs.replace(answer, draft=None)
-    return answer, "output_gated" if gated else "none", result
+    return fit(answer), "output_gated" if gated else "none", result
 
 
 async def answer_turn(services: Services, deliver: Deliver, conversation_id: uuid.UUID, turn: int) -> None:
-    """Answer the conversation's turn; whatever fails, the turn gets an answer and the
-    conversation is free for the next one."""
-    dialogue, conv = await dialogue_of(services, conversation_id)
-    consumer_id = conv["consumer_id"]
-    t = Translate(services.catalogs, dialogue.locale)
-    stream = Streamer(deliver, consumer_id, conversation_id, turn, t)
-    safety: Safety
+    """Answer the conversation's turn. Whatever the engine does, the turn gets an answer (a "could not
+    answer" one at worst); should even that not be stored (storage down, the task cancelled at shutdown),
+    the conversation is freed at once, so that `ai.reply` need not wait for the answer to go stale."""
+    stored = False
     try:
-        answer, safety, result = await make_answer(services, dialogue, conv["brand_id"], stream)
-    except Exception:
-        log.exception("answering %s turn %d failed", conversation_id, turn)
-        answer, safety, result = AiAnswer(diagnosis=t(FAILED), steps=[], report_back="", verdict="continue",
-                                          draft=None), "none", None
-    await stream.flush()
+        conv = await ai.conversation(services.db, conversation_id)
+        assert conv is not None
+        consumer_id = conv["consumer_id"]
+        t = Translate(services.catalogs, conv["locale"])
+        stream = Streamer(deliver, consumer_id, conversation_id, turn, t)
+        safety: Safety
+        try:
+            dialogue, _ = await dialogue_of(services, conversation_id)
+            answer, safety, result = await make_answer(services, dialogue, conv["brand_id"], stream)
+            await stream.flush()
+        except Exception:
+            log.exception("answering %s turn %d failed", conversation_id, turn)
+            answer, safety, result = AiAnswer(diagnosis=t(FAILED), steps=[], report_back="", verdict="continue",
+                                              draft=None), "none", None
+        draft_id = await store(services, conversation_id, turn, answer, safety, result)
+        stored = True
+        await deliver(consumer_id, AiAnswered(conversation_id=str(conversation_id), turn=turn, answer=answer,
+                                              safety=safety, draft_id=str(draft_id) if draft_id else None))
+    finally:
+        if not stored:
+            try:
+                await ai.abandon(services.db, conversation_id, turn)
+            except Exception:  # the answer goes stale instead (storage.ai.STALE_ANSWER)
+                log.exception("conversation %s could not be freed after turn %d", conversation_id, turn)
+
+
+async def store(services: Services, conversation_id: uuid.UUID, turn: int, answer: AiAnswer, safety: Safety,
+                result: Result | None) -> uuid.UUID | None:
+    """Store the answer sealed, and its draft while the conversation may still be ordered from; the draft's id."""
     cipher = services.cipher
-    draft_id = uuid.uuid4() if answer.draft is not None else None
     sealed_draft = None
-    if answer.draft is not None and draft_id is not None:
+    if answer.draft is not None:
+        draft_id = uuid.uuid4()
         sealed_draft = (draft_id, answer.draft.service_type,
                         cipher.seal(msgspec.json.encode(answer.draft), ai.draft_context(draft_id)))
     usage = result.usage if result is not None else None
-    await ai.answered(
+    return await ai.answered(
         services.db, conversation_id, turn,
         answer_enc=cipher.seal(msgspec.json.encode(answer), ai.answer_context(conversation_id, turn)),
         safety=safety, engine=result.engine if result is not None else None,
         fallback=result.fallback if result is not None else None,
         prompt_tokens=usage.prompt_tokens if usage else 0, completion_tokens=usage.completion_tokens if usage else 0,
         cost_usd=usage.cost_usd if usage else 0.0, draft=sealed_draft)
-    await deliver(consumer_id, AiAnswered(conversation_id=str(conversation_id), turn=turn, answer=answer,
-                                          safety=safety, draft_id=str(draft_id) if draft_id else None))

@@ -13,6 +13,8 @@ from handlers.errors import N_, Conflict, NotFound
 from protocol.ai import AiDraft, AiSummary
 from storage import ai
 
+ENDED = N_("The conversation ended as fixed: start a new one, or order without the draft.")
+
 
 @dataclass(frozen=True, slots=True)
 class Draft:
@@ -36,6 +38,8 @@ async def draft_for(ctx: Context, draft_id: str) -> Draft:
         raise NotFound(N_("No such draft."))
     if row["order_id"] is not None:
         raise Conflict(N_("This draft has been ordered already."), current_state="ordered")
+    if not row["orderable"]:
+        raise Conflict(ENDED, current_state="ended")
     found = msgspec.json.decode(await ctx.services.cipher.open(row["draft_enc"], ai.draft_context(key)), type=AiDraft)
     return Draft(key, row["conversation_id"], row["brand_id"], row["sku_id"], row["service_type"], found)
 
@@ -48,10 +52,13 @@ def seal_summary(ctx: Context, order_id: uuid.UUID, draft: Draft) -> bytes:
 
 async def use(conn: asyncpg.Connection, ctx: Context, draft: Draft, order_id: uuid.UUID) -> None:
     """In the order's transaction: the draft is used and the conversation `ordered`, or `conflict`
-    when another order took the draft meanwhile."""
+    when another order took the draft meanwhile or the conversation ended as fixed."""
     assert ctx.identity is not None
-    if await ai.use_draft(conn, draft.id, ctx.identity.user_id, order_id) is None:
+    used = await ai.use_draft(conn, draft.id, ctx.identity.user_id, order_id)
+    if used == "ordered":
         raise Conflict(N_("This draft has been ordered already."), current_state="ordered")
+    if used == "ended":
+        raise Conflict(ENDED, current_state="ended")
 
 
 async def summary_of(ctx: Context, row: asyncpg.Record) -> AiSummary | None:

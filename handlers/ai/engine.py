@@ -7,7 +7,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from protocol.ai import AiAnswer, Urgency
+import msgspec
+
+from protocol import ai as limits
+from protocol.ai import AiAnswer, AiStep, AiTried, Urgency
 
 Stream = Callable[[str], Awaitable[None]]  # the next piece of the answer's readable text
 
@@ -85,12 +88,43 @@ class Engine(Protocol):
         ...
 
 
+# Line breaks inside a field, as spaces: each step is one line of the readable text, so the safety gate
+# (which looks at the stream a line at a time) sees a step whole. Character for character, so that the
+# text of an answer still being generated stays the start of the final one.
+FLAT = str.maketrans({"\n": " ", "\r": " ", "\u2028": " ", "\u2029": " ", "\x85": " "})
+
+
+def flat(text: str) -> str:
+    return text.translate(FLAT)
+
+
 def render(answer: AiAnswer) -> str:
     """The readable text of an answer, as streamed in `ai.delta` (engines stream its pieces in
-    this order: diagnosis, numbered steps, what to report back)."""
-    lines = [answer.diagnosis, ""]
+    this order: diagnosis, numbered steps, what to report back), a line per step."""
+    lines = [flat(answer.diagnosis), ""]
     for number, step in enumerate(answer.steps, 1):
-        lines.append(f"{number}. {step.instruction} — {step.look_for}")
+        lines.append(f"{number}. {flat(step.instruction)} — {flat(step.look_for)}")
     if answer.report_back:
-        lines += ["", answer.report_back]
+        lines += ["", flat(answer.report_back)]
     return "\n".join(lines).strip()
+
+
+def clip(text: str, chars: int) -> str:
+    return text if len(text) <= chars else text[:chars - 1].rstrip() + "…"
+
+
+def fit(answer: AiAnswer) -> AiAnswer:
+    """The answer within AiAnswer's limits: texts cut with an ellipsis, the first steps and parts, the
+    newest steps tried (a long conversation's draft). Engines aim to stay within them; this makes sure."""
+    steps = [AiStep(instruction=clip(s.instruction, limits.INSTRUCTION_CHARS),
+                    look_for=clip(s.look_for, limits.LOOK_FOR_CHARS), technician_only=s.technician_only)
+             for s in answer.steps[:limits.MAX_STEPS]]
+    draft = answer.draft
+    if draft is not None:
+        draft = msgspec.structs.replace(
+            draft, summary=clip(draft.summary, limits.SUMMARY_CHARS),
+            likely_parts=[clip(p, limits.PART_CHARS) for p in draft.likely_parts[:limits.MAX_PARTS]],
+            tried=[AiTried(step=clip(t.step, limits.INSTRUCTION_CHARS), outcome=clip(t.outcome, limits.SAID_CHARS))
+                   for t in draft.tried[-limits.MAX_TRIED:]])
+    return AiAnswer(diagnosis=clip(answer.diagnosis, limits.DIAGNOSIS_CHARS), steps=steps,
+                    report_back=clip(answer.report_back, limits.REPORT_BACK_CHARS), verdict=answer.verdict, draft=draft)

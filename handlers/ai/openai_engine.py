@@ -13,7 +13,7 @@ import msgspec
 import openai
 
 from handlers.ai import metrics
-from handlers.ai.engine import Dialogue, Engine, Guide, Result, Stream, Usage
+from handlers.ai.engine import Dialogue, Engine, Guide, Result, Stream, Usage, flat
 from handlers.ai.partial_json import PartialJSON
 from handlers.ai.schema import drop_added_nulls, strict_schema
 from handlers.ai.settings import AiRules
@@ -101,19 +101,19 @@ def readable(document: Any) -> str:
     the ones before it are there, so that each text is the start of the next and of the final render."""
     if not isinstance(document, dict) or not isinstance(document.get("diagnosis"), str):
         return ""
-    lines = [document["diagnosis"], ""]
+    lines = [flat(document["diagnosis"]), ""]
     steps = document.get("steps")
     for number, step in enumerate(steps if isinstance(steps, list) else [], 1):
         if not isinstance(step, dict) or not isinstance(step.get("instruction"), str):
             break
         if not isinstance(step.get("look_for"), str):
-            lines.append(f"{number}. {step['instruction']}")
+            lines.append(f"{number}. {flat(step['instruction'])}")
             break
-        lines.append(f"{number}. {step['instruction']} — {step['look_for']}")
+        lines.append(f"{number}. {flat(step['instruction'])} — {flat(step['look_for'])}")
     else:
         report = document.get("report_back") if isinstance(steps, list) else None
         if isinstance(report, str) and report:
-            lines += ["", report]
+            lines += ["", flat(report)]
     return "\n".join(lines).strip()
 
 
@@ -289,7 +289,7 @@ class OpenAIEngine:
         refused = False
         response = await self.client.chat.completions.create(
             model=self.rules.openai_model, messages=chat, stream=True, stream_options={"include_usage": True},
-            response_format=RESPONSE_FORMAT)
+            response_format=RESPONSE_FORMAT, max_completion_tokens=self.rules.max_output_tokens)
         async with response:
             async for chunk in response:
                 if chunk.usage is not None:

@@ -75,7 +75,9 @@ def accepts_null(node: dict[str, Any]) -> bool:
 
 def drop_added_nulls(document: Any, kind: Any) -> Any:
     """The model's document with the nulls strict mode made it write for optional fields that do not take
-    null removed, so that msgspec applies their defaults. Anything else is left as it is, for msgspec to judge."""
+    null removed, so that msgspec applies their defaults, and texts and lists longer than the type allows cut
+    to its limits (strict mode cannot enforce maxLength; a model that writes a little too much still answers).
+    Anything else is left as it is, for msgspec to judge."""
     raw = _schema(kind)
     return _prune(document, raw, raw.get("$defs", {}))
 
@@ -88,6 +90,10 @@ def _schema(kind: Any) -> dict[str, Any]:
 def _prune(document: Any, node: dict[str, Any], defs: dict[str, Any]) -> Any:
     while "$ref" in node:
         node = defs.get(node["$ref"].removeprefix("#/$defs/"), {})
+    if isinstance(document, str) and len(document) > node.get("maxLength", len(document)):
+        return document[:node["maxLength"] - 1].rstrip() + "…"
+    if isinstance(document, list) and len(document) > node.get("maxItems", len(document)):
+        document = document[:node["maxItems"]]
     if isinstance(document, dict) and "properties" in node:
         required = set(node.get("required", ()))
         pruned = {}

@@ -16,3 +16,6 @@ class AiRules:
     price_in_per_mtok_usd: float = 0.15  # for the estimated cost stored per conversation
     price_out_per_mtok_usd: float = 0.60
     stream_pause_s: float = 0.05  # the offline engine's pause between streamed pieces
+    # One model call's output at most (max_completion_tokens), so a model that runs on costs a bounded
+    # amount: its answer is cut off, asked for once more, then the offline engine answers.
+    max_output_tokens: int = 1_500
