@@ -72,7 +72,7 @@ class LogList(Request, tag="admin.log"):
 
 # -- the live activity feed ---------------------------------------------------------------------
 ActivityKind = Literal["order.created", "order.state", "payment", "payout", "audit.anomaly", "user.suspended",
-                       "user.unsuspended", "catalog.changed"]
+                       "user.unsuspended", "catalog.changed", "ai.conversation"]
 
 
 class Activity(Event, tag="admin.activity"):
@@ -83,6 +83,7 @@ class Activity(Event, tag="admin.activity"):
     brand: str | None = None
     order_id: str | None = None
     user_id: str | None = None
+    conversation_id: str | None = None  # an AI troubleshooting conversation's (`ai.conversation`)
     state: str | None = None  # the order's, payment's or payout's new state
     previous_state: str | None = None
     amount_cents: int | None = None

@@ -141,12 +141,13 @@ class GuideCheck(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 class GuideSave(Request, tag="catalog.guide.save"):
     """Create a troubleshooting guide (no `guide_id`) or replace one, for a brand, one of its
-    categories (`category`) or one of its SKUs. The structured fields are what the AI assistant's
-    offline engine reads; a guide without `checks` is shown but never offered as steps."""
+    categories (`category`) or one of its SKUs; with no brand, for a category across every brand
+    (admins only). The structured fields are what the AI assistant's offline engine reads; a guide
+    without `checks` is shown but never offered as steps."""
 
-    brand: Slug
     title: Name
     body: Annotated[str, TEXT, msgspec.Meta(min_length=1, max_length=16000, description="markdown")]
+    brand: Slug | None = None  # null: a category-wide guide (give `category`)
     guide_id: GuideId | None = None
     sku: SkuId | None = None
     locale: Locale = "en"
@@ -161,7 +162,7 @@ class GuideSave(Request, tag="catalog.guide.save"):
 
 class Guide(msgspec.Struct, kw_only=True):
     id: str
-    brand: str
+    brand: str | None  # null: the category's guide for every brand
     sku: str | None
     locale: str
     title: str
@@ -184,9 +185,11 @@ Cursor = Annotated[str, msgspec.Meta(min_length=1, max_length=600, pattern=r"^[A
 
 
 class GuideList(Request, tag="catalog.guides"):
-    """The troubleshooting guides of a brand (all its SKUs', or one SKU's and the brand-wide ones)."""
+    """The troubleshooting guides of a brand (all its SKUs', or one SKU's and the brand-wide ones), or
+    with no brand the category-wide ones (every brand's SKUs of the category read them)."""
 
-    brand: Slug
+    brand: Slug | None = None
+    category: Slug | None = None
     sku: SkuId | None = None
     locale: Locale | None = None
     after: Cursor | None = None  # a page's `next_after`

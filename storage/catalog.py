@@ -150,9 +150,10 @@ async def guide(conn: Conn, guide_id: uuid.UUID) -> asyncpg.Record | None:
     return row
 
 
-async def save_guide(conn: asyncpg.Connection, guide_id: uuid.UUID, brand_id: str, sku_id: str | None, locale: str,
-                     title: str, body: str, *, category: str | None = None, symptoms: str = "", checks: str = "[]",
-                     call_when: str = "", likely_parts: list[str] | None = None, urgency: str = "normal") -> str:
+async def save_guide(conn: asyncpg.Connection, guide_id: uuid.UUID, brand_id: str | None, sku_id: str | None,
+                     locale: str, title: str, body: str, *, category: str | None = None, symptoms: str = "",
+                     checks: str = "[]", call_when: str = "", likely_parts: list[str] | None = None,
+                     urgency: str = "normal") -> str:
     """Insert or replace a guide; `checks` is its JSON list. The search vector follows (generated)."""
     after: str = await conn.fetchval(
         "INSERT INTO catalog_guides AS g (id, brand_id, sku_id, locale, title, body, category, symptoms, checks,"
@@ -164,18 +165,21 @@ async def save_guide(conn: asyncpg.Connection, guide_id: uuid.UUID, brand_id: st
     return after
 
 
-async def guides(db: Conn, brand_id: str, sku_id: str | None, locale: str | None,
-                 after: tuple[str, str, str, uuid.UUID] | None, limit: int) -> list[asyncpg.Record]:
-    """Brand-wide guides first, then by SKU, locale and title; keyset-paginated on that order."""
+async def guides(db: Conn, brand_id: str | None, sku_id: str | None, locale: str | None,
+                 after: tuple[str, str, str, uuid.UUID] | None, limit: int, *,
+                 category: str | None = None) -> list[asyncpg.Record]:
+    """A brand's guides (`brand_id` None: the category-wide ones, of no brand), brand-wide first, then
+    by SKU, locale and title; keyset-paginated on that order."""
     key = after or (None, None, None, None)
     rows: list[asyncpg.Record] = await db.fetch(
         "SELECT id, brand_id, sku_id, locale, title, body, updated_at, category, symptoms, checks, call_when,"
         " likely_parts, urgency FROM catalog_guides"
-        " WHERE brand_id = $1 AND ($2::text IS NULL OR sku_id IS NULL OR sku_id = $2)"
-        " AND ($3::text IS NULL OR locale = $3)"
+        " WHERE (brand_id = $1 OR ($1::text IS NULL AND brand_id IS NULL))"
+        " AND ($2::text IS NULL OR sku_id IS NULL OR sku_id = $2)"
+        " AND ($3::text IS NULL OR locale = $3) AND ($9::text IS NULL OR category = $9)"
         " AND ($4::text IS NULL OR (coalesce(sku_id, ''), locale, title, id) > ($4, $5, $6, $7::uuid))"
         " ORDER BY coalesce(sku_id, ''), locale, title, id LIMIT $8",
-        brand_id, sku_id, locale, *key, limit)
+        brand_id, sku_id, locale, *key, limit, category)
     return rows
 
 

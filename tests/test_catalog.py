@@ -5,10 +5,12 @@ import base64
 import json
 import uuid
 
+from protocol.ai import AiStart
 from protocol.catalog import (
     BrandSave,
     CatalogList,
     CategorySave,
+    GuideCheck,
     GuideList,
     GuideSave,
     HistoryList,
@@ -19,6 +21,7 @@ from protocol.catalog import (
     SkuSave,
 )
 from protocol.orders import OrderGet
+from tests.test_ai import ask
 from tests.world import brand_with_sku, fresh, order_at, refused, spot
 
 
@@ -244,3 +247,36 @@ async def test_admins_add_categories_that_skus_may_then_use(signed_in):
     theirs = (await spanish.request(HistoryList())).changes
     assert any(c.kind == "brand" and c.key == brand for c in theirs)
     assert not any(c.kind == "category" for c in theirs)
+
+
+async def test_staff_edit_a_whole_categorys_guide_and_the_assistant_follows_it(signed_in):
+    admin, _ = await signed_in("admin")
+    merchant, _ = await signed_in("merchant")
+    consumer, _ = await signed_in("consumer")
+    category = fresh("cat")
+    await admin.request(CategorySave(category=category, name="Ice makers"))
+    brand, sku = fresh("brand"), fresh("SKU").upper()
+    await admin.request(BrandSave(brand=brand, name="Test brand"))
+    await admin.request(SkuSave(sku=sku, brand=brand, category=category, name="Ice maker"))
+    await admin.request(PriceSave(sku=sku, service_type="repair", price_cents=9000))
+    guide = {"title": "No ice", "body": "Check the water.", "category": category, "symptoms": "no ice cubes made"}
+    saved = await admin.request(GuideSave(**guide, checks=[GuideCheck(text="Open the water valve under the sink")]))
+    assert saved.after["brand_id"] is None
+    _, _, first = await ask(consumer, AiStart(brand=brand, sku=sku, description="It makes no ice cubes"))
+    assert first.answer.steps[0].instruction == "Open the water valve under the sink"
+
+    await admin.request(GuideSave(**guide, guide_id=saved.after["id"],
+                                  checks=[GuideCheck(text="Make sure the ice bin is pushed all the way in")]))
+    _, _, second = await ask(consumer, AiStart(brand=brand, sku=sku, description="It makes no ice cubes"))
+    assert second.answer.steps[0].instruction == "Make sure the ice bin is pushed all the way in"
+    listed = (await merchant.request(GuideList(category=category))).guides
+    assert [(g.brand, g.title, g.checks[0].text) for g in listed] == [
+        (None, "No ice", "Make sure the ice bin is pushed all the way in")]
+
+    assert (await refused(merchant, GuideSave(**guide))).code == "forbidden"
+    assert (await refused(merchant, GuideSave(**guide, guide_id=saved.after["id"]))).code == "forbidden"
+    assert (await refused(admin, GuideSave(title="t", body="b"))).code == "bad_request"  # no brand, no category
+    moved = await refused(admin, GuideSave(**{**guide, "brand": brand}, guide_id=saved.after["id"]))
+    assert moved.code == "not_found"  # a category's guide does not become a brand's
+    history = (await admin.request(HistoryList(kind="guide", key=str(saved.after["id"])))).changes
+    assert len(history) == 2 and history[0].before is not None

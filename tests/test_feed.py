@@ -2,8 +2,10 @@
 whichever gateway process the watching session is; `admin.unwatch` ends it."""
 
 from protocol.admin import Unwatch, Watch
+from protocol.ai import AiReply, AiStart
 from protocol.catalog import MerchantBrandsSet, PriceSave
-from protocol.orders import OrderAccept, OrderCancel
+from protocol.orders import OrderAccept, OrderCancel, OrderCreate
+from tests.test_ai import answer_of, ask
 from tests.world import brand_with_sku, events, order_at, quiet, refused, spot, technician
 
 
@@ -78,3 +80,26 @@ async def test_apps_cannot_watch(signed_in):
     for role in ("consumer", "technician"):
         client, _ = await signed_in(role)
         assert (await refused(client, Watch())).code == "forbidden"
+
+
+async def test_ai_conversations_reach_the_feed_without_their_words(signed_in):
+    admin, _ = await signed_in("admin")
+    brand, sku = await brand_with_sku(admin)
+    merchant, merchant_id = await signed_in("merchant")
+    await admin.request(MerchantBrandsSet(merchant_id=merchant_id, brands=[brand]))
+    await merchant.request(Watch())
+    consumer, consumer_id = await signed_in("consumer")
+    conversation_id, _, _ = await ask(consumer, AiStart(brand=brand, sku=sku, description="The washer will not drain"))
+    await consumer.request(AiReply(conversation_id=conversation_id, text="Still full of water", wants_technician=True))
+    _, escalated = await answer_of(consumer, conversation_id, 2)
+    place = spot()
+    order = (await consumer.request(OrderCreate(draft_id=escalated.draft_id, description="Washer", address="1 Lane",
+                                                lat=place[0], lng=place[1]))).order
+    seen = await events(merchant, "admin.activity", 5)
+    assert [(a.kind, a.state) for a in seen] == [
+        ("ai.conversation", "active"), ("ai.conversation", "continue"), ("ai.conversation", "technician_needed"),
+        ("order.created", order.state), ("ai.conversation", "ordered")]
+    assert all((a.brand, a.user_id) == (brand, consumer_id) for a in seen)
+    assert {a.conversation_id for a in seen if a.kind == "ai.conversation"} == {conversation_id}
+    assert seen[-1].order_id == order.id
+    assert not any("drain" in (a.detail or "") or "water" in (a.detail or "") for a in seen)

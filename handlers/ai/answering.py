@@ -142,7 +142,7 @@ async def make_answer(services: Services, dialogue: Dialogue, brand_id: str,
     return fit(answer), "output_gated" if gated else "none", result
 
 
-async def answer_turn(services: Services, deliver: Deliver, conversation_id: uuid.UUID, turn: int) -> None:
+async def answer_turn(services: Services, deliver: Deliver, conversation_id: uuid.UUID, turn: int) -> AiAnswered:
     """Answer the conversation's turn. Whatever the engine does, the turn gets an answer (a "could not
     answer" one at worst); should even that not be stored (storage down, the task cancelled at shutdown),
     the conversation is freed at once, so that `ai.reply` need not wait for the answer to go stale."""
@@ -164,8 +164,10 @@ async def answer_turn(services: Services, deliver: Deliver, conversation_id: uui
                                               draft=None), "none", None
         draft_id = await store(services, conversation_id, turn, answer, safety, result)
         stored = True
-        await deliver(consumer_id, AiAnswered(conversation_id=str(conversation_id), turn=turn, answer=answer,
-                                              safety=safety, draft_id=str(draft_id) if draft_id else None))
+        answered = AiAnswered(conversation_id=str(conversation_id), turn=turn, answer=answer, safety=safety,
+                              draft_id=str(draft_id) if draft_id else None)
+        await deliver(consumer_id, answered)
+        return answered
     finally:
         if not stored:
             try:

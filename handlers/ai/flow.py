@@ -4,10 +4,12 @@ made by a task (handlers.ai.answering) that outlives the session; the reply says
 import base64
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 import asyncpg
 
+from handlers.admin import feed
 from handlers.ai.answering import Deliver, answer_turn, engine_for
 from handlers.ai.views import conversation_view
 from handlers.context import Context
@@ -15,7 +17,17 @@ from handlers.errors import N_, BadRequest, Conflict, NotFound, RateLimited
 from handlers.orders.orders import check_attachments
 from handlers.routing import Router
 from handlers.services import Services
-from protocol.ai import AiConversationReply, AiEnd, AiGet, AiList, AiPage, AiReply, AiStart, AiTurnStarted
+from protocol.ai import (
+    AiAnswered,
+    AiConversationReply,
+    AiEnd,
+    AiGet,
+    AiList,
+    AiPage,
+    AiReply,
+    AiStart,
+    AiTurnStarted,
+)
 from protocol.bounds import within_range
 from storage import ai
 
@@ -47,15 +59,30 @@ async def take_quota(ctx: Context) -> None:
         raise RateLimited(wait)
 
 
-async def run(services: Services, deliver: Deliver, conversation_id: uuid.UUID, turn: int) -> None:
+Told = Callable[[AiAnswered], Awaitable[None]]  # what the live feed is told of an answer
+
+
+async def run(services: Services, deliver: Deliver, told: Told, conversation_id: uuid.UUID, turn: int) -> None:
     try:
-        await answer_turn(services, deliver, conversation_id, turn)
-    except Exception:  # the turn stays unanswered; its conversation is free again once the answer is stale
+        answered = await answer_turn(services, deliver, conversation_id, turn)
+    except Exception:  # the turn stays unanswered; answer_turn freed the conversation if it could
         log.exception("the answer to %s turn %d was lost", conversation_id, turn)
+    else:
+        await told(answered)
 
 
-def answer_later(ctx: Context, conversation_id: uuid.UUID, turn: int) -> None:
-    ctx.services.ai_runtime.spawn(run(ctx.services, ctx.deliver_to_user, conversation_id, turn),
+def answer_later(ctx: Context, brand: str, conversation_id: uuid.UUID, turn: int) -> None:
+    """Answer in a task of this process; the live feed learns each answer's verdict, safety and engine
+    (never its words: the back office reads those in admin.order, logged)."""
+    assert ctx.identity is not None
+    consumer_id = ctx.identity.user_id
+
+    async def told(answered: AiAnswered) -> None:
+        how = f"safety {answered.safety}" if answered.safety != "none" else f"turn {answered.turn}"
+        await feed.publish(ctx, "ai.conversation", brand=brand, user_id=consumer_id, state=answered.answer.verdict,
+                           conversation_id=str(conversation_id), detail=how)
+
+    ctx.services.ai_runtime.spawn(run(ctx.services, ctx.deliver_to_user, told, conversation_id, turn),
                                   name=f"ai-answer-{conversation_id}-{turn}")
 
 
@@ -78,7 +105,9 @@ async def start(ctx: Context, req: AiStart) -> AiTurnStarted:
         await ai.start(conn, conversation_id, consumer_id=who.user_id, brand=req.brand, sku=req.sku, locale=locale,
                        text_enc=cipher.encrypt(req.description, ai.text_context(conversation_id, 1)),
                        attachments=attachments)
-    answer_later(ctx, conversation_id, 1)
+    await feed.publish(ctx, "ai.conversation", brand=req.brand, user_id=who.user_id, state="active",
+                       conversation_id=str(conversation_id))
+    answer_later(ctx, req.brand, conversation_id, 1)
     return AiTurnStarted(conversation_id=str(conversation_id), turn=1)
 
 
@@ -105,7 +134,7 @@ async def reply(ctx: Context, req: AiReply) -> AiTurnStarted:
             raise busy(now)
         await ai.add_turn(conn, row["id"], turn, attachments=attachments, wants_technician=req.wants_technician,
                           text_enc=ctx.services.cipher.encrypt(req.text, ai.text_context(row["id"], turn)))
-    answer_later(ctx, row["id"], turn)
+    answer_later(ctx, row["brand_id"], row["id"], turn)
     return AiTurnStarted(conversation_id=str(row["id"]), turn=turn)
 
 
@@ -116,6 +145,8 @@ async def end(ctx: Context, req: AiEnd) -> AiConversationReply:
     ended = await ai.end(ctx.services.db, row["id"], ctx.identity.user_id, req.outcome)
     if ended is None:
         raise Conflict(N_("This conversation has ended."), current_state="ended")
+    await feed.publish(ctx, "ai.conversation", brand=ended["brand_id"], user_id=ctx.identity.user_id,
+                       state=req.outcome, conversation_id=str(ended["id"]))
     return AiConversationReply(conversation=await conversation_view(ctx.services, ended))
 
 

@@ -37,10 +37,10 @@ async def list_catalog(ctx: Context, req: CatalogList) -> Catalog:
 async def guides(ctx: Context, req: GuideList) -> Guides:
     """Every signed-in role reads guides (the assistant, technicians); merchants their brands'."""
     assert ctx.identity is not None
-    if ctx.identity.role == "merchant":
+    if ctx.identity.role == "merchant" and req.brand is not None:
         check_brand(await scope(ctx), req.brand)
     rows = await catalog.guides(ctx.services.db, req.brand, req.sku, req.locale, guide_cursor(req.after),
-                                req.limit + 1)
+                                req.limit + 1, category=req.category)
     page = rows[:req.limit]
     more = len(rows) > req.limit
     return Guides(guides=[Guide(id=str(r["id"]), brand=r["brand_id"], sku=r["sku_id"], locale=r["locale"],

@@ -11,7 +11,7 @@ import msgspec
 from handlers.admin import feed
 from handlers.catalog.scope import check_brand, scope
 from handlers.context import Context, Role
-from handlers.errors import N_, BadRequest, Conflict, NotFound
+from handlers.errors import N_, BadRequest, Conflict, Forbidden, NotFound
 from handlers.routing import Router
 from protocol.catalog import BrandSave, CategorySave, GuideSave, Names, PriceSave, Retire, Saved, SkuSave
 from storage import catalog
@@ -118,9 +118,16 @@ async def save_price(ctx: Context, req: PriceSave) -> Saved:
 
 @router.route(GuideSave, roles=EDITORS)
 async def save_guide(ctx: Context, req: GuideSave) -> Saved:
-    """A guide keeps its brand; a SKU named must be one of that brand's."""
+    """A guide keeps its brand (or its having none); a SKU named must be one of that brand's. A guide
+    of no brand is a category's for every brand: admins only, since it speaks for every merchant."""
     async with change(ctx) as c:
-        await c.brand(req.brand)
+        if req.brand is None:
+            if c.brands is not None:
+                raise Forbidden(N_("Only staff edit the guides of a whole category."))
+            if req.category is None or req.sku is not None:
+                raise BadRequest(N_("A guide without a brand is a category's: give category, and no sku."))
+        else:
+            await c.brand(req.brand)
         if req.sku is not None and (await c.sku(req.sku))["brand_id"] != req.brand:
             raise NotFound(N_("No such SKU."))
         before = None

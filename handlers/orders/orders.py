@@ -146,6 +146,9 @@ async def create(ctx: Context, req: OrderCreate) -> OrderCreated:
     metrics.TRANSITIONS.labels(row["state"]).inc()  # entered awaiting_payment or open
     await feed.publish(ctx, "order.created", brand=row["brand_id"], order_id=str(order_id), state=row["state"],
                        user_id=who.user_id, amount_cents=row["price_cents"])
+    if draft is not None:
+        await feed.publish(ctx, "ai.conversation", brand=row["brand_id"], user_id=who.user_id, state="ordered",
+                           conversation_id=str(draft.conversation_id), order_id=str(order_id))
     if row["state"] == "open":  # else it opens once paid (handlers.money.payments)
         await announce(ctx, row)
     return OrderCreated(order=await view(ctx, row), claim_code=account.claim_code,
