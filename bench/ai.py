@@ -1,8 +1,10 @@
 """Help with AI under load: N consumers start a conversation at once against `run.py serve` (one
 worker), answered by the offline engine and then by OpenAI's engine against the local stand-in
 server (tests/openai_server.py), while other sessions ping the gateway. Measured: the time from
-`ai.start` to its first `ai.delta` and to its `ai.answer`, and the other sessions' ping round trip
-meanwhile (the gateway's event-loop lag as a session feels it). Goal: ping p99 under 20 ms.
+`ai.start` to its first `ai.delta` and to its `ai.answer`, then of an `ai.reply` (the second turn,
+which reads the sealed dialogue back) to its answer, the gateway's CPU time per turn, and the other
+sessions' ping round trip meanwhile (the gateway's event-loop lag as a session feels it) against the
+same pings to the same gateway with no conversation (the idle baseline). Goal: ping p99 under 20 ms.
 
     .venv/bin/python -m bench.ai [--conversations 200] [--quick] [--markdown docs/benchmarks.md]
 """
@@ -12,7 +14,7 @@ import asyncio
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from bench.report import MARK, Figures, markdown_table, ms, percentile
 from bench.servers import backends, gateway_server, stopped_by_signals
 from gateway.app import token_issuer
 from gateway.config import Config
-from protocol.ai import AiAnswer, AiAnswered, AiDelta, AiStart, AiStep
+from protocol.ai import AiAnswer, AiAnswered, AiDelta, AiReply, AiStart, AiStep
 from protocol.auth import Auth, Ping
 from protocol.client import Client
 from tests.openai_server import API_KEY, MODELS, OpenAIServer
@@ -41,7 +43,8 @@ STAND_IN_ANSWER = AiAnswer(
     report_back="Tell me whether it cools again after an hour.", verdict="continue",
     draft=None)
 HEADER = ("engine", "conversations", "first ai.delta p50", "p95", "p99", "ai.answer p50", "p95", "p99",
-          "ping p50", "ping p99", "ping max", "ping p99 < 20 ms")
+          "ai.reply's answer p50", "p99", "gateway CPU per turn")
+PING_HEADER = ("engine", "pings", "ping p50", "ping p99", "ping max", "p99 vs idle", "ping p99 < 20 ms")
 
 
 @dataclass
@@ -49,15 +52,28 @@ class Run:
     engine: str
     first: list[float] = field(default_factory=list)
     done: list[float] = field(default_factory=list)
+    replied: list[float] = field(default_factory=list)  # ai.reply to its ai.answer
     pings: list[float] = field(default_factory=list)
+    idle_pings: list[float] = field(default_factory=list)  # the same pings before any conversation
+    cpu_s: float = 0.0  # the gateway's CPU time over the conversations
     failed: int = 0
 
     def row(self) -> list[str]:
         p = percentile
+        turns = len(self.done) + len(self.replied)
         return [self.engine, f"{len(self.done)}{f' ({self.failed} failed)' if self.failed else ''}",
                 ms(p(self.first, .5)), ms(p(self.first, .95)), ms(p(self.first, .99)), ms(p(self.done, .5)),
-                ms(p(self.done, .95)), ms(p(self.done, .99)), ms(p(self.pings, .5)), ms(p(self.pings, .99)),
-                ms(max(self.pings, default=float("nan"))), MARK[p(self.pings, .99) < PING_GOAL_S]]
+                ms(p(self.done, .95)), ms(p(self.done, .99)), ms(p(self.replied, .5)), ms(p(self.replied, .99)),
+                ms(self.cpu_s / turns) if turns else "-"]
+
+    def ping_rows(self) -> list[list[str]]:
+        p = percentile
+        idle = p(self.idle_pings, .99)
+        return [[f"{self.engine}: idle (baseline)", str(len(self.idle_pings)), ms(p(self.idle_pings, .5)), ms(idle),
+                 ms(max(self.idle_pings, default=float("nan"))), "1.00x", MARK[idle < PING_GOAL_S]],
+                [f"{self.engine}: conversations", str(len(self.pings)), ms(p(self.pings, .5)),
+                 ms(p(self.pings, .99)), ms(max(self.pings, default=float("nan"))),
+                 f"{p(self.pings, .99) / idle:.2f}x", MARK[p(self.pings, .99) < PING_GOAL_S]]]
 
 
 async def signed(url: str, token: str) -> Client:
@@ -66,47 +82,73 @@ async def signed(url: str, token: str) -> Client:
     return client
 
 
-async def converse(client: Client, run: Run, timeout: float) -> None:
-    began = time.perf_counter()
+async def answered(client: Client, conversation_id: str, turn: int, timeout: float) -> float:
+    """When the turn's first `ai.delta` came (0: none), once its `ai.answer` has."""
     first = 0.0
+    async with asyncio.timeout(timeout):
+        while True:
+            event = await client.next_event(timeout=timeout)
+            if isinstance(event, AiDelta) and (event.conversation_id, event.turn) == (conversation_id, turn):
+                first = first or time.perf_counter()
+            elif isinstance(event, AiAnswered) and (event.conversation_id, event.turn) == (conversation_id, turn):
+                return first
+
+
+async def converse(client: Client, run: Run, timeout: float) -> None:
+    """ai.start and its answer, then an ai.reply and its answer."""
+    began = time.perf_counter()
     try:
         started = await client.request(AiStart(brand="whirlpool", sku="WRF535SWHZ",
                                                description="The fridge is warm and not cooling"), timeout=timeout)
-        async with asyncio.timeout(timeout):
-            while True:
-                event = await client.next_event(timeout=timeout)
-                if isinstance(event, AiDelta) and event.conversation_id == started.conversation_id:
-                    first = first or time.perf_counter()
-                elif isinstance(event, AiAnswered) and event.conversation_id == started.conversation_id:
-                    break
+        first = await answered(client, started.conversation_id, 1, timeout)
+        end = time.perf_counter()
+        again = await client.request(AiReply(conversation_id=started.conversation_id,
+                                             text="Did all of that, it is still warm inside"), timeout=timeout)
+        await answered(client, started.conversation_id, again.turn, timeout)
     except (TimeoutError, OSError):
         run.failed += 1
         return
-    end = time.perf_counter()
     run.first.append((first or end) - began)
     run.done.append(end - began)
+    run.replied.append(time.perf_counter() - end)
 
 
-async def ping(client: Client, run: Run, stop: asyncio.Event) -> None:
+async def ping(client: Client, into: list[float], stop: asyncio.Event) -> None:
     while not stop.is_set():
         began = time.perf_counter()
         await client.request(Ping())
-        run.pings.append(time.perf_counter() - began)
+        into.append(time.perf_counter() - began)
         await asyncio.sleep(PING_EVERY_S)
 
 
-async def measure_one(url: str, config: Config, engine: str, conversations: int, pingers: int) -> Run:
+async def pinging(clients: list[Client], into: list[float], stop: asyncio.Event) -> None:
+    await asyncio.gather(*(ping(c, into, stop) for c in clients))
+
+
+async def measure_one(url: str, config: Config, engine: str, conversations: int, pingers: int,
+                      cpu: Callable[[], float]) -> Run:
     issuer = token_issuer(config)
     run = Run(engine)
     consumers = [await signed(url, issuer.mint(str(uuid.uuid4()), "consumer")[0]) for _ in range(conversations)]
     others = [await signed(url, issuer.mint(str(uuid.uuid4()), "technician")[0]) for _ in range(pingers)]
-    stop = asyncio.Event()
     try:
-        pinging = [asyncio.create_task(ping(c, run, stop)) for c in others]
-        await asyncio.sleep(0.5)  # a baseline of pings before the burst
-        await asyncio.gather(*(converse(c, run, 120.0) for c in consumers))
+        began = time.perf_counter()
+        await asyncio.gather(*(converse(c, run, 120.0) for c in consumers[:2]))  # warm up: the engine, the guides
+        warm = time.perf_counter() - began
+        for warm_up in (run.first, run.done, run.replied):
+            warm_up.clear()
+        stop = asyncio.Event()
+        idle = asyncio.create_task(pinging(others, run.idle_pings, stop))
+        await asyncio.sleep(max(3.0, warm * 2))  # the baseline: the same pings, nothing else going on
         stop.set()
-        await asyncio.gather(*pinging)
+        await idle
+        stop = asyncio.Event()
+        busy = asyncio.create_task(pinging(others, run.pings, stop))
+        cpu_before = cpu()
+        await asyncio.gather(*(converse(c, run, 120.0) for c in consumers[2:]))
+        run.cpu_s = cpu() - cpu_before
+        stop.set()
+        await busy
     finally:
         for client in consumers + others:
             await client.close()
@@ -127,7 +169,8 @@ def measure(conversations: int, pingers: int) -> list[Run]:
             log = b.root / f"gateway-{len(runs)}.log"
             with gateway_server(log, None, database_url=b.database_url, redis_url=b.redis_url,
                                 data_dir=b.root / "data", secret=secret, flags=flags) as server:
-                runs.append(asyncio.run(measure_one(server.url, config, engine, conversations, pingers)))
+                runs.append(asyncio.run(measure_one(server.url, config, engine, conversations + 2, pingers,
+                                                    server.cpu)))
     return runs
 
 
@@ -145,11 +188,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs = measure(conversations, args.pingers)
     f.seconds = time.time() - f.started
     print(markdown_table(HEADER, [r.row() for r in runs]))
+    print(markdown_table(PING_HEADER, [row for r in runs for row in r.ping_rows()]))
     if args.markdown:
         report.write_markdown(args.markdown, "ai", f, profile="has no profiler.", about=f"""\
 {conversations} consumer sessions each send `ai.start` for the same fridge at the same moment and wait for
-its `ai.answer`; {args.pingers} other sessions send `ping` every 20 ms throughout. Time to the first
-`ai.delta` and to the `ai.answer` are from the `ai.start` frame being sent. The offline engine streams
+its `ai.answer`, then sends an `ai.reply` ("still warm") and waits for that answer too (the second
+turn reads the sealed dialogue back and decrypts it); two conversations before them warm the engine
+up and are not counted. {args.pingers} other sessions send `ping` every 20 ms: first for a few seconds
+with nothing else going on (the idle baseline, same gateway, same pings), then throughout the
+conversations. Time to the first `ai.delta` and to the `ai.answer` are from the `ai.start` frame
+being sent; the reply's from the `ai.reply`. The gateway's CPU per turn is its process's user+system
+time over the conversations divided by the turns answered (two per conversation; the stand-in's and
+the clients' CPU are not in it). The offline engine streams
 its answer in about four pieces with `AI_STREAM_PAUSE_S` (0.05 s) between them, so its answer takes
 at least 0.15 s by design. The OpenAI engine talks through the `openai` SDK to tests/openai_server.py
 in the bench's process (streaming 16-character chunks 5 ms apart, strict JSON schema), with at most
@@ -158,7 +208,11 @@ to the answer. The gateway is `run.py serve`, one worker, on embedded PostgreSQL
 is pinned: the bench's clients, the stand-in and the servers share the machine's cores, so the
 figures are upper bounds of what the gateway alone costs.""", tables=f"""### Summary
 
-{markdown_table(HEADER, [r.row() for r in runs])}""", notes=[
+{markdown_table(HEADER, [r.row() for r in runs])}
+
+### Other sessions' ping meanwhile, against the idle baseline
+
+{markdown_table(PING_HEADER, [row for r in runs for row in r.ping_rows()])}""", notes=[
             "the gateway makes its engine at start: importing the `openai` SDK on the first answer instead held "
             "the event loop about 0.35 s (every session's ping p99 went to 360 ms in the first run of this bench).",
             "the ping p99 is close to the goal and varies from run to run on a shared 2-core machine: of five full "
