@@ -34,9 +34,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 HIGH_WATER = 64 * 1024  # bytes unsent in the socket's buffer beyond which frames queue in the outbox
 # PostgreSQL or Redis down, restarting, still loading or timing out: the client should retry, nothing is wrong with
-# its frame. Any other error of theirs (a Redis ResponseError, an SQL error) is a bug: `internal`.
+# its frame. Any other error of theirs (a Redis ResponseError, an SQL error) is a bug: `internal`. asyncpg raises
+# InternalClientError ("another operation is in progress") for the first query on a pooled connection that a stopping
+# PostgreSQL terminated while it sat idle; the pool discards that connection (tests/test_restarts.py).
 UNREACHABLE = (OSError, TimeoutError, redis_errors.ConnectionError, redis_errors.TimeoutError,
-               asyncpg.PostgresConnectionError, asyncpg.exceptions.OperatorInterventionError)
+               asyncpg.PostgresConnectionError, asyncpg.exceptions.OperatorInterventionError,
+               asyncpg.InternalClientError)
 
 
 def frame_header(length: int, text: bool) -> bytes:

@@ -65,6 +65,8 @@ class Hub:
         self._wake = asyncio.Event()
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self.listening = False  # False from a lost pub/sub connection until its channels are back
+        self.regained = asyncio.Event()  # set when they are back after a loss (Redis may have lost its data)
 
     async def start(self) -> None:
         # The node channel opens the pub/sub connection before the reader starts listening.
@@ -201,12 +203,16 @@ class Hub:
                 if lifecycle.cancelling():
                     raise
                 log.warning("pub/sub connection lost, reconnecting: %s", exc)
+                self.listening = False
                 await asyncio.sleep(0.5)
                 continue
             if message is None:
                 continue
             kind, channel = message["type"], message["channel"].decode()
             if kind == "subscribe":
+                if not self.listening and self._subscribed:  # a reconnection, not the start
+                    self.regained.set()
+                self.listening = True  # the first confirmation of a (re)connection's subscriptions
                 self._resolve(channel)
             elif kind == "message":
                 data: bytes = message["data"]

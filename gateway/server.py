@@ -22,6 +22,7 @@ from gateway.delivery import Hub
 from gateway.metrics import Metrics
 from handlers.context import Identity
 from handlers.errors import BadRequest
+from handlers.orders import location
 from handlers.registry import ROUTES
 from handlers.routing import Route
 from handlers.services import Services
@@ -67,6 +68,26 @@ class Gateway:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
+    async def restore_positions(self) -> None:
+        """Each time the pub/sub connection comes back after a loss (Redis restarted, perhaps
+        empty), the positions this process's technicians last sent, if still fresh, go back into
+        the GEO index at once (`handlers.orders.location.restore`)."""
+        while True:
+            await self.hub.regained.wait()
+            self.hub.regained.clear()
+            fresh_after = time.time() - self.services.order_rules.stale_after_s
+            positions = {s.identity.user_id: s.memo["position"] for s in list(self.sessions)
+                         if s.identity is not None and s.identity.role == "technician"
+                         and s.memo.get("position_at", 0) > fresh_after}
+            try:
+                restored = await location.restore(self.services, positions)
+            except UNREACHABLE as exc:
+                log.warning("restoring positions after a Redis reconnection failed, retrying: %r", exc)
+                await asyncio.sleep(1)
+                self.hub.regained.set()
+                continue
+            log.info("Redis reconnected: %d technicians' last positions restored", restored)
+
     async def start(self, sock: Any = None) -> None:
         c = self.config
         where: dict[str, Any] = {"sock": sock} if sock is not None else {"host": c.host, "port": c.port}
@@ -85,6 +106,7 @@ class Gateway:
         await self.presence.start()
         self.spawn(self._sweep())
         self.spawn(self._flush_metrics())
+        self.spawn(self.restore_positions())
 
     @property
     def port(self) -> int:
@@ -125,7 +147,8 @@ class Gateway:
     async def health(self, ready: bool = True) -> tuple[int, dict[str, str]]:
         """(HTTP status, report). Liveness (/livez): the process answers, nothing else asked.
         Readiness (/readyz, and /healthz as before): 200 when PostgreSQL and Redis answer and the
-        open-order pool is built, 503 once the node drains for shutdown (first, so balancers stop
+        open-order pool is built and this process hears other processes' events (its pub/sub
+        connection is subscribed), 503 once the node drains for shutdown (first, so balancers stop
         sending it sessions before it closes them) or while a dependency is down."""
         if not ready:
             return 200, {"status": "ok"}
@@ -143,8 +166,13 @@ class Gateway:
             if not await self.services.redis.exists(geo.POOL_BUILT):
                 raise LookupError("not built")  # being rebuilt from PostgreSQL (Redis lost it)
 
+        async def listening() -> None:
+            if not self.hub.listening:
+                raise ConnectionError("not listening")  # events from other processes would be missed
+
         checks = dict(await asyncio.gather(check("postgres", self.services.db.fetchval("SELECT 1")),
-                                           check("redis", self.services.redis.ping()), check("pool", pool_built())))
+                                           check("redis", self.services.redis.ping()), check("pool", pool_built()),
+                                           check("delivery", listening())))
         ok = all(v == "ok" for v in checks.values())
         return (200 if ok else 503), {"status": "ok" if ok else "unavailable", **checks}
 

@@ -229,6 +229,11 @@ async def pool_size(redis: aioredis.Redis) -> int:
     return size
 
 
+async def pool_ids(redis: aioredis.Redis) -> list[str]:
+    ids: list[bytes | str] = await redis.hkeys(POOL)
+    return [i.decode() if isinstance(i, bytes) else i for i in ids]
+
+
 async def pool_missing(redis: aioredis.Redis, order_ids: list[str]) -> list[str]:
     """Of these orders, the ones not in the pool."""
     missing = []

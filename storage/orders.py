@@ -136,6 +136,12 @@ async def open_count(db: asyncpg.Pool) -> int:
     return count
 
 
+async def open_among(db: asyncpg.Pool, order_ids: list[str]) -> set[str]:
+    """Which of these orders are open."""
+    found = await db.fetch("SELECT id FROM orders WHERE id = ANY($1::uuid[]) AND state = 'open'", order_ids)
+    return {str(r["id"]) for r in found}
+
+
 async def settled_open_ids(db: asyncpg.Pool, older_than_s: float, within_s: float, limit: int) -> list[str]:
     """Open orders that last changed between `within_s` and `older_than_s` ago (their announcement
     is long done, or should be), newest first."""
@@ -174,6 +180,13 @@ async def set_duty(db: asyncpg.Pool, technician: str, on_duty: bool, brands: lis
 
 async def duty(db: asyncpg.Pool, technician: str) -> bool:
     return bool(await db.fetchval("SELECT on_duty FROM technicians WHERE user_id = $1", technician))
+
+
+async def duty_rows(db: asyncpg.Pool, technicians: list[str]) -> list[asyncpg.Record]:
+    """The duty rows (user_id, brands, services) of those technicians who are on duty."""
+    rows: list[asyncpg.Record] = await db.fetch(
+        "SELECT user_id, brands, services FROM technicians WHERE on_duty AND user_id = ANY($1::text[])", technicians)
+    return rows
 
 
 async def known_duty(db: asyncpg.Pool, technician: str) -> bool | None:

@@ -11,6 +11,7 @@ import asyncpg
 
 from handlers.chat.rooms import post_system
 from handlers.context import Context
+from handlers.effects import after_commit
 from handlers.errors import N_, NotFound
 from handlers.money.scheduler import settle
 from handlers.orders.orders import check_attachments, push_offline, tell_parties
@@ -105,8 +106,8 @@ async def pool_order(ctx: Context, order_id: str) -> uuid.UUID:
 async def accept(ctx: Context, req: OrderAccept) -> OrderReply:
     assert ctx.identity is not None
     row = await apply(ctx, await pool_order(ctx, req.order_id), "accept", sets=", technician_id = $4")
-    await withdraw(ctx, row)
-    await tell_parties(ctx, row)
+    await after_commit("withdrawing an accepted order", withdraw(ctx, row))
+    await after_commit("order.status of an accept", tell_parties(ctx, row))
     await post_system(ctx, row)
     return OrderReply(order=await view(ctx, row))
 
@@ -127,10 +128,10 @@ async def release(ctx: Context, req: OrderRelease) -> OrderReply:
     me = ctx.identity.user_id
     row = await apply(ctx, req.order_id, "release", sets=", technician_id = NULL",
                       details={"reason": req.reason} if req.reason else None)
-    await tell_parties(ctx, row, me)
+    await after_commit("order.status of a release", tell_parties(ctx, row, me))
     await post_system(ctx, row)
     exclude = frozenset({me}) | await orders.decliners(ctx.services.db, row["id"])
-    await announce(ctx, row, exclude)
+    await after_commit("announcing a released order", announce(ctx, row, exclude))
     return OrderReply(order=await view(ctx, row))
 
 
@@ -138,7 +139,7 @@ async def _advance(ctx: Context, order_id: str, name: str, settles: bool = False
     row = await apply(ctx, order_id, name, **kwargs)
     if settles:
         await settle(ctx, row["id"])  # capture the payment, schedule the payout
-    await tell_parties(ctx, row)
+    await after_commit(f"order.status of {name}", tell_parties(ctx, row))
     await post_system(ctx, row)
     return OrderReply(order=await view(ctx, row))
 

@@ -1,9 +1,12 @@
 """Technicians: the position stream, duty state and feed filters, and their stats."""
 
+import asyncio
+import time
 from datetime import UTC, datetime
 
 from handlers.context import Context
 from handlers.routing import Router
+from handlers.services import Services
 from protocol.location import Duty, DutyState, LocationAck, LocationUpdate, Stats, TechStats
 from storage import geo, orders
 
@@ -22,6 +25,7 @@ async def on_duty(ctx: Context, technician: str) -> bool:
 async def update(ctx: Context, req: LocationUpdate) -> LocationAck | None:
     assert ctx.identity is not None
     ctx.memo["position"] = (req.lng, req.lat)
+    ctx.memo["position_at"] = time.time()
     duty = await on_duty(ctx, ctx.identity.user_id)
     if duty:
         written = ctx.services.positions.put(ctx.identity.user_id, req.lng, req.lat)
@@ -44,6 +48,17 @@ async def duty(ctx: Context, req: Duty) -> DutyState:
     elif (where := ctx.memo.get("position")) is not None:
         await ctx.services.positions.put(me, *where)
     return DutyState(on_duty=row["on_duty"], brands=row["brands"], services=row["services"])
+
+
+async def restore(services: Services, positions: dict[str, tuple[float, float]]) -> int:
+    """After Redis came back (perhaps empty): the last positions that this process's technician
+    sessions sent, for those on duty, back into matching with their feed filters, instead of each
+    waiting for its app's next update. How many were restored."""
+    rows = await orders.duty_rows(services.db, list(positions))
+    for row in rows:
+        await geo.set_filters(services.redis, row["user_id"], row["brands"], row["services"])
+    await asyncio.gather(*(services.positions.put(row["user_id"], *positions[row["user_id"]]) for row in rows))
+    return len(rows)
 
 
 async def take_off_duty(ctx: Context, technician: str) -> bool:

@@ -13,6 +13,7 @@ from handlers.admin.log import STAFF, record_read
 from handlers.ai import drafts
 from handlers.chat.push import Offline, to_offline
 from handlers.context import Context
+from handlers.effects import after_commit
 from handlers.errors import N_, BadRequest, Conflict, Forbidden, NotFound
 from handlers.orders import metrics
 from handlers.orders.pool import announce
@@ -141,7 +142,7 @@ async def create(ctx: Context, req: OrderCreate) -> OrderCreated:
             ai_summary_enc=drafts.seal_summary(ctx, order_id, draft) if draft else None)
         await push_offline(ctx, conn, row)
     if who.role == "merchant":
-        await tell_parties(ctx, row)
+        await after_commit("order.status of a new order", tell_parties(ctx, row))
     metrics.CREATED.inc()
     metrics.TRANSITIONS.labels(row["state"]).inc()  # entered awaiting_payment or open
     await feed.publish(ctx, "order.created", brand=row["brand_id"], order_id=str(order_id), state=row["state"],
@@ -150,7 +151,7 @@ async def create(ctx: Context, req: OrderCreate) -> OrderCreated:
         await feed.publish(ctx, "ai.conversation", brand=row["brand_id"], user_id=who.user_id, state="ordered",
                            conversation_id=str(draft.conversation_id), order_id=str(order_id))
     if row["state"] == "open":  # else it opens once paid (handlers.money.payments)
-        await announce(ctx, row)
+        await after_commit("announcing a new order", announce(ctx, row))
     return OrderCreated(order=await view(ctx, row), claim_code=account.claim_code,
                         claim_expires_at=account.claim_expires_at)
 

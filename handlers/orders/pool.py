@@ -1,6 +1,7 @@
 """The pool of open orders: announcing an order to the technicians around it, withdrawing it,
 and the technicians' feed (`order.nearby`)."""
 
+import logging
 import time
 
 import asyncpg
@@ -16,6 +17,7 @@ from protocol.frames import Event
 from protocol.orders import NearbyOrder, NearbyPage, Order, OrderAvailable, OrderNearby, OrderUnavailable
 from storage import geo, orders
 
+log = logging.getLogger(__name__)
 router = Router()
 POOL_CODEC = msgspec.msgpack.Encoder()
 POOL_DECODE = msgspec.msgpack.Decoder(Order)
@@ -35,11 +37,21 @@ async def rebuild_if_lost(services: Services) -> bool:
 
 async def repair(ctx: Context, settled_s: float = 10.0, within_s: float = 3600.0, limit: int = 5000) -> int:
     """Announce the open orders PostgreSQL has and the pool lacks: a process that died between
-    committing an order's opening and announcing it (creation, payment, release) lost the
-    announcement. Orders that changed meanwhile (accepted, cancelled) leave the pool again.
-    Cheap when all is well (two counts); otherwise it compares the last hour's open orders."""
+    committing an order's opening and announcing it (creation, payment, release), or Redis being
+    unreachable then, lost the announcement. Orders that changed meanwhile (accepted, cancelled)
+    leave the pool again, as do orders the pool still holds but that are no longer open (their
+    withdrawal was lost the same ways). Cheap when all is well (two counts); otherwise it compares
+    the last hour's open orders, or the pool's."""
     db, redis = ctx.services.db, ctx.services.redis
-    if await orders.open_count(db) <= await geo.pool_size(redis):
+    open_now, pooled = await orders.open_count(db), await geo.pool_size(redis)
+    if pooled > open_now:
+        ids = await geo.pool_ids(redis)
+        stale = sorted(set(ids) - await orders.open_among(db, ids))
+        await geo.pool_remove(redis, stale)
+        if stale:
+            log.warning("removed %d orders no longer open from the pool", len(stale))
+        return 0
+    if open_now <= pooled:
         return 0
     missing = await geo.pool_missing(redis, await orders.settled_open_ids(db, settled_s, within_s, limit))
     for row in await orders.rows(db, missing):
