@@ -18,6 +18,7 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from gateway.config import Config, ConfigError, key_dir
+from gateway.config import sentinels as config_sentinels
 from gateway.delivery import Hub
 from gateway.server import Gateway
 from gateway.web import WebSide
@@ -124,7 +125,7 @@ class Running:
     """`async with Running(config) as gw:` a gateway serving on config's address (or `sock`)."""
 
     def __init__(self, config: Config, sock: object = None, passwords: Passwords | None = None) -> None:
-        assert config.database_url and config.redis_url, "resolve the embedded servers first"
+        assert config.database_url and (config.redis_url or config.redis_sentinels), "resolve embedded servers first"
         self.config = config
         self.sock = sock
         self.passwords = passwords
@@ -134,19 +135,22 @@ class Running:
 
     async def __aenter__(self) -> Gateway:
         c = self.config
-        assert c.database_url and c.redis_url
+        assert c.database_url
         try:
             db = await asyncio.wait_for(connect_postgres(c.database_url, c.db_pool_size), 15)
         except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
             raise StartupError(f"cannot connect to PostgreSQL at {_where(c.database_url)}: {exc}") from None
         async with db.acquire() as conn:
             await migrate(conn)
-        redis = connect_redis(c.redis_url)
+        sentinels = config_sentinels(c.redis_sentinels) if c.redis_sentinels else None
+        redis = connect_redis(c.redis_url, sentinels, c.redis_master)
         try:
             await asyncio.wait_for(redis.ping(), 15)
         except (OSError, TimeoutError, aioredis.RedisError) as exc:
             await db.close()
-            raise StartupError(f"cannot connect to Redis at {_where(c.redis_url)}: {exc}") from None
+            where = (f"master {c.redis_master!r} of Sentinels {c.redis_sentinels}" if sentinels
+                     else _where(c.redis_url or ""))
+            raise StartupError(f"cannot connect to Redis at {where}: {exc}") from None
         try:
             cipher = await start_cipher(c, db)
         except StartupError:

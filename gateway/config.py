@@ -17,7 +17,9 @@ class ConfigError(ValueError):
 class Config:
     data_dir: Path = Path("var")
     database_url: str | None = None  # None: start the embedded PostgreSQL under data_dir
-    redis_url: str | None = None  # None: start the embedded Redis under data_dir
+    redis_url: str | None = None  # None: start the embedded Redis under data_dir (unless Sentinel is set)
+    redis_sentinels: str | None = None  # "host:port,host:port": the master is asked of these Sentinels
+    redis_master: str = "mymaster"  # the master's name in Sentinel
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 1
@@ -83,6 +85,8 @@ ENV = {
     "DATA_DIR": "data_dir",
     "DATABASE_URL": "database_url",
     "REDIS_URL": "redis_url",
+    "REDIS_SENTINELS": "redis_sentinels",
+    "REDIS_MASTER": "redis_master",
     "GATEWAY_HOST": "host",
     "GATEWAY_PORT": "port",
     "GATEWAY_WORKERS": "workers",
@@ -171,7 +175,8 @@ def _convert(name: str, raw: str) -> Any:
         return Path(raw)
     if name == "key_dir":
         return Path(raw) if raw else None
-    optional = ("database_url", "redis_url", "secret", "kek", "fcm_credentials", "public_url", "stripe_api_key",
+    optional = ("database_url", "redis_url", "redis_sentinels",
+                "secret", "kek", "fcm_credentials", "public_url", "stripe_api_key",
                 "stripe_webhook_secret", "openai_api_key", "openai_base_url")
     return raw or None if name in optional else raw
 
@@ -190,6 +195,17 @@ def load(env: Mapping[str, str] = os.environ, flags: argparse.Namespace | None =
     return config
 
 
+def sentinels(raw: str) -> list[tuple[str, int]]:
+    """REDIS_SENTINELS as (host, port) pairs."""
+    found = []
+    for item in raw.split(","):
+        host, _, port = item.strip().rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) <= 65535:
+            raise ConfigError(f"REDIS_SENTINELS={raw!r} is not a list of host:port separated by commas")
+        found.append((host.strip("[]"), int(port)))
+    return found
+
+
 def validate(c: Config) -> None:
     if not 0 <= c.port <= 65535:
         raise ConfigError(f"GATEWAY_PORT={c.port} is out of range 0-65535")
@@ -199,6 +215,8 @@ def validate(c: Config) -> None:
         raise ConfigError(f"DATABASE_URL must start with postgresql://, got {c.database_url.split(':')[0]!r}")
     if c.redis_url is not None and urlparse(c.redis_url).scheme not in ("redis", "rediss", "unix"):
         raise ConfigError(f"REDIS_URL must start with redis://, rediss:// or unix://, got {c.redis_url!r}")
+    if c.redis_sentinels is not None:
+        sentinels(c.redis_sentinels)  # raises ConfigError naming the setting
     if c.log_level.upper() not in LOG_LEVELS:
         raise ConfigError(f"LOG_LEVEL={c.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
     if c.log_format not in ("text", "json"):

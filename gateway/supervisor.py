@@ -20,8 +20,9 @@ log = logging.getLogger(__name__)
 
 def serve(config: Config) -> int:
     embedded = Embedded(config.data_dir)
-    if config.database_url is None or config.redis_url is None:
-        db, redis = embedded.start(config.database_url is None, config.redis_url is None)
+    need_redis = config.redis_url is None and config.redis_sentinels is None
+    if config.database_url is None or need_redis:
+        db, redis = embedded.start(config.database_url is None, need_redis)
         config = dataclasses.replace(config, database_url=config.database_url or db,
                                      redis_url=config.redis_url or redis)
     try:

@@ -1,14 +1,19 @@
 """Gateways as real OS processes (`python run.py serve ...`), for multi-process and shutdown tests."""
 
 import asyncio
+import contextlib
 import os
 import signal
+import socket
+import subprocess
 import sys
+import time
 import urllib.request
+import uuid
 from pathlib import Path
 from types import TracebackType
 
-from storage.embedded import free_port
+from storage.embedded import free_port, redis_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -83,3 +88,62 @@ async def run_command(*args: str, env: dict[str, str] | None = None, timeout: fl
             await proc.wait()
     assert proc.returncode is not None
     return proc.returncode, out.decode(errors="replace")
+
+
+class RedisProcess:
+    """A redis-server of the test's own on a fixed port, to kill and start again (empty, as if its
+    machine were replaced, or with its append-only file)."""
+
+    def __init__(self, root: Path, *args: str) -> None:
+        self.root, self.port, self.args = root, free_port(), args
+        self.process: subprocess.Popen[bytes] | None = None
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, *, empty: bool = False) -> None:
+        directory = self.root / (uuid.uuid4().hex if empty else "data")
+        directory.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [redis_binary(), "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(directory),
+             "--appendonly", "yes", "--save", "", "--daemonize", "no", *self.args], stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    return
+            time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+
+class SentinelProcess:
+    """A Redis Sentinel (redis-server --sentinel) watching one master, quick to fail over."""
+
+    def __init__(self, root: Path, master: RedisProcess, name: str = "mymaster") -> None:
+        self.port, self.name = free_port(), name
+        root.mkdir(parents=True, exist_ok=True)
+        self.conf = root / f"sentinel-{self.port}.conf"
+        self.conf.write_text(f"port {self.port}\nbind 127.0.0.1\ndir {root}\n"
+                             f"sentinel monitor {name} 127.0.0.1 {master.port} 1\n"
+                             f"sentinel down-after-milliseconds {name} 1000\n"
+                             f"sentinel failover-timeout {name} 5000\n")
+        self.process = subprocess.Popen([redis_binary(), str(self.conf), "--sentinel"],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def master(self) -> int | None:
+        """The port of the master this Sentinel names now."""
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+            s.sendall(f"SENTINEL get-master-addr-by-name {self.name}\r\n".encode())
+            reply = s.recv(256).split(b"\r\n")
+            if len(reply) >= 5 and reply[4].isdigit():
+                return int(reply[4])
+        return None
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait()

@@ -26,6 +26,7 @@ def test_flags_override_environment_override_defaults():
     ({"GATEWAY_PORT": "70000"}, "out of range"),
     ({"DATABASE_URL": "mysql://db/x"}, "DATABASE_URL must start with postgresql://"),
     ({"REDIS_URL": "http://x"}, "REDIS_URL must start with"),
+    ({"REDIS_SENTINELS": "10.0.0.1:26379,10.0.0.2"}, "REDIS_SENTINELS='10.0.0.1:26379,10.0.0.2' is not a list"),
     ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL='LOUD'"),
     ({"GATEWAY_SECRET": "short"}, "at least 32 characters"),
     ({"RATE_PER_S": "0"}, "RATE_PER_S must be positive"),

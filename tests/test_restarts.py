@@ -6,13 +6,9 @@ from their sessions), deliver across processes again, and every acknowledged wri
 
 import asyncio
 import contextlib
-import signal
-import socket
-import subprocess
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,39 +21,9 @@ from protocol.chat import ChatHistory, ChatSend
 from protocol.client import Client
 from protocol.location import LocationUpdate
 from protocol.orders import OrderAccept, OrderDepart, OrderGet, OrderNearby, OrderTimeline
-from storage.embedded import EmbeddedPostgres, free_port, redis_binary
+from storage.embedded import EmbeddedPostgres
+from tests.processes import RedisProcess, SentinelProcess
 from tests.world import events, order_at, refused, spot, technician
-
-
-class RedisProcess:
-    """A redis-server of the test's own on a fixed port, to kill and start again (empty, as if its
-    machine were replaced, or with its append-only file)."""
-
-    def __init__(self, root: Path) -> None:
-        self.root, self.port = root, free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self, *, empty: bool = False) -> None:
-        directory = self.root / (uuid.uuid4().hex if empty else "data")
-        directory.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(
-            [redis_binary(), "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(directory),
-             "--appendonly", "yes", "--save", "", "--daemonize", "no"], stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
-                s.sendall(b"PING\r\n")
-                if s.recv(16).startswith(b"+PONG"):
-                    return
-            time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
 
 
 @pytest.fixture
@@ -188,3 +154,36 @@ async def test_postgres_stopped_and_started_again(make_gateway, redis_process, p
         assert [m.text for m in history if m.kind != "system"] == ["Gate code is 1234", "hello?"]
         entries = (await consumer.request(OrderTimeline(order_id=order.id))).entries
         assert [e.to_state for e in entries][-3:] == ["open", "accepted", "en_route"]
+
+
+async def test_a_sentinel_failover_moves_every_gateway_to_the_new_master(make_gateway, tmp_path, signed_in):
+    master = RedisProcess(tmp_path / "a")
+    master.start()
+    replica = RedisProcess(tmp_path / "b", "--replicaof", "127.0.0.1", str(master.port))
+    replica.start()
+    sentinel = SentinelProcess(tmp_path / "sentinel", master)
+    try:
+        await until(lambda: asyncio.to_thread(lambda: sentinel.master() == master.port))
+        settings = {"redis_url": None, "redis_sentinels": f"127.0.0.1:{sentinel.port}", "sweep_interval_s": 0.5}
+        async with make_gateway(**settings) as one, make_gateway(**settings) as two:
+            place = spot()
+            tech, _ = await technician(signed_in, place, connect={"gw": two})
+            consumer, _ = await signed_in("consumer", gw=one)
+            first = (await consumer.request(order_at(place))).order
+            await until_event(tech, "order.available", lambda e: e.order.id == first.id)
+
+            master.kill()  # Sentinel sees it down after a second and promotes the replica
+            await until(lambda: asyncio.to_thread(lambda: sentinel.master() == replica.port), timeout=60)
+            await until(lambda: ready(one, two))
+            nearby = await until(lambda: tech.request(OrderNearby(lat=place[0], lng=place[1])))
+            assert first.id in {o.order.id for o in nearby.orders}  # the replica had it
+            later = (await consumer.request(order_at(place))).order
+            await until_event(tech, "order.available", lambda e: e.order.id == later.id)
+            await tech.request(OrderAccept(order_id=later.id))
+            await consumer.request(ChatSend(order_id=later.id, client_id="c1", text="See you soon"))
+            await until_event(tech, "chat.message", lambda e: e.message.text == "See you soon")
+    finally:
+        sentinel.stop()
+        for server in (master, replica):
+            with contextlib.suppress(Exception):
+                server.kill()
