@@ -2,11 +2,16 @@
 each frame with msgspec and answering it with a small Struct when it has an `id` (frames without
 one are a stream, as the gateway's `location.update`). Nothing else: no sessions, no auth.
 
+Replies are written the way the gateway writes: a ready-made frame straight to the transport while
+its buffer is under the high-water mark (`gateway.wire.write_now`), `await ws.send()` only
+otherwise. `--write send` answers every frame with `await ws.send()` instead: the baseline as it was
+before, kept as a second reference.
+
 One operation of its own, for the fan-out baseline: `{"type": "broadcast", "id": ..., "event": {...}}`
 sends the event, encoded once, to every other open connection with websockets' `broadcast()`,
 then answers.
 
-    python -m bench.bare --port 8765
+    python -m bench.bare --port 8765 [--write transport|send]
 """
 
 import argparse
@@ -21,6 +26,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from gateway.config import Config
+from gateway.wire import write_now
 
 
 class Reply(msgspec.Struct, tag="result", tag_field="type"):
@@ -31,7 +37,7 @@ encode = msgspec.json.Encoder().encode
 decode = msgspec.json.decode
 
 
-async def answer(ws: ServerConnection) -> None:
+async def answer(ws: ServerConnection, direct: bool) -> None:
     recv, send = ws.recv, ws.send
     try:
         while True:
@@ -41,7 +47,9 @@ async def answer(ws: ServerConnection) -> None:
                 continue
             if frame.get("type") == "broadcast":
                 broadcast(ws.server.connections - {ws}, encode(frame.get("event")), text=True)
-            await send(encode(Reply(id=request_id)), text=True)
+            reply = encode(Reply(id=request_id))
+            if not (direct and write_now(ws, reply, text=True)):
+                await send(reply, text=True)
     except ConnectionClosed:
         pass
 
@@ -55,13 +63,18 @@ def healthz(connection: ServerConnection, request: Request) -> Response | None:
     return None
 
 
-async def main(host: str, port: int) -> None:
+async def main(host: str, port: int, write: str) -> None:
     defaults = Config()  # the transport settings Gateway.start uses (keep in step), from the same defaults
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with serve(answer, host, port, process_request=healthz, compression=None,
+    direct = write == "transport"
+
+    async def handler(ws: ServerConnection) -> None:
+        await answer(ws, direct)
+
+    async with serve(handler, host, port, process_request=healthz, compression=None,
                      max_size=defaults.max_frame_bytes * 4,
                      ping_interval=defaults.ping_interval_s, ping_timeout=defaults.ping_interval_s,
                      close_timeout=defaults.ping_interval_s):
@@ -72,5 +85,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--write", choices=("transport", "send"), default="transport",
+                        help="how replies are written: as the gateway does (default), or each with await ws.send()")
     args = parser.parse_args()
-    uvloop.run(main(args.host, args.port))
+    uvloop.run(main(args.host, args.port, args.write))

@@ -89,12 +89,13 @@ def measure(settings: Settings, command: str) -> Figures:
         data_dir = root / "gateway"
         _, frames = hellos(Config(data_dir=data_dir, secret=SECRET), settings.idle_sessions + settings.sessions)
         idle, busy = frames[:settings.idle_sessions], frames[settings.idle_sessions:]
+        names = ("bare", "bare-send", "gateway")
         for round_ in range(1, settings.rounds + 1):
-            order = ("bare", "gateway") if round_ % 2 else ("gateway", "bare")
+            order = names[round_ % 3:] + names[:round_ % 3]  # each goes first once in three rounds
             for name in order:
                 log = root / f"{name}-{round_}.log"
-                if name == "bare":
-                    server = bare_server(log, server_cpus)
+                if name.startswith("bare"):
+                    server = bare_server(log, server_cpus, "send" if name == "bare-send" else "transport")
                 else:
                     server = gateway_server(log, server_cpus, database_url=database_url, redis_url=redis_url,
                                             data_dir=data_dir, secret=SECRET)

@@ -111,10 +111,12 @@ class ServerProcess:
             process.wait(5)
 
 
-def bare_server(log: Path, cpus: set[int] | None) -> ServerProcess:
+def bare_server(log: Path, cpus: set[int] | None, write: str = "transport") -> ServerProcess:
+    """The bare baseline, writing replies as the gateway does, or (`write="send"`, named
+    `bare-send`) each with `await ws.send()` as it did before."""
     port = free_port(HOST)
-    argv = [sys.executable, "-m", "bench.bare", "--host", HOST, "--port", str(port)]
-    return ServerProcess("bare", argv, port, log, cpus)
+    argv = [sys.executable, "-m", "bench.bare", "--host", HOST, "--port", str(port), "--write", write]
+    return ServerProcess("bare" if write == "transport" else "bare-send", argv, port, log, cpus)
 
 
 def gateway_server(log: Path, cpus: set[int] | None, *, database_url: str, redis_url: str, data_dir: Path,

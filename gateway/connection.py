@@ -3,7 +3,6 @@
 import asyncio
 import collections
 import logging
-import struct
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -14,10 +13,10 @@ from redis import exceptions as redis_errors
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
-from websockets.protocol import OPEN
 
 from gateway.delivery import Batches, group_channel, user_channel
 from gateway.session import SessionState
+from gateway.wire import write_now
 from handlers.context import Identity
 from handlers.errors import ENDINGS, N_, BadRequest, GatewayError, Internal, RateLimited, TooLarge, Unavailable
 from handlers.i18n import negotiate
@@ -32,7 +31,6 @@ if TYPE_CHECKING:
     from gateway.server import Gateway
 
 log = logging.getLogger(__name__)
-HIGH_WATER = 64 * 1024  # bytes unsent in the socket's buffer beyond which frames queue in the outbox
 # PostgreSQL or Redis down, restarting, still loading or timing out: the client should retry, nothing is wrong with
 # its frame. Any other error of theirs (a Redis ResponseError, an SQL error) is a bug: `internal`. asyncpg raises
 # InternalClientError ("another operation is in progress") for the first query on a pooled connection that a stopping
@@ -40,16 +38,6 @@ HIGH_WATER = 64 * 1024  # bytes unsent in the socket's buffer beyond which frame
 UNREACHABLE = (OSError, TimeoutError, redis_errors.ConnectionError, redis_errors.TimeoutError,
                asyncpg.PostgresConnectionError, asyncpg.exceptions.OperatorInterventionError,
                asyncpg.InternalClientError)
-
-
-def frame_header(length: int, text: bool) -> bytes:
-    """RFC 6455 header of a final, unmasked (server-to-client) text or binary frame."""
-    first = 0x81 if text else 0x82
-    if length < 126:
-        return bytes((first, length))
-    if length < 65536:
-        return struct.pack("!BBH", first, 126, length)
-    return struct.pack("!BBQ", first, 127, length)
 
 
 class Deliveries:
@@ -295,8 +283,7 @@ class Session(Deliveries):
         if self._overflowed:
             return
         ws = self.ws
-        if not self._outbox and ws.protocol.state is OPEN and ws.transport.get_write_buffer_size() <= HIGH_WATER:
-            ws.transport.write(frame_header(len(frame), self.codec.text) + frame)
+        if not self._outbox and write_now(ws, frame, self.codec.text):
             return
         outbox = self._outbox
         if outbox is None:

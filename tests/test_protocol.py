@@ -164,7 +164,7 @@ def test_codecs_round_trip_every_request_field():
 def test_frames_written_directly_are_what_websockets_would_send(size, text):
     from websockets.frames import Frame, Opcode
 
-    from gateway.connection import frame_header
+    from gateway.wire import frame_header
 
     payload = b"x" * size
     expected = Frame(Opcode.TEXT if text else Opcode.BINARY, payload).serialize(mask=False, extensions=[])
