@@ -81,8 +81,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rates", type=lambda v: tuple(float(r) for r in v.split(",")), default=RATES,
                    help="open loop: the offered rates, msg/s, ascending, comma-separated")
     p.add_argument("--step-seconds", type=float, default=10.0,
-                   help="open loop: measured seconds per rate (10: each window holds one of the gateway's 10-second "
-                        "chores, the presence refresh)")
+                   help="open loop: measured seconds per rate")
     p.add_argument("--seconds", type=float, default=5.0, help="closed loop: measured seconds per run")
     p.add_argument("--warmup", type=float, default=1.0, help="seconds of load before each measurement")
     p.add_argument("--in-flight", type=int, default=200, help="closed loop: rooms with a message in flight each")
@@ -120,10 +119,10 @@ def measure(s: Settings, command: str) -> Figures:
         with Bench(s, b, server_cpus, client_cpus) as bench:
             figures.steps = bench.ramp()
             for round_ in range(1, s.rounds + 1):
-                sides = ("gateway", "asyncpg", "asyncpg-reset")
+                sides = ("gateway", "asyncpg-batched", "asyncpg")
                 for side in sides if round_ % 2 else sides[::-1]:
                     figures.throughput.append(bench.closed_loop(round_) if side == "gateway" else
-                                              bench.inserts(round_, reset=side == "asyncpg-reset"))
+                                              bench.inserts(round_, batched=side == "asyncpg-batched"))
             bench.measured()
         figures.log_measuring, figures.log_closing = bench.log_measuring, bench.log_closing
     figures.seconds = time.time() - figures.started
@@ -272,15 +271,15 @@ class Bench:
         print(f"  {run.summary()}", flush=True)
         return run
 
-    def inserts(self, round_: int, reset: bool = False) -> Throughput:
+    def inserts(self, round_: int, batched: bool = False) -> Throughput:
         s = self.s
-        how = " (asyncpg's default pool reset)" if reset else ""
+        how = ", batched as the gateway's chat writer" if batched else ", one row per statement"
         print(f"closed loop, round {round_}/{s.rounds}: bare asyncpg inserts{how}, {s.in_flight} in flight ...",
               flush=True)
         self.baseline_runs += 1
         argv = [sys.executable, "-m", "bench.chat_inserts", "--database-url", self.b.database_url,
                 "--rooms", str(self.rooms_file), "--in-flight", str(s.in_flight), "--pool-size", str(s.pool_size),
-                "--seq-from", str(SEQ_FROM * self.baseline_runs), *(["--reset"] if reset else [])]
+                "--seq-from", str(SEQ_FROM * self.baseline_runs), *(["--batch"] if batched else [])]
         with (self.b.root / "inserts.log").open("ab") as log:
             process = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
                                        start_new_session=True)
@@ -304,7 +303,7 @@ class Bench:
                 process.wait(5)
         if result["errors"]:
             raise RuntimeError(f"baseline: {result['errors']} inserts failed; first: {result['first_error']}")
-        run = Throughput(side="asyncpg-reset" if reset else "asyncpg", round=round_, in_flight=s.in_flight,
+        run = Throughput(side="asyncpg-batched" if batched else "asyncpg", round=round_, in_flight=s.in_flight,
                          done=result["inserted"], seconds=s.seconds, latencies=result["latencies"], cpu=cpu)
         print(f"  {run.summary()}", flush=True)
         return run

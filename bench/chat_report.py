@@ -14,7 +14,9 @@ from bench.chat_clients import SLOW_KEPT, SLOW_S
 from bench.report import MARK, markdown_table, ms, percentile, print_tables, ratio, rich_table
 
 P99_GOAL_S = SLOW_S  # open loop: chat.send -> the other member's chat.message, p99 under this
-THROUGHPUT_GOAL = 0.5  # closed loop: messages/s at least this fraction of bare asyncpg's inserts/s
+THROUGHPUT_GOAL = 0.7  # closed loop: messages/s at least this fraction of bare asyncpg's batched inserts/s; and
+# open loop: the highest rate held (p99 under P99_GOAL_S) at least this fraction of the same
+OLD_THROUGHPUT_GOAL = 0.5  # the goal against the per-row baseline (one commit per row), kept as a reference
 NOISY = 0.15  # other processes using more than this much of a core disturbed the measurement
 
 
@@ -92,7 +94,7 @@ class Step:
 class Throughput:
     """One closed-loop window: the gateway's chat.send, or the baseline's bare inserts."""
 
-    side: str  # "gateway", "asyncpg" (the baseline) or "asyncpg-reset" (the baseline with asyncpg's pool reset)
+    side: str  # "gateway", "asyncpg-batched" (the baseline) or "asyncpg" (per row, the older baseline)
     round: int
     in_flight: int
     done: int  # messages delivered to the other member (gateway), rows inserted (asyncpg), in the window
@@ -167,8 +169,14 @@ def summary_rows(f: Figures) -> list[list[str]]:
         best = f.best
         what = (f"Open loop: highest rate held, p99 chat.send -> the other member's chat.message < {ms(P99_GOAL_S)} "
                 f"({s['rooms']:,} rooms)")
-        rows.append([what, "", f"{best.rate:,.0f} msg/s" if best else "none", "", f"p99 < {ms(P99_GOAL_S)}",
-                     MARK[best is not None]])
+        batched = f.median("asyncpg-batched", "rate")
+        goal_rate = THROUGHPUT_GOAL * batched
+        enough = best is not None and not math.isnan(goal_rate) and best.rate >= goal_rate
+        rows.append([what + " (baseline: the batched inserts' closed-loop rate)",
+                     "" if math.isnan(batched) else f"{batched:,.0f} msg/s",
+                     f"{best.rate:,.0f} msg/s" if best else "none",
+                     f"{ratio(best.rate, batched):.3f}x" if best and not math.isnan(batched) else "",
+                     f">= {THROUGHPUT_GOAL}x, p99 < {ms(P99_GOAL_S)}", MARK[enough]])
         if best is not None:
             rows.append([f"Open loop at {best.rate:,.0f} msg/s: p50 / p99", "", f"{ms(best.p50)} / {ms(best.p99)}",
                          "", "", ""])
@@ -178,24 +186,24 @@ def summary_rows(f: Figures) -> list[list[str]]:
                          f"{ms(top.p50)} / {ms(top.p99)}", "", "", ""])
     if f.throughput:
         n = f.throughput[0].in_flight
-        base, mine = f.median("asyncpg", "rate"), f.median("gateway", "rate")
-        rows.append([f"Closed loop: messages stored and delivered/s, {n} in flight (baseline: bare asyncpg INSERT "
-                     f"of one row per statement, pool of {s['pool_size']}, {n} in flight)", f"{base:,.0f}",
-                     f"{mine:,.0f}", f"{ratio(mine, base):.3f}x", f">= {THROUGHPUT_GOAL}x",
+        base, mine = f.median("asyncpg-batched", "rate"), f.median("gateway", "rate")
+        rows.append([f"Closed loop: messages stored and delivered/s, {n} in flight (baseline: bare asyncpg, up to "
+                     f"500 rows per transaction as the gateway's writer, pool of {s['pool_size']}, {n} in flight)",
+                     f"{base:,.0f}", f"{mine:,.0f}", f"{ratio(mine, base):.3f}x", f">= {THROUGHPUT_GOAL}x",
                      MARK[ratio(mine, base) >= THROUGHPUT_GOAL]])
-        reset = f.median("asyncpg-reset", "rate")
-        if not math.isnan(reset):
-            rows.append(["… the baseline with asyncpg's default pool reset (a reset query after every insert, "
-                         "as the gateway's pool has)", f"{reset:,.0f}", f"{mine:,.0f}", f"{ratio(mine, reset):.3f}x",
-                         "", ""])
+        per_row = f.median("asyncpg", "rate")
+        if not math.isnan(per_row):
+            rows.append(["… against the older baseline: one INSERT of one row per statement (a commit per row)",
+                         f"{per_row:,.0f}", f"{mine:,.0f}", f"{ratio(mine, per_row):.3f}x",
+                         f">= {OLD_THROUGHPUT_GOAL}x (old goal)", MARK[ratio(mine, per_row) >= OLD_THROUGHPUT_GOAL]])
         for name, label in (("server", "CPU per message: the gateway process (baseline: the inserting process)"),
                             ("postgres", "CPU per message: PostgreSQL, all its processes"),
                             ("redis", "CPU per message: Redis")):
-            base, mine = f.median("asyncpg", name), f.median("gateway", name)
+            base, mine = f.median("asyncpg-batched", name), f.median("gateway", name)
             times = f"{ratio(mine, base):.1f}x" if base >= 0.001 else ""
             rows.append([label, f"{base:.3f} ms", f"{mine:.3f} ms", times, "", ""])
-        base, mine = f.median("asyncpg", "p50"), f.median("gateway", "p50")
-        rows.append(["Closed loop p50: send -> delivered (baseline: the INSERT)", ms(base), ms(mine),
+        base, mine = f.median("asyncpg-batched", "p50"), f.median("gateway", "p50")
+        rows.append(["Closed loop p50: send -> delivered (baseline: the batched INSERT committed)", ms(base), ms(mine),
                      f"{ratio(mine, base):.1f}x", "", ""])
     return rows
 
@@ -231,8 +239,8 @@ THROUGHPUT_HEADER = ["Round", "Side", "Messages/s", "p50", "p99", "Server CPU", 
                      "Client CPU", "Other CPU", "Server CPU ms/msg", "PostgreSQL CPU ms/msg"]
 
 
-SIDE_NAMES = {"gateway": "gateway chat.send", "asyncpg": "bare asyncpg INSERT",
-              "asyncpg-reset": "bare asyncpg INSERT, pool reset"}
+SIDE_NAMES = {"gateway": "gateway chat.send", "asyncpg": "bare asyncpg INSERT, a row per commit",
+              "asyncpg-batched": "bare asyncpg INSERT, batched"}
 
 
 def throughput_rows(f: Figures) -> list[list[str]]:
@@ -254,7 +262,7 @@ def notes(f: Figures) -> list[str]:
         out.append(f"The clients sent later than scheduled by more than {ms(P99_GOAL_S / 10)} (p99) at "
                    f"{', '.join(f'{st.rate:,.0f}' for st in lagging)} msg/s: they share their core with PostgreSQL "
                    "and Redis; latencies count from when a frame actually left.")
-    if f.throughput and ratio(f.median("gateway", "rate"), f.median("asyncpg", "rate")) < THROUGHPUT_GOAL:
+    if f.throughput and ratio(f.median("gateway", "rate"), f.median("asyncpg-batched", "rate")) < THROUGHPUT_GOAL:
         out.append("Throughput misses its goal: `--profile DIR` runs the gateway's closed loop under cProfile and "
                    "prints where its time goes.")
     for when, log in (("while measuring", f.log_measuring), (f"as its {2 * f.settings['rooms']:,} sessions closed",
@@ -305,9 +313,8 @@ member has its `chat.message` and the sender its reply.
   falls behind (messages of the window still undelivered {s['drain_s']:g} s after it, or the clients
   unable to send at the rate). Reported: the highest rate held with p99 under {ms(P99_GOAL_S)}. Messages
   over {ms(P99_GOAL_S)} are grouped by when they left: a few short bursts are pauses of the gateway's event
-  loop, one that lasts is overload. The default window, 10 s, holds exactly one of the gateway's
-  10-second chores (the presence refresh, which writes every connected user to Redis in one
-  pipeline), so every rate meets the same. Measuring starts
+  loop, one that lasts is overload. Goal: the highest rate held is at least {THROUGHPUT_GOAL}x the batched
+  baseline's closed-loop rate below (before, any rate held passed). Measuring starts
   {s['settle_s']:g} s after the sessions opened, once the gateway has moved them out of the garbage collector's
   way (before that, full collections of about 60 ms land on whatever is measured).
 - **Throughput, closed loop**: {s['in_flight']} rooms keep one message each in flight, the next leaving
@@ -317,13 +324,15 @@ member has its `chat.message` and the sender its reply.
   {s['in_flight']} coroutines, each inserting rows like the gateway's (order, sequence number, sender, role,
   a fresh client id, `text`, the same body sealed as the gateway seals it: AES-256-GCM bound to room
   and sequence number, into `body_enc`; no attachments) into `chat_messages` in a room of its
-  own with `pool.execute`: one INSERT of one row per statement in autocommit, so one commit per
-  row, the next as soon as the previous one is answered, counted over the same window. It looks
-  up no order, takes no room counter (it numbers its rows itself) and delivers nothing; its pool
-  hands connections back without asyncpg's default reset query, so each insert is one round trip.
-  The same baseline with asyncpg's default (a reset query after every insert, as the gateway's
-  pool does after each of its queries) is shown for reference. Goal: at least {THROUGHPUT_GOAL}x the baseline's
-  rate. Median of {rounds}, the order of the sides alternating.
+  own, the next as soon as the previous one is committed, counted over the same window. **Batched**
+  (the baseline): the coroutines queue their rows and one writer stores all that are queued, up to
+  500, in one transaction with the gateway's multi-row INSERT, as the gateway's chat writer does.
+  **Per row** (the older baseline, kept for comparison): one INSERT of one row per statement in
+  autocommit, a commit per row. Neither looks up an order, takes a room counter (they number their
+  rows themselves) or delivers anything; the pool is the gateway's (no reset query on release; the
+  earlier "pool reset" row ran this same pool, mislabelled, and is gone). Goal: at least
+  {THROUGHPUT_GOAL}x the batched baseline's rate (it was {OLD_THROUGHPUT_GOAL}x of the per-row one). Median of {rounds},
+  the order of the sides alternating.
 - **CPU** over each window from `/proc`: the gateway (or the baseline process), PostgreSQL (the
   postmaster and all its backends), Redis, the clients, and *other* (the rest of the machine).""", tables=f"""\
 ### Summary
