@@ -28,6 +28,7 @@ import argparse
 import os
 import random
 import time
+import urllib.request
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -192,14 +193,16 @@ class Bench:
             self._open(group, server, "technician")
             self._each(group, server, [DUTY] * n, "tech.duty", duty)
             self._each(group, server, [_position(st.lat, st.lng(0)) for st in streams], "location.update", duty)
+            written_before = _positions_written(server) if gateway else 0
             tally, last = group.stream(streams, s.warmup, s.seconds, server.pid, self._hooks(server),
                                        {"redis": self.b.redis_pid} if gateway else {})
             if tally.errors:
                 raise RuntimeError(f"{name}: {tally.errors} error frames or lost sessions while streaming\n"
                                    f"{server.log_tail()}")
+            written = _positions_written(server) - written_before if gateway else 0
             if gateway:
                 self._check_positions(users, streams, last)
-        run = Ingest(server=name, round=round_, sessions=n, confirmed=tally.replies, sent=tally.sent,
+        run = Ingest(written=written, server=name, round=round_, sessions=n, confirmed=tally.replies, sent=tally.sent,
                      seconds=tally.seconds, drain_s=max(0.0, tally.finished - tally.closed_at),
                      server_cpu=tally.server_cpu, client_cpu=tally.client_cpu,
                      redis_cpu=tally.watched_cpu.get("redis", 0.0), other_cpu=tally.other_cpu)
@@ -357,6 +360,15 @@ class Bench:
             raise RuntimeError(f"{server.name}: {len(bad)} of {len(replies)} {what} failed; first reply: "
                                f"{bad[0][:300]!r}\n{server.log_tail()}")
         return replies
+
+
+def _positions_written(server: ServerProcess) -> int:
+    """The gateway's count of positions written to Redis (`gateway_positions_written_total`)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=10) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith("gateway_positions_written_total "):
+                return int(float(line.split()[1]))
+    raise RuntimeError("the gateway's /metrics has no gateway_positions_written_total")
 
 
 def _position(lat: float, lng: float) -> bytes:

@@ -23,17 +23,28 @@ class Ingest:
     round: int
     sessions: int
     confirmed: int  # updates confirmed within the window
-    sent: int
+    sent: int  # updates sent over the whole stream (warm-up, window and drain)
     seconds: float
     drain_s: float  # after the window: until the last marker's reply
     server_cpu: float
     client_cpu: float
     redis_cpu: float
     other_cpu: float
+    written: int = 0  # positions the gateway wrote to Redis over the whole stream (its counter); 0 for bare
 
     @property
     def rate(self) -> float:
         return self.confirmed / self.seconds
+
+    @property
+    def writes_per_update(self) -> float:
+        """What coalescing leaves: Redis position writes per update sent, over the whole stream."""
+        return self.written / self.sent if self.sent else 0.0
+
+    @property
+    def redis_writes(self) -> float:
+        """Redis position writes per second at the window's confirmed rate."""
+        return self.rate * self.writes_per_update
 
     @property
     def per_cpu_second(self) -> float:
@@ -128,6 +139,11 @@ def summary_rows(f: Figures) -> list[list[str]]:
     bare, gw = f.ingest_median("bare", "per_cpu_second"), f.ingest_median("gateway", "per_cpu_second")
     rows.append(["Ingest: updates per server CPU-second", f"{bare:,.0f}", f"{gw:,.0f}", f"{ratio(gw, bare):.3f}x",
                  "", ""])
+    if f.ingest_median("gateway", "written"):
+        rows.append(["Ingest: Redis position writes/s beside those updates/s (each technician's newest position per "
+                     "flush is written; the others are coalesced away)", "",
+                     f"{f.ingest_median('gateway', 'redis_writes'):,.0f} "
+                     f"({f.ingest_median('gateway', 'writes_per_update'):.1%} of updates)", "", "", ""])
     d = f.dispatch
     if d is not None:
         who = f"last of {d.sessions:,} sessions (baseline: bare `broadcast()`)"
@@ -152,12 +168,13 @@ def summary_rows(f: Figures) -> list[list[str]]:
     return rows
 
 
-INGEST_HEADER = ["Round", "Server", "Updates/s", "Sent", "Drain", "Server CPU", "Redis CPU", "Client CPU",
-                 "Other CPU", "Updates/server CPU-s"]
+INGEST_HEADER = ["Round", "Server", "Updates/s", "Redis writes/s", "Sent", "Drain", "Server CPU", "Redis CPU",
+                 "Client CPU", "Other CPU", "Updates/server CPU-s"]
 
 
 def ingest_rows(f: Figures) -> list[list[str]]:
-    return [[str(r.round), r.server, f"{r.rate:,.0f}", f"{r.sent:,}", ms(r.drain_s), f"{r.server_cpu / r.seconds:.0%}",
+    return [[str(r.round), r.server, f"{r.rate:,.0f}", f"{r.redis_writes:,.0f}" if r.written else "",
+             f"{r.sent:,}", ms(r.drain_s), f"{r.server_cpu / r.seconds:.0%}",
              f"{r.redis_cpu / r.seconds:.0%}" if r.server == "gateway" else "", f"{r.client_cpu / r.seconds:.0%}",
              f"{r.other_cpu / r.seconds:.0%}", f"{r.per_cpu_second:,.0f}"] for r in f.ingest]
 

@@ -59,6 +59,7 @@ class Metrics:
         r.register(PLATFORM_COLLECTOR)  # python_info
         r.register(GC_COLLECTOR)  # python_gc_*
         r.register(geo.REFUSED)
+        r.register(geo.WRITTEN)
         for metric in (*ai_metrics.ALL, *order_metrics.ALL, payments.JOB_RUNS, push.SENDS, push.DEAD):
             r.register(metric)
         self.tally_in: dict[str, int] = {}

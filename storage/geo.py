@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 # What the index refused, counted per process; gateway.metrics registers it with its registry.
 REFUSED = Counter("gateway_geo_refused", "Positions and open orders skipped because the Redis GEO index "
                   "cannot hold their coordinates", ["index"], registry=None)
+WRITTEN = Counter("gateway_positions_written", "Technician positions written to the GEO index: after coalescing, "
+                  "a technician's several updates within one flush are one write", registry=None)
 
 
 def indexable(lng: float, lat: float) -> bool:
@@ -131,6 +133,7 @@ class PositionWriter:
                 pipe.zadd(SEEN, seen)
         await pipe.execute()
         self.written += len(items)
+        WRITTEN.inc(len(items))
 
 
 async def go_off_duty(redis: aioredis.Redis, technician: str) -> None:
