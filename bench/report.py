@@ -23,6 +23,8 @@ SECTIONS = {
                 ".venv/bin/python -m bench.gateway --markdown docs/benchmarks.md"),
     "orders": ("Location ingest, dispatch and the order feed",
                ".venv/bin/python -m bench.orders --markdown docs/benchmarks.md"),
+    "ingest": ("Paced ingest: thousands of technicians in one process",
+               ".venv/bin/python -m bench.ingest --markdown docs/benchmarks.md"),
     "chat": ("Chat: message latency and throughput",
              ".venv/bin/python -m bench.chat --markdown docs/benchmarks.md"),
     "summary": ("Back-office summaries on a year of orders",
