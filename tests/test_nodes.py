@@ -9,7 +9,9 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import asyncpg
 import pytest
+import redis.asyncio as aioredis
 from websockets.exceptions import ConnectionClosed
 
 from protocol.admin import Notice, Notify, Watch
@@ -20,6 +22,7 @@ from protocol.location import Duty, LocationUpdate
 from protocol.orders import OrderAccept, OrderGet, OrderTimeline
 from protocol.suspension import Suspend
 from storage import geo
+from storage.embedded import free_port
 from tests.conftest import SECRET, mint
 from tests.processes import GatewayProcess
 from tests.world import events, fresh, offset, order_at, spot
@@ -349,3 +352,52 @@ async def test_a_node_killed_mid_traffic_loses_no_acknowledged_write_and_its_app
         if victim.process is not None and victim.process.returncode is None:
             victim.kill()
             await victim.process.wait()
+
+
+@pytest.mark.timeout(240)
+async def test_the_embedded_default_serves_a_second_node_over_tcp_behind_passwords(gateway, tmp_path):
+    pg_port, redis_port = free_port(), free_port()
+    env = {"DATABASE_URL": "", "REDIS_URL": "", "GATEWAY_SECRET": SECRET, "LOG_LEVEL": "INFO", "KEY_DIR": "",
+           "KEK": ""}
+    first = GatewayProcess("--data-dir", str(tmp_path / "a"), "--embedded-listen", "127.0.0.1",
+                           "--embedded-postgres-port", str(pg_port), "--embedded-redis-port", str(redis_port), env=env)
+    await first.start(timeout=120)
+    second = None
+    try:
+        [line] = [line for line in first.log.splitlines() if "other nodes join with" in line]
+        urls = dict(word.split("=", 1) for word in line.split() if word.startswith(("DATABASE_URL=", "REDIS_URL=")))
+        db_password = (tmp_path / "a" / "postgres.password").read_text()
+        redis_password = (tmp_path / "a" / "redis.password").read_text()
+        assert urls == {"DATABASE_URL": f"postgresql://postgres:{db_password}@127.0.0.1:{pg_port}/postgres",
+                        "REDIS_URL": f"redis://:{redis_password}@127.0.0.1:{redis_port}/0"}
+        with pytest.raises(asyncpg.InvalidPasswordError):  # TCP only with the password
+            await asyncpg.connect(f"postgresql://postgres:wrong@127.0.0.1:{pg_port}/postgres")
+        stranger = aioredis.Redis(port=redis_port)
+        with pytest.raises(aioredis.AuthenticationError):
+            await stranger.ping()
+        await stranger.aclose()
+
+        # Node b: its own data folder, a's servers, the same secret and a copy of a's key folder.
+        keys = tmp_path / "b-keys"
+        keys.mkdir(mode=0o700)
+        for pem in (tmp_path / "a-keys").glob("kek-*.pem"):
+            (keys / pem.name).write_bytes(pem.read_bytes())
+        second = await GatewayProcess("--data-dir", str(tmp_path / "b"), env={
+            **env, "LOG_LEVEL": "WARNING", "KEY_DIR": str(keys), **urls}).start()
+        async with await Client.connect(first.url) as consumer, await Client.connect(second.url) as tech:
+            await consumer.request(Auth(token=mint(gateway, "consumer")[1]))  # (the tests' gateway: the same secret)
+            await tech.request(Auth(token=mint(gateway, "technician")[1]))
+            place = spot()
+            await on_duty_at(tech, place)
+            order = (await consumer.request(order_at(place, address="9 Cedar Court"))).order
+            assert [e.order.id for e in await events(tech, "order.available")] == [order.id]
+            accepted = (await tech.request(OrderAccept(order_id=order.id))).order
+            assert accepted.address == "9 Cedar Court"  # sealed by a, opened by b
+            assert (await events(consumer, "order.status"))[0].order.state == "accepted"
+        assert await second.terminate() == 0
+        clean([second])
+    finally:
+        if second is not None and second.process is not None and second.process.returncode is None:
+            second.kill()
+        assert await first.terminate() == 0
+    assert "Traceback" not in first.log
