@@ -65,7 +65,18 @@ class Presence:
         await waiter
 
     async def _beat(self) -> None:
-        await self._redis.zadd(NODES, {self.node: time.time()})
+        """Say this node lives; forget nodes dead for ten TTLs (killed: no `stop` removed their set)."""
+        now = time.time()
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zadd(NODES, {self.node: now})
+        pipe.zrangebyscore(NODES, "-inf", now - 10 * self.ttl_s)
+        _, dead = await pipe.execute()
+        if dead:
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.zrem(NODES, *dead)
+            pipe.delete(*(node_key(n.decode()) for n in dead))
+            await pipe.execute()
+            log.info("presence: forgot %d nodes dead for over %g s", len(dead), 10 * self.ttl_s)
 
     async def _heartbeat(self) -> None:
         while True:

@@ -6,6 +6,7 @@ killed mid-traffic loses no acknowledged write and its apps carry on from anothe
 import asyncio
 import contextlib
 import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from protocol.client import Client, ErrorReply, Reconnecting
 from protocol.location import Duty, LocationUpdate
 from protocol.orders import OrderAccept, OrderGet, OrderTimeline
 from protocol.suspension import Suspend
-from storage import geo
+from storage import geo, push
 from storage.embedded import free_port
 from tests.conftest import SECRET, mint
 from tests.processes import GatewayProcess
@@ -401,3 +402,19 @@ async def test_the_embedded_default_serves_a_second_node_over_tcp_behind_passwor
             second.kill()
         assert await first.terminate() == 0
     assert "Traceback" not in first.log
+
+
+async def test_a_node_dead_for_ten_presence_ttls_is_forgotten_by_the_living(gateway):
+    redis, stamp = gateway.services.redis, fresh("node")
+    now = time.time()
+    await redis.zadd(push.NODES, {f"{stamp}-long-dead": now - 100, f"{stamp}-just-dead": now - 20})
+    for name in ("long-dead", "just-dead"):
+        await redis.sadd(push.node_key(f"{stamp}-{name}"), "a-user")
+    living = push.Presence(redis, f"{stamp}-living", ttl_s=5)  # forgets nodes silent for 50 s
+    await living.start()  # (it beats at once)
+    await living.stop()
+    assert await redis.zscore(push.NODES, f"{stamp}-long-dead") is None
+    assert not await redis.exists(push.node_key(f"{stamp}-long-dead"))
+    assert await redis.exists(push.node_key(f"{stamp}-just-dead"))  # its users already count offline
+    await redis.zrem(push.NODES, f"{stamp}-just-dead")
+    await redis.delete(push.node_key(f"{stamp}-just-dead"))
