@@ -6,8 +6,10 @@ killed mid-traffic loses no acknowledged write and its apps carry on from anothe
 import asyncio
 import contextlib
 import random
+import shutil
+import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -355,8 +357,18 @@ async def test_a_node_killed_mid_traffic_loses_no_acknowledged_write_and_its_app
             await victim.process.wait()
 
 
+@pytest.fixture
+def outside_pytest_tmp() -> Iterator[Path]:
+    """A scratch folder outside /tmp/pytest-of-USER: as root, pgserver runs PostgreSQL as the user
+    `pgserver`, and every pytest start (another run on the box) makes that folder 0700 again."""
+    path = Path(tempfile.mkdtemp(prefix="nodes-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.mark.timeout(240)
-async def test_the_embedded_default_serves_a_second_node_over_tcp_behind_passwords(gateway, tmp_path):
+async def test_the_embedded_default_serves_a_second_node_over_tcp_behind_passwords(gateway, outside_pytest_tmp):
+    tmp_path = outside_pytest_tmp
     pg_port, redis_port = free_port(), free_port()
     env = {"DATABASE_URL": "", "REDIS_URL": "", "GATEWAY_SECRET": SECRET, "LOG_LEVEL": "INFO", "KEY_DIR": "",
            "KEK": ""}
