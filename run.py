@@ -58,7 +58,8 @@ def parser() -> argparse.ArgumentParser:
                           "create orders) against a gateway; live progress, then a summary of throughput and "
                           "acknowledgement latency.")
     configuration.add_flags(load, ("data_dir", "secret"))
-    load.add_argument("--url", default=None, help="gateway URL (default ws://GATEWAY_HOST:GATEWAY_PORT/ws)")
+    load.add_argument("--url", default=None, help="gateway URL, or several separated by commas (a fleet: sessions "
+                      "spread over them and reconnect to the next) (default ws://GATEWAY_HOST:GATEWAY_PORT/ws)")
     load.add_argument("--technicians", type=int, default=100, metavar="N",
                       help="sessions streaming positions (default %(default)s)")
     load.add_argument("--duration", type=float, default=60.0, metavar="SECONDS",

@@ -301,16 +301,17 @@ def main(config: Config, args: argparse.Namespace) -> int:
         reason = f"cannot read the secret in {config.data_dir}: {exc.strerror}" if isinstance(exc, OSError) else exc
         print(f"load: {reason}", file=sys.stderr)
         return 2
-    url = args.url or f"ws://{config.host}:{config.port}/ws"
+    urls = tuple(u.strip() for u in (args.url or f"ws://{config.host}:{config.port}/ws").split(",") if u.strip())
+    url = urls[0]
     prefix = args.id_prefix or f"load-{secrets.token_hex(3)}"
     total = args.technicians + args.consumers
     processes = min(total, args.processes or math.ceil(total / SESSIONS_PER_PROCESS))
-    plans = [Plan(worker=w, url=url, config=config, prefix=prefix, technicians=range(w, args.technicians, processes),
+    plans = [Plan(worker=w, urls=urls, config=config, prefix=prefix, technicians=range(w, args.technicians, processes),
                   consumers=range(w, args.consumers, processes), total_technicians=args.technicians,
                   total_consumers=args.consumers, city=city, spread_km=args.spread_km, interval_s=args.interval,
                   max_rate=args.max, window=args.window, order_interval_s=args.order_interval, ramp_s=args.ramp,
                   token_ttl_s=args.duration + args.ramp + 600,
-                  source_addresses=loopback_ipv4(url) and total > simulator.SESSIONS_PER_SOURCE)
+                  source_addresses=all(map(loopback_ipv4, urls)) and total > simulator.SESSIONS_PER_SOURCE)
              for w in range(processes)]
     totals = Totals()
     progress = Progress(sys.stdout.isatty() and not args.quiet, total, args.duration)

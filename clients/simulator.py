@@ -27,6 +27,7 @@ from websockets.typing import Subprotocol
 
 from gateway.config import Config
 from protocol.auth import Auth, Role
+from protocol.client import Backoff
 from protocol.codec import JSON_SUBPROTOCOL
 from protocol.frames import Error, Head
 from protocol.location import Duty, LocationUpdate
@@ -71,7 +72,7 @@ class Plan:
     """One worker's share of the run, pickled to its process."""
 
     worker: int
-    url: str
+    urls: tuple[str, ...]  # the fleet's nodes: a session starts on one (by its index), reconnects to the next
     config: Config  # its secret resolved: the worker mints its sessions' tokens
     prefix: str
     technicians: range  # global indices, interleaved across workers so the ramp stays even
@@ -273,23 +274,25 @@ class Worker:
 
     async def session(self, index: int, role: Role, user: str, delay: float,
                       body: Callable[[Link, random.Random], Awaitable[None]]) -> None:
-        """Connect, sign in and run `body` until the stop; reconnect with backoff when the
-        connection fails or drops. A refused `auth` ends the session: retrying cannot help."""
+        """Connect, sign in and run `body` until the stop; when the connection fails or drops,
+        reconnect to the next node after the client library's backoff (full jitter). A refused
+        `auth` ends the session: retrying cannot help."""
         await self.pause(delay)
         p, c, rng = self.plan, self.counters, random.Random(user)
+        retry = Backoff(0.25, 5.0, rng)
         token, _ = self.issuer.mint(user, role, ttl=timedelta(seconds=p.token_ttl_s))
         auth = ENCODE(Auth(id="auth", token=token))
         source = f"127.0.0.{2 + index // SESSIONS_PER_SOURCE}"  # passed on to loop.create_connection
         extra: dict[str, Any] = {"local_addr": (source, 0)} if p.source_addresses else {}
-        attempt, connected, signed_in = 0, False, False
+        node, connected, signed_in = index, False, False
         while not self.stopping:
-            attempt += 1
+            url, node = p.urls[node % len(p.urls)], node + 1
             try:
-                ws = await connect(p.url, subprotocols=[Subprotocol(JSON_SUBPROTOCOL)],
+                ws = await connect(url, subprotocols=[Subprotocol(JSON_SUBPROTOCOL)],
                                    compression=None, proxy=None, ping_interval=None, close_timeout=2, **extra)
             except CONNECT_ERRORS as exc:
                 c.count(c.failures, failure(exc), str(exc) or type(exc).__name__)
-                await self.pause(backoff(attempt, rng))
+                await self.pause(retry.next())
                 continue
             c.connected += 1
             c.ever_connected += not connected
@@ -302,7 +305,8 @@ class Worker:
                     return
                 c.signed_in += 1
                 c.ever_signed_in += not signed_in
-                signed_in, attempt = True, 0
+                signed_in = True
+                retry.reset()
                 try:
                     await body(link, rng)  # until the stop
                     await link.settle()
@@ -317,7 +321,7 @@ class Worker:
             finally:
                 c.connected -= 1
                 await link.close()
-            await self.pause(backoff(attempt, rng))
+            await self.pause(retry.next())
 
     async def technician(self, link: Link, rng: random.Random) -> None:
         p = self.plan
@@ -377,10 +381,6 @@ def failure(exc: BaseException) -> str:
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
     return "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
-
-
-def backoff(attempt: int, rng: random.Random) -> float:
-    return min(5.0, 0.25 * 2.0 ** min(attempt, 5)) * rng.uniform(0.5, 1.5)
 
 
 def main(plan: Plan, queue: "Queue[Any]", go: ProcessEvent, stop: ProcessEvent) -> None:

@@ -162,7 +162,8 @@ class Running:
                                  stale_after_s=c.position_stale_s, upload_dir=str(data / "uploads"),
                                  invite_ttl_s=c.invite_ttl_s)
         chat_rules = ChatRules(push_max_attempts=c.push_max_attempts, push_retry_base_s=c.push_retry_base_s,
-                               push_poll_s=c.push_poll_s, push_log_after_s=c.push_log_after_s)
+                               push_poll_s=c.push_poll_s, push_log_after_s=c.push_log_after_s,
+                               presence_ttl_s=c.presence_ttl_s)
         money_rules = MoneyRules(platform_fee_bp=c.platform_fee_bp, payment_policy=c.payment_policy,
                                  payout_delay_s=c.payout_delay_s, cancellation_fee_bp=c.cancellation_fee_bp,
                                  money_max_attempts=c.money_max_attempts, money_retry_base_s=c.money_retry_base_s,

@@ -45,6 +45,10 @@ class Config:
     invite_ttl_s: float = 14 * 86_400.0
     platform_fee_bp: int = 1500
     sweep_interval_s: float = 15.0
+    presence_ttl_s: float = 30.0  # a node that has not beaten for this long is dead: its users are offline
+    embedded_listen: str | None = None  # None: embedded servers on loopback only; else this address, with passwords
+    embedded_postgres_port: int = 5432  # with embedded_listen
+    embedded_redis_port: int = 6379  # with embedded_listen
     fcm_credentials: str | None = None  # service-account JSON; None: pushes are logged, not sent
     fcm_endpoint: str = "https://fcm.googleapis.com"
     push_max_attempts: int = 8
@@ -112,6 +116,10 @@ ENV = {
     "INVITE_TTL_S": "invite_ttl_s",
     "PLATFORM_FEE_BP": "platform_fee_bp",
     "SWEEP_INTERVAL_S": "sweep_interval_s",
+    "PRESENCE_TTL_S": "presence_ttl_s",
+    "EMBEDDED_LISTEN": "embedded_listen",
+    "EMBEDDED_POSTGRES_PORT": "embedded_postgres_port",
+    "EMBEDDED_REDIS_PORT": "embedded_redis_port",
     "FCM_CREDENTIALS": "fcm_credentials",
     "FCM_ENDPOINT": "fcm_endpoint",
     "PUSH_MAX_ATTEMPTS": "push_max_attempts",
@@ -175,9 +183,9 @@ def _convert(name: str, raw: str) -> Any:
         return Path(raw)
     if name == "key_dir":
         return Path(raw) if raw else None
-    optional = ("database_url", "redis_url", "redis_sentinels",
-                "secret", "kek", "fcm_credentials", "public_url", "stripe_api_key",
-                "stripe_webhook_secret", "openai_api_key", "openai_base_url")
+    optional = ("database_url", "redis_url", "redis_sentinels", "secret", "kek", "embedded_listen",
+                "fcm_credentials", "public_url", "stripe_api_key", "stripe_webhook_secret", "openai_api_key",
+                "openai_base_url")
     return raw or None if name in optional else raw
 
 
@@ -225,6 +233,11 @@ def validate(c: Config) -> None:
         raise ConfigError(f"FCM_CREDENTIALS={c.fcm_credentials!r} is not a readable file")
     if not 0 <= c.http_port <= 65535:
         raise ConfigError(f"HTTP_PORT={c.http_port} is out of range 0-65535")
+    for name in ("embedded_postgres_port", "embedded_redis_port"):
+        if not 1 <= getattr(c, name) <= 65535:
+            raise ConfigError(f"{FLAG_OF[name]}={getattr(c, name)} is out of range 1-65535")
+    if c.embedded_postgres_port == c.embedded_redis_port:
+        raise ConfigError("EMBEDDED_POSTGRES_PORT and EMBEDDED_REDIS_PORT must differ")
     if c.payment_policy not in ("capture_at_completion", "pay_at_creation"):
         raise ConfigError(f"PAYMENT_POLICY={c.payment_policy!r} is not one of capture_at_completion, pay_at_creation")
     if c.stripe_api_key is not None and not c.stripe_api_key.startswith(("sk_", "rk_")):
@@ -247,9 +260,10 @@ def validate(c: Config) -> None:
         raise ConfigError("GATEWAY_SECRET must be at least 32 characters")
     for name in ("token_ttl_s", "refresh_ttl_s", "invite_ttl_s", "auth_timeout_s", "idle_timeout_s", "max_frame_bytes",
                  "rate_per_s", "rate_burst", "outbox_limit", "db_pool_size", "dispatch_radius_mi",
-                 "max_radius_mi", "position_stale_s", "sweep_interval_s", "push_max_attempts", "push_retry_base_s",
-                 "push_poll_s", "push_log_after_s", "stripe_webhook_tolerance_s", "money_max_attempts",
-                 "money_retry_base_s", "money_poll_s", "money_lease_s", "reconcile_interval_s", "reconcile_lookback_s"):
+                 "max_radius_mi", "position_stale_s", "sweep_interval_s", "presence_ttl_s", "push_max_attempts",
+                 "push_retry_base_s", "push_poll_s", "push_log_after_s", "stripe_webhook_tolerance_s",
+                 "money_max_attempts", "money_retry_base_s", "money_poll_s", "money_lease_s", "reconcile_interval_s",
+                 "reconcile_lookback_s"):
         if getattr(c, name) <= 0:
             raise ConfigError(f"{FLAG_OF[name]} must be positive")
     if c.payout_delay_s < 0:

@@ -49,7 +49,7 @@ class Gateway:
         self.config = config
         self.services = services
         self.hub = hub
-        self.presence = Presence(services.redis, hub.node.hex())
+        self.presence = Presence(services.redis, hub.node.hex(), services.chat_rules.presence_ttl_s)
         self.catalogs = services.catalogs
         self.metrics = metrics or Metrics()
         self.routes: dict[type[Request], Route] = ROUTES

@@ -13,13 +13,15 @@ from types import FrameType
 
 from gateway.app import run_worker
 from gateway.config import Config
-from storage.embedded import Embedded
+from storage.embedded import Embedded, Listen
 
 log = logging.getLogger(__name__)
 
 
 def serve(config: Config) -> int:
-    embedded = Embedded(config.data_dir)
+    listen = None if config.embedded_listen is None else \
+        Listen(config.embedded_listen, config.embedded_postgres_port, config.embedded_redis_port)
+    embedded = Embedded(config.data_dir, listen)
     need_redis = config.redis_url is None and config.redis_sentinels is None
     if config.database_url is None or need_redis:
         db, redis = embedded.start(config.database_url is None, need_redis)

@@ -1,4 +1,5 @@
-"""The client library: one websocket session, typed requests and replies, a queue of events.
+"""The client library: one websocket session, typed requests and replies, a queue of events;
+and a session that outlives its node (`Reconnecting`).
 
     async with await Client.connect("ws://127.0.0.1:8080/ws") as client:
         await client.request(Auth(token=token))
@@ -8,13 +9,15 @@
 import asyncio
 import contextlib
 import itertools
+import random
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
 import msgspec
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from protocol.codec import JSON, Codec
 from protocol.frames import Error, Event, Reply, Request
@@ -32,10 +35,11 @@ class ErrorReply(Exception):
 
 
 class Client:
-    def __init__(self, ws: ClientConnection, codec: Codec) -> None:
+    def __init__(self, ws: ClientConnection, codec: Codec,
+                 events: "asyncio.Queue[Event | dict[str, Any]] | None" = None) -> None:
         self.ws = ws
         self.codec = codec
-        self.events: asyncio.Queue[Event | dict[str, Any]] = asyncio.Queue()
+        self.events: asyncio.Queue[Event | dict[str, Any]] = events if events is not None else asyncio.Queue()
         self.unmatched: asyncio.Queue[Any] = asyncio.Queue()  # replies nobody waits for (raw frames)
         self._pending: dict[str, tuple[asyncio.Future[Any], type[Reply] | None]] = {}
         self._ids = itertools.count(1)
@@ -43,10 +47,10 @@ class Client:
 
     @classmethod
     async def connect(cls, url: str, *, codec: Codec = JSON, subprotocol: bool = True,
-                      **kwargs: Any) -> "Client":
+                      events: "asyncio.Queue[Event | dict[str, Any]] | None" = None, **kwargs: Any) -> "Client":
         offer = [codec.subprotocol] if subprotocol else None
         ws = await connect(url, subprotocols=offer, compression=None, **kwargs)  # type: ignore[arg-type]
-        return cls(ws, codec)
+        return cls(ws, codec, events)
 
     async def __aenter__(self) -> "Client":
         return self
@@ -136,3 +140,126 @@ class Client:
             for future, _ in self._pending.values():
                 if not future.done():
                     future.set_exception(ConnectionError("connection closed"))
+
+
+class Backoff:
+    """Exponential backoff with full jitter: the n-th wait in a row is uniform in
+    [0, min(cap, base * 2^n)], so a fleet of apps that lost one node spreads its reconnects
+    instead of landing on the others at once."""
+
+    def __init__(self, base_s: float = 0.1, cap_s: float = 5.0, rng: random.Random | None = None) -> None:
+        self.base_s, self.cap_s = base_s, cap_s
+        self.rng = rng or random.Random()
+        self.attempt = 0
+
+    def next(self) -> float:
+        wait = self.rng.uniform(0, min(self.cap_s, self.base_s * 2.0 ** min(self.attempt, 16)))
+        self.attempt += 1
+        return wait
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class Reconnecting:
+    """A session that survives the loss of its node: when the connection drops (or cannot be
+    made) it waits a `Backoff` and connects to the next of `urls` (the fleet's nodes, round robin),
+    then runs `on_connect` (sign in again, resume chat with `chat.sync`) before requests go
+    through again. Events of every connection land in one queue, `events`.
+
+        async def sign_in(client: Client) -> None:
+            await client.request(Auth(token=token))
+
+        async with Reconnecting(["ws://a:8080/ws", "ws://b:8080/ws"], sign_in) as app:
+            await app.request(ChatSend(order_id=..., client_id="m1", text="hi"), retry=True)
+    """
+
+    def __init__(self, urls: Sequence[str], on_connect: Callable[[Client], Awaitable[None]], *,
+                 backoff: Backoff | None = None, codec: Codec = JSON, **connect_kwargs: Any) -> None:
+        assert urls, "at least one URL"
+        self.urls = list(urls)
+        self.on_connect = on_connect
+        self.backoff = backoff or Backoff()
+        self.codec = codec
+        self.connect_kwargs = connect_kwargs
+        self.events: asyncio.Queue[Event | dict[str, Any]] = asyncio.Queue()
+        self.client: Client | None = None  # the current connection, once signed in
+        self.url = self.urls[0]
+        self.connections = 0  # signed-in connections so far (1 + reconnects)
+        self._next = 0
+        self._ready = asyncio.Event()
+        self._failed: BaseException | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, timeout: float = 30.0) -> "Reconnecting":
+        self._task = asyncio.create_task(self._run(), name="reconnecting")
+        await self.session(timeout)
+        return self
+
+    async def __aenter__(self) -> "Reconnecting":
+        return await self.start()
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self.client is not None:
+            await self.client.close()
+
+    async def session(self, timeout: float = 30.0) -> Client:
+        """The signed-in connection, waiting for one while reconnecting."""
+        async with asyncio.timeout(timeout):
+            while True:
+                if self._failed is not None:
+                    raise self._failed
+                client = self.client
+                if self._ready.is_set() and client is not None and client.ws.state.name == "OPEN":
+                    return client
+                self._ready.clear()
+                await self._ready.wait()
+
+    async def request(self, request: Request, timeout: float = 10.0, *, retry: bool = False) -> Any:
+        """`Client.request` on the current connection. With `retry`, a request whose connection
+        is lost before its reply is sent again on the next one: only for requests that are safe
+        to repeat (reads, `chat.send` with its `client_id`, `order.accept`...)."""
+        while True:
+            client = await self.session()
+            try:
+                return await client.request(request, timeout)
+            except (ConnectionError, ConnectionClosed):
+                if not retry:
+                    raise
+                self._ready.clear()
+
+    async def _run(self) -> None:
+        while True:
+            self.url = self.urls[self._next % len(self.urls)]
+            self._next += 1
+            try:
+                client = await Client.connect(self.url, codec=self.codec, events=self.events, **self.connect_kwargs)
+            except (OSError, TimeoutError, WebSocketException):
+                await asyncio.sleep(self.backoff.next())
+                continue
+            try:
+                await self.on_connect(client)
+            except ErrorReply as exc:  # refused (a bad token): reconnecting cannot help
+                self._failed = exc
+                self._ready.set()
+                await client.close()
+                return
+            except (ConnectionError, ConnectionClosed, TimeoutError):
+                await client.close()
+                await asyncio.sleep(self.backoff.next())
+                continue
+            self.client, self.connections = client, self.connections + 1
+            self.backoff.reset()
+            self._ready.set()
+            await client.ws.wait_closed()
+            self._ready.clear()
+            await client.close()
+            await asyncio.sleep(self.backoff.next())

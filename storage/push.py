@@ -18,7 +18,7 @@ from storage.crypto import FieldCipher
 log = logging.getLogger(__name__)
 
 NODES = "presence:nodes"  # ZSET gateway process -> unix time of its last heartbeat
-NODE_TTL_S = 30  # a process that has not beaten for this long is dead: its users do not count
+NODE_TTL_S = 30.0  # a process that has not beaten for this long is dead: its users do not count (PRESENCE_TTL_S)
 
 
 def node_key(node: str) -> str:
@@ -30,9 +30,10 @@ class Presence:
     to ask. Joins and leaves are coalesced into one pipeline per flush (a thousand sessions
     closing at once are one round trip, not a thousand); liveness is one heartbeat per process."""
 
-    def __init__(self, redis: aioredis.Redis, node: str) -> None:
+    def __init__(self, redis: aioredis.Redis, node: str, ttl_s: float = NODE_TTL_S) -> None:
         self._redis = redis
         self.node = node
+        self.ttl_s = ttl_s  # beats every third of it: a live node is never taken for dead
         self._changes: dict[str, bool] = {}
         self._waiters: list[asyncio.Future[None]] = []
         self._wake = asyncio.Event()
@@ -64,11 +65,22 @@ class Presence:
         await waiter
 
     async def _beat(self) -> None:
-        await self._redis.zadd(NODES, {self.node: time.time()})
+        """Say this node lives; forget nodes dead for ten TTLs (killed: no `stop` removed their set)."""
+        now = time.time()
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zadd(NODES, {self.node: now})
+        pipe.zrangebyscore(NODES, "-inf", now - 10 * self.ttl_s)
+        _, dead = await pipe.execute()
+        if dead:
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.zrem(NODES, *dead)
+            pipe.delete(*(node_key(n.decode()) for n in dead))
+            await pipe.execute()
+            log.info("presence: forgot %d nodes dead for over %g s", len(dead), 10 * self.ttl_s)
 
     async def _heartbeat(self) -> None:
         while True:
-            await asyncio.sleep(NODE_TTL_S / 3)
+            await asyncio.sleep(self.ttl_s / 3)
             try:
                 await self._beat()
             except (aioredis.RedisError, OSError) as exc:
@@ -105,9 +117,10 @@ class Presence:
                     waiter.set_result(None)
 
 
-async def online(redis: aioredis.Redis, user_ids: list[str]) -> set[str]:
-    """Those of the users with a live session on some live gateway process."""
-    nodes: Any = await redis.zrangebyscore(NODES, time.time() - NODE_TTL_S, "+inf")
+async def online(redis: aioredis.Redis, user_ids: list[str], ttl_s: float = NODE_TTL_S) -> set[str]:
+    """Those of the users with a live session on some live gateway process (one that beat within
+    `ttl_s`: a killed node's users count until then)."""
+    nodes: Any = await redis.zrangebyscore(NODES, time.time() - ttl_s, "+inf")
     if not nodes or not user_ids:
         return set()
     pipe = redis.pipeline(transaction=False)

@@ -34,7 +34,8 @@ class GatewayProcess:
         self.args = ["run.py", "serve", "--port", str(self.port), "--http-port", str(self.http_port), *args]
         self.env = {**os.environ, "LOG_LEVEL": "WARNING", **(env or {})}
         self.process: asyncio.subprocess.Process | None = None
-        self.output = b""
+        self.output = b""  # what it wrote so far (read as it comes, so a chatty node never blocks on the pipe)
+        self._pump: asyncio.Task[None] | None = None
 
     @property
     def url(self) -> str:
@@ -44,6 +45,7 @@ class GatewayProcess:
         self.process = await asyncio.create_subprocess_exec(
             sys.executable, *self.args, cwd=ROOT, env=self.env,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        self._pump = asyncio.create_task(self._read())
         async with asyncio.timeout(timeout):
             while await asyncio.to_thread(healthz, self.port) != 200:
                 if self.process.returncode is not None:
@@ -51,10 +53,26 @@ class GatewayProcess:
                 await asyncio.sleep(0.1)
         return self
 
-    async def read_output(self) -> str:
+    async def _read(self) -> None:
         assert self.process is not None and self.process.stdout is not None
-        self.output += await self.process.stdout.read()
+        while chunk := await self.process.stdout.read(65536):
+            self.output += chunk
+
+    async def read_output(self) -> str:
+        """Everything it wrote, once it has exited (or closed its output)."""
+        assert self._pump is not None
+        await self._pump
         return self.output.decode(errors="replace")
+
+    @property
+    def log(self) -> str:
+        """What it wrote so far."""
+        return self.output.decode(errors="replace")
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to close a session, leave presence or release a lease."""
+        assert self.process is not None
+        self.process.kill()
 
     async def terminate(self, timeout: float = 30) -> int:
         """SIGTERM, then wait for the exit code."""
@@ -73,6 +91,8 @@ class GatewayProcess:
         if self.process is not None and self.process.returncode is None:
             self.process.kill()
             await self.process.wait()
+        if self._pump is not None:
+            await self._pump
 
 
 async def run_command(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> tuple[int, str]:

@@ -64,7 +64,7 @@ async def to_offline(services: Services, conn: asyncpg.Connection | asyncpg.Pool
     everyone = sorted({r for p in pushes for r in p.recipients})
     if not everyone:
         return
-    online = await push.online(services.redis, everyone)
+    online = await push.online(services.redis, everyone, services.chat_rules.presence_ttl_s)
     offline = [r for r in everyone if r not in online]
     if not offline:
         return

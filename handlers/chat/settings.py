@@ -13,3 +13,6 @@ class ChatRules:
     # this overdue: a process that can send goes first while it is up. Give every node of a fleet
     # the same FCM_CREDENTIALS; a push that waited this long for a sender that is down is lost.
     push_log_after_s: float = 30.0
+    # A node that has not beaten in Redis for this long is dead: its users no longer count as online
+    # (they get pushes). Every node of a fleet needs the same PRESENCE_TTL_S.
+    presence_ttl_s: float = 30.0
