@@ -59,6 +59,10 @@ class Metrics:
                              " same): technicians (on duty, with a position), stale (of those, not heard from in "
                              "POSITION_STALE_S), open_orders (the pool)", ["what"], registry=r,
                              multiprocess_mode="mostrecent")
+        self.dependency_up = Gauge("gateway_dependency_up", "1 while a dependency readiness needs answers (checked "
+                                   "every second as /readyz does): postgres, redis, pool (the open-order pool "
+                                   "built in Redis); 0 while it does not", ["dependency"], registry=r,
+                                   multiprocess_mode="livemin")
         # Read from PostgreSQL every METRICS_DB_INTERVAL_S, fleet-wide like gateway_geo_indexed:
         self.outbox = Gauge("push_outbox", "The push outbox, fleet-wide: pending (pushes not sent yet), "
                             "overdue_seconds (how long the most overdue pending push has been due)", ["what"],

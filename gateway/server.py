@@ -133,6 +133,12 @@ class Gateway:
             return 200, {"status": "ok"}
         if self.draining:
             return 503, {"status": "draining"}
+        checks = await self.dependencies()
+        ok = all(v == "ok" for v in checks.values())
+        return (200 if ok else 503), {"status": "ok" if ok else "unavailable", **checks}
+
+    async def dependencies(self) -> dict[str, str]:
+        """Each dependency readiness needs (postgres, redis, pool): "ok", or "error: <why>"."""
 
         async def check(name: str, probe: Awaitable[Any]) -> tuple[str, str]:
             try:
@@ -145,10 +151,8 @@ class Gateway:
             if not await self.services.redis.exists(geo.POOL_BUILT):
                 raise LookupError("not built")  # being rebuilt from PostgreSQL (Redis lost it)
 
-        checks = dict(await asyncio.gather(check("postgres", self.services.db.fetchval("SELECT 1")),
-                                           check("redis", self.services.redis.ping()), check("pool", pool_built())))
-        ok = all(v == "ok" for v in checks.values())
-        return (200 if ok else 503), {"status": "ok" if ok else "unavailable", **checks}
+        return dict(await asyncio.gather(check("postgres", self.services.db.fetchval("SELECT 1")),
+                                         check("redis", self.services.redis.ping()), check("pool", pool_built())))
 
     async def _flush_metrics(self) -> None:
         """Every second: the frame tallies into their counters, the pool's gauges; and how late
@@ -166,6 +170,8 @@ class Gateway:
             m.db_pool.labels("in_use").set(db.get_size() - idle)
             m.db_pool.labels("idle").set(idle)
             m.db_pool.labels("waiting").set(pool_waiting(db))
+            for name, verdict in (await self.dependencies()).items():  # what /readyz would say now
+                m.dependency_up.labels(name).set(verdict == "ok")
             with contextlib.suppress(*UNREACHABLE):  # Redis down: the gauges keep their last values
                 techs, stale, pool = await geo.sizes(self.services.redis, self.config.position_stale_s)
                 for what, value in (("technicians", techs), ("stale", stale), ("open_orders", pool)):
