@@ -82,6 +82,7 @@ class Config:
     ai_quota_per_hour: int = 30
     ai_stream_pause_s: float = 0.05
     ai_max_output_tokens: int = 1_500
+    metrics_db_interval_s: float = 10.0  # between the PostgreSQL reads behind the outbox and money-job gauges
 
 
 # environment variable -> field; each also has a --flag on `serve` (field name, dashes).
@@ -109,6 +110,7 @@ ENV = {
     "RATE_BURST": "rate_burst",
     "OUTBOX_LIMIT": "outbox_limit",
     "DB_POOL_SIZE": "db_pool_size",
+    "METRICS_DB_INTERVAL_S": "metrics_db_interval_s",
     "SHUTDOWN_GRACE_S": "shutdown_grace_s",
     "DISPATCH_RADIUS_MI": "dispatch_radius_mi",
     "MAX_RADIUS_MI": "max_radius_mi",
@@ -263,7 +265,7 @@ def validate(c: Config) -> None:
                  "max_radius_mi", "position_stale_s", "sweep_interval_s", "presence_ttl_s", "push_max_attempts",
                  "push_retry_base_s", "push_poll_s", "push_log_after_s", "stripe_webhook_tolerance_s",
                  "money_max_attempts", "money_retry_base_s", "money_poll_s", "money_lease_s", "reconcile_interval_s",
-                 "reconcile_lookback_s"):
+                 "reconcile_lookback_s", "metrics_db_interval_s"):
         if getattr(c, name) <= 0:
             raise ConfigError(f"{FLAG_OF[name]} must be positive")
     if c.payout_delay_s < 0:

@@ -14,10 +14,13 @@ from prometheus_client import (
     multiprocess,
 )
 
+from handlers.accounts import metrics as account_metrics
 from handlers.ai import metrics as ai_metrics
+from handlers.chat import metrics as chat_metrics
 from handlers.chat import push
+from handlers.money import stripe_api
 from handlers.orders import metrics as order_metrics
-from storage import geo, payments
+from storage import db, geo, payments
 
 LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -49,18 +52,34 @@ class Metrics:
                               "sent or received; 1006: none)", ["code"], registry=r)
         self.loop_lag = Histogram("gateway_event_loop_lag_seconds", "How late a 0.25 s timer of the event loop "
                                   "fires: time the loop spent busy elsewhere", buckets=LAG_BUCKETS, registry=r)
-        self.db_pool = Gauge("gateway_db_pool_connections", "PostgreSQL pool connections, by state: in_use, idle",
-                             ["state"], registry=r, multiprocess_mode="livesum")
+        self.db_pool = Gauge("gateway_db_pool_connections", "PostgreSQL pool connections, by state: in_use, idle; "
+                             "and waiting: callers waiting for one (the pool is exhausted)", ["state"], registry=r,
+                             multiprocess_mode="livesum")
         self.indexed = Gauge("gateway_geo_indexed", "What Redis's indexes hold, fleet-wide (every process reads the"
                              " same): technicians (on duty, with a position), stale (of those, not heard from in "
                              "POSITION_STALE_S), open_orders (the pool)", ["what"], registry=r,
                              multiprocess_mode="mostrecent")
+        self.dependency_up = Gauge("gateway_dependency_up", "1 while a dependency readiness needs answers (checked "
+                                   "every second as /readyz does): postgres, redis, pool (the open-order pool "
+                                   "built in Redis); 0 while it does not", ["dependency"], registry=r,
+                                   multiprocess_mode="livemin")
+        # Read from PostgreSQL every METRICS_DB_INTERVAL_S, fleet-wide like gateway_geo_indexed:
+        self.outbox = Gauge("push_outbox", "The push outbox, fleet-wide: pending (pushes not sent yet), "
+                            "overdue_seconds (how long the most overdue pending push has been due)", ["what"],
+                            registry=r, multiprocess_mode="mostrecent")
+        self.money_jobs = Gauge("money_jobs", "Jobs that move money, fleet-wide, by kind and unsettled state "
+                                "(pending, running, waiting, failed: failed ones wait for a person)",
+                                ["kind", "state"], registry=r, multiprocess_mode="mostrecent")
+        self.money_overdue = Gauge("money_jobs_overdue_seconds", "How long the most overdue pending money job has "
+                                   "been due, fleet-wide (0: none)", registry=r, multiprocess_mode="mostrecent")
         ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, open fds...
         r.register(PLATFORM_COLLECTOR)  # python_info
         r.register(GC_COLLECTOR)  # python_gc_*
         r.register(geo.REFUSED)
         r.register(geo.WRITTEN)
-        for metric in (*ai_metrics.ALL, *order_metrics.ALL, payments.JOB_RUNS, push.SENDS, push.DEAD):
+        for metric in (*account_metrics.ALL, *ai_metrics.ALL, *chat_metrics.ALL, *order_metrics.ALL,
+                       payments.JOB_RUNS, push.SENDS, push.DEAD, stripe_api.STRIPE_SECONDS, stripe_api.STRIPE_REQUESTS,
+                       db.REDIS_SECONDS, db.REDIS_ERRORS):
             r.register(metric)
         self.tally_in: dict[str, int] = {}
         self.tally_out: dict[str, int] = {"result": 0, "error": 0, "event": 0}

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import msgspec
 from prometheus_client import Histogram
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -28,7 +29,8 @@ from handlers.routing import Route
 from handlers.services import Services
 from protocol.codec import CODECS, JSON, JSON_SUBPROTOCOL, SUBPROTOCOLS
 from protocol.frames import Request
-from storage import geo, lifecycle
+from storage import geo, lifecycle, payments, push
+from storage.db import pool_waiting
 from storage.push import Presence
 
 log = logging.getLogger(__name__)
@@ -154,6 +156,12 @@ class Gateway:
             return 200, {"status": "ok"}
         if self.draining:
             return 503, {"status": "draining"}
+        checks = await self.dependencies()
+        ok = all(v == "ok" for v in checks.values())
+        return (200 if ok else 503), {"status": "ok" if ok else "unavailable", **checks}
+
+    async def dependencies(self) -> dict[str, str]:
+        """Each dependency readiness needs (postgres, redis, pool): "ok", or "error: <why>"."""
 
         async def check(name: str, probe: Awaitable[Any]) -> tuple[str, str]:
             try:
@@ -170,29 +178,42 @@ class Gateway:
             if not self.hub.listening:
                 raise ConnectionError("not listening")  # events from other processes would be missed
 
-        checks = dict(await asyncio.gather(check("postgres", self.services.db.fetchval("SELECT 1")),
-                                           check("redis", self.services.redis.ping()), check("pool", pool_built()),
-                                           check("delivery", listening())))
-        ok = all(v == "ok" for v in checks.values())
-        return (200 if ok else 503), {"status": "ok" if ok else "unavailable", **checks}
+        return dict(await asyncio.gather(check("postgres", self.services.db.fetchval("SELECT 1")),
+                                         check("redis", self.services.redis.ping()), check("pool", pool_built()),
+                                         check("delivery", listening())))
 
     async def _flush_metrics(self) -> None:
         """Every second: the frame tallies into their counters, the pool's gauges; and how late
-        each quarter-second timer fires (the event loop's lag)."""
-        loop, db, lag = asyncio.get_running_loop(), self.services.db, self.metrics.loop_lag
+        each quarter-second timer fires (the event loop's lag). Every METRICS_DB_INTERVAL_S: the
+        gauges read from PostgreSQL (the push outbox, the money jobs)."""
+        loop, db, lag, m = asyncio.get_running_loop(), self.services.db, self.metrics.loop_lag, self.metrics
+        next_read = loop.time()
         while True:
             for _ in range(4):
                 due = loop.time() + 0.25
                 await asyncio.sleep(0.25)
                 lag.observe(max(loop.time() - due, 0.0))
-            self.metrics.flush()
+            m.flush()
             idle = db.get_idle_size()
-            self.metrics.db_pool.labels("in_use").set(db.get_size() - idle)
-            self.metrics.db_pool.labels("idle").set(idle)
+            m.db_pool.labels("in_use").set(db.get_size() - idle)
+            m.db_pool.labels("idle").set(idle)
+            m.db_pool.labels("waiting").set(pool_waiting(db))
+            for name, verdict in (await self.dependencies()).items():  # what /readyz would say now
+                m.dependency_up.labels(name).set(verdict == "ok")
             with contextlib.suppress(*UNREACHABLE):  # Redis down: the gauges keep their last values
                 techs, stale, pool = await geo.sizes(self.services.redis, self.config.position_stale_s)
                 for what, value in (("technicians", techs), ("stale", stale), ("open_orders", pool)):
-                    self.metrics.indexed.labels(what).set(value)
+                    m.indexed.labels(what).set(value)
+            if loop.time() >= next_read:
+                next_read = loop.time() + self.config.metrics_db_interval_s
+                with contextlib.suppress(*UNREACHABLE, asyncpg.PostgresError, asyncpg.InterfaceError):  # the same
+                    pending, overdue = await push.outbox_depth(db)
+                    m.outbox.labels("pending").set(pending)
+                    m.outbox.labels("overdue_seconds").set(overdue)
+                    jobs, late = await payments.job_counts(db)
+                    for (kind, state), count in jobs.items():
+                        m.money_jobs.labels(kind, state).set(count)
+                    m.money_overdue.set(late)
 
     async def _sweep(self) -> None:
         """Close sessions that went quiet or whose token expired."""

@@ -1,5 +1,6 @@
 """Per-session state that knows no sockets: who is signed in, what they may call, how fast."""
 
+from handlers.accounts.metrics import AUTH_FAILURES
 from handlers.context import Identity
 from handlers.errors import N_, Forbidden, GatewayError, Unauthorized
 from handlers.routing import Route
@@ -40,6 +41,7 @@ class SessionState:
         if route.roles is None:
             return None
         if self.identity is None:
+            AUTH_FAILURES.labels("not_signed_in").inc()
             return Unauthorized(N_("Please sign in first: send `auth` with your session token."))
         if self.identity.role not in route.roles:
             return Forbidden(N_("Your role may not call {operation}."), operation=route.operation)

@@ -1,11 +1,25 @@
-"""Connections: the asyncpg pool and the Redis client."""
+"""Connections: the asyncpg pool and the Redis client, the latter timed and its failures counted."""
 
+import asyncio
+import time
 from typing import Any
+
 from urllib.parse import urlparse
 
 import asyncpg
 import redis.asyncio as aioredis
 from redis.asyncio.sentinel import Sentinel
+from prometheus_client import Counter, Histogram
+from redis.asyncio.client import Pipeline
+
+REDIS_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+REDIS_SECONDS = Histogram("redis_command_seconds", "Redis round trips: a command, or a whole pipeline (pub/sub "
+                          "listening not counted)", buckets=REDIS_BUCKETS, registry=None)
+REDIS_ERRORS = Counter("redis_errors", "Redis commands and pipelines that failed, by kind: connection, timeout, "
+                       "response (Redis refused it), other", ["kind"], registry=None)
+REDIS_ERROR_KINDS = ("connection", "timeout", "response", "other")
+for _kind in REDIS_ERROR_KINDS:
+    REDIS_ERRORS.labels(_kind)
 
 
 async def connect_postgres(url: str, size: int) -> asyncpg.Pool:
@@ -20,6 +34,13 @@ async def _no_reset(conn: asyncpg.Connection) -> None:
     (handlers.money.scheduler), is released by its taker, or its connection is terminated, never pooled."""
 
 
+def pool_waiting(pool: asyncpg.Pool) -> int:
+    """How many callers wait for a connection of the pool now. asyncpg does not say: its free
+    connections are an asyncio queue, and the waiters are that queue's pending getters."""
+    getters = getattr(getattr(pool, "_queue", None), "_getters", None) or ()
+    return sum(1 for waiter in getters if not waiter.done())
+
+
 def connect_redis(url: str | None, sentinels: list[tuple[str, int]] | None = None,
                   master: str = "mymaster") -> aioredis.Redis:
     """A client of `url`, or, with Sentinels, of whichever server they name as the master: after a
@@ -28,11 +49,55 @@ def connect_redis(url: str | None, sentinels: list[tuple[str, int]] | None = Non
     options: dict[str, Any] = {"health_check_interval": 30, "socket_keepalive": True}
     if not sentinels:
         assert url is not None
-        return aioredis.Redis.from_url(url, **options)
+        return MeasuredRedis.from_url(url, **options)
     if url:
         parsed = urlparse(url)
         options |= {"password": parsed.password, "username": parsed.username,
                     "db": int(parsed.path.strip("/") or 0)}
     sentinel = Sentinel(sentinels, socket_timeout=2, socket_connect_timeout=2)  # type: ignore[no-untyped-call]
-    client: aioredis.Redis = sentinel.master_for(master, socket_connect_timeout=2, **options)
+    client: aioredis.Redis = sentinel.master_for(master, redis_class=MeasuredRedis, socket_connect_timeout=2,
+                                                  **options)
     return client
+
+
+def _count_failure(exc: BaseException) -> None:
+    if isinstance(exc, aioredis.ConnectionError | ConnectionError):
+        kind = "connection"
+    elif isinstance(exc, aioredis.TimeoutError | TimeoutError | asyncio.TimeoutError):
+        kind = "timeout"
+    elif isinstance(exc, aioredis.ResponseError):
+        kind = "response"
+    elif isinstance(exc, aioredis.RedisError | OSError):
+        kind = "other"
+    else:
+        return  # not Redis's failure (a cancellation, a bug of the caller's)
+    REDIS_ERRORS.labels(kind).inc()
+
+
+class MeasuredPipeline(Pipeline):
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        started = time.perf_counter()
+        try:
+            return await super().execute(raise_on_error)
+        except Exception as exc:
+            _count_failure(exc)
+            raise
+        finally:
+            REDIS_SECONDS.observe(time.perf_counter() - started)
+
+
+class MeasuredRedis(aioredis.Redis):
+    """The Redis client with every command's round trip timed (one histogram observation, ~1 us)."""
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+        except Exception as exc:
+            _count_failure(exc)
+            raise
+        finally:
+            REDIS_SECONDS.observe(time.perf_counter() - started)
+
+    def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Pipeline:
+        return MeasuredPipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)

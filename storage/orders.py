@@ -65,15 +65,17 @@ async def move(db: asyncpg.Pool | asyncpg.Connection, order_id: uuid.UUID, *, fr
     """One state transition as one conditional statement: the row is locked, the transition
     applies only from `from_states` and when `guard` holds, and the timeline entry is written
     with it. None when it did not apply (the caller looks at the order to say why). The row
-    returned has the order's `previous_state` and `previous_technician_id` too.
+    returned has the order's `previous_state`, `previous_technician_id` and `previous_since` (when
+    it entered its previous state, as far as any change shows: its last update) too.
 
     `guard` and `sets` are SQL fragments from the caller's code (never input) over the columns of
     `orders o`; in them $4 is the actor's id, and their own parameters, `args`, are $7 on."""
     return await db.fetchrow(
-        "WITH old AS (SELECT id, state, technician_id FROM orders WHERE id = $1 FOR UPDATE),"
+        "WITH old AS (SELECT id, state, technician_id, updated_at FROM orders WHERE id = $1 FOR UPDATE),"
         f" moved AS (UPDATE orders o SET state = $2, updated_at = now(){sets} FROM old"
         f" WHERE o.id = old.id AND old.state = ANY($3::text[]) AND ({guard})"
-        " RETURNING o.*, old.state AS previous_state, old.technician_id AS previous_technician_id),"
+        " RETURNING o.*, old.state AS previous_state, old.technician_id AS previous_technician_id,"
+        " old.updated_at AS previous_since),"
         " logged AS (INSERT INTO order_events (order_id, actor_id, actor_role, from_state, to_state, details)"
         " SELECT id, $4, $5, previous_state, state, $6::jsonb FROM moved)"
         " SELECT * FROM moved",

@@ -13,6 +13,8 @@ JOB_RUNS = Counter("money_job_runs", "Runs of the jobs that move money, by kind 
                    registry=None)
 
 Conn: TypeAlias = asyncpg.Connection | asyncpg.Pool
+JOB_KINDS = ("capture", "cancel", "refund", "transfer", "reversal")
+UNSETTLED = ("pending", "running", "waiting", "failed")  # job states an operator counts; done and skipped pile up
 
 
 # -- customers and connected accounts -------------------------------------------------------
@@ -201,6 +203,19 @@ async def in_flight(db: Conn, job: asyncpg.Record) -> int:
         " AND id <> $3 AND request IS NOT NULL AND state IN ('pending', 'running')",
         job["order_id"], job["kind"], job["id"])
     return total
+
+
+async def job_counts(db: Conn) -> tuple[dict[tuple[str, str], int], float]:
+    """Fleet-wide: the jobs in each unsettled state by (kind, state), every pair present (0 when
+    none), and how many seconds the most overdue pending job has been due (0 when none is)."""
+    counts = dict.fromkeys(((kind, state) for kind in JOB_KINDS for state in UNSETTLED), 0)
+    for row in await db.fetch("SELECT kind, state, count(*) AS n FROM money_jobs WHERE state = ANY($1::text[])"
+                              " GROUP BY kind, state", list(UNSETTLED)):
+        counts[row["kind"], row["state"]] = row["n"]
+    overdue: float = await db.fetchval(
+        "SELECT coalesce(extract(epoch FROM now() - min(due_at)), 0)::float8 FROM money_jobs"
+        " WHERE state = 'pending' AND due_at <= now()")
+    return counts, max(overdue, 0.0)
 
 
 async def lock_order(conn: asyncpg.Connection, order_id: uuid.UUID) -> bool:

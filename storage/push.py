@@ -193,3 +193,13 @@ async def finish(db: asyncpg.Pool, job_id: int, state: str, error: str | None = 
 def job_data(row: asyncpg.Record) -> dict[str, Any]:
     data: dict[str, Any] = msgspec.json.decode(row["data"])
     return data
+
+
+async def outbox_depth(db: asyncpg.Pool) -> tuple[int, float]:
+    """(pending pushes, seconds the most overdue of them has been due; 0 when none is): the
+    operator's view of the outbox, fleet-wide. Reads the `push_outbox_due` partial index only."""
+    row = await db.fetchrow(
+        "SELECT count(*) AS pending, coalesce(extract(epoch FROM now() - min(next_attempt_at)"
+        " FILTER (WHERE next_attempt_at <= now())), 0)::float8 AS overdue FROM push_outbox WHERE state = 'pending'")
+    assert row is not None
+    return row["pending"], max(row["overdue"], 0.0)

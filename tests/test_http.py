@@ -148,6 +148,18 @@ async def test_orders_connections_the_loop_and_the_pool_are_measured_with_bounde
     assert after['gateway_db_pool_connections{state="idle"}'] >= 1
     assert after['gateway_geo_indexed{what="technicians"}'] >= 1  # this test's technician at least
     assert 'gateway_geo_indexed{what="open_orders"}' in after and 'gateway_geo_indexed{what="stale"}' in after
+    assert moved("orders_time_to_accept_seconds_count") == 1
+    assert moved('chat_messages_stored_total{kind="system"}') >= 1  # "accepted", told in the room
+    assert moved("redis_command_seconds_count") >= 1
+    assert after['gateway_db_pool_connections{state="waiting"}'] == 0
+    assert [after[f'gateway_dependency_up{{dependency="{d}"}}'] for d in ("postgres", "redis", "pool")] == [1, 1, 1]
+    assert 'push_outbox{what="pending"}' in after and 'money_jobs{kind="capture",state="failed"}' in after
+    assert 'auth_failures_total{reason="token_invalid"}' in after
+    # every label is one of a few closed kinds: a new one is a decision, made here
+    names = {pair.split("=")[0] for name in after if "{" in name
+             for pair in re.findall(r'[a-z_]+="', name.split("{", 1)[1])}
+    assert names <= {"type", "code", "state", "what", "kind", "outcome", "reason", "direction", "dependency", "le",
+                     "generation", "implementation", "major", "minor", "patchlevel", "version"}, names
     ids = {user_id, tech_id, order.id}
     labels = [name for name in after if "{" in name]
     assert not [name for name in labels if any(i in name for i in ids)]

@@ -8,6 +8,7 @@ two happens first, the other one catches the user."""
 import uuid
 from datetime import UTC, datetime
 
+from handlers.accounts.metrics import AUTH_FAILURES
 from handlers.context import Context, Identity
 from handlers.errors import N_, Conflict, Forbidden, Suspended, SuspendedSession, Unauthorized
 from handlers.routing import Router
@@ -26,6 +27,7 @@ async def issue(ctx: Context, user: users.User, family: uuid.UUID | None = None)
     await users.add_refresh_token(db, user.id, refresh, family or uuid.uuid4(), refresh_expires_at)
     if await suspensions.in_force(db, user.id):
         await users.revoke_refresh_token(db, refresh)
+        AUTH_FAILURES.labels("suspended").inc()
         raise Suspended()
     return SessionTokens(user_id=user.id, role=user.role, token=token,  # type: ignore[arg-type]
                          expires_at=expires_at, refresh_token=refresh, refresh_expires_at=refresh_expires_at)
@@ -48,6 +50,7 @@ async def auth(ctx: Context, req: Auth) -> AuthResult:
     # In the user's channel from here on: a suspension committed later ends this session, one
     # committed earlier is found now (and ends it: the reply, then the close).
     if await suspensions.in_force(ctx.services.db, identity.user_id):
+        AUTH_FAILURES.labels("suspended").inc()
         raise SuspendedSession()
     assert identity.role != "system"  # tokens carry client roles only
     return AuthResult(user_id=identity.user_id, role=identity.role, locale=locale,
@@ -82,6 +85,7 @@ async def login(ctx: Context, req: Login) -> SessionTokens:
     # An invited account nobody claimed has no password: it fails like a wrong one (same work, same answer).
     if not await passwords.verify(user.password_hash if user else None, req.password) or user is None \
             or user.password_hash is None:
+        AUTH_FAILURES.labels("wrong_password").inc()
         raise Unauthorized(N_("Wrong e-mail or password."))
     if passwords.needs_rehash(user.password_hash):
         await users.update_password_hash(ctx.services.db, user.id, await passwords.hash(req.password))
@@ -92,8 +96,10 @@ async def login(ctx: Context, req: Login) -> SessionTokens:
 async def refresh(ctx: Context, req: Refresh) -> SessionTokens:
     spent = await users.spend_refresh_token(ctx.services.db, req.refresh_token)
     if spent is None and await suspensions.of_refresh_token(ctx.services.db, req.refresh_token):
+        AUTH_FAILURES.labels("suspended").inc()
         raise Suspended()
     if spent is None:
+        AUTH_FAILURES.labels("refresh_invalid").inc()
         raise Unauthorized(N_("The refresh token is not valid. Please log in again."))
     user, family = spent
     return await issue(ctx, user, family)

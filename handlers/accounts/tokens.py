@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import jwt
 
+from handlers.accounts.metrics import AUTH_FAILURES
 from handlers.context import ROLES, Identity, Role
 from handlers.errors import N_, Unauthorized
 
@@ -29,11 +30,14 @@ class TokenIssuer:
             claims = jwt.decode(token, self._secret, algorithms=["HS256"], issuer=ISSUER,
                                 options={"require": ["sub", "role", "exp", "iss"]})
         except jwt.ExpiredSignatureError:
+            AUTH_FAILURES.labels("token_expired").inc()
             raise Unauthorized(N_("The session token has expired.")) from None
         except jwt.PyJWTError:
+            AUTH_FAILURES.labels("token_invalid").inc()
             raise Unauthorized(N_("The session token is not valid.")) from None
         role, sub = claims.get("role"), claims.get("sub")
         if claims.get("typ") != "session" or role not in ROLES or not isinstance(sub, str) or not sub:
+            AUTH_FAILURES.labels("token_invalid").inc()
             raise Unauthorized(N_("The session token is not valid."))
         locale = claims.get("locale")
         return Identity(sub, role, locale if isinstance(locale, str) else "en",

@@ -5,11 +5,13 @@ the pushes for offline members in the same transaction, and only then answers th
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import asyncpg
 
+from handlers.chat import metrics
 from handlers.chat.push import Offline, to_offline
 from handlers.chat.texts import ATTACHMENT, NEW_MESSAGE
 from handlers.orders.texts import SYSTEM_TEXT
@@ -28,6 +30,7 @@ class Post:
     draft: chat.Draft
     members: tuple[str, ...]  # who is in the room now
     done: "asyncio.Future[tuple[asyncpg.Record, bool]]"
+    arrived: float  # time.monotonic() when it reached the writer
 
 
 async def message(services: Services, row: asyncpg.Record, locale: str, *, reveal: bool = False) -> ChatMessage:
@@ -65,7 +68,7 @@ class ChatWriter:
     async def post(self, draft: chat.Draft, members: tuple[str, ...]) -> tuple[asyncpg.Record, bool]:
         """Store, deliver and commit one message; (row, duplicate) once it is durable."""
         done: asyncio.Future[tuple[asyncpg.Record, bool]] = asyncio.get_running_loop().create_future()
-        self._queue.append(Post(draft, members, done))
+        self._queue.append(Post(draft, members, done, time.monotonic()))
         self._wake.set()
         return await done
 
@@ -119,6 +122,8 @@ class ChatWriter:
             fresh = [(post, row) for post, (row, duplicate) in zip(batch, results, strict=True) if not duplicate]
             if fresh:
                 await self._announce(services, conn, fresh)
+        for _, row in fresh:  # committed
+            metrics.STORED.labels(row["kind"]).inc()
         return results
 
     async def _announce(self, services: Services, conn: asyncpg.Connection,
@@ -139,4 +144,7 @@ class ChatWriter:
                                    {"type": "chat.message", "order_id": str(row["order_id"]),
                                     "seq": str(row["seq"])}))
         await self._deliver(events)
+        delivered = time.monotonic()
+        for post, _ in fresh:
+            metrics.DELIVERY.observe(delivered - post.arrived)
         await to_offline(services, conn, offline)

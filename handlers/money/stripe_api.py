@@ -4,15 +4,53 @@ place, and the payment state read off Stripe's own objects (Stripe is the source
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import stripe
+from prometheus_client import Counter, Histogram
 
 from handlers.errors import N_, BadRequest, GatewayError, Unavailable
 
 log = logging.getLogger(__name__)
+
+STRIPE_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
+STRIPE_SECONDS = Histogram("money_stripe_request_seconds", "Stripe API requests: each HTTP attempt (the SDK's "
+                           "retries are attempts of their own), answered or not", buckets=STRIPE_BUCKETS,
+                           registry=None)
+STRIPE_REQUESTS = Counter("money_stripe_requests", "Stripe API requests (each attempt), by outcome: ok, declined "
+                          "(402), rate_limited (429), client_error (another 4xx), server_error (5xx), timeout, "
+                          "connection (no answer)", ["outcome"], registry=None)
+STRIPE_OUTCOMES = ("ok", "declined", "rate_limited", "client_error", "server_error", "timeout", "connection")
+for _name in STRIPE_OUTCOMES:
+    STRIPE_REQUESTS.labels(_name)
+
+
+def _outcome(status: int) -> str:
+    if status < 400:
+        return "ok"
+    return {402: "declined", 429: "rate_limited"}.get(status, "client_error" if status < 500 else "server_error")
+
+
+class MeasuredHTTPXClient(stripe.HTTPXClient):
+    """The SDK's httpx client with every request timed and its outcome counted."""
+
+    async def request_async(self, method: str, url: str, headers: Mapping[str, str],
+                            post_data: Any = None) -> tuple[bytes, int, Mapping[str, str]]:
+        started = time.perf_counter()
+        try:
+            content, status, response_headers = await super().request_async(method, url, headers, post_data)
+        except stripe.APIConnectionError as exc:
+            timed_out = isinstance(exc.__cause__, httpx.TimeoutException)
+            STRIPE_REQUESTS.labels("timeout" if timed_out else "connection").inc()
+            raise
+        finally:
+            STRIPE_SECONDS.observe(time.perf_counter() - started)
+        STRIPE_REQUESTS.labels(_outcome(status)).inc()
+        return content, status, response_headers
 
 
 class PaymentDeclined(GatewayError):
@@ -43,7 +81,7 @@ class StripeAccess:
         client = stripe.StripeClient(
             settings.api_key, base_addresses={"api": settings.api_base, "connect": settings.api_base},
             # Bounded: an event is applied while its payment's row is locked, a job while its lease runs.
-            http_client=stripe.HTTPXClient(timeout=settings.timeout_s), max_network_retries=2)
+            http_client=MeasuredHTTPXClient(timeout=settings.timeout_s), max_network_retries=2)
         return cls(client, settings)
 
 

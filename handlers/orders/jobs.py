@@ -14,6 +14,7 @@ from handlers.context import Context
 from handlers.effects import after_commit
 from handlers.errors import N_, NotFound
 from handlers.money.scheduler import settle
+from handlers.orders import metrics
 from handlers.orders.orders import check_attachments, push_offline, tell_parties
 from handlers.orders.pool import announce, withdraw
 from handlers.orders.views import parse_id, sight, state_conflict, view, within_reach
@@ -106,6 +107,7 @@ async def pool_order(ctx: Context, order_id: str) -> uuid.UUID:
 async def accept(ctx: Context, req: OrderAccept) -> OrderReply:
     assert ctx.identity is not None
     row = await apply(ctx, await pool_order(ctx, req.order_id), "accept", sets=", technician_id = $4")
+    metrics.TO_ACCEPT.observe(max((row["updated_at"] - row["previous_since"]).total_seconds(), 0.0))
     await after_commit("withdrawing an accepted order", withdraw(ctx, row))
     await after_commit("order.status of an accept", tell_parties(ctx, row))
     await post_system(ctx, row)

@@ -5,6 +5,7 @@ from prometheus_client import Counter, Histogram
 
 RECIPIENT_BUCKETS = (0, 1, 5, 10, 50, 100, 500, 1000, 5000, 10000, 50000)
 DISPATCH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+ACCEPT_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400)
 
 CREATED = Counter("orders_created", "Orders created (by consumers and by merchants for their customers)",
                   registry=None)
@@ -16,4 +17,7 @@ DISPATCH = Histogram("orders_dispatch_seconds", "From an announcement's start (t
                      "recipient handed to delivery (this process's sessions written, the rest published)",
                      buckets=DISPATCH_BUCKETS, registry=None)
 
-ALL = (CREATED, TRANSITIONS, ANNOUNCED_TO, DISPATCH)
+TO_ACCEPT = Histogram("orders_time_to_accept_seconds", "From an order's opening (created, paid or put back in the "
+                      "pool) to a technician's accept", buckets=ACCEPT_BUCKETS, registry=None)
+
+ALL = (CREATED, TRANSITIONS, ANNOUNCED_TO, DISPATCH, TO_ACCEPT)
