@@ -91,6 +91,7 @@ def build(schemas: dict[str, Any], kinds: dict[str, type[msgspec.Struct]], *, re
             schema["description"] = inspect.cleandoc(schema["description"])
         kind = kinds.get(name)
         tag_field = kind.__struct_config__.tag_field if kind is not None else None
+        moments = _datetime_fields(kind) if kind is not None else set()
         properties: dict[str, Any] = {}
         for field, node in schema.get("properties", {}).items():
             if field == tag_field and "enum" in node and len(node["enum"]) == 1:
@@ -98,7 +99,9 @@ def build(schemas: dict[str, Any], kinds: dict[str, type[msgspec.Struct]], *, re
                 continue
             value = components.value(node, name, field)
             if name not in requests and (field in UUID_FIELDS or field == "id" and name in UUID_IDS):
-                value = _uuid(value)
+                value = _formatted(value, "uuid")
+            if field in moments:
+                value = _formatted(value, "date-time")
             properties[field] = value
         if name == "Error":
             properties["code"] = {"$ref": SCHEMA_REF.format(name=ERROR_CODE)} | {
@@ -116,8 +119,28 @@ def build(schemas: dict[str, Any], kinds: dict[str, type[msgspec.Struct]], *, re
     return dict(sorted(out.items()))
 
 
-def _uuid(node: dict[str, Any]) -> dict[str, Any]:
+def _formatted(node: dict[str, Any], format: str) -> dict[str, Any]:
+    """A string's schema (nullable or not) with its format; an array's items."""
     kind = node.get("type")
     if kind == "string" or isinstance(kind, list) and "string" in kind:
-        return {**node, "format": "uuid"}
+        return {**node, "format": format}
+    if kind == "array" or isinstance(kind, list) and "array" in kind:
+        return {**node, "items": _formatted(node["items"], format)}
     return node
+
+
+def _datetime_fields(kind: type[msgspec.Struct]) -> set[str]:
+    """The fields holding datetimes. msgspec says `date-time` only of those declared with a time
+    zone (`tz=True`, RFC 3339's form); the gateway's are always aware, since timestamptz."""
+    def holds(info: Any) -> bool:
+        if isinstance(info, msgspec.inspect.DateTimeType):
+            return True
+        if isinstance(info, msgspec.inspect.Metadata):
+            return holds(info.type)
+        if isinstance(info, msgspec.inspect.UnionType):
+            return any(holds(item) for item in info.types)
+        return isinstance(info, msgspec.inspect.ListType) and holds(info.item_type)
+
+    info = msgspec.inspect.type_info(kind)
+    assert isinstance(info, msgspec.inspect.StructType)
+    return {field.encode_name for field in info.fields if holds(field.type)}
