@@ -51,7 +51,7 @@ class _Components:
     def enum_ref(self, values: list[Any], owner: str, field: str) -> dict[str, str]:
         key = tuple(sorted(values, key=str))
         name = self.literals.get(key) or f"{owner}{_pascal(field)}"
-        while name in self.enums and sorted(self.enums[name], key=str) != list(key) or name in self.schemas:
+        while name in self.schemas or (name in self.enums and tuple(sorted(self.enums[name], key=str)) != key):
             name += "Value"  # an inline Literal named like another enum or a Struct
         self.enums[name] = values
         return {"$ref": SCHEMA_REF.format(name=name)}
@@ -98,7 +98,7 @@ def build(schemas: dict[str, Any], kinds: dict[str, type[msgspec.Struct]], *, re
                 properties[field] = {"type": "string", "const": node["enum"][0]}
                 continue
             value = components.value(node, name, field)
-            if name not in requests and (field in UUID_FIELDS or field == "id" and name in UUID_IDS):
+            if name not in requests and (field in UUID_FIELDS or (field == "id" and name in UUID_IDS)):
                 value = _formatted(value, "uuid")
             if field in moments:
                 value = _formatted(value, "date-time")
@@ -122,9 +122,10 @@ def build(schemas: dict[str, Any], kinds: dict[str, type[msgspec.Struct]], *, re
 def _formatted(node: dict[str, Any], format: str) -> dict[str, Any]:
     """A string's schema (nullable or not) with its format; an array's items."""
     kind = node.get("type")
-    if kind == "string" or isinstance(kind, list) and "string" in kind:
+    kinds = kind if isinstance(kind, list) else [kind]
+    if "string" in kinds:
         return {**node, "format": format}
-    if kind == "array" or isinstance(kind, list) and "array" in kind:
+    if "array" in kinds:
         return {**node, "items": _formatted(node["items"], format)}
     return node
 

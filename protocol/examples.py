@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 
 from protocol.codec import JSON
-from protocol.frames import Error, Request
+from protocol.frames import Error, Event, Request
 
 Examples = dict[type[msgspec.Struct], list[dict[str, Any]]]
 _BLOCK = re.compile(r"^```json\n(.*?)^```", re.MULTILINE | re.DOTALL)
@@ -59,12 +59,13 @@ def from_guide(guide: str, codes: set[str]) -> Examples:
                 continue
             kind: type[msgspec.Struct] | None = None
             if value.get("type") == "result":
-                kind = sent.get(value.get("id"))  # type: ignore[arg-type]
+                kind = sent.get(str(value.get("id")))
                 if kind is not None and not _decodes(value, kind):
                     kind = None
             elif value.get("type") == "error":
                 kind = Error if value.get("code") in codes and _decodes(value, Error) else None
             else:
+                decoded: Request | Event
                 try:
                     decoded = JSON.decode_request(json.dumps(value))
                 except msgspec.DecodeError:

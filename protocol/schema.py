@@ -166,7 +166,7 @@ def document(roles: Roles, codes: list[str], guide: str = "") -> dict[str, Any]:
     messages[name[Error]] = _message(Error, name[Error], _tag(Error), examples)
     messages[name[Error]]["description"] += " `code` is an `ErrorCode`."
     # Last: Modelina names a multi-message operation's union after the channel, the last one winning.
-    server = [*replies, Error, *EVENTS]
+    server: list[type[msgspec.Struct]] = [*replies, Error, *EVENTS]
     ops[SESSION] = {"action": "receive", "channel": _channel_ref(),
                     "summary": "Every frame the server sends: a reply, an error or an event.",
                     "messages": [_message_ref(name[kind]) for kind in server]}
