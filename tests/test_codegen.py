@@ -226,4 +226,5 @@ def test_dart_models_are_generated_for_json_serializable(generated: tuple[Path, 
     assert "import 'package:json_annotation/json_annotation.dart';" in dart and "part 'models.g.dart';" in dart
     assert '@JsonKey(name: "server_time")' in dart  # wire names kept, the Dart field camelCased
     assert "enum OrderState {" in dart and '@JsonValue("en_route")' in dart
+    assert "DateTime serverTime;" in dart  # `date-time` strings parse as DateTime
     assert "Object?" not in dart and "dynamic?" not in dart  # nullable fields keep their type
