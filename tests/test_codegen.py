@@ -151,6 +151,20 @@ def node_tools() -> tuple[str, Path]:
     return node, CACHE
 
 
+@pytest.mark.parametrize("ci", [None, "true"])
+def test_without_node_the_test_skips_but_fails_in_ci(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                     ci: str | None) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # a PATH with no node and no npm
+    if ci is None:
+        monkeypatch.delenv("CI", raising=False)
+        with pytest.raises(pytest.skip.Exception, match="node and npm are not installed"):
+            node_tools()
+    else:
+        monkeypatch.setenv("CI", ci)
+        with pytest.raises(pytest.fail.Exception, match="CI is set but node/npm are missing"):
+            node_tools()
+
+
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str], str]:
     """The output folder, the TypeScript model names and node."""
@@ -213,6 +227,7 @@ def test_typescript_models_are_named_and_type_check_real_frames(generated: tuple
     assert failing == set(range(2, 2 + len(broken))), check.stdout  # every broken frame, each on its line
 
 
+@pytest.mark.timeout(900)  # whichever test comes first installs the generators and runs them
 def test_dart_models_are_generated_for_json_serializable(generated: tuple[Path, list[str], str]) -> None:
     """No Dart SDK on this machine: the quicktype output is checked for what json_serializable needs."""
     out, _, _ = generated
