@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint fuzz bench bench-summary eval schema messages clean
+.PHONY: run test lint fuzz bench bench-summary eval schema models messages clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,16 @@ eval: $(STAMP)  ## the AI troubleshooter's golden set against the configured eng
 
 schema: $(STAMP)  ## regenerate docs/asyncapi.yaml from the protocol types
 	$(PY) run.py schema
+
+CODEGEN := .cache/codegen
+models:  ## typed models from docs/asyncapi.yaml: build/models/models.ts (Modelina), models.dart (quicktype)
+	mkdir -p $(CODEGEN)
+	cmp -s tests/codegen/package-lock.json $(CODEGEN)/installed.lock || (cp tests/codegen/package.json \
+		tests/codegen/package-lock.json $(CODEGEN)/ && cd $(CODEGEN) && npm ci --no-audit --no-fund --loglevel=error \
+		&& cp package-lock.json installed.lock)
+	cp tests/codegen/generate.mjs $(CODEGEN)/
+	node $(CODEGEN)/generate.mjs docs/asyncapi.yaml build/models >/dev/null
+	@echo "wrote build/models/models.ts and build/models/models.dart"
 
 messages: $(STAMP)  ## re-extract translatable strings and merge them into the catalogs
 	$(VENV)/bin/pybabel extract -F babel.cfg -k N_ --no-location --omit-header -o handlers/locales/messages.pot gateway handlers storage protocol

@@ -22,6 +22,7 @@ from gateway import config as configuration
 from gateway.config import Config, ConfigError
 
 COMMON = ("data_dir", "database_url", "redis_url", "secret", "log_level", "log_format")
+GUIDE = Path(__file__).resolve().parent / "docs" / "protocol.md"  # its example frames go into the schema
 
 
 def parser() -> argparse.ArgumentParser:
@@ -158,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     if command == "schema":
         from protocol.schema import write
 
-        write(args.output, roles())
+        write(args.output, roles(), error_codes(), GUIDE.read_text(encoding="utf-8"))
         print(f"wrote {args.output}")
         return 0
     raise AssertionError(command)
@@ -260,6 +261,14 @@ def roles() -> dict[str, list[str] | None]:
     from handlers.registry import ROUTES
 
     return {route.operation: None if route.roles is None else sorted(route.roles) for route in ROUTES.values()}
+
+
+def error_codes() -> list[str]:
+    """Every code the gateway's error types can send (each domain's included)."""
+    import handlers.registry  # noqa: F401  (loads every domain, and so every error type)
+    from handlers.errors import codes
+
+    return codes()
 
 
 if __name__ == "__main__":

@@ -89,3 +89,15 @@ class Unavailable(GatewayError):
 
 class Internal(GatewayError):
     code = "internal"
+
+
+def codes() -> list[str]:
+    """Every code an error frame can carry: those of GatewayError and of every subclass loaded
+    (import handlers.registry first to load every domain's). The AsyncAPI document's `ErrorCode`."""
+    found: set[str] = set()
+    pending: list[type[GatewayError]] = [GatewayError]
+    while pending:
+        kind = pending.pop()
+        found.add(kind.code)
+        pending.extend(kind.__subclasses__())
+    return sorted(found)

@@ -43,6 +43,8 @@ class Client:
         self.unmatched: asyncio.Queue[Any] = asyncio.Queue()  # replies nobody waits for (raw frames)
         self._pending: dict[str, tuple[asyncio.Future[Any], type[Reply] | None]] = {}
         self._ids = itertools.count(1)
+        # Set to a list, every frame received is appended to it as plain data (a recording).
+        self.received: list[Any] | None = None
         self._reader = asyncio.create_task(self._read())
 
     @classmethod
@@ -113,6 +115,8 @@ class Client:
         try:
             async for message in self.ws:
                 data = message.encode() if isinstance(message, str) else message
+                if self.received is not None:
+                    self.received.append(codec.decode_any(data))
                 head = codec.decode_head(data)
                 if head.type in ("result", "error"):
                     key = head.id if isinstance(head.id, str) else ""

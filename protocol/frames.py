@@ -54,6 +54,8 @@ class Empty(Reply):
     """A reply with nothing to say beyond success."""
 
 
+# Every code an error frame can carry. The AsyncAPI document's `ErrorCode` is derived from the
+# gateway's error types (handlers.errors.codes); tests/test_protocol.py keeps this list equal to it.
 ERROR_CODES = (
     "bad_request",
     "unauthorized",

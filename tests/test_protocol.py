@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -172,13 +173,18 @@ def test_frames_written_directly_are_what_websockets_would_send(size, text):
 
 
 def test_every_error_the_handlers_raise_has_a_listed_code():
-    """The codes in the AsyncAPI document and docs/protocol.md come from ERROR_CODES: every
-    error type any domain declares must be there (payment_declined was missing)."""
+    """The AsyncAPI document's `ErrorCode` is derived from the error types (handlers.errors.codes);
+    protocol's ERROR_CODES, which protocol-side code and docs/protocol.md's table follow, must say
+    the same: every code any domain declares (payment_declined was missing), and no code that
+    nothing sends."""
     import handlers.registry  # noqa: F401  (loads every domain, and so every error type)
-    from handlers.errors import GatewayError
+    from handlers.errors import GatewayError, codes
 
     def subclasses(kind: type) -> list[type]:
         return [k for sub in kind.__subclasses__() for k in (sub, *subclasses(sub))]
 
-    codes = {kind.code for kind in subclasses(GatewayError)}
-    assert codes and codes <= set(ERROR_CODES), codes - set(ERROR_CODES)
+    declared = {kind.code for kind in [GatewayError, *subclasses(GatewayError)]}
+    assert "payment_declined" in declared
+    assert set(codes()) == declared == set(ERROR_CODES), declared ^ set(ERROR_CODES)
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "protocol.md").read_text(encoding="utf-8")
+    assert all(f"| `{code}` |" in guide for code in declared)  # the guide's table of error codes

@@ -14,6 +14,7 @@ import run
 from protocol.admin import Notice
 from protocol.auth import Ping, Pong
 from protocol.codec import SUBPROTOCOLS, error_frame
+from protocol.frames import Error
 from protocol.messages import EVENTS, REQUESTS, operation
 from protocol.schema import VERSION, document, render
 
@@ -29,9 +30,14 @@ FRAMES: list[msgspec.Struct] = [
 ]
 
 
+def inputs() -> tuple[dict[str, list[str] | None], list[str], str]:
+    """What `run.py schema` gives the generator: roles, error codes, the protocol guide."""
+    return run.roles(), run.error_codes(), run.GUIDE.read_text(encoding="utf-8")
+
+
 @pytest.fixture(scope="module")
 def doc() -> dict[str, Any]:
-    return document(run.roles())
+    return document(*inputs())
 
 
 def refs(node: Any) -> Iterator[str]:
@@ -58,7 +64,7 @@ def payload(doc: dict[str, Any], message_ref: dict[str, str]) -> dict[str, Any]:
 
 def test_committed_document_is_up_to_date() -> None:
     assert COMMITTED.exists(), "docs/asyncapi.yaml is missing: run `python run.py schema`"
-    assert COMMITTED.read_text(encoding="utf-8") == render(run.roles()), (
+    assert COMMITTED.read_text(encoding="utf-8") == render(*inputs()), (
         "docs/asyncapi.yaml is out of date with protocol/: run `python run.py schema`")
 
 
@@ -79,11 +85,13 @@ def test_every_request_is_sent_and_replied_to_with_its_roles(doc: dict[str, Any]
         op = doc["operations"][operation(request)]
         assert op["action"] == "send"
         [sent] = op["messages"]
-        assert payload(doc, sent)["properties"]["type"]["enum"] == [operation(request)]
+        assert payload(doc, sent)["properties"]["type"]["const"] == operation(request)
         result, error = (payload(doc, message) for message in op["reply"]["messages"])
-        assert result["properties"]["type"]["enum"] == ["result"]
+        assert result["properties"]["type"]["const"] == "result"
         assert set(result["properties"]) == {"type", *request.reply.__struct_fields__}
-        assert error["properties"]["type"]["enum"] == ["error"]
+        assert error["properties"]["type"]["const"] == "error"
+        for message in (*op["messages"], *op["reply"]["messages"]):
+            assert resolve(doc, message["$ref"])["correlationId"] == {"$ref": "#/components/correlationIds/RequestId"}
         expected = roles[operation(request)] or "public"
         assert op["x-roles"] == expected == resolve(doc, sent["$ref"])["x-roles"]
 
@@ -95,8 +103,8 @@ def test_every_event_is_received_and_carries_no_id(doc: dict[str, Any]) -> None:
         assert op["action"] == "receive"
         [received] = op["messages"]
         schema = payload(doc, received)
-        assert schema["properties"]["type"]["enum"] == [tag]
-        assert "id" not in schema["properties"]
+        assert schema["properties"]["type"]["const"] == tag
+        assert "id" not in schema["properties"] and "correlationId" not in resolve(doc, received["$ref"])
 
 
 def test_every_ref_resolves_and_payloads_point_at_component_schemas(doc: dict[str, Any]) -> None:
@@ -111,10 +119,10 @@ def test_every_ref_resolves_and_payloads_point_at_component_schemas(doc: dict[st
 
 
 def test_unrouted_request_is_refused_not_documented() -> None:
-    roles = run.roles()
+    roles, codes, guide = inputs()
     del roles["ping"]
     with pytest.raises(ValueError, match="ping"):
-        document(roles)
+        document(roles, codes, guide)
 
 
 @pytest.mark.parametrize("frame", FRAMES, ids=lambda frame: type(frame).__name__)
@@ -122,7 +130,7 @@ def test_encoded_frames_fit_their_payload_schema(doc: dict[str, Any], frame: msg
     wire = json.loads(msgspec.json.encode(frame))
     schema = doc["components"]["schemas"][type(frame).__name__]
     assert set(schema["required"]) <= set(wire) <= set(schema["properties"])
-    assert wire["type"] in schema["properties"]["type"]["enum"]
+    assert wire["type"] == schema["properties"]["type"]["const"]
 
 
 @pytest.mark.parametrize("frame", FRAMES, ids=lambda frame: type(frame).__name__)
@@ -138,3 +146,72 @@ def test_jsonschema_accepts_encoded_frames_and_rejects_broken_ones(doc: dict[str
     if "id" in schema["properties"]:  # events have no id
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate({**wire, "id": ""}, schema)  # ids are 1-64 characters
+
+
+def test_every_schema_is_titled_with_its_name_and_enums_are_named(doc: dict[str, Any]) -> None:
+    schemas = doc["components"]["schemas"]
+    assert all(schema["title"] == name for name, schema in schemas.items())
+    assert not [name for name in schemas if not name.isidentifier()]  # `protocol.payments.MoneyJob` was one
+    assert {"PaymentsMoneyJob", "OversightMoneyJob"} <= set(schemas)  # two Structs of one name, both kept
+    # The protocol's own Literal names; an unnamed one is named after its Struct and field.
+    assert schemas["OrderState"] == {"title": "OrderState", "type": "string", "enum": sorted(
+        ["awaiting_payment", "open", "accepted", "en_route", "in_service", "completed", "cancelled"])}
+    assert schemas["Order"]["properties"]["state"] == {"$ref": SCHEMAS + "OrderState"}
+    assert schemas["AuditRunTrigger"]["enum"] == ["admin", "schedule"]
+
+    def inline_enums(node: Any, path: str) -> Iterator[str]:
+        if isinstance(node, dict):
+            if "enum" in node and not path.endswith("/ErrorCode") and node.get("title") is None:
+                yield path
+            for key, value in node.items():
+                yield from inline_enums(value, f"{path}/{key}")
+        elif isinstance(node, list):
+            for value in node:
+                yield from inline_enums(value, path)
+
+    assert not list(inline_enums(schemas, "#"))
+
+
+def test_nullable_fields_are_nullable_types_and_ids_are_uuids(doc: dict[str, Any]) -> None:
+    order = doc["components"]["schemas"]["Order"]["properties"]
+    assert order["address"]["type"] == ["string", "null"]
+    assert order["rating"]["type"] == ["integer", "null"]
+    assert order["window_start"] == {"type": ["string", "null"], "format": "date-time", "default": None}
+    assert order["payment_state"]["anyOf"] == [{"$ref": SCHEMAS + "PaymentState"}, {"type": "null"}]
+    assert order["id"]["format"] == "uuid"
+    assert doc["components"]["schemas"]["Pong"]["properties"]["server_time"]["format"] == "date-time"
+    # A request's order id is what the caller typed: no format promised there.
+    assert "format" not in doc["components"]["schemas"]["OrderGet"]["properties"]["order_id"]
+    assert doc["components"]["schemas"]["OrderGet"]["additionalProperties"] is False  # unknown fields refused
+
+
+def test_error_codes_are_an_enum_of_every_code_the_gateway_sends(doc: dict[str, Any]) -> None:
+    import handlers.registry  # noqa: F401  (every domain's error types)
+    from handlers.errors import GatewayError
+    from handlers.money.stripe_api import PaymentDeclined
+
+    def subclasses(kind: type) -> list[type]:
+        return [k for sub in kind.__subclasses__() for k in (sub, *subclasses(sub))]
+
+    codes = doc["components"]["schemas"]["ErrorCode"]["enum"]
+    assert set(codes) == {kind.code for kind in [GatewayError, *subclasses(GatewayError)]}
+    assert PaymentDeclined.code in codes and "internal" in codes
+    assert doc["components"]["schemas"]["Error"]["properties"]["code"] == {"$ref": SCHEMAS + "ErrorCode"}
+    assert all(f"`{code}`" in doc["info"]["description"] for code in codes)
+
+
+def test_examples_come_from_the_guide_and_decode_as_their_message(doc: dict[str, Any]) -> None:
+    messages = doc["channels"]["session"]["messages"]
+    with_examples = {name for name, message in messages.items() if message.get("examples")}
+    assert {"Login", "Notice", "Activity", "Error", "Suspend", "SuspendResult"} <= with_examples
+    kinds = {kind.__name__: kind for kind in (*REQUESTS, *EVENTS, *(r.reply for r in REQUESTS), Error)}
+    for name in with_examples:
+        for example in messages[name]["examples"]:
+            msgspec.json.decode(json.dumps(example["payload"]), type=kinds[name])  # as the gateway would
+    assert messages["Login"]["examples"][0]["payload"]["email"] == "tess@example.com"
+
+
+def test_the_session_operation_receives_every_server_frame_and_nothing_else(doc: dict[str, Any]) -> None:
+    received = {ref["$ref"].rsplit("/", 1)[1] for ref in doc["operations"]["session"]["messages"]}
+    assert received == {*(r.reply.__name__ for r in REQUESTS), *(e.__name__ for e in EVENTS), "Error"}
+    assert list(doc["operations"])[-1] == "session"  # last: generators name the union after it
