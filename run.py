@@ -43,7 +43,7 @@ def parser() -> argparse.ArgumentParser:
 
     console = sub.add_parser("console", help="the protocol debug console",
                              description="Connect to a gateway and send frames interactively or from a script.")
-    configuration.add_flags(console, ("data_dir", "secret"))
+    configuration.add_flags(console, ("data_dir", "secret", "idle_timeout_s"))
     console.add_argument("--url", default=None, help="gateway URL (default ws://GATEWAY_HOST:GATEWAY_PORT/ws)")
     console.add_argument("--token", help="session token to `auth` with")
     console.add_argument("--role", choices=["consumer", "technician", "merchant", "admin"],
@@ -52,6 +52,7 @@ def parser() -> argparse.ArgumentParser:
     console.add_argument("--locale", default=None)
     console.add_argument("--msgpack", action="store_true", help="use the dispatch.v1.msgpack subprotocol")
     console.add_argument("--script", type=Path, help="run the frames in FILE, exit non-zero on an error reply")
+    console.add_argument("--full", action="store_true", help="print orders with every field (:full), not one line")
 
     load = sub.add_parser("load", help="the load generator",
                           description="Simulated technicians go on duty and stream location updates (consumers "
