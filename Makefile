@@ -4,12 +4,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint fuzz bench bench-summary eval schema models messages clean
+.PHONY: run test lint fuzz bench bench-summary eval schema models messages reset clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	# compat: a .pth naming this folder, the flat layout's own import path (the default finder warns)
+	$(PY) -m pip install --quiet -e '.[dev]' --config-settings editable_mode=compat
 	touch $(STAMP)
 
 run: $(STAMP)  ## the gateway on ws://127.0.0.1:8080/ws, embedded PostgreSQL and Redis under ./var
@@ -55,6 +56,9 @@ models:  ## typed models from docs/asyncapi.yaml: build/models/models.ts (Modeli
 messages: $(STAMP)  ## re-extract translatable strings and merge them into the catalogs
 	$(VENV)/bin/pybabel extract -F babel.cfg -k N_ --no-location --omit-header -o handlers/locales/messages.pot gateway handlers storage protocol
 	$(VENV)/bin/pybabel update -i handlers/locales/messages.pot -d handlers/locales -D messages
+
+reset: $(STAMP)  ## wipe the embedded data (DATA_DIR, ./var) after a confirmation; KEY_DIR stays
+	$(PY) run.py reset
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -9,6 +9,7 @@
     python run.py keys encrypt-existing  seal what older versions stored in plaintext
     python run.py user create --role admin --email E --name N  a staff account (password: see --help)
     python run.py schema             write docs/asyncapi.yaml
+    python run.py reset [--yes] [--keys]  wipe the embedded data (DATA_DIR) for a fresh start
 """
 
 import argparse
@@ -44,7 +45,7 @@ def parser() -> argparse.ArgumentParser:
 
     console = sub.add_parser("console", help="the protocol debug console",
                              description="Connect to a gateway and send frames interactively or from a script.")
-    configuration.add_flags(console, ("data_dir", "secret"))
+    configuration.add_flags(console, ("data_dir", "secret", "idle_timeout_s"))
     console.add_argument("--url", default=None, help="gateway URL (default ws://GATEWAY_HOST:GATEWAY_PORT/ws)")
     console.add_argument("--token", help="session token to `auth` with")
     console.add_argument("--role", choices=["consumer", "technician", "merchant", "admin"],
@@ -53,6 +54,7 @@ def parser() -> argparse.ArgumentParser:
     console.add_argument("--locale", default=None)
     console.add_argument("--msgpack", action="store_true", help="use the dispatch.v1.msgpack subprotocol")
     console.add_argument("--script", type=Path, help="run the frames in FILE, exit non-zero on an error reply")
+    console.add_argument("--full", action="store_true", help="print orders with every field (:full), not one line")
 
     load = sub.add_parser("load", help="the load generator",
                           description="Simulated technicians go on duty and stream location updates (consumers "
@@ -120,6 +122,15 @@ def parser() -> argparse.ArgumentParser:
                         help="a file holding the password (its first line)")
     configuration.add_flags(create, ("data_dir", "database_url", "key_dir", "kek"))
 
+    reset = sub.add_parser("reset", help="wipe the embedded data for a fresh start",
+                           description="Delete DATA_DIR: the embedded PostgreSQL and Redis data, the generated "
+                           "token secret, the attachments and the console's history, after a confirmation. "
+                           "KEY_DIR stays unless --keys (a kept key folder serves the new, empty database). "
+                           "A DATABASE_URL or REDIS_URL server is never touched.")
+    configuration.add_flags(reset, ("data_dir", "key_dir", "kek"))
+    reset.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    reset.add_argument("--keys", action="store_true", help="also delete KEY_DIR, the key-encryption keys")
+
     schema = sub.add_parser("schema", help="write the AsyncAPI document",
                             description="Write the AsyncAPI 3 document generated from the protocol types.")
     configuration.add_flags(schema, ("data_dir",))
@@ -156,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         return keys(config, args)
     if command == "user":
         return user(config, args)
+    if command == "reset":
+        return reset(config, args)
     if command == "schema":
         from protocol.schema import write
 
@@ -254,6 +267,32 @@ def user(config: Config, args: argparse.Namespace) -> int:
         return 1
     finally:
         embedded.stop()
+    return 0
+
+
+def reset(config: Config, args: argparse.Namespace) -> int:
+    from gateway import resettool
+
+    paths = resettool.targets(config, args.keys)
+    if not paths:
+        print(f"nothing to reset: {config.data_dir} does not exist")
+        return 0
+    listed = " and ".join(str(p) for p in paths)
+    if not args.yes:
+        if not sys.stdin.isatty():
+            print(f"error: reset deletes {listed}; confirm with --yes (no terminal to ask on)", file=sys.stderr)
+            return 2
+        answer = input(f"This deletes {listed}: the embedded PostgreSQL and Redis data, the token secret, the "
+                       f"attachments{', the key-encryption keys' if args.keys else ''}. Type yes to go on: ")
+        if answer.strip().lower() != "yes":
+            print("nothing deleted")
+            return 1
+    try:
+        deleted = resettool.reset(config, args.keys)
+    except resettool.ResetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print("deleted " + " and ".join(str(p) for p in deleted))
     return 0
 
 

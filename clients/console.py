@@ -1,9 +1,10 @@
 """The protocol debug console (`run.py console`): type frames, see replies and pushed events.
 
 A line is `OPERATION {json arguments}`, `OPERATION`, a raw `{...}` frame sent as typed, or a
-:command (`:help`, `:quit`, `:watch` the back office's live feed as one line per event, `:unwatch`,
-`:json`/`:tables` to show lists as JSON or as tables). `--script FILE` runs such lines without a
-prompt and stops at the first error.
+:command (`:help [OP]`, `:quit`, `:watch` the back office's live feed as one line per event,
+`:unwatch`, `:json`/`:tables` to show lists as JSON or as tables, `:full`/`:short` for every field
+of an order or its one-line summary). `--script FILE` runs such lines without a prompt and stops
+at the first error. Interactively the session is kept alive and reconnected (clients/link.py).
 """
 
 import argparse
@@ -11,73 +12,32 @@ import asyncio
 import contextlib
 import itertools
 import json
-import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 from prompt_toolkit import PromptSession
-from prompt_toolkit.completion import CompleteEvent, Completer, Completion
-from prompt_toolkit.document import Document
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 from prompt_toolkit.patch_stdout import patch_stdout
 from rich.console import Console
 from rich.json import JSON as JSONView
 from rich.table import Table
-from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed, WebSocketException
+from websockets.exceptions import ConnectionClosed
 
+from clients.completion import COMMANDS, FrameCompleter, Values, summary
+from clients.link import CONNECT_ERRORS, Link
+from clients.render import activity_line, order_line, table
 from gateway.config import Config, ConfigError
-from protocol.client import Client
 from protocol.codec import JSON, MSGPACK, Codec
-from protocol.frames import Request
 from protocol.messages import BY_TYPE, REQUESTS, operation
 
-COMMANDS = (":help", ":quit", ":exit", ":watch", ":unwatch", ":json", ":tables")
 QUIT = (":quit", ":exit")
-TABLE_COLUMNS = 10  # a list's first columns shown in a table; `:json` shows everything
-CELL_CHARS = 40
-PROMPT = "dispatch> "
 REPLY_TIMEOUT_S = 10.0
+RECONNECT_WAIT_S = 5.0  # a frame typed while reconnecting waits this long for the new session
 TRAILING_EVENTS_S = 0.2  # after a script's last reply, show events still in flight
-JSON_KEY = re.compile(r'(^|[{,])\s*("?[\w.-]*)$')  # the JSON key being typed, after `{` or `,`
-
-
-def summary(request: type[Request] | None) -> str:
-    """The first sentence of the request's docstring."""
-    paragraph = " ".join((request.__doc__ or "").strip().split("\n\n")[0].split()) if request else ""
-    return re.split(r"(?<=\.)(?<!e\.g\.)\s+(?=[A-Z`])", paragraph)[0]
-
-
-class FrameCompleter(Completer):
-    """Completes operation names, then the JSON keys of that operation's request Struct."""
-
-    def __init__(self, requests: Iterable[type[Request]] = REQUESTS) -> None:
-        self.requests = {operation(r): r for r in requests}
-
-    def get_completions(self, document: Document, complete_event: CompleteEvent) -> Iterable[Completion]:
-        text = document.text_before_cursor.lstrip()
-        head = re.match(r"(\S+)\s+(.*)$", text, re.DOTALL)
-        if head is None:  # still typing the operation (or a :command)
-            for name in COMMANDS if text.startswith(":") else self.requests:
-                if name.startswith(text):
-                    yield Completion(name, -len(text), display_meta=summary(self.requests.get(name)))
-            return
-        request, rest = self.requests.get(head[1]), head[2]
-        key = JSON_KEY.search(rest)
-        if request is None or key is None or rest[:key.start(2)].count('"') % 2:  # inside a string value
-            return
-        opener, typed = ("" if key[1] else "{"), key[2]
-        if opener and typed:  # a key needs the `{` first
-            return
-        for field in msgspec.structs.fields(request):
-            quoted = f'"{field.encode_name}"'
-            if field.name == "id" or quoted in rest or not field.encode_name.startswith(typed.lstrip('"')):
-                continue
-            yield Completion(f"{opener}{quoted}: ", -len(typed), display=quoted,
-                             display_meta="required" if field.required else "optional")
+HEARTBEATS_PER_IDLE = 3  # pings per IDLE_TIMEOUT_S of quiet
 
 
 @dataclass(frozen=True)
@@ -90,12 +50,14 @@ class Frame:
 
 
 def parse(line: str) -> Frame | str | None:
-    """A Frame, a :command, or None for blank and `#` lines; ValueError says what is wrong."""
+    """A Frame, a :command (`:help OP` with its operation), or None for blank and `#` lines;
+    ValueError says what is wrong."""
     line = line.strip()
     if not line or line.startswith("#"):
         return None
     if line.startswith(":"):
-        if line not in COMMANDS:
+        words = line.split()
+        if words[0] not in COMMANDS or (len(words) > 1 and words[0] != ":help") or len(words) > 2:
             raise ValueError(f"unknown command {line}, try :help")
         return line
     name, rest = ("", line) if line.startswith("{") else [*line.split(None, 1), ""][:2]
@@ -111,23 +73,53 @@ def parse(line: str) -> Frame | str | None:
     return Frame(kind if isinstance(kind, str) else "", arguments, line)
 
 
-class Shell:
-    """One connected console: sends frames, prints replies, events and stray replies."""
+def roles_allowed(name: str) -> str:
+    """Who may call an operation, from the gateway's route table."""
+    from handlers.registry import ROUTES  # only here: the handlers are not needed to send frames
 
-    def __init__(self, client: Client, out: Console, echo: bool) -> None:
-        self.client = client
+    route = next((r for r in ROUTES.values() if r.operation == name), None)
+    if route is None:
+        return "not routed"
+    return "anyone, before auth" if route.roles is None else ", ".join(sorted(route.roles))
+
+
+class Shell:
+    """One console: sends frames, prints replies, events and stray replies."""
+
+    def __init__(self, out: Console, echo: bool, full: bool) -> None:
+        self.link: Link | None = None
         self.out = out
         self.echo = echo  # print each frame before sending it (scripts)
         self.tables = True  # lists of objects in replies as tables (`:json` turns it off)
+        self.full = full  # an order with every field (`:full`), else one line
         self.watching = False  # `admin.activity` events as one line each
+        self.values = Values()  # for Tab: the catalog, the orders seen
+        self.role: str | None = None
+        self.user: str | None = None
+        self.interactive_mode = False  # a lost connection is reconnected, not the end
         self._ids = itertools.count(1)
 
-    async def command(self, name: str) -> bool:
+    def prompt(self) -> str:
+        return f"dispatch {self.role}> " if self.role else "dispatch> "
+
+    async def signed_in(self, reply: dict[str, Any]) -> None:
+        """Each successful `auth`: the role for the prompt, the catalog for Tab."""
+        self.role, self.user = reply.get("role"), reply.get("user_id")
+        assert self.link is not None
+        with contextlib.suppress(ConnectionError, TimeoutError):
+            catalog, _ = await self.link.call("catalog.list", {}, REPLY_TIMEOUT_S)
+            if catalog.get("type") != "error":
+                self.values.catalog(msgspec.to_builtins(catalog))
+
+    async def command(self, line: str) -> bool:
         """Run a :command; False when it fails."""
+        name, *operand = line.split()
         if name == ":help":
-            self.help()
+            self.help(operand[0] if operand else None)
         elif name in (":json", ":tables"):
             self.tables = name == ":tables"
+        elif name in (":full", ":short"):
+            self.full = name == ":full"
         elif name in (":watch", ":unwatch"):
             self.watching = name == ":watch"
             return await self.send(Frame("admin." + name[1:], {}))
@@ -135,50 +127,41 @@ class Shell:
 
     async def send(self, frame: Frame, echo: bool = True) -> bool:
         """Send one frame and print its reply; True unless the reply is an error or missing."""
-        codec = self.client.codec
+        link = self.link
+        assert link is not None
+        if not link.up.is_set() and link.lost is not None:  # reconnecting: give it a moment
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(link.up.wait(), RECONNECT_WAIT_S)
+        codec = link.codec
         arguments = frame.arguments if frame.raw else {"type": frame.operation, "id": f"k{next(self._ids)}",
                                                        **frame.arguments}
         if self.echo and echo:
             self.out.print("-> " + json.dumps(arguments, ensure_ascii=False), style="dim", soft_wrap=True)
         try:
             if frame.raw is None:
-                reply, rtt = await self.client.call(frame.operation, arguments, REPLY_TIMEOUT_S)
+                reply, rtt = await link.call(frame.operation, arguments, REPLY_TIMEOUT_S)
             else:
                 data = frame.raw.encode() if codec.text else codec.encode_any(frame.arguments)  # same object
                 request_id = frame.arguments.get("id")
                 request = BY_TYPE.get(frame.operation)
                 if request_id is None and request is not None and request.silent_without_id:
-                    await self.client.ws.send(data, text=codec.text)  # a stream update: no reply comes
+                    await link.send_raw(data)  # a stream update: no reply comes
                     return True
                 key = request_id if isinstance(request_id, str) else None  # the server echoes only strings
-                reply, rtt = await self.client.call_raw(data, key, REPLY_TIMEOUT_S)
+                reply, rtt = await link.call_raw(data, key, REPLY_TIMEOUT_S)
         except TimeoutError:
             self.out.print(f"no reply within {REPLY_TIMEOUT_S:g} s", style="bold red")
+            return False
+        except (ConnectionError, ConnectionClosed) as exc:
+            if not self.interactive_mode:
+                raise
+            self.out.print(f"not sent: {exc or 'connection lost'}; reconnecting, try again in a moment",
+                           style="bold red")
             return False
         failed = reply.get("type") == "error"
         header = f"error {reply.get('code')}" if failed else str(reply.get("type"))
         self.show(f"{header}  {rtt * 1000:.1f} ms", reply, "red" if failed else "green")
         return not failed
-
-    async def watch(self) -> None:
-        """Print pushed events and replies nobody waited for as they arrive; note a hang-up."""
-
-        async def drain(queue: asyncio.Queue[Any], label: str) -> None:
-            while True:
-                self.show_pushed(label, await queue.get())
-
-        async def hang_up(ws: ClientConnection) -> None:
-            await ws.wait_closed()
-            self.out.print(f"connection closed by the server: {ws.close_code} {ws.close_reason}", style="bold red")
-
-        client = self.client
-        await asyncio.gather(drain(client.events, "event"), drain(client.unmatched, "unmatched"), hang_up(client.ws))
-
-    def flush(self) -> None:
-        """Print what arrived but was not printed yet (the watcher has stopped)."""
-        for queue, label in ((self.client.events, "event"), (self.client.unmatched, "unmatched")):
-            while not queue.empty():
-                self.show_pushed(label, queue.get_nowait())
 
     def show_pushed(self, label: str, frame: Any) -> None:
         data = msgspec.to_builtins(frame)  # typed events, msgpack timestamps: all JSON-ready
@@ -188,13 +171,20 @@ class Shell:
         self.show(f"{label} {data.get('type')}", data)
 
     def show(self, header: str, frame: Any, color: str = "magenta") -> None:
-        """A header line in `color`, then the frame: its first list of objects as a table (unless
-        `:json`), the rest as JSON (all red for errors)."""
+        """A header line in `color`, then the frame: an order as one line (unless `:full`), its
+        first list of objects as a table (unless `:json`), the rest as JSON (all red for errors)."""
         data = msgspec.to_builtins(frame)
-        self.out.print(header, style="bold " + color)
+        self.values.seen(data)
         if color == "red":
+            self.out.print(header, style="bold " + color)
             self.out.print(json.dumps(data, indent=2, ensure_ascii=False), style=color)
             return
+        order = data.get("order")
+        if isinstance(order, dict) and not self.full:
+            self.out.print(header, style="bold " + color)
+            self.out.print(order_line(order, data), soft_wrap=True)
+            return
+        self.out.print(header, style="bold " + color)
         rows_key = next((k for k, v in data.items() if isinstance(v, list) and v
                          and all(isinstance(row, dict) for row in v)), None) if self.tables else None
         if rows_key is None:
@@ -205,14 +195,32 @@ class Shell:
         if rest:
             self.out.print(JSONView.from_data(rest))
 
-    def help(self) -> None:
-        self.out.print("OPERATION {json arguments} | OPERATION | {raw frame} | :help | :quit | :watch | :unwatch"
-                       " | :json | :tables   (Tab completes, Ctrl-D quits)\n")
-        table = Table(box=None, show_header=False, padding=(0, 2, 0, 2))
-        for name, request in sorted((operation(r), r) for r in REQUESTS):
+    def help(self, name: str | None) -> None:
+        if name is not None:
+            self.help_operation(name)
+            return
+        self.out.print("OPERATION {json arguments} | OPERATION | {raw frame} | :help [OP] | :quit | :watch | "
+                       ":unwatch | :json | :tables | :full | :short   (Tab completes, Ctrl-D quits)\n")
+        grid = Table(box=None, show_header=False, padding=(0, 2, 0, 2))
+        for op, request in sorted((operation(r), r) for r in REQUESTS):
             fields = [f.encode_name + ("" if f.required else "?") for f in msgspec.structs.fields(request)]
-            table.add_row(name, ", ".join(f for f in fields if f != "id?"), summary(request))
-        self.out.print(table)
+            grid.add_row(op, ", ".join(f for f in fields if f != "id?"), summary(request))
+        self.out.print(grid)
+
+    def help_operation(self, name: str) -> None:
+        """One operation: what it does, who may call it, its fields."""
+        request = BY_TYPE.get(name)
+        if request is None:
+            self.out.print(f"unknown operation {name}; :help lists them", style="red")
+            return
+        self.out.print(name, style="bold")
+        self.out.print(" ".join((request.__doc__ or summary(request)).split()))
+        self.out.print(f"roles: {roles_allowed(name)}")
+        grid = Table(box=None, show_header=False, padding=(0, 2, 0, 2))
+        for field in msgspec.structs.fields(request):
+            if field.name != "id":
+                grid.add_row(field.encode_name, "required" if field.required else "optional")
+        self.out.print(grid)
 
     async def script(self, lines: list[str], name: str) -> int:
         for number, line in enumerate(lines, 1):
@@ -233,13 +241,14 @@ class Shell:
         return 0
 
     async def interactive(self, history: History) -> int:
-        session: PromptSession[str] = PromptSession(history=history, completer=FrameCompleter(),
-                                                    complete_while_typing=False)
+        self.interactive_mode = True
+        session: PromptSession[str] = PromptSession(history=history, complete_while_typing=False,
+                                                    completer=FrameCompleter(values=self.values))
         self.out.print("Type :help for the line forms; Tab completes; Ctrl-D quits.", style="dim")
         with patch_stdout(raw=True):  # events print above the prompt; raw keeps rich's colors
             while True:
                 try:
-                    line = await session.prompt_async(PROMPT)
+                    line = await session.prompt_async(self.prompt)
                     item = parse(line)
                 except KeyboardInterrupt:
                     continue
@@ -256,61 +265,49 @@ class Shell:
                     await self.send(item)
 
 
-def cell(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-    return text if len(text) <= CELL_CHARS else text[:CELL_CHARS - 1] + "…"
-
-
-def table(title: str, rows: list[dict[str, Any]]) -> Table:
-    """A list of objects as a table: the columns the rows have, in their order, the first few."""
-    columns = list(dict.fromkeys(k for row in rows for k in row))[:TABLE_COLUMNS]
-    grid = Table(title=f"{title} ({len(rows)})", title_justify="left", header_style="bold")
-    for column in columns:
-        grid.add_column(column, overflow="fold")
-    for row in rows:
-        grid.add_row(*("" if row.get(c) is None else cell(row[c]) for c in columns))
-    return grid
-
-
-def activity_line(data: dict[str, Any]) -> str:
-    """One `admin.activity` event as one line: time, kind, brand, order, state change, amount."""
-    at = str(data.get("at", ""))[11:19]
-    change = data.get("state") or ""
-    if data.get("previous_state"):
-        change = f"{data['previous_state']} -> {change}"
-    parts = [at, data.get("kind", ""), data.get("brand") or "-", data.get("order_id") or "", change]
-    if data.get("amount_cents") is not None:
-        parts.append(f"{data['amount_cents'] / 100:.2f}")
-    parts += [data.get(k) or "" for k in ("user_id", "detail")]
-    return "  ".join(str(p) for p in parts if p != "")
-
-
-async def run(url: str, codec: Codec, token: str | None, locale: str | None, lines: list[str] | None,
-              script_name: str, history: History) -> int:
+async def run(url: str, codec: Codec, sign_in: Callable[[], dict[str, Any] | None], lines: list[str] | None,
+              script_name: str, history: History, heartbeat_s: float, full: bool) -> int:
+    out = Console(markup=False, highlight=False)
+    shell = Shell(out, echo=lines is not None, full=full)
+    link = shell.link = Link(url, codec, heartbeat_s=heartbeat_s, sign_in=sign_in, on_pushed=shell.show_pushed,
+                             on_signed_in=shell.signed_in, say=lambda text: out.print(text, style="bold yellow"))
     try:
-        client = await Client.connect(url, codec=codec)
-    except (OSError, WebSocketException, TimeoutError) as exc:
+        auth = await link.open()
+    except CONNECT_ERRORS as exc:
         print(f"console: cannot connect to {url}: {exc or type(exc).__name__}", file=sys.stderr)
+        await link.close()
         return 2
-    shell = Shell(client, Console(markup=False, highlight=False), echo=lines is not None)
-    async with client:
-        watcher = asyncio.create_task(shell.watch())
-        try:
-            if token is not None:
-                auth = {"token": token, **({"locale": locale} if locale else {})}
-                if not await shell.send(Frame("auth", auth), echo=False) and lines is not None:
-                    return 1
-            if lines is None:
-                return await shell.interactive(history)
-            return await shell.script(lines, script_name)
-        except (ConnectionError, ConnectionClosed):
-            print(f"console: lost the connection to {url}", file=sys.stderr)
-            return 2
-        finally:
-            watcher.cancel()
+    except ConnectionError:
+        print(f"console: lost the connection to {url}", file=sys.stderr)
+        await link.close()
+        return 2
+    if auth is not None:
+        failed = auth.get("type") == "error"
+        shell.show(f"error {auth.get('code')}" if failed else "auth", auth, "red" if failed else "green")
+        if failed and lines is not None:
+            await link.close()
+            return 1
+
+    async def hang_up() -> None:  # scripts do not reconnect: say why it ended
+        reason = await link.wait_closed()
+        out.print(f"connection closed by the server: {reason}", style="bold red")
+
+    tasks = [asyncio.create_task(link.heartbeat()),
+             asyncio.create_task(link.keep() if lines is None else hang_up())]
+    try:
+        if lines is None:
+            return await shell.interactive(history)
+        return await shell.script(lines, script_name)
+    except (ConnectionError, ConnectionClosed):
+        print(f"console: lost the connection to {url}", file=sys.stderr)
+        return 2
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await watcher
-            shell.flush()
+                await task
+        await link.close()
 
 
 def main(config: Config, args: argparse.Namespace) -> int:
@@ -322,18 +319,24 @@ def main(config: Config, args: argparse.Namespace) -> int:
             reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
             print(f"console: cannot read script {args.script}: {reason}", file=sys.stderr)
             return 2
-    token = args.token
-    if token is None and args.role is not None:
+    sign_in: Callable[[], dict[str, Any] | None] = lambda: None  # noqa: E731
+    locale = {"locale": args.locale} if args.locale else {}
+    if args.token is not None:
+        given = args.token
+        sign_in = lambda: {"token": given, **locale}  # noqa: E731
+    elif args.role is not None:
         from gateway.app import token_issuer  # only here: it pulls in the storage layer
 
         try:
-            token, _ = token_issuer(config, create_secret=False).mint(args.sub, args.role, args.locale or "en")
+            issuer = token_issuer(config, create_secret=False)
         except OSError as exc:
             print(f"console: cannot read the secret in {config.data_dir}: {exc.strerror}", file=sys.stderr)
             return 2
         except ConfigError as exc:
             print(f"console: {exc}", file=sys.stderr)
             return 2
+        # a fresh token at every sign-in: a reconnect after TOKEN_TTL_S still signs in
+        sign_in = lambda: {"token": issuer.mint(args.sub, args.role, args.locale or "en")[0], **locale}  # noqa: E731
     history: History = InMemoryHistory()
     if lines is None:
         with contextlib.suppress(OSError):  # a read-only data dir costs the history, not the console
@@ -341,7 +344,7 @@ def main(config: Config, args: argparse.Namespace) -> int:
             history = FileHistory(str(config.data_dir / "console_history"))
     url = args.url or f"ws://{config.host}:{config.port}/ws"
     try:
-        return asyncio.run(run(url, MSGPACK if args.msgpack else JSON, token, args.locale, lines,
-                               str(args.script), history))
+        return asyncio.run(run(url, MSGPACK if args.msgpack else JSON, sign_in, lines, str(args.script), history,
+                               config.idle_timeout_s / HEARTBEATS_PER_IDLE, args.full))
     except KeyboardInterrupt:
         return 130

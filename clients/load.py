@@ -116,7 +116,8 @@ class Progress:
                 self.last_line = elapsed
                 print(f"{elapsed:6.1f} s  sessions {c.connected}/{self.target}  sent {sent_rate:,.0f}/s  "
                       f"acked {acked_rate:,.0f}/s  total {c.sent:,}/{c.acked:,}  p50 {p50}  p99 {p99}  "
-                      f"orders {c.orders_created:,}  errors {counts(c.errors)}", flush=True)
+                      f"orders {c.orders_created:,}  rate-limited {c.rate_limited:,}  errors {counts(c.errors)}",
+                      flush=True)
             return
         table = Table(title=f"load: {elapsed:.0f} / {self.duration_s:g} s", show_header=False, title_justify="left")
         table.add_column(style="bold")
@@ -128,6 +129,8 @@ class Progress:
         table.add_row("sent / acknowledged", f"{c.sent:,} / {c.acked:,}")
         table.add_row("ack latency p50 / p99", f"{p50} / {p99}")
         table.add_row("orders created", f"{c.orders_created:,}")
+        table.add_row("rate-limited (waited)", f"{c.rate_limited:,} ({c.rate_limited_wait_ms / 1000:,.1f} s)",
+                      style="yellow" if c.rate_limited else None)
         table.add_row("errors", counts(c.errors), style="red" if c.errors else None)
         table.add_row("connection failures", counts(c.failures), style="red" if c.failures else None)
         self.live.update(table)
@@ -235,6 +238,8 @@ def summary(totals: Totals, elapsed: float, ending: str, args: argparse.Namespac
         "updates": {"sent": c.sent, "acked": c.acked,
                     "throughput_per_s": round(c.acked / elapsed, 1) if elapsed else 0.0},
         "latency_ms": percentiles(totals.latency),
+        "rate_limited": {"replies": c.rate_limited, "retried": c.rate_limited_retries,
+                         "waited_s": round(c.rate_limited_wait_ms / 1000, 3)},
         "errors": c.errors,
         "connection_failures": c.failures,
         "messages": c.examples,
@@ -248,7 +253,7 @@ def describe(s: dict[str, Any]) -> str:
     def ms(latency: dict[str, float] | None) -> str:
         return "  ".join(f"{name} {value:.2f}" for name, value in latency.items()) if latency else "-"
 
-    sessions, updates, orders = s["sessions"], s["updates"], s["orders"]
+    sessions, updates, orders, limited = s["sessions"], s["updates"], s["orders"], s["rate_limited"]
     lines = [
         f"load {s['id_prefix']}: {s['duration_s']:.1f} s, {s['technicians']:,} technicians + {s['consumers']:,} "
         f"consumers in {s['processes']} process(es), {s['mode']}"
@@ -258,6 +263,8 @@ def describe(s: dict[str, Any]) -> str:
         f"{updates['throughput_per_s']:,.0f}/s",
         f"  latency ms    {ms(s['latency_ms'])}",
         f"  orders        {orders['created']:,} created of {orders['sent']:,}, latency ms {ms(orders['latency_ms'])}",
+        f"  rate-limited  {limited['replies']:,} replies, waited their retry_after ({limited['waited_s']:,.1f} s in "
+        f"all), {limited['retried']:,} requests sent again" if limited["replies"] else "  rate-limited  none",
         f"  errors        {counts(s['errors'])}",
         f"  connections   {counts(s['connection_failures'])} failed or dropped",
     ]

@@ -37,6 +37,8 @@ HIGHEST_US = 60_000_000  # histograms: 1 µs to 60 s, 3 significant digits
 REPORT_EVERY_S = 0.5
 REPLY_TIMEOUT_S = 30.0  # auth, tech.duty, order.create
 DRAIN_S = 2.0  # at the stop, how long replies still in flight are awaited
+RETRY_AFTER_S = 1.0  # a `rate_limited` reply without retry_after waits this long; the pace is at most this
+PACE_MARGIN = 1.25  # the longest retry_after is a little under the bucket's period: keep a little slower
 SESSIONS_PER_SOURCE = 20_000  # under the ~28,000 ephemeral ports of one source address
 METRES_PER_DEGREE = 111_195.0  # of latitude, on the mean Earth sphere
 CONNECT_ERRORS = (OSError, WebSocketException, TimeoutError)
@@ -104,6 +106,9 @@ class Counters:
     signed_in: int = 0
     ever_signed_in: int = 0
     auth_refused: int = 0
+    rate_limited: int = 0  # `rate_limited` replies: apart from `errors`, the session waited their retry_after
+    rate_limited_retries: int = 0  # requests (auth, tech.duty, order.create) sent again after the wait
+    rate_limited_wait_ms: int = 0  # how long sessions held their frames back, in all
     errors: dict[str, int] = field(default_factory=dict)  # error replies (and reply timeouts) by code
     failures: dict[str, int] = field(default_factory=dict)  # connections that failed or dropped, by reason
     examples: dict[str, str] = field(default_factory=dict)  # the first message of each code or reason
@@ -165,22 +170,52 @@ class Link:
         self.updates: dict[str, int] = {}  # update id -> send time (perf_counter_ns)
         self.calls: dict[str, asyncio.Future[Error | None]] = {}
         self.window = asyncio.Semaphore(worker.plan.window)
+        self.resume_at = 0.0  # loop time before which nothing is sent: the gateway said `retry_after`
+        self.pace = 0.0  # once rate-limited: at least this long between frames (the longest retry_after)
         self.idle = asyncio.Event()  # set when the last update in flight is answered
         self.ids = itertools.count(1)
         self.reader = asyncio.create_task(self._read())
 
     async def call(self, frame: bytes, request_id: str) -> Error | None:
-        """Send a request and wait for its reply: None for a result, else the error."""
-        future = self.calls[request_id] = asyncio.get_running_loop().create_future()
-        try:
-            await self.ws.send(frame, text=True)
-            return await asyncio.wait_for(future, REPLY_TIMEOUT_S)
-        except TimeoutError:
-            c = self.worker.counters
-            c.count(c.errors, "timeout", f"no reply within {REPLY_TIMEOUT_S:g} s")
-            raise
-        finally:
-            self.calls.pop(request_id, None)
+        """Send a request and wait for its reply: None for a result, else the error. A
+        `rate_limited` reply is not an answer: the request goes again after its retry_after."""
+        c = self.worker.counters
+        while True:
+            await self.admit()
+            future = self.calls[request_id] = asyncio.get_running_loop().create_future()
+            try:
+                await self.ws.send(frame, text=True)
+                error: Error | None = await asyncio.wait_for(future, REPLY_TIMEOUT_S)
+            except TimeoutError:
+                c.count(c.errors, "timeout", f"no reply within {REPLY_TIMEOUT_S:g} s")
+                raise
+            finally:
+                self.calls.pop(request_id, None)
+            if error is None or error.code != "rate_limited" or self.worker.stopping:
+                return error
+            c.rate_limited_retries += 1
+
+    async def admit(self) -> None:
+        """Wait until the gateway's retry_after has passed; once rate-limited, keep to its pace
+        (frames in flight would otherwise all go at once when the wait ends, and most be refused)."""
+        loop = asyncio.get_running_loop()
+        while (wait := self.resume_at - loop.time()) > 0 and not self.worker.stopping:
+            await self.worker.pause(wait)
+        if self.pace:
+            self.resume_at = max(self.resume_at, loop.time() + self.pace)
+
+    def hold(self, error: Error) -> None:
+        """A `rate_limited` reply: nothing more goes out for its `retry_after` seconds."""
+        c, now = self.worker.counters, asyncio.get_running_loop().time()
+        c.rate_limited += 1
+        c.examples.setdefault("rate_limited", error.message)
+        retry_after = (error.details or {}).get("retry_after")
+        wait = float(retry_after) if isinstance(retry_after, int | float) and retry_after > 0 else RETRY_AFTER_S
+        self.pace = max(self.pace, min(wait, RETRY_AFTER_S) * PACE_MARGIN)
+        until = now + wait
+        if until > self.resume_at:
+            c.rate_limited_wait_ms += round((until - max(now, self.resume_at)) * 1000)
+            self.resume_at = until
 
     async def settle(self) -> None:
         """Wait (a little) for the replies to the updates in flight."""
@@ -206,7 +241,9 @@ class Link:
                     counters.events += 1  # order.available, order.status...: not what we measure
                     continue
                 error = ERROR(data) if head.type == "error" else None
-                if error is not None:
+                if error is not None and error.code == "rate_limited":
+                    self.hold(error)
+                elif error is not None:
                     counters.count(counters.errors, error.code, error.message)
                 sent = self.updates.pop(head.id, None) if isinstance(head.id, str) else None
                 if sent is not None:
@@ -330,6 +367,7 @@ class Worker:
         if p.max_rate:
             while True:
                 await link.window.acquire()
+                await link.admit()
                 if self.stopping:
                     return
                 await self.update(link, walker, 1.0)
@@ -337,6 +375,9 @@ class Worker:
         await self.pause(rng.uniform(0, p.interval_s))  # spread the sessions over the interval
         next_at = loop.time()
         while not self.stopping:
+            await link.admit()  # a refused update is not sent again: the next one is newer
+            if self.stopping:
+                return
             await self.update(link, walker, p.interval_s)
             next_at += p.interval_s
             await self.pause(next_at - loop.time())

@@ -280,13 +280,27 @@ async def settle_garbage_collector(freeze_every_s: float = 1.0, collect_every: i
         gc.freeze()
 
 
+def addresses(config: Config, gateway: Gateway) -> list[tuple[str, str]]:
+    """(what, URL) of everything a started process serves, each named in the start log. A page
+    the HTTP side serves adds its line here, e.g. ("back office", f"{http}/admin/")."""
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    http = f"http://{host}:{gateway.http_port}"
+    lines = [("websocket", f"ws://{host}:{gateway.port}/ws"),
+             ("HTTP", f"{http} (/livez, /readyz, /metrics, /attachments/, /stripe/webhook)")]
+    public = gateway.services.public_url.base
+    if public.rstrip("/") != http:
+        lines.append(("public URL", public))
+    return lines
+
+
 async def serve_until_signalled(config: Config) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with Running(config) as gateway:
-        log.info("gateway listening on ws://%s:%d/ws", config.host, gateway.port)
+        for what, url in addresses(config, gateway):
+            log.info("gateway listening: %-10s %s", what, url)
         gateway.spawn(settle_garbage_collector())
         await stop.wait()
         log.info("signal received, shutting down")

@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -172,7 +173,12 @@ class EmbeddedPostgres:
         self.public_url = ""  # with a Listen: the URL other nodes use
 
     def start(self) -> str:
-        import pgserver
+        with warnings.catch_warnings():
+            # pgserver puts the lock all its servers share in the user's runtime dir, at import;
+            # with no XDG_RUNTIME_DIR (servers, containers, CI) platformdirs warns and falls back to
+            # /tmp/runtime-UID, which is what every process here then agrees on: nothing to act on.
+            warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR", category=UserWarning)
+            import pgserver
 
         self.directory.parent.mkdir(parents=True, exist_ok=True)
         self._drop_dead_handles(pgserver.PostgresServer._lock)

@@ -2,25 +2,26 @@
 and in a pseudo-terminal, plus its Tab completion."""
 
 import asyncio
-import fcntl
+import json
 import os
-import pty
 import re
+import signal
 import socket
-import struct
 import sys
-import termios
 import uuid
 from pathlib import Path
 
+import msgspec
+import pexpect
 import pytest
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
 
-from clients.console import FrameCompleter
+from clients.completion import FrameCompleter, Values
 from protocol.admin import Notify
+from protocol.catalog import CatalogList
 from tests.conftest import ROOT, SECRET, ws_url
-from tests.processes import run_command
+from tests.processes import GatewayProcess, run_command
 from tests.world import order_at, spot
 
 TIMEOUT_S = 60.0
@@ -98,13 +99,17 @@ async def test_unreadable_script_and_unreachable_gateway_say_so_in_one_line(gate
 
 
 class Terminal:
-    """The master side of a pseudo-terminal, read by the event loop so the gateway keeps serving."""
+    """A console in a pseudo-terminal (pexpect spawns it), its screen read by the event loop so
+    that the gateway in this process keeps serving; matched with the escape sequences removed."""
 
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.child = pexpect.spawn(sys.executable, list(args), cwd=str(ROOT), dimensions=(40, 160),
+                                   env={**os.environ, "TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1", "NO_COLOR": "1",
+                                        **(env or {})})
+        self.fd = self.child.child_fd
         self.output = bytearray()
         self.changed = asyncio.Event()
-        asyncio.get_running_loop().add_reader(fd, self._read)
+        asyncio.get_running_loop().add_reader(self.fd, self._read)
 
     def _read(self) -> None:
         try:
@@ -129,28 +134,27 @@ class Terminal:
         return found + len(wanted)
 
     def type(self, keys: str) -> None:
-        os.write(self.fd, keys.encode())
+        self.child.send(keys)
+
+    async def exit_status(self) -> int | None:
+        async with asyncio.timeout(TIMEOUT_S):
+            while self.child.isalive():
+                await asyncio.sleep(0.05)
+        return self.child.exitstatus
 
     def close(self) -> None:
         asyncio.get_running_loop().remove_reader(self.fd)
-        os.close(self.fd)
+        self.child.close(force=True)
 
 
 async def test_interactive_ping_event_and_quit(gateway, signed_in, tmp_path):
     alice = user()
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
-    env = {**os.environ, "TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1", "NO_COLOR": "1"}
-    proc = await asyncio.create_subprocess_exec(
-        *console_argv(ws_url(gateway), tmp_path, "--role", "admin", "--sub", alice), cwd=ROOT, env=env,
-        stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
-    os.close(slave)
-    terminal = Terminal(master)
+    terminal = Terminal(*console_argv(ws_url(gateway), tmp_path, "--role", "admin", "--sub", alice)[1:])
     try:
-        seen = await terminal.expect("dispatch>")
+        seen = await terminal.expect("dispatch admin>")  # the prompt says who is signed in
         terminal.type("ping\r")
         seen = await terminal.expect('"server_time"', seen)
-        seen = await terminal.expect("dispatch>", seen)
+        seen = await terminal.expect("dispatch admin>", seen)
 
         admin, _ = await signed_in("admin")  # someone else pushes a notice while the prompt waits
         await admin.request(Notify(user_id=alice, text="ring ring"))
@@ -164,13 +168,63 @@ async def test_interactive_ping_event_and_quit(gateway, signed_in, tmp_path):
         await terminal.expect(f"order.created  whirlpool  {order.id}  open  139.00  {consumer_id}", seen)
 
         terminal.type(":quit\r")
-        assert await asyncio.wait_for(proc.wait(), TIMEOUT_S) == 0, terminal.text
+        assert await terminal.exit_status() == 0, terminal.text
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
         terminal.close()
     assert "ping" in (tmp_path / "console_history").read_text()  # Up-arrow finds it next time
+
+
+async def test_an_idle_console_keeps_its_session(make_gateway, tmp_path):
+    async with make_gateway(idle_timeout_s=1.0) as gw:
+        terminal = Terminal(*console_argv(ws_url(gw), tmp_path, "--role", "admin", "--sub", user(),
+                                          "--idle-timeout-s", "1")[1:])
+        try:
+            seen = await terminal.expect("dispatch admin>")
+            [session] = gw.sessions
+            await asyncio.sleep(3.5)  # over three idle timeouts without a key pressed
+            assert gw.sessions == {session}  # the same session: never closed for idling
+            terminal.type("ping\r")
+            seen = await terminal.expect('"server_time"', seen)
+            assert "reconnected" not in terminal.text and "closed" not in terminal.text
+        finally:
+            terminal.close()
+
+
+async def test_a_restarted_gateway_is_rejoined_and_signed_in_again(servers, key_dir, tmp_path):
+    args = ("--database-url", servers[0], "--redis-url", servers[1], "--secret", SECRET, "--data-dir", str(tmp_path))
+    served = await GatewayProcess(*args).start()
+    alice = user()
+    terminal = Terminal(*console_argv(served.url, tmp_path, "--role", "admin", "--sub", alice)[1:])
+    restarted: GatewayProcess | None = None
+    try:
+        seen = await terminal.expect("dispatch admin>")
+        assert served.process is not None
+        served.process.send_signal(signal.SIGKILL)  # no close frame: the connection just drops
+        await served.process.wait()
+        restarted = await GatewayProcess(*args, port=served.port).start()
+        seen = await terminal.expect(f"reconnected to {served.url} after connection lost", seen)
+        seen = await terminal.expect(f"signed in again as admin {alice}", seen)
+        terminal.type('admin.notify {"user_id": "' + alice + '", "text": "still here"}\r')
+        await terminal.expect('"sessions": 1', seen)  # the new session is signed in as alice
+        await terminal.expect('"still here"', seen)  # and gets her events
+        terminal.type(":quit\r")
+        assert await terminal.exit_status() == 0, terminal.text
+    finally:
+        terminal.close()
+        if restarted is not None:
+            await restarted.terminate()
+
+
+async def test_tab_completes_catalog_values_in_the_terminal(gateway, tmp_path):
+    terminal = Terminal(*console_argv(ws_url(gateway), tmp_path, "--role", "consumer", "--sub", user())[1:])
+    try:
+        seen = await terminal.expect("dispatch consumer>")
+        terminal.type('order.create {"brand": "whirlp\t')
+        seen = await terminal.expect('order.create {"brand": "whirlpool"', seen)
+        terminal.type(', "sku": "WRF5\t')  # only whirlpool's SKUs: one starts so
+        await terminal.expect('"sku": "WRF535SWHZ"', seen)
+    finally:
+        terminal.close()
 
 
 async def test_lists_are_tables_unless_json_is_asked(gateway, tmp_path):
@@ -189,8 +243,8 @@ async def test_lists_are_tables_unless_json_is_asked(gateway, tmp_path):
     assert '"entries": [' in as_json and '"action": "catalog.brand.save"' in as_json
 
 
-def completions(text: str) -> list[str]:
-    return [c.text for c in FrameCompleter().get_completions(Document(text), CompleteEvent())]
+def completions(text: str, values: Values | None = None) -> list[str]:
+    return [c.text for c in FrameCompleter(values=values).get_completions(Document(text), CompleteEvent())]
 
 
 def test_tab_completes_operations_then_their_fields():
@@ -203,3 +257,53 @@ def test_tab_completes_operations_then_their_fields():
     assert completions('admin.notify {"text": "hi", "') == ['"user_id": ', '"group": ']  # not twice
     assert completions('admin.notify {"text": "a, b') == []  # inside a string value
     assert completions("ping ") == []  # no fields but `id`, which the console fills in
+
+
+async def test_tab_completes_values_from_the_catalog_the_types_and_the_orders_seen(signed_in):
+    consumer, _ = await signed_in("consumer")
+    values = Values()
+    values.catalog(msgspec.to_builtins(await consumer.request(CatalogList())))
+    assert completions('order.create {"brand": "whirl', values) == ['"whirlpool"']
+    skus = completions('order.create {"brand": "whirlpool", "sku": "', values)
+    assert '"WRF535SWHZ"' in skus and {values.skus[sku.strip('"')][0] for sku in skus} == {"whirlpool"}
+    assert len(completions('order.create {"sku": "', values)) > len(skus)  # without a brand: every SKU
+    assert '"repair"' in completions('order.create {"service_type": "', values)
+    assert completions('order.list {"state": "comp', values) == ['"completed"']  # the type's Literal
+    assert completions('order.accept {"order_id": "', values) == []  # none seen yet
+
+    order = (await consumer.request(order_at(spot()))).order
+    values.seen(msgspec.to_builtins({"type": "result", "order": order}))
+    values.seen({"type": "order.unavailable", "order_id": "o-older", "state": "accepted"})
+    assert completions('order.accept {"order_id": "', values) == ['"o-older"', f'"{order.id}"']  # newest first
+    assert completions(":help order.acc") == ["order.accept"]
+
+
+async def test_help_of_an_operation_names_the_roles_allowed(gateway, tmp_path):
+    script = tmp_path / "help.txt"
+    script.write_text(":help order.accept\n:help admin.notify\n:help catalog.list\n:help ping\n")
+    code, out = await run_console(ws_url(gateway), tmp_path, "--script", str(script))
+    assert code == 0, out
+    sections = out.split("roles: ")[1:]
+    assert [s.splitlines()[0] for s in sections] == ["technician", "admin",
+                                                      "admin, consumer, merchant, technician", "anyone, before auth"]
+    assert "order_id" in sections[0]
+
+
+async def test_an_order_prints_as_one_line_unless_full(gateway, tmp_path):
+    consumer = f"cons-{uuid.uuid4().hex[:8]}"
+    create = {k: v for k, v in msgspec.to_builtins(order_at(spot())).items() if v not in (None, []) and k != "type"}
+    script = tmp_path / "order.txt"
+    script.write_text("order.create " + json.dumps(create) + "\n")
+    code, out = await run_console(ws_url(gateway), tmp_path, "--role", "consumer", "--sub", consumer,
+                                  "--script", str(script))
+    assert code == 0, out
+    [line] = [line for line in out.splitlines() if line.startswith("order ")]
+    assert re.fullmatch(r"order \S+  open  whirlpool WRF535SWHZ repair  139\.00 USD  12 Elm Street, Apt 3  "
+                        rf"consumer {consumer}(  payment \w+)?", line), line
+    assert "compressor clicks" not in out.split("result  ")[1]  # the description is for --full
+
+    code, out = await run_console(ws_url(gateway), tmp_path, "--role", "consumer", "--sub", consumer, "--full",
+                                  "--script", str(script))
+    assert code == 0, out
+    reply = out.split("result  ")[1]
+    assert '"description": "Fridge is warm, compressor clicks"' in reply and '"created_at"' in reply

@@ -90,3 +90,27 @@ async def test_no_secret_is_one_clear_line(tmp_path: Path) -> None:
     assert code == 2, out
     assert out.strip().startswith("load: no secret: set GATEWAY_SECRET")
     assert summary is None
+
+
+async def test_rate_limited_replies_are_waited_out_and_reported_apart(make_gateway: Any, tmp_path: Path) -> None:
+    async with make_gateway(rate_per_s=4.0, rate_burst=4) as gw:
+        run = prefix()
+        code, out, summary = await run_load(ws_url(gw), tmp_path, "--secret", SECRET, "--id-prefix", run,
+                                            "--technicians", "3", "--max", "--duration", "3",
+                                            "--consumers", "1", "--order-interval", "0.1")
+        assert code == 0, out
+        assert summary is not None
+        limited = summary["rate_limited"]
+        assert limited["replies"] > 0 and limited["waited_s"] > 0
+        assert "rate_limited" not in summary["errors"]  # counted apart, not as an error
+        gw.metrics.flush()
+        refused = gw.metrics.registry.get_sample_value("gateway_frames_in_total", {"type": "rate_limited"})
+        assert refused == limited["replies"]  # every refusal the gateway sent was seen and counted
+        # Resending at once would be refused thousands of times a second (a round trip is about a
+        # millisecond, 8 updates in flight per technician); waiting for retry_after, then keeping
+        # to that pace, leaves refusals of the order of the frames the bucket let through.
+        admitted = summary["updates"]["acked"] + summary["orders"]["created"]
+        assert limited["replies"] < 2 * admitted
+        assert summary["updates"]["acked"] <= 3 * (4 + 4 * (3 + 2))  # never above the bucket's rate
+        assert summary["orders"]["created"] > 0 and limited["retried"] > 0  # refused orders went again
+        assert f"rate-limited  {limited['replies']:,} replies, waited their retry_after" in out
