@@ -96,6 +96,7 @@ REQUESTS: tuple[type[Request], ...] = (
     suspension.SuspensionList,
     oversight.AdminOrders,
     oversight.AdminOrder,
+    oversight.AdminMap,
     ai.AiStart,
     ai.AiReply,
     ai.AiEnd,
