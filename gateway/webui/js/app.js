@@ -53,7 +53,9 @@ function signInPage(message) {
       }
       started(session);
     } catch (error) {
-      status.textContent = errorText(error);
+      // auth.login answers before the session has a language: its code is translated here
+      status.textContent = error instanceof ProtocolError && error.code === "unauthorized"
+        ? t("Wrong e-mail or password.") : errorText(error);
     }
   } },
   h("h1", {}, t("Dispatch back office")),

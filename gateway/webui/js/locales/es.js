@@ -1,5 +1,6 @@
 // The back office's Spanish texts, keyed by the English text (i18n.js).
 export const es = {
+  "Wrong e-mail or password.": "Correo electrónico o contraseña incorrectos.",
   "AI conversation": "Conversación con la IA",
   "Address": "Dirección",
   "After": "Después",

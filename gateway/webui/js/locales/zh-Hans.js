@@ -1,5 +1,6 @@
 // The back office's Simplified Chinese texts, keyed by the English text (i18n.js).
 export const zhHans = {
+  "Wrong e-mail or password.": "电子邮件或密码错误。",
   "AI conversation": "AI 对话",
   "Address": "地址",
   "After": "之后",

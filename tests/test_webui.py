@@ -1,0 +1,202 @@
+"""The back office in a real browser (chromium via Playwright) against a real gateway, PostgreSQL
+and Redis: signing in as admin and as merchant, the board and the map following an app's order
+live, the order page with its timeline and photo, cancelling with a refund, a merchant kept to
+their brands, the summary chart, the audit page. A screenshot of each main view is kept under
+.pytest_cache/screens/."""
+
+import re
+import uuid
+
+from protocol.orders import OrderAccept, OrderComplete, OrderDepart, OrderStart
+from protocol.oversight import AdminOrder
+from tests.browser import Tab, browser, staff, tab  # noqa: F401  (fixtures)
+from tests.money import app_stripe, jobs, paid_order, paying_gateway, until
+from tests.test_audits import paid
+from tests.test_uploads import JPEG, upload
+from tests.world import brand_with_sku, order_at, spot, technician
+
+
+async def test_an_admin_signs_in_sees_every_view_and_signs_out(tab: Tab, gateway, servers):
+    email, _ = await staff(gateway, servers[0], "admin")
+    await tab.sign_in(email)
+    nav = tab.page.locator("header nav a")
+    assert await nav.all_inner_texts() == ["Live map", "Orders", "Summaries", "Audits", "Catalog", "Users"]
+    assert re.search(r"#/orders$", tab.page.url)
+    await tab.page.wait_for_selector("#board table, #board .empty")
+    await tab.screenshot("orders")
+    await tab.open("#/catalog")
+    await tab.page.wait_for_selector("#catalog td:text-is('whirlpool')")
+    await tab.screenshot("catalog")
+    await tab.open("#/users")
+    await tab.page.wait_for_selector("#suspensions")
+    await tab.page.click("#signout")
+    await tab.page.wait_for_selector("form.signin")
+
+
+async def test_a_wrong_password_is_told_in_the_browsers_language(browser, gateway, servers):
+    email, _ = await staff(gateway, servers[0], "admin")
+    context = await browser.new_context(locale="es-ES")
+    try:
+        page = await context.new_page()
+        await page.goto(f"http://127.0.0.1:{gateway.http_port}/admin/")
+        assert await page.inner_text("form.signin button") == "Iniciar sesión"
+        await page.fill("#email", email)
+        await page.fill("#password", "not the password")
+        await page.click("form.signin button")
+        alert = page.locator("form.signin [role=alert]")
+        await alert.filter(has_text=re.compile(".+")).wait_for()
+        assert "contraseña" in (await alert.inner_text()).lower()
+    finally:
+        await context.close()
+
+
+async def test_a_merchant_sees_only_their_brands_and_a_crafted_url_says_not_found(tab: Tab, gateway, servers,
+                                                                                  signed_in):
+    admin, _ = await signed_in("admin")
+    mine, sku = await brand_with_sku(admin)
+    theirs, their_sku = await brand_with_sku(admin)
+    email, _ = await staff(gateway, servers[0], "merchant", [mine])
+    place = spot()
+    consumer, _ = await signed_in("consumer")
+    own = (await consumer.request(order_at(place, brand=mine, sku=sku))).order
+    other = (await consumer.request(order_at(place, brand=theirs, sku=their_sku))).order
+
+    await tab.sign_in(email)
+    assert await tab.page.locator("header nav a").all_inner_texts() == ["Live map", "Orders", "Summaries", "Catalog"]
+    await tab.page.wait_for_selector(f"#board tr[data-order='{own.id}']")
+    assert await tab.page.locator(f"#board tr[data-order='{other.id}']").count() == 0
+    await tab.page.fill("#q", other.id)
+    await tab.page.click("form.filters button[type=submit]")
+    await tab.page.wait_for_selector("#board .empty")
+
+    await tab.open(f"#/order/{other.id}")
+    await tab.page.wait_for_selector("#not-found")
+    assert await tab.page.inner_text("main h1") == "Order not found"
+    await tab.open(f"#/order/{own.id}")
+    await tab.page.wait_for_selector("#timeline")
+    assert await tab.page.locator("#transcript").count() == 0  # admins only
+    await tab.open("#/audits")  # not offered to merchants: the board instead
+    await tab.page.wait_for_selector("#board")
+
+
+async def test_an_apps_order_appears_on_the_board_and_on_the_map_live(tab: Tab, gateway, servers, signed_in):
+    admin, _ = await signed_in("admin")
+    brand, sku = await brand_with_sku(admin)
+    place = spot()
+    tech, tech_id = await technician(signed_in, place)
+    consumer, _ = await signed_in("consumer")
+    email, _ = await staff(gateway, servers[0], "admin")
+    await tab.sign_in(email)
+    await tab.page.fill("#brand", brand)
+    await tab.page.click("form.filters button[type=submit]")
+    await tab.page.wait_for_selector("#board .empty")
+
+    first = (await consumer.request(order_at(place, brand=brand, sku=sku))).order
+    row = tab.page.locator(f"#board tr[data-order='{first.id}']")
+    await row.wait_for()  # no reload: the feed told the board
+    assert await row.locator("td[data-col=state] .badge").inner_text() == "open"
+    await tech.request(OrderAccept(order_id=first.id))
+    await tab.page.wait_for_selector(f"#board tr[data-order='{first.id}'][data-state='accepted']")
+
+    await tab.page.click("header nav a[data-view=map]")
+    await tab.page.wait_for_selector(f"#map-orders li[data-order='{first.id}']")
+    second = (await consumer.request(order_at(place, brand=brand, sku=sku))).order
+    await tab.page.wait_for_selector(f"#map-orders li[data-order='{second.id}']")
+    await tab.page.wait_for_selector(f"path.order-{second.id}", state="attached")
+    await tab.page.click(f"#map-orders li[data-order='{second.id}'] button")
+    await tab.page.wait_for_selector(f"#in-circle li:text-is('{tech_id[:8]}')")  # the technician beside it
+    assert await tab.page.locator(".leaflet-control-scale-line").count() == 2  # miles and kilometres
+    assert await tab.page.locator(".leaflet-tile").count() == 0  # no MAP_TILES_URL: a plain background
+    await tab.screenshot("map")
+
+
+async def test_the_order_page_shows_the_timeline_and_the_photo_full_size(tab: Tab, gateway, servers, signed_in):
+    place = spot()
+    consumer, _ = await signed_in("consumer")
+    tech, _ = await technician(signed_in, place)
+    order = (await consumer.request(order_at(place))).order
+    for step in (OrderAccept, OrderDepart, OrderStart):
+        await tech.request(step(order_id=order.id))
+    photo = await upload(tech, JPEG, "image/jpeg")
+    await tech.request(OrderComplete(order_id=order.id, attachments=[photo], note="Replaced the sensor"))
+    email, _ = await staff(gateway, servers[0], "admin")
+    await tab.sign_in(email)
+    await tab.open(f"#/order/{order.id}")
+    await tab.page.wait_for_selector("#timeline")
+    states = await tab.page.locator("#timeline td[data-col=to_state]").all_inner_texts()
+    assert states == ["open", "accepted", "en route", "in service", "completed"]
+    thumb = tab.page.locator("#photos img.thumb")
+    await thumb.wait_for()
+    await tab.page.wait_for_function("() => document.querySelector('#photos img.thumb').naturalWidth > 0")
+    await thumb.click()
+    await tab.page.wait_for_selector("dialog.full img")
+    await tab.screenshot("order")
+    await tab.page.click("dialog.full button")
+
+
+async def test_cancel_with_refund_through_the_page_then_the_state_changes(tab: Tab, make_gateway, stripe_server,
+                                                                          signed_in, servers):
+    async with paying_gateway(make_gateway, stripe_server, payment_policy="pay_at_creation") as gw:
+        _, _, order_id, _ = await paid_order(gw, signed_in, app_stripe(stripe_server))
+        price = (await (await signed_in("admin", gw=gw))[0].request(AdminOrder(order_id=order_id))).order.price_cents
+        tab.gateway = gw
+        email, _ = await staff(gw, servers[0], "admin")
+        await tab.sign_in(email)
+        await tab.open(f"#/order/{order_id}")
+        await tab.page.wait_for_selector("#state .badge:text-is('open')")
+        await tab.page.click("#cancel")
+        dialog = tab.page.locator("dialog.confirm")
+        await dialog.wait_for()
+        shown = f"${price / 100:,.2f}"
+        assert f"Refund to the customer: {shown}" in await dialog.inner_text()
+        await dialog.locator("button[value=ok]").click()
+        await tab.page.wait_for_selector("#state .badge:text-is('cancelled')")
+        assert f"refund {shown}" in await tab.page.inner_text("#order-status")
+        await until(lambda: _refunded(gw, order_id))
+        await tab.page.reload()
+        await tab.sign_in(email)
+        await tab.open(f"#/order/{order_id}")
+        await tab.page.wait_for_selector(f"#refunded:text-is('{shown}')")
+
+
+async def _refunded(gw, order_id):
+    return [j for j in await jobs(gw, order_id) if j["kind"] == "refund" and j["state"] == "done"]
+
+
+async def test_the_summary_chart_renders_with_its_series(tab: Tab, gateway, servers, signed_in):
+    admin, _ = await signed_in("admin")
+    brand, sku = await brand_with_sku(admin)
+    consumer, _ = await signed_in("consumer")
+    for _ in range(2):
+        await consumer.request(order_at(spot(), brand=brand, sku=sku))
+    email, _ = await staff(gateway, servers[0], "admin")
+    await tab.sign_in(email)
+    await tab.open("#/summary")
+    await tab.page.fill("#summary-brand", brand)
+    await tab.page.click("form.filters button[type=submit]")
+    await tab.page.wait_for_selector("#totals td:text-is('2')")
+    chart = tab.page.locator("#chart-orders")
+    assert await chart.locator("canvas").count() == 1
+    labels = await chart.locator(".u-legend .u-series .u-label").all_inner_texts()
+    assert labels[1:] == ["all orders", "open", "accepted", "in service", "completed", "cancelled"]
+    assert await tab.page.locator("#chart-money canvas, #chart-times canvas").count() == 2
+    # the plotted data: today's bucket holds the two open orders
+    assert await tab.page.locator("#totals tr").nth(1).locator("td").nth(2).inner_text() == "2"
+    await tab.screenshot("summary")
+
+
+async def test_the_audit_page_lists_a_planted_anomaly_with_a_link_to_its_order(tab: Tab, gateway, servers,
+                                                                               signed_in):
+    consumer, _ = await signed_in("consumer")
+    order = (await consumer.request(order_at(spot()))).order
+    await paid(gateway.services.db, uuid.UUID(order.id))  # completed and captured, no transfer: transfer_missing
+    email, _ = await staff(gateway, servers[0], "admin")
+    await tab.sign_in(email)
+    await tab.open("#/audits")
+    await tab.page.click("#run-audit")
+    item = tab.page.locator(f"section[data-kind=transfer_missing] li[data-order='{order.id}']")
+    await item.wait_for()
+    assert "expected_cents" in await item.inner_text()
+    await tab.screenshot("audits")
+    await item.locator("a").click()
+    await tab.page.wait_for_selector("#timeline")
