@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint fuzz bench bench-summary eval schema messages clean
+.PHONY: run test lint fuzz bench bench-summary eval schema messages vendor clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,9 @@ schema: $(STAMP)  ## regenerate docs/asyncapi.yaml from the protocol types
 messages: $(STAMP)  ## re-extract translatable strings and merge them into the catalogs
 	$(VENV)/bin/pybabel extract -F babel.cfg -k N_ --no-location --omit-header -o handlers/locales/messages.pot gateway handlers storage protocol
 	$(VENV)/bin/pybabel update -i handlers/locales/messages.pot -d handlers/locales -D messages
+
+vendor: $(STAMP)  ## re-fetch the back office's browser libraries (pinned, sha512-checked) into gateway/webui/vendor
+	$(PY) -m gateway.vendoring
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
