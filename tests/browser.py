@@ -14,13 +14,12 @@ import pytest
 
 from gateway import usertool
 from gateway.server import Gateway
-from tests.conftest import FAST_PASSWORDS, ROOT
 
 CHROMIUM = shutil.which("chromium") or next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser")
                                             if Path(p).exists()), None)
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
-SCREENS = ROOT / ".pytest_cache" / "screens"
+SCREENS = Path(__file__).resolve().parent.parent / ".pytest_cache" / "screens"
 PASSWORD = "correct horse battery"
 
 
@@ -92,6 +91,8 @@ async def tab(browser: Any, gateway: Gateway) -> AsyncIterator[Tab]:
 
 async def staff(gateway: Gateway, database_url: str, role: str, brands: list[str] | None = None) -> tuple[str, str]:
     """(e-mail, user id) of a new staff account made as `run.py user create` makes it."""
+    from tests.conftest import FAST_PASSWORDS  # conftest imports this module's fixtures
+
     email = f"{role}-{uuid.uuid4().hex[:8]}@example.com"
     line = await usertool.create(gateway.config, database_url, role=role, email=email, name=f"Test {role}",
                                  password=PASSWORD, brands=brands or [], passwords=FAST_PASSWORDS)

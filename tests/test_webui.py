@@ -11,12 +11,11 @@ import zlib
 
 from protocol.orders import OrderAccept, OrderComplete, OrderDepart, OrderStart
 from protocol.oversight import AdminOrder
-from tests.browser import Tab, browser, staff, tab  # noqa: F401  (fixtures)
+from tests.browser import Tab, staff
 from tests.money import app_stripe, jobs, paid_order, paying_gateway, until
 from tests.test_audits import paid
 from tests.test_uploads import upload
 from tests.world import brand_with_sku, order_at, spot, technician
-
 
 
 def png(width: int = 64, height: int = 48) -> bytes:
