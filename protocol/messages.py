@@ -97,6 +97,7 @@ REQUESTS: tuple[type[Request], ...] = (
     oversight.AdminOrders,
     oversight.AdminOrder,
     oversight.AdminMap,
+    admin.UserGet,
     ai.AiStart,
     ai.AiReply,
     ai.AiEnd,

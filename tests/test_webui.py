@@ -4,11 +4,13 @@ live, the order page with its timeline and photo, cancelling with a refund, a me
 their brands, the summary chart, the audit page. A screenshot of each main view is kept under
 .pytest_cache/screens/."""
 
+import json
 import re
 import struct
 import uuid
 import zlib
 
+from protocol.auth import Auth, Register
 from protocol.orders import OrderAccept, OrderComplete, OrderDepart, OrderStart
 from protocol.oversight import AdminOrder
 from tests.browser import Tab, staff
@@ -212,3 +214,115 @@ async def test_the_audit_page_lists_a_planted_anomaly_with_a_link_to_its_order(t
     await tab.screenshot("audits")
     await item.locator("a").click()
     await tab.page.wait_for_selector("#timeline")
+
+
+async def test_a_reassignment_picks_a_nearby_technician_on_the_order_page(tab: Tab, gateway, servers, signed_in):
+    place = spot()
+    consumer, _ = await signed_in("consumer")
+    first, _ = await technician(signed_in, place)
+    _, second_id = await technician(signed_in, place)
+    order = (await consumer.request(order_at(place))).order
+    await first.request(OrderAccept(order_id=order.id))
+    email, _ = await staff(gateway, servers[0], "admin")
+    await tab.sign_in(email)
+    await tab.open(f"#/order/{order.id}")
+    await tab.page.click("#reassign")
+    await tab.page.select_option("#candidate", second_id)
+    await tab.page.click(".reassign button")
+    await tab.page.locator("dialog.confirm button[value=ok]").click()
+    await tab.page.wait_for_selector(f"dl.facts dd:text-is('{second_id}')")
+    assert await tab.page.inner_text("#state .badge") == "accepted"
+
+
+async def test_an_admin_finds_a_user_by_e_mail_and_suspends_them(tab: Tab, gateway, servers, connect):
+    app = await connect()
+    email = f"ana-{uuid.uuid4().hex[:8]}@example.com"
+    made = await app.request(Register(email=email, password="long enough secret", role="consumer", name="Ana Ruiz"))
+    await app.request(Auth(token=made.token))
+    staff_email, _ = await staff(gateway, servers[0], "admin")
+    await tab.sign_in(staff_email)
+    await tab.page.click("header nav a[data-view=users]")
+    await tab.page.fill("#user-id", email)
+    await tab.page.press("#user-id", "Enter")
+    await tab.page.wait_for_selector(f"#found-id:text-is('{made.user_id}')")
+    assert await tab.page.inner_text("#user h2") == "Ana Ruiz"
+    await tab.page.fill("#suspend-reason", "chargeback fraud")
+    await tab.page.click("#suspend")
+    await tab.page.locator("dialog.confirm button[value=ok]").click()
+    await tab.page.wait_for_selector("#suspension:text-is('Suspended: chargeback fraud')")
+    await tab.page.wait_for_selector(f"#suspensions a:text-is('{made.user_id}')")
+    await until(lambda: _closed(app))  # the app's live session was closed (4003)
+    await tab.screenshot("users")
+
+
+async def _closed(client) -> bool:
+    return client.ws.close_code == 4003
+
+
+async def test_the_page_reconnects_by_itself_and_keeps_following_the_board(tab: Tab, make_gateway, servers,
+                                                                          signed_in):
+    async with make_gateway(idle_timeout_s=3) as gw:
+        opened = []
+        tab.page.on("websocket", lambda ws: opened.append(ws))
+        tab.gateway = gw
+        # the apps use the shared gateway (this one drops idle sessions): the feed crosses processes
+        admin, _ = await signed_in("admin")
+        brand, sku = await brand_with_sku(admin)
+        consumer, _ = await signed_in("consumer")
+        email, _ = await staff(gw, servers[0], "admin")
+        await tab.sign_in(email)
+        await tab.page.fill("#brand", brand)
+        await tab.page.click("form.filters button[type=submit]")
+        await tab.page.wait_for_selector("#board .empty")
+        await until(lambda: _at_least(opened, 2))  # dropped as idle, then opened again by the page
+        await tab.page.wait_for_selector("#online:text-is('online')")
+        order = (await consumer.request(order_at(spot(), brand=brand, sku=sku))).order
+        await tab.page.wait_for_selector(f"#board tr[data-order='{order.id}']")
+        assert len(opened) >= 2
+
+
+async def _at_least(found: list, n: int) -> bool:
+    return len(found) >= n
+
+
+async def test_the_session_token_is_refreshed_before_it_expires(tab: Tab, make_gateway, servers):
+    async with make_gateway(token_ttl_s=62) as gw:  # the page refreshes a minute early: after ~2 s
+        sent: list[str] = []
+        tab.page.on("websocket", lambda ws: ws.on("framesent", lambda payload: sent.append(str(payload))))
+        tab.gateway = gw
+        email, _ = await staff(gw, servers[0], "admin")
+        await tab.sign_in(email)
+        await until(lambda: _refreshed_and_authenticated(sent))
+        await tab.page.click("header nav a[data-view=catalog]")
+        await tab.page.wait_for_selector("#catalog td:text-is('whirlpool')")
+
+
+async def _refreshed_and_authenticated(sent: list[str]) -> bool:
+    types = [json.loads(frame)["type"] for frame in sent]
+    return "auth.refresh" in types and types[types.index("auth.refresh") + 1:].count("auth") >= 1
+
+
+async def test_a_tablet_and_the_keyboard_alone_are_enough(browser, gateway, servers):
+    email, _ = await staff(gateway, servers[0], "admin")
+    context = await browser.new_context(viewport={"width": 768, "height": 1024}, locale="zh-CN")
+    try:
+        page = await context.new_page()
+        await page.goto(f"http://127.0.0.1:{gateway.http_port}/admin/")
+        await page.wait_for_selector("#email:focus")  # the e-mail field has the focus
+        await page.keyboard.type(email)
+        await page.keyboard.press("Tab")
+        await page.keyboard.type("correct horse battery")
+        await page.keyboard.press("Enter")
+        await page.wait_for_selector("#signout")
+        assert await page.inner_text("header nav a[aria-current]") == "订单"
+        await page.wait_for_selector("#board")
+        assert await page.evaluate("document.documentElement.scrollWidth") <= 768  # nothing sticks out
+        for _ in range(20):
+            await page.keyboard.press("Tab")
+            if await page.evaluate("document.activeElement.dataset.view") == "map":
+                break
+        await page.keyboard.press("Enter")
+        await page.wait_for_selector("#map .leaflet-control-scale")
+        assert await page.evaluate("document.documentElement.scrollWidth") <= 768
+    finally:
+        await context.close()

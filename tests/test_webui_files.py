@@ -7,6 +7,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import re
 import subprocess
 import sys
 import zipfile
@@ -102,3 +103,23 @@ async def test_a_built_wheel_carries_every_file_of_the_page(tmp_path: Path):
     wanted = {"gateway/webui/" + p.relative_to(WEBUI).as_posix() for p in WEBUI.rglob("*")
               if p.is_file() and not p.name.startswith(".")}
     assert wanted and inside == wanted
+
+
+def catalog(name: str) -> dict[str, str]:
+    text = (WEBUI / "js" / "locales" / name).read_text(encoding="utf-8")
+    found: dict[str, str] = json.loads(text[text.index("{"):text.rindex("}") + 1])
+    return found
+
+
+def test_every_text_of_the_page_is_translated():
+    sources = "".join(p.read_text(encoding="utf-8") for p in (WEBUI / "js").rglob("*.js") if "locales" not in p.parts)
+    texts = set(re.findall(r'\bt\("((?:[^"\\]|\\.)+)"', sources))
+    states = (WEBUI / "js" / "i18n.js").read_text(encoding="utf-8")
+    texts |= set(re.findall(r'\w+: "([a-z ]+)"', states[states.index("STATE_LABELS"):]))
+    assert len(texts) > 150
+    for name in ("es.js", "zh-Hans.js"):
+        translated = catalog(name)
+        assert sorted(texts - set(translated)) == [], name
+        assert all(value.strip() for value in translated.values())
+        for text in texts:  # the same {placeholders} in the translation
+            assert set(re.findall(r"\{\w+\}", translated[text])) == set(re.findall(r"\{\w+\}", text)), text

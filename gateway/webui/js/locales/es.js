@@ -1,5 +1,9 @@
 // The back office's Spanish texts, keyed by the English text (i18n.js).
 export const es = {
+  "E-mail or user id": "Correo electrónico o id de usuario",
+  "Role": "Rol",
+  "Account": "Cuenta",
+  "invited, not claimed yet": "invitada, aún no reclamada",
   "Wrong e-mail or password.": "Correo electrónico o contraseña incorrectos.",
   "AI conversation": "Conversación con la IA",
   "Address": "Dirección",

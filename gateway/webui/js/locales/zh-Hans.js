@@ -1,5 +1,9 @@
 // The back office's Simplified Chinese texts, keyed by the English text (i18n.js).
 export const zhHans = {
+  "E-mail or user id": "电子邮件或用户 ID",
+  "Role": "角色",
+  "Account": "账户",
+  "invited, not claimed yet": "已邀请，尚未认领",
   "Wrong e-mail or password.": "电子邮件或密码错误。",
   "AI conversation": "AI 对话",
   "Address": "地址",
