@@ -89,6 +89,10 @@ async def test_a_merchant_sees_only_their_brands_and_a_crafted_url_says_not_foun
     await tab.open(f"#/order/{own.id}")
     await tab.page.wait_for_selector("#timeline")
     assert await tab.page.locator("#transcript").count() == 0  # admins only
+    await tab.open("#/catalog")  # their brands' products only
+    await tab.page.wait_for_selector(f"#catalog td:text-is('{sku}')")
+    assert await tab.page.locator(f"#catalog td:text-is('{their_sku}')").count() == 0
+    assert await tab.page.locator("#catalog td:text-is('whirlpool')").count() == 0
     await tab.open("#/audits")  # not offered to merchants: the board instead
     await tab.page.wait_for_selector("#board")
 

@@ -10,6 +10,7 @@ export function catalogView(app, main) {
   const history = h("div", { id: "history" });
   const guides = h("div", { id: "guides" });
   let catalog = null;
+  const ours = (brand) => !app.brands || app.brands.includes(brand);
 
   function field(label, attrs) {
     const input = h(attrs.tag || "input", { type: "text", ...attrs, tag: null });
@@ -73,7 +74,7 @@ export function catalogView(app, main) {
         { key: "id", label: t("Brand id") }, { key: "name", label: t("Name") },
         { key: "retired", label: t("Retired"), render: (b) => (b.retired ? t("yes") : t("no")) },
         { key: "act", label: "", render: (b) => retire({ kind: "brand", brand: b.id }, !b.retired) },
-      ], catalog.brands),
+      ], catalog.brands.filter((b) => ours(b.id))),
       h("h2", {}, t("SKUs and prices")),
       table([
         { key: "id", label: t("SKU") }, { key: "brand", label: t("Brand") }, { key: "category", label: t("Category") },
@@ -83,15 +84,17 @@ export function catalogView(app, main) {
           retire({ kind: "price", sku: s.id, service_type: p.service_type }, !p.retired))) },
         { key: "retired", label: t("Retired"), render: (s) => (s.retired ? t("yes") : t("no")) },
         { key: "act", label: "", render: (s) => retire({ kind: "sku", sku: s.id }, !s.retired) },
-      ], catalog.skus));
+      ], catalog.skus.filter((s) => ours(s.brand))));
   }
 
   async function load() {
     try {
+      await app.watched;
       catalog = await app.client.request("catalog.list", {});
       draw();
       const [changes, found] = await Promise.all([app.client.request("catalog.history", { limit: 50 }),
         app.client.request("catalog.guides", { limit: 50 })]);
+      found.guides = found.guides.filter((g) => !g.brand || ours(g.brand));
       clear(history, table([
         { key: "at", label: t("When"), render: (c) => fmt.when(c.at) },
         { key: "actor", label: t("By"), render: (c) => `${t(c.actor_role)} ${c.actor_id.slice(0, 8)}` },

@@ -16,8 +16,9 @@ export function feedPanel(app) {
       a.amount_cents !== null && a.amount_cents !== undefined ? ` ${fmt.money(a.amount_cents)}` : ""));
     while (list.children.length > KEEP) list.lastChild.remove();
   });
-  const watch = () => app.client.request("admin.watch").catch(() => {});
-  watch();
+  // The reply names a merchant's brands (null for admins): the views show those only.
+  const watch = () => app.client.request("admin.watch").then((w) => { app.brands = w.brands; }).catch(() => {});
+  app.watched = watch();
   return { el, watch };
 }
 
