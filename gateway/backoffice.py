@@ -45,8 +45,9 @@ def load_assets(root: Path = WEBUI) -> dict[str, Asset]:
 
 
 def origin(url: str) -> str:
-    parts = urlparse(url)
-    return f"{parts.scheme}://{parts.netloc}"
+    """A tile URL's origin as a CSP source: Leaflet's `{s}` subdomain placeholder becomes `*`."""
+    parts = urlparse(url.replace("{s}", "subdomain"))
+    return f"{parts.scheme}://{parts.netloc}".replace("subdomain", "*")
 
 
 class BackOffice:

@@ -223,7 +223,7 @@ def validate(c: Config) -> None:
     if c.key_dir is not None and key_dir(c).is_relative_to(c.data_dir.absolute()):
         raise ConfigError(f"KEY_DIR={c.key_dir} is inside DATA_DIR: keep the keys apart from the data they protect")
     if c.map_tiles_url is not None and (urlparse(c.map_tiles_url).scheme not in ("http", "https")
-                                        or "{z}" not in c.map_tiles_url):
+                                        or not all(part in c.map_tiles_url for part in ("{z}", "{x}", "{y}"))):
         raise ConfigError(f"MAP_TILES_URL={c.map_tiles_url!r} is not an http(s) URL with {{z}}, {{x}} and {{y}}")
     if c.openai_base_url is not None and urlparse(c.openai_base_url).scheme not in ("http", "https"):
         raise ConfigError(f"OPENAI_BASE_URL={c.openai_base_url!r} is not an http(s) URL")

@@ -330,3 +330,24 @@ async def test_a_tablet_and_the_keyboard_alone_are_enough(browser, gateway, serv
         assert await page.evaluate("document.documentElement.scrollWidth") <= 768
     finally:
         await context.close()
+
+
+async def test_the_catalog_editor_saves_a_price_retires_a_sku_and_shows_the_history(tab: Tab, gateway, servers,
+                                                                                    signed_in):
+    admin, _ = await signed_in("admin")
+    brand, sku = await brand_with_sku(admin)
+    email, _ = await staff(gateway, servers[0], "merchant", [brand])
+    await tab.sign_in(email)
+    await tab.page.click("header nav a[data-view=catalog]")
+    row = tab.page.locator("#catalog tr", has=tab.page.locator(f"td:text-is('{sku}')"))
+    await row.wait_for()
+    await tab.page.fill("#price-sku", sku)
+    await tab.page.fill("#price-service", "maintenance")
+    await tab.page.fill("#price-amount", "89.50")
+    await tab.page.locator("#price-amount").press("Enter")
+    await row.filter(has_text="maintenance $89.50").wait_for()
+    await row.locator("td[data-col=act] button").click()  # retire the SKU
+    await row.locator("td[data-col=retired]:text-is('yes')").wait_for()
+    history = tab.page.locator("#history td[data-col=kind]")
+    await history.filter(has_text=f"sku {sku}").first.wait_for()
+    assert any(text == f"price {sku}/maintenance" for text in await history.all_inner_texts())

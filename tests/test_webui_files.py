@@ -63,6 +63,9 @@ async def test_the_config_tells_the_page_where_the_websocket_is(gateway, make_ga
         assert (await get(gw, "/admin/config.json")).json()["map_tiles_url"] == tiles
         assert "img-src 'self' blob: data: https://tiles.example.org;" in (
             await get(gw, "/admin/")).headers["content-security-policy"]
+    async with make_gateway(map_tiles_url="https://{s}.tile.example.org/{z}/{x}/{y}.png") as gw:
+        assert "img-src 'self' blob: data: https://*.tile.example.org;" in (
+            await get(gw, "/admin/")).headers["content-security-policy"]
 
 
 @pytest.mark.parametrize("path", ["/admin/nothing.js", "/admin/../gateway/config.py", "/admin/%2e%2e/config.py",
