@@ -37,7 +37,7 @@ export class Client extends EventTarget {
       ws.onopen = () => { this.ws = ws; this.backoff = 500; resolve(); };
       ws.onerror = () => reject(new Error("connection failed"));
       ws.onmessage = (message) => this.receive(JSON.parse(message.data));
-      ws.onclose = (close) => this.closed(close);
+      ws.onclose = (close) => this.closed(close, this.ws === ws);
     });
     return this.opened;
   }
@@ -62,13 +62,14 @@ export class Client extends EventTarget {
     this.dispatchEvent(new CustomEvent(name, { detail }));
   }
 
-  closed(close) {
+  closed(close, wasOpen) {
     this.ws = null;
     this.opened = null;
     for (const waiter of this.pending.values()) waiter.reject(new Error("connection closed"));
     this.pending.clear();
     this.emit("connection", { online: false });
-    if (this.closedByUs || close.code === 4003 || !this.tokens) {
+    // A socket that never opened failed its open(): whoever awaited it (resume) tries again.
+    if (!wasOpen || this.closedByUs || close.code === 4003 || !this.tokens) {
       if (close.code === 4003) this.emit("signedout", { reason: "suspended" });
       return;
     }
@@ -80,6 +81,12 @@ export class Client extends EventTarget {
     if (this.closedByUs || !this.tokens) return;
     try {
       await this.open();
+    } catch {
+      setTimeout(() => this.resume(), this.backoff);
+      this.backoff = Math.min(this.backoff * 2, MAX_BACKOFF_MS);
+      return;
+    }
+    try {
       if (Date.parse(this.tokens.expires_at) - Date.now() < REFRESH_EARLY_MS) await this.refresh(false);
       else await this.authenticate();
       this.emit("connection", { online: true });
@@ -88,11 +95,7 @@ export class Client extends EventTarget {
       if (error instanceof ProtocolError && ["unauthorized", "suspended"].includes(error.code)) {
         this.forget();
         this.emit("signedout", { reason: error.code });
-      } else if (!this.ws) {
-        // open() failed: closed() never ran for a socket that never opened
-        setTimeout(() => this.resume(), this.backoff);
-        this.backoff = Math.min(this.backoff * 2, MAX_BACKOFF_MS);
-      }
+      } // otherwise the socket closed meanwhile, and its close schedules the next try
     }
   }
 

@@ -26,12 +26,14 @@ export function t(text, vars = {}) {
 
 const dateTime = new Intl.DateTimeFormat(lang, { dateStyle: "medium", timeStyle: "medium" });
 const dateOnly = new Intl.DateTimeFormat(lang, { dateStyle: "medium" });
+const monthDay = new Intl.DateTimeFormat(lang, { month: "short", day: "numeric" });
 const numbers = new Intl.NumberFormat(lang);
 const relative = new Intl.RelativeTimeFormat(lang, { numeric: "auto" });
 
 export const fmt = {
   when: (iso) => (iso ? dateTime.format(new Date(iso)) : ""),
   day: (iso) => (iso ? dateOnly.format(new Date(iso)) : ""),
+  monthDay: (date) => monthDay.format(date),
   number: (n) => (n === null || n === undefined ? "" : numbers.format(n)),
   money: (cents, currency = "usd") => (cents === null || cents === undefined ? ""
     : new Intl.NumberFormat(lang, { style: "currency", currency: currency.toUpperCase() }).format(cents / 100)),

@@ -250,5 +250,20 @@ export const es = {
   "sku": "SKU",
   "price": "precio",
   "category": "categoría",
-  "guide": "guía"
+  "guide": "guía",
+  "order created": "pedido creado",
+  "order moved": "pedido cambia de estado",
+  "catalog changed": "catálogo cambiado",
+  "audit anomaly": "anomalía de auditoría",
+  "user suspended": "usuario suspendido",
+  "suspension lifted": "suspensión levantada",
+  "Completed and captured, no transfer": "Completado y cobrado, sin transferencia",
+  "Transfer without a captured payment": "Transferencia sin pago cobrado",
+  "Transfer amount is not the price less the fee": "El importe transferido no es el precio menos la comisión",
+  "Refund not reflected in a reversal": "Reembolso sin su reversión",
+  "Authorization expires before its capture": "La autorización caduca antes del cobro",
+  "Money job failed": "Tarea de dinero fallida",
+  "Money job stuck": "Tarea de dinero detenida",
+  "Stripe event never applied": "Evento de Stripe nunca aplicado",
+  "Order stuck in its state": "Pedido detenido en su estado"
 };

@@ -250,5 +250,20 @@ export const zhHans = {
   "sku": "SKU",
   "price": "价格",
   "category": "类别",
-  "guide": "指南"
+  "guide": "指南",
+  "order created": "订单已创建",
+  "order moved": "订单状态变化",
+  "catalog changed": "目录已更改",
+  "audit anomaly": "审计异常",
+  "user suspended": "用户已停用",
+  "suspension lifted": "停用已解除",
+  "Completed and captured, no transfer": "已完成并扣款，但没有转账",
+  "Transfer without a captured payment": "未扣款即转账",
+  "Transfer amount is not the price less the fee": "转账金额不等于价格减平台费",
+  "Refund not reflected in a reversal": "退款未在冲回中体现",
+  "Authorization expires before its capture": "预授权将在扣款前过期",
+  "Money job failed": "资金任务失败",
+  "Money job stuck": "资金任务停滞",
+  "Stripe event never applied": "Stripe 事件从未应用",
+  "Order stuck in its state": "订单停滞在当前状态"
 };

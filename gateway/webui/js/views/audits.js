@@ -4,6 +4,18 @@ import { errorText } from "../app.js";
 import { clear, h } from "../dom.js";
 import { fmt, t } from "../i18n.js";
 
+function kindLabel(kind) {
+  return ({
+    transfer_missing: t("Completed and captured, no transfer"),
+    transfer_without_capture: t("Transfer without a captured payment"),
+    transfer_amount_mismatch: t("Transfer amount is not the price less the fee"),
+    refund_not_reversed: t("Refund not reflected in a reversal"),
+    authorization_expiring: t("Authorization expires before its capture"),
+    money_job_failed: t("Money job failed"), money_job_stuck: t("Money job stuck"),
+    stripe_event_unapplied: t("Stripe event never applied"), order_stuck: t("Order stuck in its state"),
+  })[kind] || kind;
+}
+
 export function auditsView(app, main) {
   const status = h("p", { class: "status", role: "status" });
   const body = h("div", { id: "audit" });
@@ -40,7 +52,7 @@ export function auditsView(app, main) {
     status.textContent = t("Run {id} of {when}: {n} anomalies", { id: r.id, when: fmt.when(r.started_at),
       n: fmt.number(Object.values(r.counts).reduce((s, n) => s + n, 0)) }) + (r.error ? ` (${r.error})` : "");
     clear(body, groups.size ? [...groups].map(([kind, anomalies]) => h("section", { class: "anomalies", dataset: { kind } },
-      h("h2", {}, `${t(kind)} (${fmt.number(r.counts[kind] ?? anomalies.length)})`),
+      h("h2", {}, `${kindLabel(kind)} (${fmt.number(r.counts[kind] ?? anomalies.length)})`),
       h("ul", {}, anomalies.map((a) => h("li", { dataset: { order: a.order_id || "" } },
         a.order_id ? h("a", { href: `#/order/${a.order_id}` }, t("order {id}", { id: a.order_id.slice(0, 8) })) : "",
         a.brand ? ` · ${a.brand}` : "", a.new ? ` · ${t("new")}` : ` · ${t("first seen")} ${fmt.when(a.first_seen_at)}`,

@@ -70,7 +70,7 @@ export function summaryView(app, main) {
       width, height: 220,
       series: [{ label: t("Date"), value: (u, v) => (v === null ? "" : fmt.day(new Date(v * 1000))) },
         ...series.map(([label], i) => ({ label, stroke: COLORS[i % COLORS.length], width: 2 }))],
-      axes: [{ values: (u, ticks) => ticks.map((v) => fmt.day(new Date(v * 1000))) }, {}],
+      axes: [{ values: (u, ticks) => ticks.map((v) => fmt.monthDay(new Date(v * 1000))), space: 60 }, {}],
       scales: { x: { time: true } },
     }, [xs, ...series.map(([, values]) => values)], holder);
     plots.push(plot);
