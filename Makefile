@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint fuzz bench bench-summary eval schema models messages reset clean
+.PHONY: run test lint fuzz bench bench-summary eval schema models messages reset vendor clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -59,6 +59,9 @@ messages: $(STAMP)  ## re-extract translatable strings and merge them into the c
 
 reset: $(STAMP)  ## wipe the embedded data (DATA_DIR, ./var) after a confirmation; KEY_DIR stays
 	$(PY) run.py reset
+
+vendor: $(STAMP)  ## re-fetch the back office's browser libraries (pinned, sha512-checked) into gateway/webui/vendor
+	$(PY) -m gateway.vendoring
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

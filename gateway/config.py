@@ -57,6 +57,7 @@ class Config:
     push_log_after_s: float = 30.0  # without FCM: how overdue a push is before this process logs it
     http_port: int = 8081  # Stripe webhooks (POST /stripe/webhook), /healthz, /metrics, Connect return pages
     public_url: str | None = None  # how browsers reach the HTTP port; None: http://HOST:HTTP_PORT
+    map_tiles_url: str | None = None  # the back office map's tiles ({z}/{x}/{y}); None: points on a plain background
     stripe_api_key: str | None = None  # None: payments are off, payment.* answer `unavailable`
     stripe_api_base: str = "https://api.stripe.com"
     stripe_webhook_secret: str | None = None  # None: webhooks are refused; the reconciler still applies events
@@ -130,6 +131,7 @@ ENV = {
     "PUSH_LOG_AFTER_S": "push_log_after_s",
     "HTTP_PORT": "http_port",
     "PUBLIC_URL": "public_url",
+    "MAP_TILES_URL": "map_tiles_url",
     "STRIPE_API_KEY": "stripe_api_key",
     "STRIPE_API_BASE": "stripe_api_base",
     "STRIPE_WEBHOOK_SECRET": "stripe_webhook_secret",
@@ -186,8 +188,8 @@ def _convert(name: str, raw: str) -> Any:
     if name == "key_dir":
         return Path(raw) if raw else None
     optional = ("database_url", "redis_url", "redis_sentinels", "secret", "kek", "embedded_listen",
-                "fcm_credentials", "public_url", "stripe_api_key", "stripe_webhook_secret", "openai_api_key",
-                "openai_base_url")
+                "fcm_credentials", "public_url", "map_tiles_url", "stripe_api_key", "stripe_webhook_secret",
+                "openai_api_key", "openai_base_url")
     return raw or None if name in optional else raw
 
 
@@ -252,6 +254,9 @@ def validate(c: Config) -> None:
         raise ConfigError(f"PLATFORM_FEE_BP={c.platform_fee_bp} must be between 0 and 10000 (basis points)")
     if c.key_dir is not None and key_dir(c).is_relative_to(c.data_dir.absolute()):
         raise ConfigError(f"KEY_DIR={c.key_dir} is inside DATA_DIR: keep the keys apart from the data they protect")
+    if c.map_tiles_url is not None and (urlparse(c.map_tiles_url).scheme not in ("http", "https")
+                                        or not all(part in c.map_tiles_url for part in ("{z}", "{x}", "{y}"))):
+        raise ConfigError(f"MAP_TILES_URL={c.map_tiles_url!r} is not an http(s) URL with {{z}}, {{x}} and {{y}}")
     if c.openai_base_url is not None and urlparse(c.openai_base_url).scheme not in ("http", "https"):
         raise ConfigError(f"OPENAI_BASE_URL={c.openai_base_url!r} is not an http(s) URL")
     if c.ai_timeout_s <= 0 or c.ai_max_retries < 0 or c.ai_max_in_flight < 1 or c.ai_quota_per_hour < 0 \

@@ -12,6 +12,7 @@ import stripe
 from aiohttp import web
 from cryptography.exceptions import InvalidTag
 
+from gateway.backoffice import BackOffice
 from gateway.server import Gateway, RequestContext
 from handlers.accounts import auth
 from handlers.context import Identity
@@ -43,6 +44,7 @@ class WebSide:
         app.router.add_get("/livez", self.livez)
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/attachments/{id}", self.attachment, allow_head=False)
+        BackOffice(gateway.config, lambda: gateway.port).add_routes(app)
         self._runner = web.AppRunner(app, access_log=None)
 
     async def start(self) -> None:

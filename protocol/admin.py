@@ -110,3 +110,30 @@ class Unwatched(Event, tag="admin.unwatched"):
 
 class Unwatch(Request, tag="admin.unwatch"):
     reply = Watching
+
+
+# -- users --------------------------------------------------------------------------------------
+class Account(msgspec.Struct, kw_only=True):
+    user_id: str
+    role: Literal["consumer", "technician", "merchant", "admin"]
+    name: str | None
+    email: str | None  # null: a session-token subject without an account (minted by `run.py token`)
+    locale: str
+    created_at: datetime
+    invited: bool  # created by a merchant's order and not claimed yet
+    suspended: bool  # a suspension is in force (admin.suspensions has its reason)
+    brands: list[str]  # a merchant's memberships; empty for other roles
+
+
+class UserFound(Reply):
+    user: Account
+
+
+class UserGet(Request, tag="admin.user"):
+    """Admins: one account by id or by e-mail (give exactly one). The read of its name and e-mail
+    is written to the audit log (`read.user`). Their orders: `admin.orders` with `consumer_id` or
+    `technician_id`."""
+
+    user_id: Annotated[str, LINE, msgspec.Meta(min_length=1, max_length=64)] | None = None
+    email: Annotated[str, LINE, msgspec.Meta(min_length=3, max_length=254)] | None = None
+    reply = UserFound

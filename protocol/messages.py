@@ -96,6 +96,8 @@ REQUESTS: tuple[type[Request], ...] = (
     suspension.SuspensionList,
     oversight.AdminOrders,
     oversight.AdminOrder,
+    oversight.AdminMap,
+    admin.UserGet,
     ai.AiStart,
     ai.AiReply,
     ai.AiEnd,

@@ -165,3 +165,45 @@ class AdminOrder(Request, tag="admin.order"):
 
     order_id: OrderId
     reply = OrderFile
+
+
+# -- the live map -------------------------------------------------------------------------------
+class MapTechnician(msgspec.Struct, kw_only=True):
+    """An on-duty technician's last position. Merchants see only technicians on their brands' orders."""
+
+    id: str
+    lat: float
+    lng: float
+    seen_at: datetime  # the last position update; older than POSITION_STALE_S: no longer matched
+
+
+class MapOrder(msgspec.Struct, kw_only=True):
+    """An order not yet completed or cancelled, where it is (no address, no description)."""
+
+    id: str
+    state: OrderState
+    brand: str
+    sku: str
+    service_type: str
+    technician_id: str | None
+    lat: float
+    lng: float
+    created_at: datetime
+
+
+class OpsMap(Reply):
+    technicians: list[MapTechnician]  # most recently seen first
+    orders: list[MapOrder]  # newest first
+    radius_mi: float  # an open order is announced to on-duty technicians within this distance
+    stale_after_s: float  # POSITION_STALE_S
+    more: bool  # more technicians or orders than `limit`: the newest were kept
+
+
+class AdminMap(Request, tag="admin.map"):
+    """What the back office's live map draws: on-duty technicians and the orders in progress (admins
+    every brand, merchants their brands' orders and those orders' technicians). Follow changes
+    with `admin.watch`."""
+
+    brand: Slug | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=2000)] = 500
+    reply = OpsMap

@@ -319,3 +319,19 @@ async def ensure_pool(redis: aioredis.Redis, load_open: Callable[[], Awaitable[l
     await redis.set(POOL_BUILT, "1")
     log.info("rebuilt the open-order pool from PostgreSQL: %d orders (%d left out)", added, len(open_orders) - added)
     return True
+
+
+async def recent_positions(redis: aioredis.Redis, limit: int) -> tuple[list[tuple[str, float, float, float]], bool]:
+    """(the `limit` most recently seen technicians as (id, lng, lat, unix time seen), whether there
+    are more), in one round trip."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.zrevrange(SEEN, 0, limit - 1, withscores=True)
+        pipe.zcard(SEEN)
+        seen, count = await pipe.execute()
+    if not seen:
+        return [], False
+    members = [member for member, _ in seen]
+    positions: Any = await redis.geopos(TECHS, *members)
+    found = [(member.decode(), pos[0], pos[1], float(at))
+             for (member, at), pos in zip(seen, positions, strict=True) if pos]
+    return found, int(count) > limit

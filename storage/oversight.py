@@ -143,3 +143,12 @@ async def stripe_events(db: asyncpg.Pool, ids: list[str]) -> list[asyncpg.Record
 async def attachments(db: asyncpg.Pool, ids: list[uuid.UUID]) -> dict[uuid.UUID, asyncpg.Record]:
     rows = await db.fetch("SELECT id, content_type, size FROM attachments WHERE id = ANY($1::uuid[])", ids)
     return {r["id"]: r for r in rows}
+
+
+async def in_progress(db: asyncpg.Pool, brands: list[str] | None, limit: int) -> list[asyncpg.Record]:
+    """The newest `limit` + 1 orders neither completed nor cancelled (of `brands`; None: every brand)."""
+    rows: list[asyncpg.Record] = await db.fetch(
+        "SELECT id, state, brand_id, sku_id, service_type, technician_id, lat, lng, created_at FROM orders"
+        " WHERE state NOT IN ('completed', 'cancelled') AND ($1::text[] IS NULL OR brand_id = ANY($1))"
+        " ORDER BY created_at DESC, id DESC LIMIT $2", brands, limit + 1)
+    return rows

@@ -145,3 +145,11 @@ async def email_of(db: asyncpg.Pool, cipher: FieldCipher, user_id: str) -> str |
     """The user's e-mail; None for an id with no account (a minted token's subject)."""
     row = await db.fetchrow("SELECT id, email, email_enc FROM users WHERE id::text = $1", user_id)
     return None if row is None else await cipher.reveal(row["email_enc"], row["email"], f"users.email:{row['id']}")
+
+
+async def account(db: asyncpg.Pool, user_id: str) -> asyncpg.Record | None:
+    """The user's row (sealed fields sealed) with whether a suspension is in force."""
+    row: asyncpg.Record | None = await db.fetchrow(
+        "SELECT u.*, EXISTS (SELECT 1 FROM suspensions s WHERE s.user_id = u.id::text AND s.lifted_at IS NULL)"
+        " AS suspended FROM users u WHERE u.id::text = $1", user_id)
+    return row

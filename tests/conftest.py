@@ -20,6 +20,7 @@ from handlers.accounts.passwords import Passwords
 from protocol.auth import Auth
 from protocol.client import Client
 from storage.embedded import Embedded
+from tests.browser import browser, tab  # noqa: F401  (fixtures: chromium per module, a watched page)
 from tests.stripe_server import stripe_server  # noqa: F401  (session fixture: the local Stripe server)
 
 SECRET = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz"

@@ -30,6 +30,8 @@ def test_flags_override_environment_override_defaults():
     ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL='LOUD'"),
     ({"GATEWAY_SECRET": "short"}, "at least 32 characters"),
     ({"RATE_PER_S": "0"}, "RATE_PER_S must be positive"),
+    ({"MAP_TILES_URL": "tiles.example.org/{z}/{x}/{y}.png"}, "MAP_TILES_URL=.* is not an http"),
+    ({"MAP_TILES_URL": "https://tiles.example.org/tile.png"}, r"with \{z\}, \{x\} and \{y\}"),
 ])
 def test_invalid_settings_are_named(env, words):
     with pytest.raises(ConfigError, match=words):
