@@ -281,12 +281,12 @@ async def settle_garbage_collector(freeze_every_s: float = 1.0, collect_every: i
 
 
 def addresses(config: Config, gateway: Gateway) -> list[tuple[str, str]]:
-    """(what, URL) of everything a started process serves, each named in the start log. A page
-    the HTTP side serves adds its line here, e.g. ("back office", f"{http}/admin/")."""
+    """(what, URL) of everything a started process serves, each named in the start log."""
     host = f"[{config.host}]" if ":" in config.host else config.host
     http = f"http://{host}:{gateway.http_port}"
     lines = [("websocket", f"ws://{host}:{gateway.port}/ws"),
-             ("HTTP", f"{http} (/livez, /readyz, /metrics, /attachments/, /stripe/webhook)")]
+             ("HTTP", f"{http} (/livez, /readyz, /metrics, /attachments/, /stripe/webhook)"),
+             ("back office", f"{http}/admin/")]
     public = gateway.services.public_url.base
     if public.rstrip("/") != http:
         lines.append(("public URL", public))

@@ -3,14 +3,13 @@
 import asyncio
 import time
 from typing import Any
-
 from urllib.parse import urlparse
 
 import asyncpg
 import redis.asyncio as aioredis
-from redis.asyncio.sentinel import Sentinel
 from prometheus_client import Counter, Histogram
 from redis.asyncio.client import Pipeline
+from redis.asyncio.sentinel import Sentinel
 
 REDIS_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 REDIS_SECONDS = Histogram("redis_command_seconds", "Redis round trips: a command, or a whole pipeline (pub/sub "
