@@ -67,6 +67,10 @@ class Tab:
     async def open(self, hash_path: str) -> None:
         await self.page.evaluate("path => { location.hash = path; }", hash_path)
 
+    async def leave(self) -> None:
+        """Close the page before its gateway stops: else the page's reconnecting, refused, is a console error."""
+        await self.page.close()
+
     async def screenshot(self, name: str) -> Path:
         SCREENS.mkdir(parents=True, exist_ok=True)
         path = SCREENS / f"{name}.png"
@@ -86,7 +90,7 @@ async def tab(browser: Any, gateway: Gateway) -> AsyncIterator[Tab]:
     page.on("requestfailed", lambda r: opened.errors.append(f"request failed: {r.url} {r.failure}"))
     yield opened
     await context.close()
-    assert opened.errors == []
+    assert opened.errors == [], opened.errors
 
 
 async def staff(gateway: Gateway, database_url: str, role: str, brands: list[str] | None = None) -> tuple[str, str]:

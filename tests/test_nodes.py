@@ -5,6 +5,7 @@ killed mid-traffic loses no acknowledged write and its apps carry on from anothe
 
 import asyncio
 import contextlib
+import json
 import random
 import shutil
 import tempfile
@@ -25,9 +26,10 @@ from protocol.location import Duty, LocationUpdate
 from protocol.orders import OrderAccept, OrderGet, OrderTimeline
 from protocol.suspension import Suspend
 from storage import geo, push
+from storage.db import connect_redis
 from storage.embedded import free_port
 from tests.conftest import SECRET, mint
-from tests.processes import GatewayProcess
+from tests.processes import GatewayProcess, run_command
 from tests.world import events, fresh, offset, order_at, spot
 
 # Short enough that a dead node's traces go within the test, long enough for a loaded box.
@@ -430,3 +432,35 @@ async def test_a_node_dead_for_ten_presence_ttls_is_forgotten_by_the_living(gate
     assert await redis.exists(push.node_key(f"{stamp}-just-dead"))  # its users already count offline
     await redis.zrem(push.NODES, f"{stamp}-just-dead")
     await redis.delete(push.node_key(f"{stamp}-just-dead"))
+
+
+async def test_the_load_generator_spreads_over_nodes_and_moves_off_a_dead_one(fleet, servers, key_dir, tmp_path):
+    a = fleet[0]
+    victim = await node(servers, tmp_path / "victim", shared_kek(key_dir)).start()
+    run, summary = fresh("loadnodes"), tmp_path / "summary.json"
+    load = asyncio.create_task(run_command(
+        "load", "--url", f"{victim.url},{a.url}", "--secret", SECRET, "--id-prefix", run, "--technicians", "20",
+        "--interval", "0.2", "--duration", "12", "--quiet", "--json", str(summary), "--data-dir", str(tmp_path)))
+    redis = connect_redis(servers[1])
+    try:
+        technicians = [f"{run}-tech-{i}" for i in range(20)]
+        while any(score is None for score in await redis.zmscore(geo.SEEN, technicians)):
+            await asyncio.sleep(0.1)  # every technician streams, half of them through the victim
+        killed_at = time.time()
+        victim.kill()
+        while any(score is None or score < killed_at for score in await redis.zmscore(geo.SEEN, technicians)):
+            assert not load.done(), load.result()[1]
+            await asyncio.sleep(0.1)  # until every one of them has streamed since the kill, on node a
+        status, out = await load
+        assert status == 0, out
+        report = json.loads(summary.read_text())
+        assert report["sessions"]["connected"] == 20
+        assert set(report["connection_failures"]) == {"closed without a close frame"}  # the victim's ten
+        assert report["errors"] == {}
+    finally:
+        await redis.aclose()
+        if not load.done():
+            load.cancel()
+        if victim.process is not None and victim.process.returncode is None:
+            victim.kill()
+            await victim.process.wait()

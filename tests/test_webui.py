@@ -171,10 +171,11 @@ async def test_cancel_with_refund_through_the_page_then_the_state_changes(tab: T
         await tab.page.wait_for_selector("#state .badge:text-is('cancelled')")
         assert f"refund {shown}" in await tab.page.inner_text("#order-status")
         await until(lambda: _refunded(gw, order_id))
-        await tab.page.reload()
-        await tab.sign_in(email)
+        await tab.open("#/orders")  # and back: the order read again, with the refund Stripe confirmed
+        await tab.page.wait_for_selector("#board")
         await tab.open(f"#/order/{order_id}")
         await tab.page.wait_for_selector(f"#refunded:text-is('{shown}')")
+        await tab.leave()
 
 
 async def _refunded(gw, order_id):
@@ -283,6 +284,7 @@ async def test_the_page_reconnects_by_itself_and_keeps_following_the_board(tab: 
         order = (await consumer.request(order_at(spot(), brand=brand, sku=sku))).order
         await tab.page.wait_for_selector(f"#board tr[data-order='{order.id}']")
         assert len(opened) >= 2
+        await tab.leave()
 
 
 async def _at_least(found: list, n: int) -> bool:
@@ -299,6 +301,7 @@ async def test_the_session_token_is_refreshed_before_it_expires(tab: Tab, make_g
         await until(lambda: _refreshed_and_authenticated(sent))
         await tab.page.click("header nav a[data-view=catalog]")
         await tab.page.wait_for_selector("#catalog td:text-is('whirlpool')")
+        await tab.leave()
 
 
 async def _refreshed_and_authenticated(sent: list[str]) -> bool:
