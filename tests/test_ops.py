@@ -154,12 +154,12 @@ async def test_every_metric_the_dashboard_and_the_alerts_name_is_exported(gatewa
     check_exported(body)
 
 
-async def test_workers_export_them_too_added_up_once(servers, tmp_path):
+async def test_workers_export_them_too_added_up_once(servers, tmp_path_factory):
     """With GATEWAY_WORKERS=2 one scrape adds the processes up (the process and GC collectors aside:
     the client cannot add processes' CPU and memory up), a fleet-wide gauge appears once, and every
     family is there before its first event (with several workers, one with no series is not)."""
-    args = ("--database-url", servers[0], "--redis-url", servers[1], "--secret", SECRET, "--data-dir", str(tmp_path),
-            "--workers", "2", "--metrics-db-interval-s", "0.5")
+    args = ("--database-url", servers[0], "--redis-url", servers[1], "--secret", SECRET, "--data-dir",
+            str(tmp_path_factory.mktemp("workers")), "--workers", "2", "--metrics-db-interval-s", "0.5")
     served = await GatewayProcess(*args).start()
     try:
         for _ in range(4):  # over both workers, most likely: each connection lands on either
