@@ -1,6 +1,7 @@
 """Prometheus metrics; with several worker processes, aggregated through the multiprocess dir."""
 
 import os
+from typing import get_args
 
 from prometheus_client import (
     GC_COLLECTOR,
@@ -16,10 +17,12 @@ from prometheus_client import (
 
 from handlers.accounts import metrics as account_metrics
 from handlers.ai import metrics as ai_metrics
+from handlers.ai.openai_engine import REASONS as AI_REASONS
 from handlers.chat import metrics as chat_metrics
 from handlers.chat import push
 from handlers.money import stripe_api
 from handlers.orders import metrics as order_metrics
+from protocol.orders import OrderState
 from storage import db, geo, payments
 
 LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -81,8 +84,33 @@ class Metrics:
                        payments.JOB_RUNS, push.SENDS, push.DEAD, stripe_api.STRIPE_SECONDS, stripe_api.STRIPE_REQUESTS,
                        db.REDIS_SECONDS, db.REDIS_ERRORS):
             r.register(metric)
+        self._preset()
         self.tally_in: dict[str, int] = {}
         self.tally_out: dict[str, int] = {"result": 0, "error": 0, "event": 0}
+
+    def _preset(self) -> None:
+        """Every series of a closed label set exported from the start, at 0: a series born with its
+        first increment hides that increment from `rate()` and `increase()`, and with several
+        workers a family with no series is not exported at all."""
+        for outcome in ("applied", "duplicate", "refused", "deferred"):
+            self.webhooks.labels(outcome)
+        for index in ("positions", "orders"):
+            geo.REFUSED.labels(index)
+        for kind in payments.JOB_KINDS:
+            for outcome in ("done", "skipped", "waiting", "retry", "failed"):
+                payments.JOB_RUNS.labels(kind, outcome)
+        for outcome in ("sent", "unregistered", "retry", "failed"):
+            push.SENDS.labels(outcome)
+        for state in get_args(OrderState):
+            order_metrics.TRANSITIONS.labels(state)
+        for reason in {"ok", *AI_REASONS.values()}:
+            ai_metrics.CALLS.labels(reason)
+        for reason in set(AI_REASONS.values()):
+            ai_metrics.FALLBACKS.labels(reason)
+        for outcome in ("ok", *AI_REASONS):
+            ai_metrics.ATTEMPTS.labels(outcome)
+        for direction in ("in", "out"):
+            ai_metrics.TOKENS.labels(direction)
 
     def flush(self) -> None:
         for tally, counter in ((self.tally_in, self.frames_in), (self.tally_out, self.frames_out)):

@@ -25,7 +25,7 @@ def get(port: int, path: str) -> tuple[int, str, str]:
 async def test_healthz_checks_postgres_and_redis(gateway):
     status, kind, body = await asyncio.to_thread(get, gateway.port, "/healthz")
     assert (status, kind) == (200, "application/json")
-    assert body == '{"status":"ok","postgres":"ok","redis":"ok","pool":"ok","delivery":"ok"}'
+    assert body == '{"status":"ok","postgres":"ok","redis":"ok","pool":"ok"}'
 
 
 async def test_liveness_asks_nothing_and_readiness_fails_first_when_draining(make_gateway, tmp_path):
@@ -158,7 +158,8 @@ async def test_orders_connections_the_loop_and_the_pool_are_measured_with_bounde
     # every label is one of a few closed kinds: a new one is a decision, made here
     names = {pair.split("=")[0] for name in after if "{" in name
              for pair in re.findall(r'[a-z_]+="', name.split("{", 1)[1])}
-    assert names <= {"type", "code", "state", "what", "kind", "outcome", "reason", "direction", "dependency", "index", "le",
+    assert names <= {"type", "code", "state", "what", "kind", "outcome", "reason", "direction", "dependency", "index",
+                     "le",
                      "generation", "implementation", "major", "minor", "patchlevel", "version"}, names
     ids = {user_id, tech_id, order.id}
     labels = [name for name in after if "{" in name]
