@@ -9,8 +9,10 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	# compat: a .pth naming this folder, the flat layout's own import path (the default finder warns)
-	$(PY) -m pip install --quiet -e '.[dev]' --config-settings editable_mode=compat
+	# The code runs from this folder (run.py, python -m pytest): only the dependencies stay installed.
+	# A plain wheel build warns about nothing; an editable install always prints setuptools' notices.
+	$(PY) -m pip install --quiet '.[dev]'
+	$(PY) -m pip uninstall --quiet --yes dispatch-gateway
 	touch $(STAMP)
 
 run: $(STAMP)  ## the gateway on ws://127.0.0.1:8080/ws, embedded PostgreSQL and Redis under ./var

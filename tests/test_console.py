@@ -307,3 +307,33 @@ async def test_an_order_prints_as_one_line_unless_full(gateway, tmp_path):
     assert code == 0, out
     reply = out.split("result  ")[1]
     assert '"description": "Fridge is warm, compressor clicks"' in reply and '"created_at"' in reply
+
+
+async def test_the_readme_story_in_two_consoles(gateway, tmp_path):
+    """README "Try it": a consumer orders, a technician on duty nearby sees it, accepts, they chat,
+    the job completes and is rated; each step a console script as the README types it."""
+    place, consumer, tech = spot(), f"ann-{uuid.uuid4().hex[:6]}", f"bob-{uuid.uuid4().hex[:6]}"
+
+    async def as_user(role: str, sub: str, *lines: str) -> str:
+        script = tmp_path / f"{role}-{uuid.uuid4().hex[:6]}.txt"
+        script.write_text("\n".join(lines) + "\n")
+        code, out = await run_console(ws_url(gateway), tmp_path, "--role", role, "--sub", sub, "--script", str(script))
+        assert code == 0, out
+        return out
+
+    where = f'"lat": {place[0]}, "lng": {place[1]}'
+    await as_user("technician", tech, 'tech.duty {"on_duty": true}', "location.update {" + where + "}")
+    out = await as_user("consumer", consumer, 'order.create {"brand": "whirlpool", "sku": "WRF535SWHZ", '
+                        '"service_type": "repair", "description": "Fridge is warm", "address": "12 Elm Street", '
+                        + where + "}")
+    order_id = re.search(r"^order (\S+)  open  whirlpool", out, re.MULTILINE)[1]
+    out = await as_user("technician", tech, "order.nearby {" + where + "}",
+                        'order.accept {"order_id": "' + order_id + '"}',
+                        'chat.send {"order_id": "' + order_id + '", "client_id": "1", "text": "On my way"}',
+                        'order.depart {"order_id": "' + order_id + '"}', 'order.start {"order_id": "' + order_id + '"}',
+                        'order.complete {"order_id": "' + order_id + '", "note": "Replaced the relay"}')
+    assert order_id in out.split("-> ")[2]  # order.nearby listed it
+    assert f"order {order_id}  completed" in out
+    out = await as_user("consumer", consumer, 'chat.history {"order_id": "' + order_id + '"}',
+                        'order.rate {"order_id": "' + order_id + '", "stars": 5, "comment": "Quick and tidy"}')
+    assert "On my way" in out and f"order {order_id}  completed" in out and "rated 5" in out
