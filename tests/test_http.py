@@ -25,7 +25,7 @@ def get(port: int, path: str) -> tuple[int, str, str]:
 async def test_healthz_checks_postgres_and_redis(gateway):
     status, kind, body = await asyncio.to_thread(get, gateway.port, "/healthz")
     assert (status, kind) == (200, "application/json")
-    assert body == '{"status":"ok","postgres":"ok","redis":"ok","pool":"ok"}'
+    assert body == '{"status":"ok","postgres":"ok","redis":"ok","pool":"ok","delivery":"ok"}'
 
 
 async def test_liveness_asks_nothing_and_readiness_fails_first_when_draining(make_gateway, tmp_path):
