@@ -206,11 +206,13 @@ class Gateway:
                     m.indexed.labels(what).set(value)
             if loop.time() >= next_read:
                 next_read = loop.time() + self.config.metrics_db_interval_s
+                # with a timeout: with the pool exhausted these wait for a connection, and the gauges
+                # above (the waiting callers among them) must go on being updated meanwhile
                 with contextlib.suppress(*UNREACHABLE, asyncpg.PostgresError, asyncpg.InterfaceError):  # the same
-                    pending, overdue = await push.outbox_depth(db)
+                    pending, overdue = await asyncio.wait_for(push.outbox_depth(db), timeout=2)
                     m.outbox.labels("pending").set(pending)
                     m.outbox.labels("overdue_seconds").set(overdue)
-                    jobs, late = await payments.job_counts(db)
+                    jobs, late = await asyncio.wait_for(payments.job_counts(db), timeout=2)
                     for (kind, state), count in jobs.items():
                         m.money_jobs.labels(kind, state).set(count)
                     m.money_overdue.set(late)
