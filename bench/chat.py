@@ -41,12 +41,11 @@ from bench.chat_report import Figures, LogErrors, Step, Throughput, print_report
 from bench.load import Hooks, sleep_until
 from bench.procfs import busy_seconds, cpu_seconds, family_cpu_seconds
 from bench.profiled import print_stats, switches
-from bench.servers import ROOT, Backends, ServerProcess, backends, cores, gateway_server
+from bench.servers import ROOT, SECRET, Backends, ServerProcess, backends, cores, gateway_server
 from gateway.app import token_issuer
 from gateway.config import Config
 from protocol.auth import Auth
 
-SECRET = "bench-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
 RATES = (200, 500, 1000, 1500, 2000, 2500, 3000, 4000, 5000, 6500, 8000)
 QUICK_RATES = (200, 1000, 2000, 4000)
 SETTLE_S = 11.0  # measure from this long after the sessions opened

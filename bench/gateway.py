@@ -25,12 +25,10 @@ from bench import cli
 from bench.gateway_report import Figures, Run, print_report, write_markdown
 from bench.load import Clients, Hooks
 from bench.profiled import print_stats, switches
-from bench.servers import ServerProcess, backends, bare_server, cores, gateway_server, hellos
+from bench.servers import MAX_SESSIONS, SECRET, ServerProcess, backends, bare_server, cores, gateway_server, hellos
 from gateway.config import Config
 
-SECRET = "bench-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
 WARM_SESSIONS = 100  # opened and closed before the "before" RSS, so one-time costs are not per-session
-MAX_IDLE_SESSIONS = 18_000  # the server's descriptors are capped at 20,000
 
 
 @dataclass(frozen=True)
@@ -67,8 +65,8 @@ def parser() -> argparse.ArgumentParser:
 def settings_from(args: argparse.Namespace) -> Settings:
     if args.quick:
         args.idle_sessions, args.sessions, args.seconds, args.warmup, args.rounds = 500, 200, 2.0, 0.5, 1
-    if not 1 <= args.idle_sessions <= MAX_IDLE_SESSIONS:
-        raise SystemExit(f"--idle-sessions must be 1..{MAX_IDLE_SESSIONS} (open files are capped at 20,000)")
+    if not 1 <= args.idle_sessions <= MAX_SESSIONS:
+        raise SystemExit(f"--idle-sessions must be 1..{MAX_SESSIONS} (open files are capped at 20,000)")
     if args.sessions < 1 or args.seconds <= 0 or args.window < 1 or args.rounds < 1 or args.clients < 1:
         raise SystemExit("--sessions, --seconds, --window, --rounds and --clients must be positive")
     return Settings(args.idle_sessions, args.sessions, args.seconds, args.warmup, args.window, args.rounds,

@@ -31,11 +31,9 @@ from typing import Any
 from bench import cli, report
 from bench.procfs import cpu_seconds, rss_bytes
 from bench.report import MARK, markdown_table, print_tables, rich_table
-from bench.servers import ROOT, ServerProcess, backends, bare_server, cores, gateway_server
+from bench.servers import MAX_SESSIONS, ROOT, SECRET, ServerProcess, backends, bare_server, cores, gateway_server
 
-SECRET = "bench-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
 P99_GOAL_MS = 50.0  # an acknowledged update's p99 under this at the realistic rate
-MAX_SESSIONS = 18_000  # the server's descriptors are capped at 20,000
 
 
 @dataclass(frozen=True)

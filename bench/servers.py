@@ -29,6 +29,8 @@ from protocol.auth import Auth
 from storage.embedded import Embedded, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
+SECRET = "bench-secret-0123456789-abcdefghijklmnopqrstuvwxyz"  # the benches' gateways and their minted tokens
+MAX_SESSIONS = 18_000  # sessions one server process may hold here: its descriptors are capped at 20,000
 HOST = "127.0.0.1"
 
 

@@ -77,7 +77,6 @@ class PositionWriter:
         self._flushed: asyncio.Future[None] | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self.written = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="position-writer")
@@ -132,7 +131,6 @@ class PositionWriter:
                 pipe.geoadd(TECHS, positions)
                 pipe.zadd(SEEN, seen)
         await pipe.execute()
-        self.written += len(items)
         WRITTEN.inc(len(items))
 
 
@@ -144,10 +142,19 @@ async def go_off_duty(redis: aioredis.Redis, technician: str) -> None:
 
 
 async def set_filters(redis: aioredis.Redis, technician: str, brands: list[str], services: list[str]) -> None:
-    if brands or services:
-        await redis.hset(FILTERS, technician, ",".join(brands) + "|" + ",".join(services))
-    else:
-        await redis.hdel(FILTERS, technician)
+    await set_many_filters(redis, [(technician, brands, services)])
+
+
+async def set_many_filters(redis: aioredis.Redis, rows: list[tuple[str, list[str], list[str]]]) -> None:
+    """Each technician's feed filters (none: the entry goes), in one round trip."""
+    kept = {t: ",".join(brands) + "|" + ",".join(services) for t, brands, services in rows if brands or services}
+    dropped = [t for t, brands, services in rows if not (brands or services)]
+    pipe = redis.pipeline(transaction=False)
+    if kept:
+        pipe.hset(FILTERS, mapping=kept)  # type: ignore[arg-type]
+    if dropped:
+        pipe.hdel(FILTERS, *dropped)
+    await pipe.execute()
 
 
 async def position(redis: aioredis.Redis, technician: str) -> tuple[float, float] | None:

@@ -55,8 +55,7 @@ async def restore(services: Services, positions: dict[str, tuple[float, float]])
     sessions sent, for those on duty, back into matching with their feed filters, instead of each
     waiting for its app's next update. How many were restored."""
     rows = await orders.duty_rows(services.db, list(positions))
-    for row in rows:
-        await geo.set_filters(services.redis, row["user_id"], row["brands"], row["services"])
+    await geo.set_many_filters(services.redis, [(r["user_id"], r["brands"], r["services"]) for r in rows])
     await asyncio.gather(*(services.positions.put(row["user_id"], *positions[row["user_id"]]) for row in rows))
     return len(rows)
 
