@@ -432,7 +432,7 @@ def off_schema(schema: dict[str, Any] | None) -> str:
 
 @dataclass
 class Rule:
-    kind: Literal["fail", "stall", "cut", "malformed", "refuse"]
+    kind: Literal["fail", "stall", "cut", "error_event", "malformed", "refuse"]
     times: int = 1
     status: int = 500
     retry_after: float | None = None
@@ -483,6 +483,11 @@ class Script:
         content deltas of a stream (half the body of a whole answer)."""
         self._add(Rule("cut", times, after_chunks=after_chunks, matching=matching))
 
+    def error_event(self, after_chunks: int = 0, times: int = 1, matching: str | None = None) -> None:
+        """The next `times` streamed chat requests send an error event (`data: {"error": ...}`, as OpenAI does when
+        a stream fails on its side) after n content deltas, and end there."""
+        self._add(Rule("error_event", times, after_chunks=after_chunks, matching=matching))
+
     def malformed(self, kind: Literal["not_json", "off_schema"] = "not_json", times: int = 1,
                   matching: str | None = None) -> None:
         """The next `times` answers' content is prose with cut-short JSON, or JSON that breaks the request's schema
@@ -496,7 +501,7 @@ class Script:
     def requests(self) -> list[dict[str, Any]]:
         """Every request in arrival order: id, method, path, headers (lowercase, without the API key), body (the
         parsed JSON), status (None: nothing was sent), fault (the rule's kind), content (the answer meant) and end
-        ("sent", "client_gone", "cut"; None while it is being answered)."""
+        ("sent", "client_gone", "cut", "error_event"; None while it is being answered)."""
         with self._lock:
             return copy.deepcopy(self._log)
 
@@ -723,7 +728,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                       "response_format") from None
     script._update(entry, content=answer.content if answer.refusal is None else answer.refusal)
     response = await (stream(request, answer, script) if asked.stream else whole(request, answer, script))
-    if entry["end"] in ("cut", "client_gone") and answer.scripted is not None:
+    if entry["end"] in ("cut", "client_gone", "error_event") and answer.scripted is not None:
         script._give_back(answer.scripted)
     return response
 
@@ -758,7 +763,7 @@ async def whole(request: web.Request, answer: Answer, script: Script) -> web.Str
 async def stream(request: web.Request, answer: Answer, script: Script) -> web.StreamResponse:
     """Server-sent events: `data: {chunk}` lines, a pause between content deltas, then `data: [DONE]`."""
     rule, entry = answer.rule, request[ENTRY]
-    at = rule.after_chunks if rule is not None and rule.kind in ("stall", "cut") else None
+    at = rule.after_chunks if rule is not None and rule.kind in ("stall", "cut", "error_event") else None
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8",
                                            "Cache-Control": "no-cache", "x-request-id": entry["id"]})
     await response.prepare(request)
@@ -769,6 +774,13 @@ async def stream(request: web.Request, answer: Answer, script: Script) -> web.St
             if at is not None and deltas == at and (is_delta or chunk["choices"]):  # before the next delta/finish
                 assert rule is not None
                 at = None
+                if rule.kind == "error_event":
+                    error = {"message": "The server had an error while processing your request.",
+                             "type": "server_error", "param": None, "code": None}
+                    await response.write(f"data: {json.dumps({'error': error})}\n\n".encode())
+                    await response.write_eof()
+                    script._update(entry, end="error_event")
+                    return response
                 if rule.kind == "cut":
                     drop(request)
                     script._update(entry, end="cut")

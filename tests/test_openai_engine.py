@@ -14,7 +14,7 @@ import pytest
 from gateway.metrics import Metrics
 from handlers.ai import metrics
 from handlers.ai.engine import Check, Dialogue, Guide, Photo, Result, Stream, Turn, render
-from handlers.ai.openai_engine import SCHEMA, SCHEMA_NAME, OpenAIEngine, readable, retry_after, system_prompt
+from handlers.ai.openai_engine import SCHEMA, SCHEMA_NAME, OpenAIEngine, events, readable, retry_after, system_prompt
 from handlers.ai.partial_json import PartialJSON, parse_partial
 from handlers.ai.schema import SchemaError, drop_added_nulls, strict_schema
 from handlers.ai.settings import AiRules
@@ -427,6 +427,27 @@ async def test_a_cut_connection_is_retried(server: OpenAIServer, engine: MakeEng
     result = await engine().answer(dialogue(), deltas)
     assert (result.answer, result.engine, deltas.text) == (ANSWER, "openai", render(ANSWER))
     assert [entry["end"] for entry in server.requests()] == ["cut", "cut", "sent"]
+
+
+async def test_server_sent_events_are_read_as_the_format_says() -> None:
+    """What OpenAI-compatible servers send besides one `data:` line per chunk: comments (keep-alives), other
+    fields, data over several lines, no space after the colon; `[DONE]` ends the stream."""
+    async def lines() -> AsyncIterator[str]:
+        for line in [": keep-alive", "", "event: message", 'data: {"a":', 'data: 1}', "", 'data:{"b": 2}', "",
+                     "id: 7", "", "data: [DONE]", "", 'data: {"after": "done"}', ""]:
+            yield line
+
+    assert [json.loads(data) async for data in events(lines())] == [{"a": 1}, {"b": 2}]
+
+
+async def test_an_error_event_in_the_stream_is_retried(server: OpenAIServer, engine: MakeEngine) -> None:
+    server.reply_with(encoded(ANSWER))
+    server.error_event(after_chunks=3)
+    deltas = Deltas()
+    result = await engine().answer(dialogue(), deltas)
+    assert (result.answer, result.engine, result.fallback) == (ANSWER, "openai", None)
+    assert deltas.text == render(ANSWER)  # the retry's text continued what the failed stream had shown
+    assert [entry["end"] for entry in server.requests()] == ["error_event", "sent"]
 
 
 async def test_a_refused_request_is_not_retried(server: OpenAIServer, engine: MakeEngine) -> None:

@@ -39,10 +39,21 @@ class PartialJSON:
 
     def feed(self, more: str) -> Any:
         """The value of everything fed so far (None: nothing readable yet)."""
+        self.scan(more)
+        return self.value()
+
+    def value(self) -> Any:
+        """The value of everything scanned so far (None: nothing readable yet)."""
+        if self.dead or self.done is not None:
+            return self.done
+        return self._closed() if self.stack else None
+
+    def scan(self, more: str) -> None:
+        """Take in more of the text without making its value (`value` does, when it is wanted)."""
         at = len(self.text)
         self.text += more
         if self.dead or self.done is not None:
-            return self.done
+            return
         stack = self.stack
         for i in range(at, len(self.text)):
             char = self.text[i]
@@ -62,7 +73,7 @@ class PartialJSON:
             if not self.begun:
                 if char not in "{[":
                     self.dead = True  # prose, or a bare value: nothing a structured answer can show
-                    return None
+                    return
                 self.begun = True
             if char in "{[":
                 stack.append(_Level(char, i + 1))
@@ -71,7 +82,7 @@ class PartialJSON:
                 if not stack:
                     self.done = _load(self.text[:i + 1])
                     self.dead = self.done is None
-                    return self.done
+                    return
                 stack[-1].phase = "after"
             elif char == '"':
                 self.in_string, self.string_start = True, i
@@ -82,7 +93,6 @@ class PartialJSON:
                 top.start, top.phase = i + 1, "key" if top.kind == "{" else "value"
             elif top is not None:
                 top.phase = "after"  # a literal or number, maybe unfinished (checked in _closed)
-        return self._closed() if stack else None
 
     def _closed(self) -> Any:
         text, top = self.text, self.stack[-1]
