@@ -3,6 +3,10 @@ profile covers just the measured window.
 
     python -m bench.profiled OUT.prof run.py serve ...
 
+The profiler counts the process's CPU time (time.process_time), not the wall clock: on a machine
+whose cores the clients and servers share, a wall clock charges the time the process waited for a
+core to whatever it was doing then (a socket write that woke a client, most often).
+
 cProfile does not see the cyclic garbage collector (its pauses land on whichever call allocated),
 so the collections during the window are timed apart and written to OUT.prof.gc as text.
 The benches switch it with `switches(pid)` and show what it wrote with `print_stats`.
@@ -67,7 +71,7 @@ class GcClock:
 if __name__ == "__main__":
     out, script = sys.argv[1], sys.argv[2]
     sys.argv = sys.argv[2:]
-    profiler = cProfile.Profile()
+    profiler = cProfile.Profile(time.process_time)
     clock = GcClock()
     gc.callbacks.append(clock)
     window = [0.0]

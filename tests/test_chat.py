@@ -82,9 +82,17 @@ async def test_who_may_use_a_room(gateway, signed_in):
     assert caught.value.code == "forbidden"
     # a technician who gives the order back loses the room from then on
     await tech.request(OrderRelease(order_id=order_id))
-    with pytest.raises(ErrorReply) as caught:
-        await tech.request(ChatHistory(order_id=order_id))
-    assert caught.value.code == "not_found"
+    for request in (ChatHistory(order_id=order_id), ChatSend(order_id=order_id, client_id="y", text="still here?")):
+        with pytest.raises(ErrorReply) as caught:
+            await tech.request(request)
+        assert caught.value.code == "not_found"
+    # a stranger's message written in the same batch as a member's is refused alone
+    sent = await asyncio.gather(stranger.request(ChatSend(order_id=order_id, client_id="s", text="let me in")),
+                                consumer.request(ChatSend(order_id=order_id, client_id="b", text="anyone?")),
+                                return_exceptions=True)
+    assert isinstance(sent[0], ErrorReply) and sent[0].code == "not_found"
+    assert texts((await consumer.request(ChatHistory(order_id=order_id))).messages)[-1:] == ["anyone?"]
+    assert "let me in" not in texts((await admin.request(ChatHistory(order_id=order_id))).messages)
 
 
 async def test_system_messages_speak_each_readers_language(gateway, connect, signed_in):

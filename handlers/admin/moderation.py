@@ -6,7 +6,8 @@ records every call."""
 import asyncpg
 
 from handlers.admin import feed
-from handlers.chat.rooms import members, post_system
+from handlers.chat.rooms import post_system
+from handlers.chat.writer import members_of as members
 from handlers.chat.writer import message as render
 from handlers.context import Context
 from handlers.errors import N_, BadRequest, Conflict, NotFound
@@ -126,7 +127,7 @@ async def hide(ctx: Context, req: MessageHide) -> MessageHidden:
     if row["kind"] == "system":
         raise BadRequest(N_("Only a person's message can be hidden."))
     if fresh and members(order):
-        await ctx.deliver_many([(members(order), ChatHiddenEvent(order_id=str(order["id"]), seq=row["seq"]))])
+        await ctx.deliver_many([(list(members(order)), ChatHiddenEvent(order_id=str(order["id"]), seq=row["seq"]))])
     return MessageHidden(message=await render(ctx.services, row, ctx.identity.locale, reveal=True))
 
 

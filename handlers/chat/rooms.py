@@ -6,6 +6,7 @@ import uuid
 
 import asyncpg
 
+from handlers.chat.writer import members_of as members
 from handlers.chat.writer import message as render
 from handlers.context import Context
 from handlers.errors import N_, BadRequest, Forbidden, NotFound
@@ -34,10 +35,6 @@ from storage import chat, orders
 
 router = Router()
 TYPING_EVERY_S = 2.0
-
-
-def members(order: asyncpg.Record) -> list[str]:
-    return [m for m in (order["consumer_id"], order["technician_id"]) if m is not None]
 
 
 async def room(ctx: Context, order_id: str, *, write: bool) -> asyncpg.Record:
@@ -71,10 +68,13 @@ async def send(ctx: Context, req: ChatSend) -> ChatSent:
     assert who is not None
     if not (req.text and req.text.strip()) and not req.attachments:
         raise BadRequest(N_("A message needs text or attachments."))
-    order = await room(ctx, req.order_id, write=True)
+    try:
+        order_id = uuid.UUID(req.order_id)
+    except ValueError:
+        raise NotFound(N_("No such order.")) from None
     attachments = await check_attachments(ctx, req.attachments, who.user_id)
-    draft = chat.Draft(order["id"], who.user_id, who.role, req.client_id, "text", req.text, tuple(attachments))
-    row, duplicate = await ctx.services.chat.post(draft, tuple(members(order)))
+    draft = chat.Draft(order_id, who.user_id, who.role, req.client_id, "text", req.text, tuple(attachments))
+    row, duplicate = await ctx.services.chat.post(draft)  # the writer checks the sender is a member
     return ChatSent(message=await message(ctx, row, _locale(ctx)), duplicate=duplicate)
 
 
@@ -85,7 +85,7 @@ async def post_system(ctx: Context, order: asyncpg.Record, code: str | None = No
     if code in SYSTEM_TEXT:
         assert ctx.identity is not None
         draft = chat.Draft(order["id"], ctx.identity.user_id, "system", None, "system", system_code=code)
-        await ctx.services.chat.post(draft, tuple(members(order)))
+        await ctx.services.chat.post(draft, members(order))
 
 
 @router.route(ChatHistory, roles=["consumer", "technician", "admin"])

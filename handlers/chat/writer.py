@@ -1,7 +1,8 @@
-"""Chat sends from every session of this process, written in batches: one transaction stores all
-messages that arrived meanwhile (three statements, however many), delivers them to their rooms
-before the commit releases the rooms (so members get a room's messages in sequence order), queues
-the pushes for offline members in the same transaction, and only then answers the senders."""
+"""Chat sends from every session of this process, written in batches: one transaction looks up the
+rooms' members (a sender who is not one is answered `not_found`), stores all messages that arrived
+meanwhile (four statements, however many), delivers them to their rooms before the commit releases
+the rooms (so members get a room's messages in sequence order), queues the pushes for offline
+members in the same transaction, and only then answers the senders."""
 
 import asyncio
 import logging
@@ -14,6 +15,7 @@ import asyncpg
 from handlers.chat import metrics
 from handlers.chat.push import Offline, to_offline
 from handlers.chat.texts import ATTACHMENT, NEW_MESSAGE
+from handlers.errors import N_, NotFound
 from handlers.orders.texts import SYSTEM_TEXT
 from handlers.services import Services
 from protocol.chat import ChatMessage, ChatMessageEvent
@@ -23,14 +25,23 @@ from storage import chat, lifecycle, users
 log = logging.getLogger(__name__)
 Deliver = Callable[[list[tuple[list[str], Event]]], Awaitable[object]]
 MAX_BATCH = 500
+Stored = tuple[asyncpg.Record, bool]  # (the message's row, whether it was stored before: a duplicate)
 
 
 @dataclass(frozen=True, slots=True)
 class Post:
     draft: chat.Draft
-    members: tuple[str, ...]  # who is in the room now
-    done: "asyncio.Future[tuple[asyncpg.Record, bool]]"
+    members: tuple[str, ...] | None  # who is in the room now; None: looked up, the sender must be one
+    done: "asyncio.Future[Stored]"
     arrived: float  # time.monotonic() when it reached the writer
+
+
+def members_of(order: asyncpg.Record) -> tuple[str, ...]:
+    return tuple(m for m in (order["consumer_id"], order["technician_id"]) if m is not None)
+
+
+def not_a_member() -> NotFound:
+    return NotFound(N_("No such order."))  # what an order that does not exist says
 
 
 async def message(services: Services, row: asyncpg.Record, locale: str, *, reveal: bool = False) -> ChatMessage:
@@ -65,9 +76,10 @@ class ChatWriter:
         if self._task is not None:
             await lifecycle.stop([self._task])
 
-    async def post(self, draft: chat.Draft, members: tuple[str, ...]) -> tuple[asyncpg.Record, bool]:
-        """Store, deliver and commit one message; (row, duplicate) once it is durable."""
-        done: asyncio.Future[tuple[asyncpg.Record, bool]] = asyncio.get_running_loop().create_future()
+    async def post(self, draft: chat.Draft, members: tuple[str, ...] | None = None) -> Stored:
+        """Store, deliver and commit one message; (row, duplicate) once it is durable. Without `members`, the
+        room's are read in the batch's transaction, and a sender who is not one of them gets `not_found`."""
+        done: asyncio.Future[Stored] = asyncio.get_running_loop().create_future()
         self._queue.append(Post(draft, members, done, time.monotonic()))
         self._wake.set()
         return await done
@@ -97,54 +109,79 @@ class ChatWriter:
                     post.done.set_exception(exc)
             return
         for post, result in zip(batch, results, strict=True):
-            if not post.done.done():
-                post.done.set_result(result)
+            settle(post, result)
 
     async def _write_one(self, post: Post) -> None:
+        result: Stored | Exception
         try:
             [result] = await self._commit([post])
         except asyncpg.UniqueViolationError:
             try:
                 [result] = await self._commit([post])  # now it finds the stored one
             except Exception as exc:
-                post.done.set_exception(exc)
-                return
+                result = exc
         except Exception as exc:
-            post.done.set_exception(exc)
-            return
-        post.done.set_result(result)
+            result = exc
+        settle(post, result)
 
-    async def _commit(self, batch: list[Post]) -> list[tuple[asyncpg.Record, bool]]:
+    async def _commit(self, batch: list[Post]) -> list[Stored | NotFound]:
         services = self._services
         assert services is not None
         async with services.db.acquire() as conn, conn.transaction():
-            results = await chat.send_many(conn, services.cipher, [p.draft for p in batch])
-            fresh = [(post, row) for post, (row, duplicate) in zip(batch, results, strict=True) if not duplicate]
+            rooms = await self._members(conn, batch)
+            taken = [(post, members) for post, members in zip(batch, rooms, strict=True) if members is not None]
+            results = await chat.send_many(conn, services.cipher, [post.draft for post, _ in taken])
+            fresh = [(post, members, row) for (post, members), (row, duplicate) in zip(taken, results, strict=True)
+                     if not duplicate]
             if fresh:
                 await self._announce(services, conn, fresh)
-        for _, row in fresh:  # committed
+        for _, _, row in fresh:  # committed
             metrics.STORED.labels(row["kind"]).inc()
-        return results
+        stored = iter(results)
+        return [next(stored) if members is not None else not_a_member() for members in rooms]
+
+    @staticmethod
+    async def _members(conn: asyncpg.Connection, batch: list[Post]) -> list[tuple[str, ...] | None]:
+        """Each post's room members (None: its sender is not one, or there is no such order), those not
+        given read in one query."""
+        wanted = sorted({post.draft.order_id for post in batch if post.members is None})
+        found = {row["id"]: members_of(row) for row in await conn.fetch(
+            "SELECT id, consumer_id, technician_id FROM orders WHERE id = ANY($1::uuid[])", wanted)} if wanted else {}
+        rooms: list[tuple[str, ...] | None] = []
+        for post in batch:
+            members = post.members if post.members is not None else found.get(post.draft.order_id)
+            given = post.members is not None
+            rooms.append(members if given or (members is not None and post.draft.sender_id in members) else None)
+        return rooms
 
     async def _announce(self, services: Services, conn: asyncpg.Connection,
-                        fresh: list[tuple[Post, asyncpg.Record]]) -> None:
+                        fresh: list[tuple[Post, tuple[str, ...], asyncpg.Record]]) -> None:
         """Deliver (in sequence order: rows are in batch order, rooms still locked) and queue pushes."""
-        system_readers = sorted({m for post, row in fresh if row["kind"] == "system" for m in post.members})
+        system_readers = sorted({m for _, members, row in fresh if row["kind"] == "system" for m in members})
         locales = await users.locales(conn, system_readers) if system_readers else {}
         events: list[tuple[list[str], Event]] = []
         offline: list[Offline] = []
-        for post, row in fresh:
+        for post, members, row in fresh:
             if row["kind"] == "system":  # each reader in their language
                 events += [([m], ChatMessageEvent(message=await message(services, row, locales.get(m, "en"))))
-                           for m in post.members]
+                           for m in members]
                 continue
-            events.append((list(post.members), ChatMessageEvent(message=await message(services, row, "en"))))
-            offline.append(Offline([m for m in post.members if m != row["sender_id"]],
+            events.append((list(members), ChatMessageEvent(message=await message(services, row, "en"))))
+            offline.append(Offline([m for m in members if m != row["sender_id"]],
                                    f"chat:{row['order_id']}:{row['seq']}", NEW_MESSAGE, post.draft.body or ATTACHMENT,
                                    {"type": "chat.message", "order_id": str(row["order_id"]),
                                     "seq": str(row["seq"])}))
         await self._deliver(events)
         delivered = time.monotonic()
-        for post, _ in fresh:
+        for post, _, _ in fresh:
             metrics.DELIVERY.observe(delivered - post.arrived)
         await to_offline(services, conn, offline)
+
+
+def settle(post: Post, result: Stored | Exception) -> None:
+    if post.done.done():  # its sender left
+        return
+    if isinstance(result, Exception):
+        post.done.set_exception(result)
+    else:
+        post.done.set_result(result)
