@@ -75,7 +75,8 @@ async def send(ctx: Context, req: ChatSend) -> ChatSent:
     attachments = await check_attachments(ctx, req.attachments, who.user_id)
     draft = chat.Draft(order_id, who.user_id, who.role, req.client_id, "text", req.text, tuple(attachments))
     row, duplicate = await ctx.services.chat.post(draft)  # the writer checks the sender is a member
-    return ChatSent(message=await message(ctx, row, _locale(ctx)), duplicate=duplicate)
+    shown = await render(ctx.services, row, _locale(ctx), known=None if duplicate else draft)
+    return ChatSent(message=shown, duplicate=duplicate)
 
 
 async def post_system(ctx: Context, order: asyncpg.Record, code: str | None = None) -> None:

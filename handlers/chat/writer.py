@@ -44,16 +44,18 @@ def not_a_member() -> NotFound:
     return NotFound(N_("No such order."))  # what an order that does not exist says
 
 
-async def message(services: Services, row: asyncpg.Record, locale: str, *, reveal: bool = False) -> ChatMessage:
+async def message(services: Services, row: asyncpg.Record, locale: str, *, reveal: bool = False,
+                  known: chat.Draft | None = None) -> ChatMessage:
     """The message as a reader sees it: one staff hid shows no text or attachments unless `reveal`
-    (admins reading a transcript)."""
+    (admins reading a transcript). `known`: the draft just stored as this row, whose text needs no
+    decrypting."""
     system = row["kind"] == "system"
     hidden = row["hidden_at"] is not None
     if hidden and not reveal:
         text, attachments = None, []
     else:
         text = (services.catalogs.translate(locale, SYSTEM_TEXT[row["system_code"]]) if system
-                else await chat.body(services.cipher, row))
+                else known.body if known is not None else await chat.body(services.cipher, row))
         attachments = [str(a) for a in row["attachments"]]
     return ChatMessage(order_id=str(row["order_id"]), seq=row["seq"], sender_id=row["sender_id"],
                        sender_role=row["sender_role"], kind=row["kind"], text=text, attachments=attachments,
@@ -166,7 +168,8 @@ class ChatWriter:
                 events += [([m], ChatMessageEvent(message=await message(services, row, locales.get(m, "en"))))
                            for m in members]
                 continue
-            events.append((list(members), ChatMessageEvent(message=await message(services, row, "en"))))
+            events.append((list(members), ChatMessageEvent(message=await message(services, row, "en",
+                                                                                  known=post.draft))))
             offline.append(Offline([m for m in members if m != row["sender_id"]],
                                    f"chat:{row['order_id']}:{row['seq']}", NEW_MESSAGE, post.draft.body or ATTACHMENT,
                                    {"type": "chat.message", "order_id": str(row["order_id"]),
