@@ -194,12 +194,16 @@ async def locate(redis: aioredis.Redis, node: str, user_ids: list[str]) -> dict[
     if registered is None:
         return None
     mine = node.encode()
+    others: dict[bytes, list[str]] = {}  # entry -> its nodes but this one: entries repeat, parse each once
     found: dict[str, list[str]] = {}
     for user, entry in zip(user_ids, entries, strict=True):
-        if entry is not None and entry != mine:
-            others = [n.decode() for n in entry.split() if n != mine]
-            if others:
-                found[user] = others
+        if entry is None or entry == mine:
+            continue
+        nodes = others.get(entry)
+        if nodes is None:
+            nodes = others[entry] = [n.decode() for n in entry.split() if n != mine]
+        if nodes:
+            found[user] = nodes
     return found
 
 
