@@ -53,7 +53,10 @@ def group_channel(group: str) -> str:
 
 MULTICAST = "m"  # every process listens: one message carries events for many users
 Batches = list[tuple[list[str], Event]]
-BATCHES = msgspec.msgpack.Decoder(list[tuple[list[str], bytes]])
+BATCHES = msgspec.msgpack.Decoder(list[tuple[list[str], bytes]])  # multicast: [(users, event)...]
+# A node's share: (what its events begin with, [(users, the rest of an event)...]). The events of one
+# announcement differ only in their last field (the distance), so each travels as a few bytes.
+SHARE = msgspec.msgpack.Decoder(tuple[bytes, list[tuple[list[str], bytes]]])
 # Every process listens, whichever sessions it holds: a session signing in as the user at that
 # moment is closed too once it is in the user's channel (see handlers.accounts.auth for the rest).
 CONTROL = "c"
@@ -79,6 +82,15 @@ _RECEIVED = {kind: BYTES_RECEIVED.labels(kind) for kind in ("node", "multicast",
 
 def node_channel(node: str) -> str:
     return "n:" + node
+
+
+def _common_prefix(items: list[bytes]) -> bytes:
+    """What all the items begin with: what the first and the last in sorted order share."""
+    first, last = min(items), max(items)
+    n, limit = 0, min(len(first), len(last))
+    while n < limit and first[n] == last[n]:
+        n += 1
+    return first[:n]
 
 
 class Hub:
@@ -156,7 +168,7 @@ class Hub:
     async def _route(self, payload: list[tuple[list[str], bytes]]) -> bool:
         """Publish to each other node its users' share of the events; False when the directory
         cannot say where the users are (the caller multicasts instead: nothing is lost)."""
-        users = list({user for recipients, _ in payload for user in recipients})
+        users = [user for recipients, _ in payload for user in recipients]  # (a repeated one is looked up twice)
         if not users:
             return True
         try:
@@ -178,9 +190,12 @@ class Hub:
             for node, theirs in split.items():
                 shares.setdefault(node, []).append((theirs, encoded))
         if shares:
+            common = len(_common_prefix([encoded for _, encoded in payload]))
             pipe = self._redis.pipeline(transaction=False)
             for node, share in shares.items():
-                pipe.publish(node_channel(node), self.node + MSGPACK.encode_any(share))
+                head = share[0][1][:common]
+                body = [(theirs, encoded[common:]) for theirs, encoded in share]
+                pipe.publish(node_channel(node), self.node + MSGPACK.encode_any((head, body)))
             await pipe.execute()
         return True
 
@@ -294,11 +309,15 @@ class Hub:
                 data: bytes = message["data"]
                 what = self._kind(channel)
                 _RECEIVED[what].inc(len(data))
-                many = what in ("node", "multicast")
                 if data[:NODE_ID_LEN] == self.node:
                     continue
                 try:
-                    if many:
+                    if what == "node":
+                        head, body = SHARE.decode(data[NODE_ID_LEN:])
+                        for users, rest in body:
+                            RECIPIENTS_DECODED.inc(len(users))
+                            self.deliver_local_many(users, MSGPACK.decode_event(head + rest))
+                    elif what == "multicast":
                         for users, encoded in BATCHES.decode(data[NODE_ID_LEN:]):
                             RECIPIENTS_DECODED.inc(len(users))
                             self.deliver_local_many(users, MSGPACK.decode_event(encoded))

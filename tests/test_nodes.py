@@ -175,13 +175,14 @@ async def test_an_announcement_goes_only_to_the_nodes_holding_its_recipients(fle
     a, b, _ = fleet
     place = spot()
     techs = [await on(n, "technician") for n in (a, b, b)]
-    for tech, _ in techs:
-        await on_duty_at(tech, offset(place, north_mi=3))
+    for (tech, _), miles in zip(techs, (3, 6, 9), strict=True):  # three events, one per distance
+        await on_duty_at(tech, offset(place, north_mi=miles))
     consumer, _ = await on(a, "consumer")
     before = [await asyncio.to_thread(delivery_received, n) for n in fleet]
     order = (await consumer.request(order_at(place))).order
-    for tech, _ in techs:
-        assert [e.order.id for e in await events(tech, "order.available")] == [order.id]
+    for (tech, _), miles in zip(techs, (3, 6, 9), strict=True):
+        [offer] = await events(tech, "order.available")
+        assert offer.order.id == order.id and offer.distance_mi == pytest.approx(miles, abs=0.15)
     after = [await asyncio.to_thread(delivery_received, n) for n in fleet]
     assert after[1][1] - before[1][1] == 2  # b decoded its two technicians, not a's
     assert after[1][0] > before[1][0]
