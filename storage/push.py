@@ -35,6 +35,7 @@ _DROP = """
 local function drop(user, node)
   local where = redis.call('HGET', KEYS[1], user)
   if not where then return end
+  if where == node then redis.call('HDEL', KEYS[1], user) return end
   local rest = {}
   for other in string.gmatch(where, '%S+') do
     if other ~= node then rest[#rest + 1] = other end
@@ -44,20 +45,25 @@ local function drop(user, node)
 end
 """
 # KEYS: the directory, the node's set. ARGV: the node, how many joined, the users who joined, those who left.
+# (A user on no other node, the common case, costs one HSETNX or one HGET and HDEL; the set is
+# written 4,000 users a call, within what Lua's unpack takes.)
 _UPDATE = _DROP + """
 local node, joined = ARGV[1], tonumber(ARGV[2])
 for i = 3, 2 + joined do
   local user = ARGV[i]
-  redis.call('SADD', KEYS[2], user)
-  local where = redis.call('HGET', KEYS[1], user)
-  if not where then redis.call('HSET', KEYS[1], user, node)
-  elseif not string.find(' ' .. where .. ' ', ' ' .. node .. ' ', 1, true) then
-    redis.call('HSET', KEYS[1], user, where .. ' ' .. node)
+  if redis.call('HSETNX', KEYS[1], user, node) == 0 then
+    local where = redis.call('HGET', KEYS[1], user)
+    if not string.find(' ' .. where .. ' ', ' ' .. node .. ' ', 1, true) then
+      redis.call('HSET', KEYS[1], user, where .. ' ' .. node)
+    end
   end
 end
-for i = 3 + joined, #ARGV do
-  redis.call('SREM', KEYS[2], ARGV[i])
-  drop(ARGV[i], node)
+for i = 3, 2 + joined, 4000 do
+  redis.call('SADD', KEYS[2], unpack(ARGV, i, math.min(i + 3999, 2 + joined)))
+end
+for i = 3 + joined, #ARGV do drop(ARGV[i], node) end
+for i = 3 + joined, #ARGV, 4000 do
+  redis.call('SREM', KEYS[2], unpack(ARGV, i, math.min(i + 3999, #ARGV)))
 end
 """
 # KEYS: the directory, the node's set. ARGV: the node. Its users leave the directory; its set goes.
