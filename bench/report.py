@@ -27,6 +27,8 @@ SECTIONS = {
                ".venv/bin/python -m bench.ingest --markdown docs/benchmarks.md"),
     "chat": ("Chat: message latency and throughput",
              ".venv/bin/python -m bench.chat --markdown docs/benchmarks.md"),
+    "fanout": ("Delivery across nodes: per-node routing against multicast",
+               ".venv/bin/python -m bench.fanout --markdown docs/benchmarks.md --plot docs/img/fanout.png"),
     "summary": ("Back-office summaries on a year of orders",
                 ".venv/bin/python -m bench.summary --markdown docs/benchmarks.md"),
     "ai": ("Help with AI: concurrent streamed conversations",

@@ -171,7 +171,7 @@ class Running:
                                  audit_interval_s=c.audit_interval_s)
         blobs = LocalBlobs(data / "blobs", cipher)
         positions = geo.PositionWriter(redis)
-        hub = Hub(redis)
+        hub = Hub(redis, c.delivery_routing)
         chat = ChatWriter(hub.publish_many)
         services = Services(db, redis, token_issuer(c), self.passwords or Passwords(), cipher, positions,
                             geo.NearbySearch(redis), blobs, Catalogs(), chat, order_rules,

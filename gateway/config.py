@@ -46,6 +46,7 @@ class Config:
     platform_fee_bp: int = 1500
     sweep_interval_s: float = 15.0
     presence_ttl_s: float = 30.0  # a node that has not beaten for this long is dead: its users are offline
+    delivery_routing: str = "nodes"  # events for many users: "nodes" (each node its users' share) or "multicast"
     embedded_listen: str | None = None  # None: embedded servers on loopback only; else this address, with passwords
     embedded_postgres_port: int = 5432  # with embedded_listen
     embedded_redis_port: int = 6379  # with embedded_listen
@@ -120,6 +121,7 @@ ENV = {
     "PLATFORM_FEE_BP": "platform_fee_bp",
     "SWEEP_INTERVAL_S": "sweep_interval_s",
     "PRESENCE_TTL_S": "presence_ttl_s",
+    "DELIVERY_ROUTING": "delivery_routing",
     "EMBEDDED_LISTEN": "embedded_listen",
     "EMBEDDED_POSTGRES_PORT": "embedded_postgres_port",
     "EMBEDDED_REDIS_PORT": "embedded_redis_port",
@@ -231,6 +233,8 @@ def validate(c: Config) -> None:
         sentinels(c.redis_sentinels)  # raises ConfigError naming the setting
     if c.log_level.upper() not in LOG_LEVELS:
         raise ConfigError(f"LOG_LEVEL={c.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+    if c.delivery_routing not in ("nodes", "multicast"):
+        raise ConfigError(f"DELIVERY_ROUTING={c.delivery_routing!r} is not one of nodes, multicast")
     if c.log_format not in ("text", "json"):
         raise ConfigError(f"LOG_FORMAT={c.log_format!r} is not one of text, json")
     if c.fcm_credentials is not None and not Path(c.fcm_credentials).is_file():

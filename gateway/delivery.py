@@ -5,6 +5,12 @@ a channel while it holds at least one session in it, delivers to its own session
 publishes for the others; each published message starts with the publisher's node id so the
 publisher skips its own echo. Subscription changes are batched: one SUBSCRIBE for many sessions.
 Ending a user's sessions (a suspension) travels on a control channel every process listens to.
+
+Events for many users at once (an order announced to thousands of technicians) are routed per
+node (`DELIVERY_ROUTING=nodes`): the presence directory (storage.push) says which processes
+hold each recipient, and each of them gets, on its own channel `n:<node id>`, only its users'
+share; a process holding none of them gets nothing. With `multicast`, or when the directory
+cannot answer, one message with every recipient goes to the channel every process listens to.
 """
 
 import asyncio
@@ -15,10 +21,11 @@ from typing import Any, Protocol
 
 import msgspec
 import redis.asyncio as aioredis
+from prometheus_client import Counter
 
 from protocol.codec import MSGPACK, Codec
 from protocol.frames import Event
-from storage import lifecycle
+from storage import lifecycle, push
 
 log = logging.getLogger(__name__)
 NODE_ID_LEN = 16
@@ -46,17 +53,52 @@ def group_channel(group: str) -> str:
 
 MULTICAST = "m"  # every process listens: one message carries events for many users
 Batches = list[tuple[list[str], Event]]
-BATCHES = msgspec.msgpack.Decoder(list[tuple[list[str], bytes]])
+BATCHES = msgspec.msgpack.Decoder(list[tuple[list[str], bytes]])  # multicast: [(users, event)...]
+# A node's share: (what its events begin with, [(users, the rest of an event)...]). The events of one
+# announcement differ only in their last field (the distance), so each travels as a few bytes.
+SHARE = msgspec.msgpack.Decoder(tuple[bytes, list[tuple[list[str], bytes]]])
 # Every process listens, whichever sessions it holds: a session signing in as the user at that
 # moment is closed too once it is in the user's channel (see handlers.accounts.auth for the rest).
 CONTROL = "c"
 DISCONNECT = msgspec.msgpack.Decoder(tuple[str, str])  # (user id, reason)
 UNWATCH = "unwatch"  # a control message's reason that ends the user's watch of the feed, not their sessions
+ROUTINGS = ("nodes", "multicast")
+
+# Counted per process; gateway.metrics registers them. What a process receives from Redis for
+# delivery is what per-node routing shrinks: a node's share instead of every recipient.
+BYTES_RECEIVED = Counter("gateway_delivery_bytes_received", "Bytes of pub/sub messages this process received "
+                         "for delivery (payloads, its own echoes included; Redis's framing not), by channel: "
+                         "node (its share of events for many users), multicast (every recipient's), user, group, "
+                         "control", ["channel"], registry=None)
+RECIPIENTS_DECODED = Counter("gateway_delivery_recipients_decoded", "User ids this process decoded from other "
+                             "processes' events for many users (node and multicast channels)", registry=None)
+ROUTING_FALLBACKS = Counter("gateway_delivery_routing_fallbacks", "Events for many users multicast to every "
+                            "process because the presence directory could not say where their users are (Redis "
+                            "failed, or lost its data and this process has not restored its presence yet)",
+                            registry=None)
+ALL = (BYTES_RECEIVED, RECIPIENTS_DECODED, ROUTING_FALLBACKS)
+_RECEIVED = {kind: BYTES_RECEIVED.labels(kind) for kind in ("node", "multicast", "user", "group", "control")}
+
+
+def node_channel(node: str) -> str:
+    return "n:" + node
+
+
+def _common_prefix(items: list[bytes]) -> bytes:
+    """What all the items begin with: what the first and the last in sorted order share."""
+    first, last = min(items), max(items)
+    n, limit = 0, min(len(first), len(last))
+    while n < limit and first[n] == last[n]:
+        n += 1
+    return first[:n]
 
 
 class Hub:
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: aioredis.Redis, routing: str = "nodes") -> None:
+        assert routing in ROUTINGS
         self.node = os.urandom(NODE_ID_LEN)
+        self.routing = routing
+        self._own = node_channel(self.node.hex())
         self._redis = redis
         self._pubsub = redis.pubsub()
         self.channels: dict[str, set[Sink]] = {}
@@ -70,7 +112,7 @@ class Hub:
 
     async def start(self) -> None:
         # The node channel opens the pub/sub connection before the reader starts listening.
-        await self._pubsub.subscribe("n:" + self.node.hex(), MULTICAST, CONTROL)
+        await self._pubsub.subscribe(self._own, MULTICAST, CONTROL)
         self._tasks = [asyncio.create_task(self._read(), name="hub-read"),
                        asyncio.create_task(self._sync(), name="hub-sync")]
 
@@ -112,12 +154,50 @@ class Hub:
         return delivered
 
     async def publish_many(self, batches: Batches) -> int:
-        """Each event to every session of its users, wherever they are, in one Redis message
-        (an order announced to thousands of technicians is one PUBLISH, not thousands)."""
+        """Each event to every session of its users, wherever they are: to this process's at
+        once, then one Redis message per other process holding some of them, with only their
+        share (an order announced to thousands of technicians on four nodes is one lookup and at
+        most three PUBLISHes, not thousands); returns the local count. An announcement routed
+        while a session signs in may miss it, as a multicast one may: see `push.locate`."""
         delivered = sum(self.deliver_local_many(users, event) for users, event in batches)
         payload = [(users, MSGPACK.encode(event)) for users, event in batches]
-        await self._redis.publish(MULTICAST, self.node + MSGPACK.encode_any(payload))
+        if self.routing == "multicast" or not await self._route(payload):
+            await self._redis.publish(MULTICAST, self.node + MSGPACK.encode_any(payload))
         return delivered
+
+    async def _route(self, payload: list[tuple[list[str], bytes]]) -> bool:
+        """Publish to each other node its users' share of the events; False when the directory
+        cannot say where the users are (the caller multicasts instead: nothing is lost)."""
+        users = [user for recipients, _ in payload for user in recipients]  # (a repeated one is looked up twice)
+        if not users:
+            return True
+        try:
+            where = await push.locate(self._redis, self.node.hex(), users)
+        except (aioredis.RedisError, OSError) as exc:
+            if lifecycle.cancelling():
+                raise
+            log.warning("presence lookup failed, multicasting: %r", exc)
+            where = None
+        if where is None:
+            ROUTING_FALLBACKS.inc()
+            return False
+        shares: dict[str, list[tuple[list[str], bytes]]] = {}
+        for recipients, encoded in payload:
+            split: dict[str, list[str]] = {}
+            for user in recipients:
+                for node in where.get(user, ()):
+                    split.setdefault(node, []).append(user)
+            for node, theirs in split.items():
+                shares.setdefault(node, []).append((theirs, encoded))
+        if shares:
+            common = len(_common_prefix([encoded for _, encoded in payload]))
+            pipe = self._redis.pipeline(transaction=False)
+            for node, share in shares.items():
+                head = share[0][1][:common]
+                body = [(theirs, encoded[common:]) for theirs, encoded in share]
+                pipe.publish(node_channel(node), self.node + MSGPACK.encode_any((head, body)))
+            await pipe.execute()
+        return True
 
     async def disconnect(self, user_id: str, reason: str) -> int:
         """End every session of the user on every process; returns how many were here."""
@@ -128,6 +208,10 @@ class Hub:
     async def unwatch(self, user_id: str) -> int:
         """Stop every session of the user watching the feed, on every process (their brands changed)."""
         return await self.disconnect(user_id, UNWATCH)
+
+    def local_users(self) -> list[str]:
+        """The users with a session on this process."""
+        return [channel[2:] for channel in self.channels if channel.startswith("u:")]
 
     def disconnect_local(self, user_id: str, reason: str) -> int:
         sinks = list(self.channels.get(user_channel(user_id), ()))
@@ -190,6 +274,13 @@ class Hub:
                 if channel in self._subscribed and channel not in add:
                     self._resolve(channel)
 
+    def _kind(self, channel: str) -> str:
+        if channel == self._own:
+            return "node"
+        if channel in (MULTICAST, CONTROL):
+            return "multicast" if channel == MULTICAST else "control"
+        return "user" if channel.startswith("u:") else "group"
+
     def _resolve(self, channel: str) -> None:
         for future in self._waiters.pop(channel, ()):
             if not future.done():
@@ -216,11 +307,19 @@ class Hub:
                 self._resolve(channel)
             elif kind == "message":
                 data: bytes = message["data"]
+                what = self._kind(channel)
+                _RECEIVED[what].inc(len(data))
                 if data[:NODE_ID_LEN] == self.node:
                     continue
                 try:
-                    if channel == MULTICAST:
+                    if what == "node":
+                        head, body = SHARE.decode(data[NODE_ID_LEN:])
+                        for users, rest in body:
+                            RECIPIENTS_DECODED.inc(len(users))
+                            self.deliver_local_many(users, MSGPACK.decode_event(head + rest))
+                    elif what == "multicast":
                         for users, encoded in BATCHES.decode(data[NODE_ID_LEN:]):
+                            RECIPIENTS_DECODED.inc(len(users))
                             self.deliver_local_many(users, MSGPACK.decode_event(encoded))
                     elif channel == CONTROL:
                         self.disconnect_local(*DISCONNECT.decode(data[NODE_ID_LEN:]))

@@ -15,6 +15,7 @@ from prometheus_client import (
     multiprocess,
 )
 
+from gateway import delivery
 from handlers.accounts import metrics as account_metrics
 from handlers.ai import metrics as ai_metrics
 from handlers.ai.openai_engine import REASONS as AI_REASONS
@@ -80,7 +81,7 @@ class Metrics:
         r.register(GC_COLLECTOR)  # python_gc_*
         r.register(geo.REFUSED)
         r.register(geo.WRITTEN)
-        for metric in (*account_metrics.ALL, *ai_metrics.ALL, *chat_metrics.ALL, *order_metrics.ALL,
+        for metric in (*delivery.ALL, *account_metrics.ALL, *ai_metrics.ALL, *chat_metrics.ALL, *order_metrics.ALL,
                        payments.JOB_RUNS, push.SENDS, push.DEAD, stripe_api.STRIPE_SECONDS, stripe_api.STRIPE_REQUESTS,
                        db.REDIS_SECONDS, db.REDIS_ERRORS):
             r.register(metric)

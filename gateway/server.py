@@ -72,11 +72,20 @@ class Gateway:
 
     async def restore_positions(self) -> None:
         """Each time the pub/sub connection comes back after a loss (Redis restarted, perhaps
-        empty), the positions this process's technicians last sent, if still fresh, go back into
-        the GEO index at once (`handlers.orders.location.restore`)."""
+        empty), this process's presence goes back into Redis (delivery routes by it), and the
+        positions its technicians last sent, if still fresh, go back into the GEO index at once
+        (`handlers.orders.location.restore`)."""
         while True:
             await self.hub.regained.wait()
             self.hub.regained.clear()
+            try:  # first where delivery finds this process's users: Redis may have restarted empty
+                async with asyncio.timeout(10):
+                    await self.presence.restore(self.hub.local_users())
+            except UNREACHABLE as exc:
+                log.warning("restoring presence after a Redis reconnection failed, retrying: %r", exc)
+                await asyncio.sleep(1)
+                self.hub.regained.set()
+                continue
             fresh_after = time.time() - self.services.order_rules.stale_after_s
             positions = {s.identity.user_id: s.memo["position"] for s in list(self.sessions)
                          if s.identity is not None and s.identity.role == "technician"

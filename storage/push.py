@@ -1,10 +1,11 @@
-"""Device tokens, the push outbox and Redis presence (is a user connected anywhere?). The
-outbox's texts are sealed (storage.crypto), bound to the job's dedupe key."""
+"""Device tokens, the push outbox and Redis presence (is a user connected anywhere, and on which
+gateway processes?). The outbox's texts are sealed (storage.crypto), bound to the job's dedupe key."""
 
 import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
@@ -21,14 +22,63 @@ NODES = "presence:nodes"  # ZSET gateway process -> unix time of its last heartb
 NODE_TTL_S = 30.0  # a process that has not beaten for this long is dead: its users do not count (PRESENCE_TTL_S)
 
 
+DIRECTORY = "presence:where"  # HASH user -> the processes holding a session of theirs (node ids, space-separated)
+
+
 def node_key(node: str) -> str:
     return "presence:" + node  # SET of the users with a live session on that process
 
 
+# The directory is read-modify-written by every node at once (a user's phone on one node, their
+# tablet on another), so its updates are Lua scripts: atomic, and one round trip per flush.
+_DROP = """
+local function drop(user, node)
+  local where = redis.call('HGET', KEYS[1], user)
+  if not where then return end
+  if where == node then redis.call('HDEL', KEYS[1], user) return end
+  local rest = {}
+  for other in string.gmatch(where, '%S+') do
+    if other ~= node then rest[#rest + 1] = other end
+  end
+  if #rest == 0 then redis.call('HDEL', KEYS[1], user)
+  else redis.call('HSET', KEYS[1], user, table.concat(rest, ' ')) end
+end
+"""
+# KEYS: the directory, the node's set. ARGV: the node, how many joined, the users who joined, those who left.
+# (A user on no other node, the common case, costs one HSETNX or one HGET and HDEL; the set is
+# written 4,000 users a call, within what Lua's unpack takes.)
+_UPDATE = _DROP + """
+local node, joined = ARGV[1], tonumber(ARGV[2])
+for i = 3, 2 + joined do
+  local user = ARGV[i]
+  if redis.call('HSETNX', KEYS[1], user, node) == 0 then
+    local where = redis.call('HGET', KEYS[1], user)
+    if not string.find(' ' .. where .. ' ', ' ' .. node .. ' ', 1, true) then
+      redis.call('HSET', KEYS[1], user, where .. ' ' .. node)
+    end
+  end
+end
+for i = 3, 2 + joined, 4000 do
+  redis.call('SADD', KEYS[2], unpack(ARGV, i, math.min(i + 3999, 2 + joined)))
+end
+for i = 3 + joined, #ARGV do drop(ARGV[i], node) end
+for i = 3 + joined, #ARGV, 4000 do
+  redis.call('SREM', KEYS[2], unpack(ARGV, i, math.min(i + 3999, #ARGV)))
+end
+"""
+# KEYS: the directory, the node's set. ARGV: the node. Its users leave the directory; its set goes.
+_FORGET = _DROP + """
+for _, user in ipairs(redis.call('SMEMBERS', KEYS[2])) do drop(user, ARGV[1]) end
+redis.call('DEL', KEYS[2])
+"""
+
+
 class Presence:
     """Which users have a live session on this gateway process, kept in Redis for every process
-    to ask. Joins and leaves are coalesced into one pipeline per flush (a thousand sessions
-    closing at once are one round trip, not a thousand); liveness is one heartbeat per process."""
+    to ask: this process's set, and its id in the directory entry of each of those users (where
+    delivery routes their events). Joins and leaves are coalesced into one script per flush (a
+    thousand sessions closing at once are one round trip, not a thousand); liveness is one
+    heartbeat per process."""
 
     def __init__(self, redis: aioredis.Redis, node: str, ttl_s: float = NODE_TTL_S) -> None:
         self._redis = redis
@@ -38,9 +88,11 @@ class Presence:
         self._waiters: list[asyncio.Future[None]] = []
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._update = redis.register_script(_UPDATE)
+        self._forget = redis.register_script(_FORGET)
 
     async def start(self) -> None:
-        await self._redis.delete(node_key(self.node))
+        await self._forget(keys=[DIRECTORY, node_key(self.node)], args=[self.node])
         await self._beat()
         self._tasks = [asyncio.create_task(self._flush(), name="presence"),
                        asyncio.create_task(self._heartbeat(), name="presence-heartbeat")]
@@ -48,10 +100,8 @@ class Presence:
     async def stop(self) -> None:
         await lifecycle.stop(self._tasks)
         with contextlib.suppress(aioredis.RedisError, OSError):
-            pipe = self._redis.pipeline(transaction=True)
-            pipe.zrem(NODES, self.node)
-            pipe.delete(node_key(self.node))
-            await pipe.execute()
+            await self._redis.zrem(NODES, self.node)
+            await self._forget(keys=[DIRECTORY, node_key(self.node)], args=[self.node])
 
     def set(self, user_id: str, online: bool) -> None:
         self._changes[user_id] = online
@@ -64,6 +114,15 @@ class Presence:
         self._wake.set()
         await waiter
 
+    async def restore(self, users: Iterable[str]) -> None:
+        """After a lost Redis connection (Redis may have restarted empty): the users of this
+        process's sessions back in its set and the directory, then its heartbeat, which tells
+        delivery the directory holds this process again (`locate`)."""
+        for user in users:
+            self.set(user, True)
+        await self.settled()
+        await self._beat()
+
     async def _beat(self) -> None:
         """Say this node lives; forget nodes dead for ten TTLs (killed: no `stop` removed their set)."""
         now = time.time()
@@ -72,10 +131,9 @@ class Presence:
         pipe.zrangebyscore(NODES, "-inf", now - 10 * self.ttl_s)
         _, dead = await pipe.execute()
         if dead:
-            pipe = self._redis.pipeline(transaction=True)
-            pipe.zrem(NODES, *dead)
-            pipe.delete(*(node_key(n.decode()) for n in dead))
-            await pipe.execute()
+            await self._redis.zrem(NODES, *dead)
+            for gone in dead:  # one script each: a node's users may be many, the dead are few
+                await self._forget(keys=[DIRECTORY, node_key(gone.decode())], args=[gone.decode()])
             log.info("presence: forgot %d nodes dead for over %g s", len(dead), 10 * self.ttl_s)
 
     async def _heartbeat(self) -> None:
@@ -96,13 +154,10 @@ class Presence:
             waiters, self._waiters = self._waiters, []
             joined = [u for u, online in changes.items() if online]
             left = [u for u, online in changes.items() if not online]
-            pipe = self._redis.pipeline(transaction=False)
-            if joined:
-                pipe.sadd(node_key(self.node), *joined)
-            if left:
-                pipe.srem(node_key(self.node), *left)
             try:
-                await pipe.execute()
+                if changes:
+                    await self._update(keys=[DIRECTORY, node_key(self.node)],
+                                       args=[self.node, len(joined), *joined, *left])
             except (aioredis.RedisError, OSError) as exc:
                 if lifecycle.cancelling():
                     raise
@@ -129,6 +184,32 @@ async def online(redis: aioredis.Redis, user_ids: list[str], ttl_s: float = NODE
     found: set[str] = set()
     for flags in await pipe.execute():
         found.update(u for u, flag in zip(user_ids, flags, strict=True) if flag)
+    return found
+
+
+async def locate(redis: aioredis.Redis, node: str, user_ids: list[str]) -> dict[str, list[str]] | None:
+    """The other processes holding a session of each of the users, per the directory: user ->
+    node ids (users found nowhere else are left out), in one round trip. None when `node` itself
+    is not registered (Redis lost its data and this process has not restored its presence yet):
+    then the directory cannot be trusted. A killed node stays in its users' entries until it is
+    forgotten (10 x TTL); events routed to it reach no one."""
+    pipe = redis.pipeline(transaction=False)
+    pipe.zscore(NODES, node)
+    pipe.hmget(DIRECTORY, user_ids)
+    registered, entries = await pipe.execute()
+    if registered is None:
+        return None
+    mine = node.encode()
+    others: dict[bytes, list[str]] = {}  # entry -> its nodes but this one: entries repeat, parse each once
+    found: dict[str, list[str]] = {}
+    for user, entry in zip(user_ids, entries, strict=True):
+        if entry is None or entry == mine:
+            continue
+        nodes = others.get(entry)
+        if nodes is None:
+            nodes = others[entry] = [n.decode() for n in entry.split() if n != mine]
+        if nodes:
+            found[user] = nodes
     return found
 
 

@@ -28,6 +28,7 @@ def test_flags_override_environment_override_defaults():
     ({"REDIS_URL": "http://x"}, "REDIS_URL must start with"),
     ({"REDIS_SENTINELS": "10.0.0.1:26379,10.0.0.2"}, "REDIS_SENTINELS='10.0.0.1:26379,10.0.0.2' is not a list"),
     ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL='LOUD'"),
+    ({"DELIVERY_ROUTING": "broadcast"}, "DELIVERY_ROUTING='broadcast' is not one of nodes, multicast"),
     ({"GATEWAY_SECRET": "short"}, "at least 32 characters"),
     ({"RATE_PER_S": "0"}, "RATE_PER_S must be positive"),
     ({"MAP_TILES_URL": "tiles.example.org/{z}/{x}/{y}.png"}, "MAP_TILES_URL=.* is not an http"),

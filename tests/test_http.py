@@ -159,7 +159,7 @@ async def test_orders_connections_the_loop_and_the_pool_are_measured_with_bounde
     names = {pair.split("=")[0] for name in after if "{" in name
              for pair in re.findall(r'[a-z_]+="', name.split("{", 1)[1])}
     assert names <= {"type", "code", "state", "what", "kind", "outcome", "reason", "direction", "dependency", "index",
-                     "le",
+                     "channel", "le",
                      "generation", "implementation", "major", "minor", "patchlevel", "version"}, names
     ids = {user_id, tech_id, order.id}
     labels = [name for name in after if "{" in name]

@@ -10,12 +10,14 @@ import random
 import shutil
 import tempfile
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import ConnectionClosed
 
 from protocol.admin import Notice, Notify, Watch
@@ -28,9 +30,9 @@ from protocol.suspension import Suspend
 from storage import geo, push
 from storage.db import connect_redis
 from storage.embedded import free_port
-from tests.conftest import SECRET, mint
+from tests.conftest import SECRET, mint, ws_url
 from tests.processes import GatewayProcess, run_command
-from tests.world import events, fresh, offset, order_at, spot
+from tests.world import events, fresh, offset, order_at, quiet, spot
 
 # Short enough that a dead node's traces go within the test, long enough for a loaded box.
 FLEET_ENV = {"PRESENCE_TTL_S": "3", "SWEEP_INTERVAL_S": "1", "RATE_PER_S": "1000", "RATE_BURST": "1000",
@@ -150,6 +152,94 @@ async def test_dispatch_reaches_technicians_on_every_node_and_one_of_racing_acce
     for (tech, _), outcome in zip(techs, outcomes, strict=True):
         if outcome != "won":
             assert [e.order_id for e in await events(tech, "order.unavailable")] == [order.id]
+    clean(fleet)
+
+
+def delivery_received(where: GatewayProcess) -> tuple[float, float]:
+    """What the node has received from other nodes for delivery to many users: (bytes on its node
+    and the multicast channel, recipients decoded), from its /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{where.http_port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    got, decoded = 0.0, 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "gateway_delivery_bytes_received_total" and sample.labels["channel"] in (
+                    "node", "multicast"):
+                got += sample.value
+            elif sample.name == "gateway_delivery_recipients_decoded_total":
+                decoded += sample.value
+    return got, decoded
+
+
+async def test_an_announcement_goes_only_to_the_nodes_holding_its_recipients(fleet, on):
+    a, b, _ = fleet
+    place = spot()
+    techs = [await on(n, "technician") for n in (a, b, b)]
+    for (tech, _), miles in zip(techs, (3, 6, 9), strict=True):  # three events, one per distance
+        await on_duty_at(tech, offset(place, north_mi=miles))
+    consumer, _ = await on(a, "consumer")
+    before = [await asyncio.to_thread(delivery_received, n) for n in fleet]
+    order = (await consumer.request(order_at(place))).order
+    for (tech, _), miles in zip(techs, (3, 6, 9), strict=True):
+        [offer] = await events(tech, "order.available")
+        assert offer.order.id == order.id and offer.distance_mi == pytest.approx(miles, abs=0.15)
+    after = [await asyncio.to_thread(delivery_received, n) for n in fleet]
+    assert after[1][1] - before[1][1] == 2  # b decoded its two technicians, not a's
+    assert after[1][0] > before[1][0]
+    assert after[2] == before[2]  # c holds none of them: not one byte of the recipient list
+    assert after[0] == before[0]  # a, the publisher, delivered to its own technician directly
+    clean(fleet)
+
+
+async def test_a_technician_who_moves_to_another_node_gets_announcements_there_once_per_session(
+        gateway, fleet, on, servers):
+    a, b, c = fleet
+    place = spot()
+    token = mint(gateway, "technician")
+    first, tech_id = await on(a, "technician", token)
+    await on_duty_at(first, place)
+    await first.close()  # the app reconnects elsewhere, still on duty at its last position
+    moved, _ = await on(b, "technician", token)
+    tablet, _ = await on(c, "technician", token)  # and the same technician on a tablet, on the third node
+    consumer, _ = await on(a, "consumer")
+    order = (await consumer.request(order_at(place))).order
+    for session in (moved, tablet):
+        assert [e.order.id for e in await events(session, "order.available")] == [order.id]
+    for session in (moved, tablet):
+        assert await quiet(session, "order.available")  # once each, nothing from the node left behind
+
+    await tablet.close()
+    redis = connect_redis(servers[1])
+    try:
+        async with asyncio.timeout(10):  # c's presence flush: the tablet's node leaves the directory
+            while len((await redis.hget(push.DIRECTORY, tech_id) or b"").split()) != 1:
+                await asyncio.sleep(0.05)
+    finally:
+        await redis.aclose()
+    before = await asyncio.to_thread(delivery_received, c)
+    second = (await consumer.request(order_at(place))).order
+    assert [e.order.id for e in await events(moved, "order.available")] == [second.id]
+    assert await asyncio.to_thread(delivery_received, c) == before
+    clean(fleet)
+
+
+async def test_without_a_trustworthy_directory_announcements_are_multicast_and_still_arrive(
+        gateway, make_gateway, fleet, on):
+    # A node whose heartbeat is far off, so that nothing puts it back in the registry meanwhile.
+    async with make_gateway(presence_ttl_s=3600) as publisher:
+        place = spot()
+        tech, _ = await on(fleet[1], "technician")
+        await on_duty_at(tech, place)
+        async with await Client.connect(ws_url(publisher)) as consumer:
+            await consumer.request(Auth(token=mint(gateway, "consumer")[1]))
+            registry = publisher.metrics.registry
+            fallbacks = registry.get_sample_value("gateway_delivery_routing_fallbacks_total")
+            # As after Redis lost its data, before this node restored its presence:
+            await publisher.services.redis.zrem(push.NODES, publisher.hub.node.hex())
+            order = (await consumer.request(order_at(place))).order
+            assert [e.order.id for e in await events(tech, "order.available")] == [order.id]
+            assert registry.get_sample_value("gateway_delivery_routing_fallbacks_total") == fallbacks + 1
+            assert (await consumer.request(OrderGet(order_id=order.id))).order.state == "open"
     clean(fleet)
 
 

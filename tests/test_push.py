@@ -164,6 +164,32 @@ async def test_presence_follows_sessions_even_when_hundreds_close_at_once(gatewa
             await asyncio.sleep(0.05)
 
 
+async def test_the_directory_names_every_node_of_a_user_and_forgets_a_node_that_stops(gateway):
+    redis, stamp = gateway.services.redis, uuid.uuid4().hex[:8]
+    a, b = push.Presence(redis, f"{stamp}-a"), push.Presence(redis, f"{stamp}-b")
+    await a.start()
+    await b.start()
+    phone, tablet = f"{stamp}-phone-user", f"{stamp}-tablet-user"
+    try:
+        for node in (a, b):  # both users on both nodes; node a hears one of them twice
+            node.set(phone, True)
+            node.set(tablet, True)
+            await node.settled()
+        a.set(phone, True)
+        await a.settled()
+        assert await push.locate(redis, a.node, [phone, tablet, "nobody"]) == {phone: [b.node], tablet: [b.node]}
+        a.set(phone, False)  # the phone's session on a ends
+        await a.settled()
+        assert await push.locate(redis, b.node, [phone, tablet]) == {tablet: [a.node]}
+        await b.stop()
+        assert await push.locate(redis, a.node, [phone, tablet]) == {}
+        assert await redis.hget(push.DIRECTORY, tablet) == a.node.encode()
+    finally:
+        await a.stop()
+        await b.stop()
+    assert await redis.hmget(push.DIRECTORY, [phone, tablet]) == [None, None]
+
+
 async def test_users_of_a_process_that_stopped_beating_count_as_offline(gateway):
     redis = gateway.services.redis
     await redis.zadd(push.NODES, {"dead-node": 1.0})  # its last heartbeat: 1970
