@@ -117,7 +117,8 @@ def stripe_access(c: Config) -> StripeAccess | None:
 def ai_rules(c: Config) -> AiRules:
     return AiRules(openai_api_key=c.openai_api_key, openai_base_url=c.openai_base_url, openai_model=c.openai_model,
                    openai_vision=c.openai_vision, timeout_s=c.ai_timeout_s, max_retries=c.ai_max_retries,
-                   max_in_flight=c.ai_max_in_flight, quota_per_hour=c.ai_quota_per_hour,
+                   max_in_flight=c.ai_max_in_flight, max_answering=c.ai_max_answering,
+                   quota_per_hour=c.ai_quota_per_hour,
                    stream_pause_s=c.ai_stream_pause_s, max_output_tokens=c.ai_max_output_tokens)
 
 

@@ -81,6 +81,7 @@ class Config:
     ai_timeout_s: float = 30.0
     ai_max_retries: int = 2
     ai_max_in_flight: int = 16
+    ai_max_answering: int = 32
     ai_quota_per_hour: int = 30
     ai_stream_pause_s: float = 0.05
     ai_max_output_tokens: int = 1_500
@@ -156,6 +157,7 @@ ENV = {
     "AI_TIMEOUT_S": "ai_timeout_s",
     "AI_MAX_RETRIES": "ai_max_retries",
     "AI_MAX_IN_FLIGHT": "ai_max_in_flight",
+    "AI_MAX_ANSWERING": "ai_max_answering",
     "AI_QUOTA_PER_HOUR": "ai_quota_per_hour",
     "AI_STREAM_PAUSE_S": "ai_stream_pause_s",
     "AI_MAX_OUTPUT_TOKENS": "ai_max_output_tokens",
@@ -263,10 +265,12 @@ def validate(c: Config) -> None:
         raise ConfigError(f"MAP_TILES_URL={c.map_tiles_url!r} is not an http(s) URL with {{z}}, {{x}} and {{y}}")
     if c.openai_base_url is not None and urlparse(c.openai_base_url).scheme not in ("http", "https"):
         raise ConfigError(f"OPENAI_BASE_URL={c.openai_base_url!r} is not an http(s) URL")
-    if c.ai_timeout_s <= 0 or c.ai_max_retries < 0 or c.ai_max_in_flight < 1 or c.ai_quota_per_hour < 0 \
+    if c.ai_timeout_s <= 0 or c.ai_max_retries < 0 or c.ai_max_in_flight < 1 or c.ai_max_answering < 1 \
+            or c.ai_quota_per_hour < 0 \
             or c.ai_stream_pause_s < 0 or c.ai_max_output_tokens < 200:
         raise ConfigError("AI_TIMEOUT_S must be positive, AI_MAX_RETRIES, AI_QUOTA_PER_HOUR and AI_STREAM_PAUSE_S not "
-                          "negative, AI_MAX_IN_FLIGHT at least 1 and AI_MAX_OUTPUT_TOKENS at least 200")
+                          "negative, AI_MAX_IN_FLIGHT and AI_MAX_ANSWERING at least 1 and AI_MAX_OUTPUT_TOKENS at "
+                          "least 200")
     if c.secret is not None and len(c.secret) < 32:
         raise ConfigError("GATEWAY_SECRET must be at least 32 characters")
     for name in ("token_ttl_s", "refresh_ttl_s", "invite_ttl_s", "auth_timeout_s", "idle_timeout_s", "max_frame_bytes",

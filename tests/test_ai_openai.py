@@ -130,3 +130,19 @@ async def test_a_hazardous_step_broken_over_lines_is_gated_while_it_streams(gw, 
     assert [line for line in text.splitlines() if line.startswith("2. ")] == [
         "2. A technician must do this step. — Do not try this yourself: leave it to the technician."]
     assert answered.safety == "output_gated" and answered.answer.steps[1].technician_only
+
+
+async def test_no_more_than_max_answering_answers_are_made_at_once(make_gateway, server, signed_in):
+    server.stall(seconds=0.3, times=4)  # each answer waits at the model, so the answers overlap
+    async with make_gateway(openai_api_key=API_KEY, openai_base_url=server.url + "/v1", openai_model=MODELS[0],
+                            ai_max_retries=0, ai_max_answering=2) as gw:
+        consumers = [(await signed_in("consumer", gw=gw))[0] for _ in range(4)]
+        started = await asyncio.gather(*(c.request(AiStart(**FRIDGE, description="The fridge is warm"))
+                                         for c in consumers))
+        answers = asyncio.gather(*(answer_of(c, s.conversation_id, 1) for c, s in zip(consumers, started, strict=True)))
+        most = 0
+        while not answers.done():
+            most = max(most, sum(entry["end"] is None for entry in server.requests()))
+            await asyncio.sleep(0.01)
+        assert [a.answer.verdict for _, a in await answers] == ["continue"] * 4  # every one answered, in turn
+        assert most == 2 and len(server.requests()) == 4

@@ -64,7 +64,8 @@ Told = Callable[[AiAnswered], Awaitable[None]]  # what the live feed is told of 
 
 async def run(services: Services, deliver: Deliver, told: Told, conversation_id: uuid.UUID, turn: int) -> None:
     try:
-        answered = await answer_turn(services, deliver, conversation_id, turn)
+        async with services.ai_runtime.slots(services.ai_rules.max_answering):
+            answered = await answer_turn(services, deliver, conversation_id, turn)
     except Exception:  # the turn stays unanswered; answer_turn freed the conversation if it could
         log.exception("the answer to %s turn %d was lost", conversation_id, turn)
     else:

@@ -15,6 +15,13 @@ class AiRuntime:
     def __init__(self) -> None:
         self.tasks: set[asyncio.Task[Any]] = set()
         self.engine: Engine | None = None
+        self._slots: asyncio.Semaphore | None = None
+
+    def slots(self, size: int) -> asyncio.Semaphore:
+        """The answers being made at once (AiRules.max_answering), made on first use in the running loop."""
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(size)
+        return self._slots
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
         task = asyncio.create_task(coro, name=name)

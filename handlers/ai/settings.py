@@ -12,6 +12,9 @@ class AiRules:
     timeout_s: float = 30.0  # one model call, first byte to last
     max_retries: int = 2  # on 429 and 5xx, with backoff and jitter
     max_in_flight: int = 16  # model calls at once in this process; more wait their turn
+    # Answers being made at once in this process (reading the dialogue, the engine, storing): more wait their
+    # turn, so that a burst of ai.start cannot fill the event loop with hundreds of ready tasks at once.
+    max_answering: int = 32
     quota_per_hour: int = 30  # ai.start and ai.reply per consumer per rolling hour
     price_in_per_mtok_usd: float = 0.15  # for the estimated cost stored per conversation
     price_out_per_mtok_usd: float = 0.60
