@@ -223,14 +223,17 @@ def stand_in(log: Path) -> Iterator[str]:
         process.wait(10)
 
 
-def measure(conversations: int, pingers: int, profile: Path | None = None) -> list[Run]:
+def measure(conversations: int, pingers: int, profile: Path | None = None,
+            max_answering: int | None = None) -> list[Run]:
     """Both engines' runs; with `profile`, each gateway runs under cProfile over its conversations, its stats
     written to `profile` + `.offline` or `.openai` (the figures are then the profiler's, not the gateway's)."""
     runs: list[Run] = []
     secret = "bench-" + uuid.uuid4().hex * 2
     config = Config(secret=secret)
     with backends("ai-bench-") as b, stand_in(b.root / "openai-stand-in.log") as base_url:
-        common = ("--ai-quota-per-hour", "1000000", "--ai-stream-pause-s", "0.05")
+        common: tuple[str, ...] = ("--ai-quota-per-hour", "1000000", "--ai-stream-pause-s", "0.05")
+        if max_answering is not None:
+            common += ("--ai-max-answering", str(max_answering))
         for engine, flags in (("offline", common),
                               ("openai (local stand-in)", (*common, "--openai-api-key", API_KEY,
                                                             "--openai-base-url", base_url,
@@ -255,12 +258,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--profile", type=Path, metavar="FILE",
                    help="profile each engine's gateway over its conversations into FILE.offline and FILE.openai "
                         "(figures not written)")
+    p.add_argument("--max-answering", type=int, help="the gateway's AI_MAX_ANSWERING (default: its default)")
     args = p.parse_args(argv)
     conversations = 20 if args.quick else args.conversations
     f = Figures(command="python -m bench.ai " + " ".join(argv if argv is not None else sys.argv[1:]),
                 settings={"rounds": 1}, started=time.time())
     with stopped_by_signals(900):
-        runs = measure(conversations, args.pingers, args.profile)
+        runs = measure(conversations, args.pingers, args.profile, args.max_answering)
     f.seconds = time.time() - f.started
     print(markdown_table(HEADER, [r.row() for r in runs]))
     print(markdown_table(PING_HEADER, [row for r in runs for row in r.ping_rows()]))
