@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# The code runs from this folder (run.py, python -m pytest): only the dependencies stay installed.
 	# A plain wheel build warns about nothing; an editable install always prints setuptools' notices.
-	$(PY) -m pip install --quiet '.[dev]'
+	$(PY) -m pip install --quiet '.[dev,bench]'
 	$(PY) -m pip uninstall --quiet --yes dispatch-gateway
 	touch $(STAMP)
 
@@ -35,6 +35,7 @@ bench: $(STAMP)  ## every benchmark against its same-run baselines, each into it
 	$(PY) -m bench.chat --markdown docs/benchmarks.md
 	$(PY) -m bench.summary --markdown docs/benchmarks.md
 	$(PY) -m bench.ai --markdown docs/benchmarks.md
+	$(PY) -m bench.soak --markdown docs/benchmarks.md
 
 bench-summary: $(STAMP)  ## admin.summary on a million seeded orders against the same SQL over asyncpg
 	$(PY) -m bench.summary --markdown docs/benchmarks.md

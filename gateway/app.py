@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from gateway.config import Config, ConfigError, key_dir
 from gateway.config import sentinels as config_sentinels
 from gateway.delivery import Hub
+from gateway.metrics import time_gc_pauses
 from gateway.server import Gateway
 from gateway.web import WebSide
 from handlers.accounts.passwords import Passwords
@@ -301,6 +302,7 @@ async def serve_until_signalled(config: Config) -> None:
     async with Running(config) as gateway:
         for what, url in addresses(config, gateway):
             log.info("gateway listening: %-10s %s", what, url)
+        time_gc_pauses()
         gateway.spawn(settle_garbage_collector())
         await stop.wait()
         log.info("signal received, shutting down")
