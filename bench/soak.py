@@ -178,8 +178,8 @@ def _watch(s: Settings, nodes: list[ServerProcess], t0: float,
             pauses = {key: gc[key] - before[i][1].get(key, 0.0) for key in gc}
             out[i].append(NodeMinute(rss=rss, peak=max(peaks[i], rss), cpu_s=cpu - before[i][0], gc=pauses))
             before[i], peaks[i] = (cpu, gc), 0
-        rss = ", ".join(f"{m[-1].rss / 2**20:.0f} MiB" for m in out)
-        print(f"  minute {minute + 1}/{s.minutes}: RSS {rss}; CPU "
+        memory = ", ".join(f"{m[-1].rss / 2**20:.0f} MiB" for m in out)
+        print(f"  minute {minute + 1}/{s.minutes}: RSS {memory}; CPU "
               f"{', '.join(f'{m[-1].cpu_s / 60:.0%}' for m in out)}", flush=True)
     return out
 
