@@ -96,7 +96,8 @@ class RedisPaced(Children):
 
 
 async def _drive_paced(pipe: Connection, url: str, command: tuple[Any, ...], concurrency: int) -> None:
-    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=concurrency, timeout=None)
+    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=concurrency, timeout=None,
+                                                    socket_connect_timeout=60)
     client = aioredis.Redis(connection_pool=pool)
     try:
         await asyncio.gather(*(client.ping() for _ in range(concurrency)))

@@ -24,6 +24,7 @@ if __name__ == "__main__" and not __package__:
 
 import argparse
 import multiprocessing
+import os
 import random
 import time
 import urllib.request
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench import cli, soak_clients, soak_report
-from bench.procfs import rss_bytes
+from bench.procfs import busy_seconds, rss_bytes, wait_seconds
 from bench.servers import SECRET, ServerProcess, backends, gateway_server
 from bench.soak_clients import Member, Plan
 from bench.soak_report import Figures, Minute, NodeMinute, print_report
@@ -100,7 +101,8 @@ def profile(s: Settings, path: Path) -> None:
 
 
 def measure(s: Settings, command: str) -> Figures:
-    figures = Figures(command=command, started=time.time(), settings=vars(s) | {"rounds": 1})
+    figures = Figures(command=command, started=time.time(),
+                      settings=vars(s) | {"rounds": 1, "cores": len(os.sched_getaffinity(0))})
     with backends("bench-soak-") as b:
         nodes = [gateway_server(b.root / f"node-{name}.log", None, database_url=b.database_url,
                                 redis_url=b.redis_url, data_dir=b.root / f"node-{name}", secret=SECRET,
@@ -161,7 +163,8 @@ def _watch(s: Settings, nodes: list[ServerProcess], t0: float,
     minute's end, its largest RSS sampled within it, its CPU and its collections."""
     out: list[list[NodeMinute]] = [[] for _ in nodes]
     time.sleep(max(0.0, t0 - time.monotonic()))
-    before = [(n.cpu(), _gc(n)) for n in nodes]
+    before = [(n.cpu(), _gc(n), wait_seconds(n.pid)) for n in nodes]
+    busy = busy_seconds()
     peaks = [0] * len(nodes)
     for minute in range(s.minutes):
         end = t0 + 60 * (minute + 1)
@@ -174,13 +177,17 @@ def _watch(s: Settings, nodes: list[ServerProcess], t0: float,
             if not any(w.is_alive() for w in workers):
                 raise RuntimeError("every soak client process has exited")
         for i, n in enumerate(nodes):
-            cpu, gc, rss = n.cpu(), _gc(n), rss_bytes(n.pid)
+            cpu, gc, rss, wait = n.cpu(), _gc(n), rss_bytes(n.pid), wait_seconds(n.pid)
             pauses = {key: gc[key] - before[i][1].get(key, 0.0) for key in gc}
-            out[i].append(NodeMinute(rss=rss, peak=max(peaks[i], rss), cpu_s=cpu - before[i][0], gc=pauses))
-            before[i], peaks[i] = (cpu, gc), 0
+            out[i].append(NodeMinute(rss=rss, peak=max(peaks[i], rss), cpu_s=cpu - before[i][0], gc=pauses,
+                                     wait_s=wait - before[i][2], machine_s=busy_seconds() - busy))
+            before[i], peaks[i] = (cpu, gc, wait), 0
+        busy = busy_seconds()
         memory = ", ".join(f"{m[-1].rss / 2**20:.0f} MiB" for m in out)
         print(f"  minute {minute + 1}/{s.minutes}: RSS {memory}; CPU "
-              f"{', '.join(f'{m[-1].cpu_s / 60:.0%}' for m in out)}", flush=True)
+              f"{', '.join(f'{m[-1].cpu_s / 60:.0%}' for m in out)}; waiting for a CPU "
+              f"{', '.join(f'{m[-1].wait_s / 60:.0%}' for m in out)}; machine busy "
+              f"{out[0][-1].machine_s / 60 / len(os.sched_getaffinity(0)):.0%}", flush=True)
     return out
 
 
@@ -204,14 +211,17 @@ def _minutes(lines: list[dict[str, Any]]) -> list[Minute]:
     errors: dict[int, dict[str, int]] = {}
     sessions: dict[int, int] = {}
     cpu: dict[int, list[float]] = {}
+    wait: dict[int, list[float]] = {}
     for line in lines:
         m = line["minute"]
         cpu.setdefault(m, []).append(line["cpu_s"])
+        wait.setdefault(m, []).append(line["wait_s"])
         for key, n in line["errors"].items():
             errors.setdefault(m, {})[key] = errors.get(m, {}).get(key, 0) + n
         sessions[m] = sessions.get(m, 0) + line["sessions"]
     return [Minute(number=m, ops=merged.get(m, {}), errors=errors.get(m, {}), sessions=sessions.get(m, 0),
-                   client_cpu_s=max(cpu.get(m, [0.0]))) for m in sorted(sessions)]
+                   client_cpu_s=max(cpu.get(m, [0.0])), client_wait_s=max(wait.get(m, [0.0])))
+            for m in sorted(sessions)]
 
 
 if __name__ == "__main__":

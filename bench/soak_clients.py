@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import math
+import os
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -24,6 +25,7 @@ from typing import Any
 import msgspec
 from hdrh.histogram import HdrHistogram
 
+from bench.procfs import wait_seconds
 from gateway.app import token_issuer
 from gateway.config import Config
 from protocol.auth import Auth
@@ -98,6 +100,7 @@ class Recorder:
     errors: dict[str, int] = field(default_factory=dict)
     minute: int = -1
     cpu: float = field(default_factory=time.process_time)  # this process's CPU seconds when the minute began
+    wait: float = field(default_factory=lambda: wait_seconds(os.getpid()))  # its run-queue wait then
 
     def record(self, op: str, since: float) -> None:
         h = self.hist.get(op)
@@ -111,12 +114,13 @@ class Recorder:
 
     def roll(self, out: Path, worker: int, sessions: int) -> None:
         """Append this minute's figures to `out` and start the next minute."""
-        cpu = time.process_time()
+        cpu, wait = time.process_time(), wait_seconds(os.getpid())
         line = {"worker": worker, "minute": self.minute, "sessions": sessions, "errors": self.errors,
-                "cpu_s": cpu - self.cpu, "ops": {op: h.encode().decode() for op, h in self.hist.items()}}
+                "cpu_s": cpu - self.cpu, "wait_s": wait - self.wait,
+                "ops": {op: h.encode().decode() for op, h in self.hist.items()}}
         with out.open("a") as f:
             f.write(json.dumps(line) + "\n")
-        self.hist, self.errors, self.cpu = {}, {}, cpu
+        self.hist, self.errors, self.cpu, self.wait = {}, {}, cpu, wait
         self.minute = math.floor((time.monotonic() - self.t0) / 60)
 
 
@@ -391,7 +395,10 @@ class World:
 
 
 def main(plan: Plan) -> None:
-    """A client process's body (multiprocessing, spawn)."""
+    """A client process's body (multiprocessing, spawn). Its own session, as the gateways have: with
+    the kernel's autogroup scheduling (sched_autogroup_enabled) CPU time is shared between
+    sessions first, so the client processes do not split one share between them."""
+    os.setsid()
     with contextlib.suppress(ImportError):
         import uvloop
 

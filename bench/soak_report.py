@@ -24,6 +24,8 @@ class NodeMinute:
     peak: int  # the largest sampled within it
     cpu_s: float
     gc: dict[str, float]  # gateway_gc_pause_seconds' series over the minute: '_sum{generation="0"}' -> seconds...
+    wait_s: float  # runnable but waiting for a CPU (/proc/PID/schedstat)
+    machine_s: float  # CPU seconds the whole machine was busy in the minute (all cores, everyone)
 
 
 @dataclass
@@ -33,6 +35,7 @@ class Minute:
     errors: dict[str, int]
     sessions: int  # signed in at the minute's end
     client_cpu_s: float  # the busiest client process's CPU seconds in the minute
+    client_wait_s: float  # the longest a client process waited for a CPU in the minute
 
 
 @dataclass
@@ -44,6 +47,10 @@ class Figures(report.Figures):
     @property
     def measured(self) -> list[Minute]:
         return [m for m in self.minutes if m.number >= 0]
+
+    @property
+    def cores(self) -> int:
+        return int(self.settings.get("cores", 1))
 
     @property
     def base_minute(self) -> int:
@@ -145,7 +152,8 @@ def node_rows(f: Figures) -> list[list[str]]:
 MINUTE_OPS = ("location.update", "order.nearby", "order.create", "dispatch", "order.accept", "chat.send",
               "chat.delivery")
 MINUTE_HEADER = ["Minute", "Signed in", "RSS a, MiB", "RSS b, MiB", "GC a, ms", "GC b, ms",
-                 *(f"p99 {op}" for op in MINUTE_OPS), "Errors", "Client CPU", "Client lag p99"]
+                 *(f"p99 {op}" for op in MINUTE_OPS), "Errors", "Client CPU", "Client lag p99", "Machine busy",
+                 "Waiting for a CPU: a / b / client"]
 
 
 def minute_rows(f: Figures) -> list[list[str]]:
@@ -157,7 +165,8 @@ def minute_rows(f: Figures) -> list[list[str]]:
         rows.append([str(m.number + 1), f"{m.sessions:,}", f"{a.rss / 2**20:.0f}", f"{b.rss / 2**20:.0f}",
                      f"{gc_seconds(a) * 1000:.0f}", f"{gc_seconds(b) * 1000:.0f}", *cells,
                      f"{sum(m.errors.values()):,}", f"{m.client_cpu_s / 60:.0%}",
-                     ms(lag.get_value_at_percentile(99.0)) if lag else "-"])
+                     ms(lag.get_value_at_percentile(99.0)) if lag else "-", f"{a.machine_s / 60 / f.cores:.0%}",
+                     f"{a.wait_s / 60:.0%} / {b.wait_s / 60:.0%} / {m.client_wait_s / 60:.0%}"])
     return rows
 
 
@@ -205,6 +214,11 @@ def notes(f: Figures) -> list[str]:
            "Client CPU is the busiest client process's share of a core; client lag, how late its event loop fired "
            f"a {LAG_TICK_S:g} s timer (p99): latencies include that delay, so where it is large the clients, not the "
            "gateway, set them.",
+           "Machine busy: the share of all cores busy with anything (this bench, PostgreSQL, Redis and whatever "
+           "else ran); waiting for a CPU: the share of the minute a node (or the most delayed client process) was "
+           "runnable but not running (/proc/PID/schedstat). The kernel schedules by autogroup (one per session): "
+           "other sessions' work takes its share whatever its nice value, so where these are high the machine, "
+           "not the gateway, set the latencies.",
            "Client processes, both nodes, PostgreSQL and Redis share the machine's cores (nothing pinned); "
            "RSS is VmRSS from /proc, sampled every 5 s; GC pauses are the gateway's own gc.callbacks timings "
            "(gateway_gc_pause_seconds), the longest one known to its histogram bucket."]
@@ -232,8 +246,8 @@ def plot(f: Figures, path: Path) -> None:
     import matplotlib.ticker
 
     minutes = [m.number + 1 for m in f.measured]
-    fig, (lat, mem, gc) = plt.subplots(3, 1, figsize=(10, 11), sharex=True,
-                                       gridspec_kw={"height_ratios": [3, 2, 1.3]})
+    fig, (lat, mem, gc, wait) = plt.subplots(4, 1, figsize=(10, 13), sharex=True,
+                                             gridspec_kw={"height_ratios": [3, 2, 1.3, 1.3]})
     for op in OPS:
         if sum(counts(f, op)) >= MIN_SAMPLES:
             lat.plot(minutes, [v / 1000 for v in p99s(f, op)], marker=".", label=op)
@@ -247,14 +261,22 @@ def plot(f: Figures, path: Path) -> None:
         mem.plot(minutes, [n.rss / 2**20 for n in nodes], marker=".", label=f"node {name}")
         gc.bar([x + (0.2 if name == "b" else -0.2) for x in minutes], [gc_seconds(n) * 1000 for n in nodes],
                width=0.4, label=f"node {name}")
+        wait.plot(minutes, [100 * n.wait_s / 60 for n in nodes], marker=".", label=f"node {name} waiting for a CPU")
+    wait.plot(minutes, [100 * m.client_wait_s / 60 for m in f.measured], marker=".", label="client waiting for a CPU")
+    wait.plot(minutes, [100 * n.machine_s / 60 / f.cores for n in f.nodes[0]], color="grey", linestyle="--",
+              label="machine busy (everyone)")
+    wait.set_ylabel("% of the minute")
+    wait.set_ylim(bottom=0)
+    wait.legend(fontsize=8)
+    wait.grid(True, alpha=0.3)
     mem.axvline(f.base_minute, color="grey", linestyle=":", label=f"end of minute {f.base_minute}")
     mem.set_ylabel("RSS at the minute's end, MiB")
     mem.set_ylim(bottom=0)
     mem.legend(fontsize=8)
     mem.grid(True, alpha=0.3)
     gc.set_ylabel("GC paused, ms/minute")
-    gc.set_xlabel("minute")
-    gc.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    wait.set_xlabel("minute")
+    wait.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     gc.legend(fontsize=8)
     gc.grid(True, alpha=0.3)
     fig.tight_layout()
