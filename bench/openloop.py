@@ -181,7 +181,8 @@ def feed(s: Settings, b: Backends, config: Config, server_cpus: set[int] | None,
                         else:
                             tally, h = raw.paced(rate, s.warmup, seconds, b.redis_pid)
                             cpu = 0.0
-                        sides[side].add(h, tally.replies, tally.errors, cpu)
+                        answering = max(seconds, tally.finished - (tally.closed_at - seconds))
+                        sides[side].add(h, tally.replies, tally.errors, cpu, answering)
                         print(f"  feed at {rate:,.0f}/s, round {round_}/{s.rounds}, {side}: {tally.replies:,} "
                               f"replies, p99 {h.get_value_at_percentile(99) / 1000:.1f} ms, "
                               f"max {h.get_max_value() / 1000:.1f} ms", flush=True)

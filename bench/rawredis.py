@@ -126,8 +126,10 @@ async def _paced(client: aioredis.Redis, command: tuple[Any, ...], start: float,
             counts.errors += 1
             return
         if due >= t_from:
+            now = time.monotonic()
             counts.replies += 1
-            h.record_value(max(1, min(HIGHEST_US, int((time.monotonic() - due) * 1e6))))
+            counts.finished = max(counts.finished, now)
+            h.record_value(max(1, min(HIGHEST_US, int((now - due) * 1e6))))
 
     k = 0
     while (due := start + k / rate) < t_until:

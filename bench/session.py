@@ -43,7 +43,7 @@ class Counts:
     sent: int = 0  # stream: location updates sent, markers included
     latencies: "array[float]" = field(default_factory=lambda: array("d"))  # loop: seconds per request in the window
     histogram: HdrHistogram | None = None  # paced: microseconds from when each request was due to its reply
-    finished: float = 0.0  # stream: when the last marker's reply came (time.monotonic)
+    finished: float = 0.0  # stream: when the last marker's reply came; paced: the last reply (time.monotonic)
 
 
 @dataclass(frozen=True)
@@ -241,8 +241,10 @@ class Session(asyncio.Protocol):
         if not data.startswith(RESULT):
             counts.errors += 1
         elif due >= self.t_from and counts.histogram is not None:
+            now = time.monotonic()
             counts.replies += 1
-            counts.histogram.record_value(max(1, min(HIGHEST_US, int((time.monotonic() - due) * 1e6))))
+            counts.finished = max(counts.finished, now)
+            counts.histogram.record_value(max(1, min(HIGHEST_US, int((now - due) * 1e6))))
 
     def _streamed(self, data: bytes) -> None:
         counts = self.counts

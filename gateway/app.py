@@ -137,6 +137,7 @@ class Running:
     async def __aenter__(self) -> Gateway:
         c = self.config
         assert c.database_url
+        time_gc_pauses()  # the process's collections, on its /metrics
         try:
             db = await asyncio.wait_for(connect_postgres(c.database_url, c.db_pool_size), 15)
         except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
@@ -302,7 +303,6 @@ async def serve_until_signalled(config: Config) -> None:
     async with Running(config) as gateway:
         for what, url in addresses(config, gateway):
             log.info("gateway listening: %-10s %s", what, url)
-        time_gc_pauses()
         gateway.spawn(settle_garbage_collector())
         await stop.wait()
         log.info("signal received, shutting down")
