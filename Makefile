@@ -31,6 +31,7 @@ lint: $(STAMP)
 bench: $(STAMP)  ## every benchmark against its same-run baselines, each into its section of docs/benchmarks.md
 	$(PY) -m bench.gateway --markdown docs/benchmarks.md
 	$(PY) -m bench.orders --markdown docs/benchmarks.md
+	$(PY) -m bench.openloop --markdown docs/benchmarks.md
 	$(PY) -m bench.ingest --markdown docs/benchmarks.md
 	$(PY) -m bench.chat --markdown docs/benchmarks.md
 	$(PY) -m bench.summary --markdown docs/benchmarks.md
