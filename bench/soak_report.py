@@ -248,9 +248,10 @@ def plot(f: Figures, path: Path) -> None:
     minutes = [m.number + 1 for m in f.measured]
     fig, (lat, mem, gc, wait) = plt.subplots(4, 1, figsize=(10, 13), sharex=True,
                                              gridspec_kw={"height_ratios": [3, 2, 1.3, 1.3]})
-    for op in OPS:
+    for i, op in enumerate(OPS):  # ten colours: the ops past them dashed
         if sum(counts(f, op)) >= MIN_SAMPLES:
-            lat.plot(minutes, [v / 1000 for v in p99s(f, op)], marker=".", label=op)
+            lat.plot(minutes, [v / 1000 for v in p99s(f, op)], marker=".", linestyle="-" if i < 10 else "--",
+                     label=op)
     lat.set_yscale("log")
     lat.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     lat.set_ylabel("p99 per minute, ms (log)")
