@@ -177,12 +177,12 @@ def feed(s: Settings, b: Backends, config: Config, server_cpus: set[int] | None,
                         if side == "gateway":
                             tally, h = techs.paced(NEARBY, rate, s.warmup, seconds, server.pid,
                                                    {"redis": b.redis_pid})
-                            cpu = tally.server_cpu
+                            cpu, redis_cpu = tally.server_cpu, tally.watched_cpu["redis"]
                         else:
                             tally, h = raw.paced(rate, s.warmup, seconds, b.redis_pid)
-                            cpu = 0.0
+                            cpu, redis_cpu = 0.0, tally.server_cpu  # Redis is the server
                         answering = max(seconds, tally.finished - (tally.closed_at - seconds))
-                        sides[side].add(h, tally.replies, tally.errors, cpu, answering)
+                        sides[side].add(h, tally.replies, tally.errors, cpu, answering, redis_cpu)
                         print(f"  feed at {rate:,.0f}/s, round {round_}/{s.rounds}, {side}: {tally.replies:,} "
                               f"replies, p99 {h.get_value_at_percentile(99) / 1000:.1f} ms, "
                               f"max {h.get_max_value() / 1000:.1f} ms", flush=True)

@@ -24,12 +24,15 @@ class FeedPoint:
     errors: int = 0
     cpu_s: float = 0.0  # the gateway's, over the measured windows
     answering_s: float = 0.0  # from each window's opening to its last reply, summed over the rounds
+    redis_cpu_s: float = 0.0  # Redis's, over the measured windows
 
-    def add(self, h: HdrHistogram, replies: int, errors: int, cpu_s: float, answering_s: float) -> None:
+    def add(self, h: HdrHistogram, replies: int, errors: int, cpu_s: float, answering_s: float,
+            redis_cpu_s: float) -> None:
         self.latency.add(h)
         self.round_p99.append(h.get_value_at_percentile(99.0))
         self.replies, self.errors, self.cpu_s = self.replies + replies, self.errors + errors, self.cpu_s + cpu_s
         self.answering_s += answering_s
+        self.redis_cpu_s += redis_cpu_s
 
 
 @dataclass
@@ -65,7 +68,7 @@ def cells(h: HdrHistogram) -> list[str]:
 
 
 FEED_HEADER = ["Offered/s", "Side", "Answered/s", "Samples", "p50", "p99", "p99.9", "max", "p99 per round",
-               "Gateway CPU", "p99 ÷ baseline's"]
+               "Gateway CPU", "Redis CPU", "p99 ÷ baseline's"]
 
 
 def feed_rows(f: Figures) -> list[list[str]]:
@@ -77,7 +80,7 @@ def feed_rows(f: Figures) -> list[list[str]]:
         answered = p.replies / max(p.seconds, p.answering_s)
         rows.append([f"{p.rate:,.0f}", side, f"{answered:,.0f}", f"{p.latency.get_total_count():,}",
                      *cells(p.latency), " / ".join(ms(v) for v in p.round_p99),
-                     f"{p.cpu_s / p.seconds:.0%}" if p.side == "gateway" else "",
+                     f"{p.cpu_s / p.seconds:.0%}" if p.side == "gateway" else "", f"{p.redis_cpu_s / p.seconds:.0%}",
                      f"{ratio:.2f}x" if p.side == "gateway" else ""])
     return rows
 
