@@ -39,6 +39,7 @@ from bench.geodata import CHICAGO, DALLAS
 from bench.load import Clients
 from bench.openloop_report import DispatchPoint, FeedPoint, Figures, print_report
 from bench.orders import DUTY, NEARBY, ON_DUTY, RADIUS_MI, _check_page, _order, _position
+from bench.procfs import wait_seconds
 from bench.rawredis import RedisPaced, feed_search
 from bench.servers import SECRET, Backends, ServerProcess, backends, cores, gateway_server, hellos
 from bench.session import RESULT, histogram
@@ -174,6 +175,8 @@ def feed(s: Settings, b: Backends, config: Config, server_cpus: set[int] | None,
                          for side in ("gateway", "redis")}
                 for round_ in range(1, s.rounds + 1):
                     for side in ("gateway", "redis") if round_ % 2 else ("redis", "gateway"):
+                        server_pid = server.pid if side == "gateway" else b.redis_pid
+                        wait_from = wait_seconds(server_pid)
                         if side == "gateway":
                             tally, h = techs.paced(NEARBY, rate, s.warmup, seconds, server.pid,
                                                    {"redis": b.redis_pid})
@@ -182,7 +185,8 @@ def feed(s: Settings, b: Backends, config: Config, server_cpus: set[int] | None,
                             tally, h = raw.paced(rate, s.warmup, seconds, b.redis_pid)
                             cpu, redis_cpu = 0.0, tally.server_cpu  # Redis is the server
                         answering = max(seconds, tally.finished - (tally.closed_at - seconds))
-                        sides[side].add(h, tally.replies, tally.errors, cpu, answering, redis_cpu)
+                        sides[side].add(h, tally.replies, tally.errors, cpu, answering, redis_cpu,
+                                        wait_seconds(server_pid) - wait_from)
                         print(f"  feed at {rate:,.0f}/s, round {round_}/{s.rounds}, {side}: {tally.replies:,} "
                               f"replies, p99 {h.get_value_at_percentile(99) / 1000:.1f} ms, "
                               f"max {h.get_max_value() / 1000:.1f} ms", flush=True)

@@ -25,14 +25,16 @@ class FeedPoint:
     cpu_s: float = 0.0  # the gateway's, over the measured windows
     answering_s: float = 0.0  # from each window's opening to its last reply, summed over the rounds
     redis_cpu_s: float = 0.0  # Redis's, over the measured windows
+    wait_s: float = 0.0  # the gateway's (or, on the raw side, Redis's) run-queue wait over the rounds
 
     def add(self, h: HdrHistogram, replies: int, errors: int, cpu_s: float, answering_s: float,
-            redis_cpu_s: float) -> None:
+            redis_cpu_s: float, wait_s: float) -> None:
         self.latency.add(h)
         self.round_p99.append(h.get_value_at_percentile(99.0))
         self.replies, self.errors, self.cpu_s = self.replies + replies, self.errors + errors, self.cpu_s + cpu_s
         self.answering_s += answering_s
         self.redis_cpu_s += redis_cpu_s
+        self.wait_s += wait_s
 
 
 @dataclass
@@ -68,7 +70,7 @@ def cells(h: HdrHistogram) -> list[str]:
 
 
 FEED_HEADER = ["Offered/s", "Side", "Answered/s", "Samples", "p50", "p99", "p99.9", "max", "p99 per round",
-               "Gateway CPU", "Redis CPU", "p99 ÷ baseline's"]
+               "Gateway CPU", "Redis CPU", "Server waiting for a CPU", "p99 ÷ baseline's"]
 
 
 def feed_rows(f: Figures) -> list[list[str]]:
@@ -81,6 +83,7 @@ def feed_rows(f: Figures) -> list[list[str]]:
         rows.append([f"{p.rate:,.0f}", side, f"{answered:,.0f}", f"{p.latency.get_total_count():,}",
                      *cells(p.latency), " / ".join(ms(v) for v in p.round_p99),
                      f"{p.cpu_s / p.seconds:.0%}" if p.side == "gateway" else "", f"{p.redis_cpu_s / p.seconds:.0%}",
+                     f"{p.wait_s / max(p.seconds, p.answering_s):.0%}",
                      f"{ratio:.2f}x" if p.side == "gateway" else ""])
     return rows
 
@@ -112,7 +115,8 @@ def notes(f: Figures) -> list[str]:
     out = ["Latencies count from when each request was due on the timetable, so a server that falls behind shows "
            "the whole queueing delay (a closed loop would send less instead). Answered/s: the replies to the "
            "requests due in the windows over the time from each window's opening to its last reply; below the "
-           "offered rate, the side did not hold that rate.",
+           "offered rate, the side did not hold that rate. Server waiting for a CPU: the share of that time the "
+           "gateway (on the raw side, Redis) was runnable but not running (/proc/PID/schedstat).",
            "Dispatch 'each technician': every recipient of every order is a sample (order.create due -> that "
            "technician's order.available); 'the last technician': one sample per order, too few for a p99.9 "
            "(there it is the maximum). No technicians beyond the connected ones are in the GEO index here "
