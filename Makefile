@@ -31,11 +31,13 @@ lint: $(STAMP)
 bench: $(STAMP)  ## every benchmark against its same-run baselines, each into its section of docs/benchmarks.md
 	$(PY) -m bench.gateway --markdown docs/benchmarks.md
 	$(PY) -m bench.orders --markdown docs/benchmarks.md
+	$(PY) -m bench.openloop --markdown docs/benchmarks.md
 	$(PY) -m bench.ingest --markdown docs/benchmarks.md
 	$(PY) -m bench.chat --markdown docs/benchmarks.md
 	$(PY) -m bench.fanout --markdown docs/benchmarks.md --plot docs/img/fanout.png
 	$(PY) -m bench.summary --markdown docs/benchmarks.md
 	$(PY) -m bench.ai --markdown docs/benchmarks.md
+	$(PY) -m bench.soak --markdown docs/benchmarks.md
 
 bench-summary: $(STAMP)  ## admin.summary on a million seeded orders against the same SQL over asyncpg
 	$(PY) -m bench.summary --markdown docs/benchmarks.md

@@ -16,6 +16,7 @@ import os
 import signal
 import threading
 import time
+from array import array
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -23,10 +24,11 @@ from multiprocessing.process import BaseProcess
 from typing import Any, NamedTuple, Self, TypeVar
 
 import uvloop
+from hdrh.histogram import HdrHistogram
 from websockets.uri import WebSocketURI, parse_uri
 
 from bench.procfs import busy_seconds, cpu_seconds
-from bench.session import RESULT, Counts, Session, Stream
+from bench.session import RESULT, Counts, Session, Stream, histogram
 
 CLOSE_TIMEOUT_S = 30.0
 CONNECT_CONCURRENCY = 32  # handshakes in flight per process (the listen backlog is 100)
@@ -200,9 +202,26 @@ class Clients(Children):
         reply = self._gather(timeout, "sequenced", ("sequence", frames, spacing))
         return list(reply[0][1])
 
-    def listen(self) -> None:
-        """From now on the sessions note when each `order.available` reaches them."""
-        self._gather(30, "listening", ("listen",))
+    def schedule(self, frames: Sequence[bytes], rate: float, timeout: float) -> list[tuple[float, float, bytes]]:
+        """The first session sends frame k when it is due, k / rate seconds from now, whether or
+        not the earlier ones are answered (an open loop): (due, answered, reply) per frame. For a
+        group of one process."""
+        assert len(self.pipes) == 1
+        reply = self._gather(timeout, "scheduled", ("schedule", frames, rate))
+        return list(reply[0][1])
+
+    def listen(self, arrivals: bool = False) -> None:
+        """From now on the sessions note when each `order.available` reaches them (with `arrivals`,
+        every session's moment, for `arrivals()`)."""
+        self._gather(30, "listening", ("listen", arrivals))
+
+    def arrivals(self) -> dict[str, list[float]]:
+        """Per order id since `listen(arrivals=True)`: when it reached each session (time.monotonic)."""
+        merged: dict[str, list[float]] = {}
+        for reply in self._gather(120, "arrived", ("arrivals",)):
+            for key, moments in reply[1].items():
+                merged.setdefault(key.decode(), []).extend(moments)
+        return merged
 
     def heard(self) -> dict[str, Heard]:
         """Per order id since `listen()`: how many sessions received its `order.available`, the first
@@ -244,6 +263,19 @@ class Clients(Children):
         tally, _ = self._measure("loop", "looped", [frame] * len(self.pipes), warmup, seconds, server_pid, hooks,
                                  watch or {})
         return tally
+
+    def paced(self, frame: bytes, rate: float, warmup: float, seconds: float, server_pid: int,
+              watch: Mapping[str, int] | None = None) -> tuple[Tally, HdrHistogram]:
+        """The sessions send `frame` at `rate` a second in all, on a timetable, round robin, whether
+        or not earlier requests are answered (an open loop), for warmup + seconds; the replies to
+        requests due in the last `seconds`, latencies from when each was due (Session.start_paced)."""
+        n = len(self.pipes)
+        tally, replies = self._measure("paced", "paced", [(frame, rate / n, i / rate) for i in range(n)], warmup,
+                                       seconds, server_pid, None, watch or {})
+        merged = histogram()
+        for reply in replies:
+            merged.decode_and_add(reply[2])
+        return tally, merged
 
     def _measure(self, kind: str, expect: str, payloads: list[Any] | None, warmup: float, seconds: float,
                  server_pid: int, hooks: Hooks | None, watch: Mapping[str, int]) -> tuple[Tally, list[Any]]:
@@ -362,6 +394,7 @@ async def _drive(pipe: Connection, share: Share) -> None:
     sessions, failed, first = await open_sessions(uri, [Session(uri, hello) for hello in share.hellos])
     pipe.send(("ready", len(sessions), failed, first))
     heard: dict[bytes, list[float]] = {}
+    arrivals: dict[bytes, array[float]] = {}
     try:
         while True:
             command = await queue.get()
@@ -376,13 +409,21 @@ async def _drive(pipe: Connection, share: Share) -> None:
                 pipe.send(("answered", await _each(sessions, args[0])))
             elif kind == "sequence":
                 pipe.send(("sequenced", await _sequence(sessions[0], *args)))
+            elif kind == "paced":
+                pipe.send(("paced", *await _paced_all(sessions, *args)))
+            elif kind == "schedule":
+                pipe.send(("scheduled", await _schedule(sessions[0], *args)))
             elif kind == "listen":
                 heard.clear()
+                arrivals.clear()
                 for session in sessions:
                     session.heard = heard
+                    session.arrivals = arrivals if args[0] else None
                 pipe.send(("listening",))
             elif kind == "heard":
                 pipe.send(("heard", heard))
+            elif kind == "arrivals":
+                pipe.send(("arrived", {key: list(moments) for key, moments in arrivals.items()}))
             elif kind == "close":
                 break
     finally:
@@ -427,6 +468,40 @@ async def _loop_all(sessions: list[Session], start: float, t_from: float, t_unti
     await until(t_until)
     await _drained(sessions, counts)
     return counts
+
+
+async def _paced_all(sessions: list[Session], start: float, t_from: float, t_until: float,
+                     plan: tuple[bytes, float, float]) -> tuple[Counts, bytes]:
+    """This process's share of an open loop: request k due at start + phase + k / rate, sent by
+    session k mod n as soon as it is due (every request that fell due meanwhile goes at once)."""
+    frame, rate, phase = plan
+    await until(start)
+    counts = Counts(histogram=histogram())
+    for session in sessions:
+        session.start_paced(frame, t_from, counts)
+    k, n = 0, len(sessions)
+    while (due := start + phase + k / rate) < t_until:
+        if due > time.monotonic():
+            await until(due)
+        sessions[k % n].send_paced(due)
+        k += 1
+    await _drained(sessions, counts)
+    assert counts.histogram is not None
+    encoded, counts.histogram = counts.histogram.encode(), None
+    return counts, encoded
+
+
+async def _schedule(session: Session, frames: Sequence[bytes], rate: float) -> list[tuple[float, float, bytes]]:
+    start = time.monotonic()
+
+    async def one(k: int, frame: bytes) -> tuple[float, float, bytes]:
+        due = start + k / rate
+        await until(due)
+        async with asyncio.timeout(DRAIN_TIMEOUT_S + k / rate):
+            reply = await session.request(frame)
+        return due, time.monotonic(), reply
+
+    return list(await asyncio.gather(*(one(k, f) for k, f in enumerate(frames))))
 
 
 async def _each(sessions: list[Session], frames: Sequence[bytes]) -> list[bytes]:

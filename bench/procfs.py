@@ -46,3 +46,10 @@ def family_cpu_seconds(pid: int) -> float:
         elif int(fields[1]) == pid:  # fields[1]: the parent's pid
             total += (int(fields[11]) + int(fields[12])) / _TICKS
     return total
+
+
+def wait_seconds(pid: int) -> float:
+    """Time the process has spent runnable but waiting for a CPU (the scheduler's run queue): where
+    it is large, the machine, not the process, set its pace."""
+    with open(f"/proc/{pid}/schedstat") as schedstat:
+        return int(schedstat.read().split()[1]) / 1e9

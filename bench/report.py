@@ -23,6 +23,8 @@ SECTIONS = {
                 ".venv/bin/python -m bench.gateway --markdown docs/benchmarks.md"),
     "orders": ("Location ingest, dispatch and the order feed",
                ".venv/bin/python -m bench.orders --markdown docs/benchmarks.md"),
+    "openloop": ("Order feed and dispatch in an open loop",
+                 ".venv/bin/python -m bench.openloop --markdown docs/benchmarks.md"),
     "ingest": ("Paced ingest: thousands of technicians in one process",
                ".venv/bin/python -m bench.ingest --markdown docs/benchmarks.md"),
     "chat": ("Chat: message latency and throughput",
@@ -33,6 +35,8 @@ SECTIONS = {
                 ".venv/bin/python -m bench.summary --markdown docs/benchmarks.md"),
     "ai": ("Help with AI: concurrent streamed conversations",
            ".venv/bin/python -m bench.ai --markdown docs/benchmarks.md"),
+    "soak": ("Mixed-load soak: two nodes for half an hour",
+             ".venv/bin/python -m bench.soak --markdown docs/benchmarks.md"),
 }
 MARK = {True: "PASS", False: "FAIL"}
 

@@ -14,6 +14,7 @@ from array import array
 from dataclasses import dataclass, field
 from typing import cast
 
+from hdrh.histogram import HdrHistogram
 from websockets.client import ClientProtocol
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
@@ -26,6 +27,11 @@ ERROR = b'{"type":"error"'
 # whose first field is its id (a UUID): no need to decode 600 bytes to find 36.
 AVAILABLE = b'{"type":"order.available","order":{"id":"'
 ORDER_ID = slice(len(AVAILABLE), len(AVAILABLE) + 36)
+HIGHEST_US = 120_000_000  # paced histograms: 1 us to 120 s, 3 significant digits
+
+
+def histogram() -> HdrHistogram:
+    return HdrHistogram(1, HIGHEST_US, 3)
 
 
 @dataclass
@@ -36,7 +42,8 @@ class Counts:
     errors: int = 0  # error frames, lost sessions: the run is not valid
     sent: int = 0  # stream: location updates sent, markers included
     latencies: "array[float]" = field(default_factory=lambda: array("d"))  # loop: seconds per request in the window
-    finished: float = 0.0  # stream: when the last marker's reply came (time.monotonic)
+    histogram: HdrHistogram | None = None  # paced: microseconds from when each request was due to its reply
+    finished: float = 0.0  # stream: when the last marker's reply came; paced: the last reply (time.monotonic)
 
 
 @dataclass(frozen=True)
@@ -76,7 +83,10 @@ class Session(asyncio.Protocol):
         self.stream: Stream | None = None
         self._markers: collections.deque[int] = collections.deque()
         self.confirmed = 0  # stream: updates up to this number are confirmed
-        self.frame = b""  # loop: the request
+        self.frame = b""  # loop, paced: the request
+        self._due: collections.deque[float] = collections.deque()  # paced: when each request in flight was due
+        # order id -> when each `order.available` reached this process's sessions; shared like `heard`
+        self.arrivals: dict[bytes, array[float]] | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -109,6 +119,7 @@ class Session(asyncio.Protocol):
             self.counts.errors += 1
             self.counts = None
         self._markers.clear()
+        self._due.clear()
         self.in_flight = False
         if not self.closed.done():
             self.closed.set_result(None)
@@ -149,10 +160,23 @@ class Session(asyncio.Protocol):
         self.ws.send_text(frame)
         self._flush()
 
+    def start_paced(self, frame: bytes, t_from: float, counts: Counts) -> None:
+        """From now on `send_paced(due)` sends `frame`; each reply to a request due from t_from
+        counts, its latency from when it was due (not sent) into `counts.histogram`: an open loop,
+        free of coordinated omission."""
+        self.frame, self.counts, self.t_from = frame, counts, t_from
+        self._due.clear()
+        self._on_reply = self._paced
+
+    def send_paced(self, due: float) -> None:
+        self._due.append(due)
+        self.ws.send_text(self.frame)
+        self._flush()
+
     @property
     def busy(self) -> bool:
-        """Replies of a stream or a loop are still to come."""
-        return bool(self._markers) or self.in_flight
+        """Replies of a stream, a loop or paced requests are still to come."""
+        return bool(self._markers) or self.in_flight or bool(self._due)
 
     def close(self) -> None:
         self.counts = None
@@ -174,6 +198,11 @@ class Session(asyncio.Protocol):
         elif self.heard is not None and data.startswith(AVAILABLE):
             now = time.monotonic()
             key = bytes(data[ORDER_ID])
+            if self.arrivals is not None:
+                moments = self.arrivals.get(key)
+                if moments is None:
+                    moments = self.arrivals[key] = array("d")
+                moments.append(now)
             seen = self.heard.get(key)
             if seen is None:
                 self.heard[key] = [1, now, now, len(data)]
@@ -203,6 +232,19 @@ class Session(asyncio.Protocol):
             answer = self._answers.popleft()
             if not answer.done():
                 answer.set_result(data)
+
+    def _paced(self, data: bytes) -> None:
+        counts = self.counts
+        if counts is None or not self._due:
+            return
+        due = self._due.popleft()
+        if not data.startswith(RESULT):
+            counts.errors += 1
+        elif due >= self.t_from and counts.histogram is not None:
+            now = time.monotonic()
+            counts.replies += 1
+            counts.finished = max(counts.finished, now)
+            counts.histogram.record_value(max(1, min(HIGHEST_US, int((now - due) * 1e6))))
 
     def _streamed(self, data: bytes) -> None:
         counts = self.counts

@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from gateway.config import Config, ConfigError, key_dir
 from gateway.config import sentinels as config_sentinels
 from gateway.delivery import Hub
+from gateway.metrics import time_gc_pauses
 from gateway.server import Gateway
 from gateway.web import WebSide
 from handlers.accounts.passwords import Passwords
@@ -137,6 +138,7 @@ class Running:
     async def __aenter__(self) -> Gateway:
         c = self.config
         assert c.database_url
+        time_gc_pauses()  # the process's collections, on its /metrics
         try:
             db = await asyncio.wait_for(connect_postgres(c.database_url, c.db_pool_size), 15)
         except (OSError, TimeoutError, asyncpg.PostgresError) as exc:

@@ -1,9 +1,10 @@
 """What an operator reads on /metrics, from real flows: refused sign-ins by reason, the wait from
 an order's opening to its acceptance, chat messages stored and their delivery lag, the push
 outbox, the money jobs and Stripe's answers, Redis round trips and failures, the PostgreSQL pool's
-waiters, and each dependency's readiness."""
+waiters, each dependency's readiness, and the garbage collector's pauses."""
 
 import asyncio
+import gc
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
@@ -160,3 +161,15 @@ async def test_callers_waiting_for_a_database_connection_are_shown(make_gateway)
         assert await third == 1
         await scrape_until(gw, lambda s: s[waiting] == 0)
 
+
+
+async def test_garbage_collection_pauses_are_timed_by_generation(gateway):
+    """A full collection holds the event loop: each one shows in gateway_gc_pause_seconds."""
+    before = await scrape(gateway)
+    assert all(f'gateway_gc_pause_seconds_count{{generation="{g}"}}' in before for g in "012")
+    for _ in range(3):
+        gc.collect()
+    after = await scrape(gateway)
+    assert moved(before, after, 'gateway_gc_pause_seconds_count{generation="2"}') >= 3
+    assert moved(before, after, 'gateway_gc_pause_seconds_sum{generation="2"}') > 0
+    assert moved(before, after, 'gateway_gc_pause_seconds_bucket{generation="2",le="+Inf"}') >= 3
