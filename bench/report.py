@@ -31,6 +31,8 @@ SECTIONS = {
                 ".venv/bin/python -m bench.summary --markdown docs/benchmarks.md"),
     "ai": ("Help with AI: concurrent streamed conversations",
            ".venv/bin/python -m bench.ai --markdown docs/benchmarks.md"),
+    "storm": ("Reconnect storm: a node of 15,000 sessions stopped",
+              ".venv/bin/python -m bench.storm --markdown docs/benchmarks.md"),
 }
 MARK = {True: "PASS", False: "FAIL"}
 

@@ -215,6 +215,11 @@ class Reconnecting:
         if self.client is not None:
             await self.client.close()
 
+    @property
+    def failed(self) -> BaseException | None:
+        """Why it gave up (`on_connect` refused: a bad token), else None."""
+        return self._failed
+
     async def session(self, timeout: float = 30.0) -> Client:
         """The signed-in connection, waiting for one while reconnecting."""
         async with asyncio.timeout(timeout):
