@@ -297,9 +297,9 @@ def notes(f: Figures) -> list[str]:
     if f.failed or f.off_duty:
         out.append(f"{f.failed:,} sessions gave up (an error reply to auth or duty); {f.off_duty:,} connections were "
                    "told off duty.")
-    if len(f.back_s) < f.sessions:
-        out.append(f"{f.sessions - len(f.back_s):,} sessions were not back within the {f.settings['limit_s']:g} s "
-                   "limit.")
+    if len(f.back_s) + f.failed < f.sessions:
+        out.append(f"{f.sessions - len(f.back_s) - f.failed:,} sessions were not back within the "
+                   f"{f.settings['limit_s']:g} s limit.")
     return out
 
 
