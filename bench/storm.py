@@ -76,6 +76,7 @@ class Figures(report.Figures):
     sessions: int = 0
     failed: int = 0
     off_duty: int = 0
+    refused: dict[str, int] = field(default_factory=dict)  # sign-ins answered with an error, by code
     nodes: dict[str, int] = field(default_factory=dict)
     exit_s: float = math.nan  # node A's exit after the SIGTERM
     quiet: list[float] = field(default_factory=list)  # dispatch latencies, seconds
@@ -221,6 +222,9 @@ async def storm(s: Settings, f: Figures, b: Backends, nodes: list[ServerProcess]
     sent_phase = dict(sent)
     f.sessions, f.failed = s.sessions, sum(p.failed for p in finals.values())
     f.off_duty = sum(p.off_duty for p in finals.values())
+    for p in finals.values():
+        for code, n in p.refused.items():
+            f.refused[code] = f.refused.get(code, 0) + n
     names = {a.url: "A", nodes[1].url: "B", c.url: "C"}
     for p in finals.values():
         for url, n in p.nodes.items():
@@ -294,6 +298,10 @@ def notes(f: Figures) -> list[str]:
            "pinned), so the clients' own work (15,000 TLS-less handshakes, decoding) competes with the nodes'; "
            "on separate machines the survivors would have their cores to themselves. Not covered: a real "
            "network's latency and a load balancer in front of the nodes."]
+    if f.refused:
+        codes = ", ".join(f"{code} {n:,}" for code, n in sorted(f.refused.items(), key=lambda kv: -kv[1]))
+        out.append(f"Sign-ins answered with an error (the client library tries unavailable and rate_limited "
+                   f"again): {codes}.")
     if f.failed or f.off_duty:
         out.append(f"{f.failed:,} sessions gave up (an error reply to auth or duty); {f.off_duty:,} connections were "
                    "told off duty.")

@@ -22,7 +22,7 @@ from gateway.config import Config
 from gateway.orphans import exit_with_parent
 from handlers.accounts.tokens import TokenIssuer
 from protocol.auth import Auth
-from protocol.client import Client, Reconnecting
+from protocol.client import Client, ErrorReply, Reconnecting
 from protocol.frames import Event
 from protocol.location import Duty, LocationUpdate
 from protocol.orders import OrderAvailable
@@ -64,6 +64,7 @@ class Progress:
     nodes: dict[str, int] = field(default_factory=dict)  # where the sessions are now: URL -> count
     deliveries: list[tuple[str, float]] = field(default_factory=list)  # (order id, monotonic time received)
     off_duty: int = 0  # connections whose location.update reply said on_duty false
+    refused: dict[str, int] = field(default_factory=dict)  # error replies to a sign-in, by code
 
 
 def place(rng: random.Random, centre: tuple[float, float]) -> tuple[float, float]:
@@ -86,10 +87,14 @@ class Technician:
         self.app.events = events  # one queue for the process's sessions: one reader
 
     async def sign_in(self, client: Client) -> None:
-        await client.request(Auth(token=self.token), REPLY_TIMEOUT_S)
-        if not self.ready_at:
-            await client.request(Duty(on_duty=True), REPLY_TIMEOUT_S)
-        ack = await client.request(LocationUpdate(lat=self.position[0], lng=self.position[1]), REPLY_TIMEOUT_S)
+        try:
+            await client.request(Auth(token=self.token), REPLY_TIMEOUT_S)
+            if not self.ready_at:
+                await client.request(Duty(on_duty=True), REPLY_TIMEOUT_S)
+            ack = await client.request(LocationUpdate(lat=self.position[0], lng=self.position[1]), REPLY_TIMEOUT_S)
+        except ErrorReply as refused:
+            self.counts.refused[refused.code] = self.counts.refused.get(refused.code, 0) + 1
+            raise
         if not ack.on_duty:
             self.counts.off_duty += 1
             return
@@ -134,7 +139,7 @@ async def run(plan: Plan, reports: "Queue[Any]", stop: ProcessEvent) -> None:
             nodes[t.app.url] = nodes.get(t.app.url, 0) + 1
     listener.cancel()
     reports.put(Progress(plan.worker, counts.started, counts.back, counts.failed, True,
-                         [t.ready_at for t in techs], nodes, deliveries, counts.off_duty))
+                         [t.ready_at for t in techs], nodes, deliveries, counts.off_duty, counts.refused))
     await asyncio.gather(*(close(t.app) for t in techs))
 
 
