@@ -38,6 +38,7 @@ bench: $(STAMP)  ## every benchmark against its same-run baselines, each into it
 	$(PY) -m bench.summary --markdown docs/benchmarks.md
 	$(PY) -m bench.ai --markdown docs/benchmarks.md
 	$(PY) -m bench.soak --markdown docs/benchmarks.md
+	$(PY) -m bench.storm --markdown docs/benchmarks.md
 
 bench-summary: $(STAMP)  ## admin.summary on a million seeded orders against the same SQL over asyncpg
 	$(PY) -m bench.summary --markdown docs/benchmarks.md

@@ -37,6 +37,8 @@ SECTIONS = {
            ".venv/bin/python -m bench.ai --markdown docs/benchmarks.md"),
     "soak": ("Mixed-load soak: two nodes for half an hour",
              ".venv/bin/python -m bench.soak --markdown docs/benchmarks.md"),
+    "storm": ("Reconnect storm: a node of 15,000 sessions stopped",
+              ".venv/bin/python -m bench.storm --markdown docs/benchmarks.md"),
 }
 MARK = {True: "PASS", False: "FAIL"}
 

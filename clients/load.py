@@ -18,6 +18,7 @@ import time
 from collections import deque
 from multiprocessing.process import BaseProcess
 from multiprocessing.queues import Queue
+from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -155,6 +156,7 @@ def run(plans: list[Plan], args: argparse.Namespace, progress: Progress, totals:
     go, stop = spawn.Event(), spawn.Event()
     workers: list[BaseProcess] = [spawn.Process(target=simulator.main, args=(plan, reports, go, stop), daemon=True,
                                                 name=f"load-worker-{plan.worker}") for plan in plans]
+    signal.signal(signal.SIGTERM, interrupted)  # `kill`: stop the workers and report, as on Ctrl-C
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # children inherit it: Ctrl-C is ours alone
     try:
         for worker in workers:
@@ -189,6 +191,10 @@ def run(plans: list[Plan], args: argparse.Namespace, progress: Progress, totals:
             worker.terminate()
             worker.join()
     return elapsed, ending
+
+
+def interrupted(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def ready(reports: "Queue[Any]", workers: list[BaseProcess]) -> bool:

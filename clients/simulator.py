@@ -26,6 +26,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketExce
 from websockets.typing import Subprotocol
 
 from gateway.config import Config
+from gateway.orphans import exit_with_parent
 from protocol.auth import Auth, Role
 from protocol.client import Backoff
 from protocol.codec import JSON_SUBPROTOCOL
@@ -425,8 +426,9 @@ def failure(exc: BaseException) -> str:
 
 
 def main(plan: Plan, queue: "Queue[Any]", go: ProcessEvent, stop: ProcessEvent) -> None:
-    """The worker process: ready, wait for the parent's go, run until its stop."""
+    """The worker process: ready, wait for the parent's go, run until its stop (or its parent's end)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent takes Ctrl-C and sets `stop`
+    exit_with_parent()  # a killed parent sets no `stop`: without this the sessions would reconnect forever
     with contextlib.suppress(ImportError):
         import uvloop
 

@@ -310,8 +310,11 @@ async def serve_until_signalled(config: Config) -> None:
 
 
 def run_worker(config: Config) -> None:
-    """A worker process's body: serve until SIGTERM, then shut down gracefully."""
+    """A worker process's body: serve until SIGTERM (or the supervisor's end), then shut down gracefully."""
     from gateway import logs
+    from gateway.orphans import exit_with_parent
+
+    exit_with_parent()  # a supervisor killed outright forwards no signal: its workers must not serve on
 
     logs.setup(config.log_level, config.log_format)
     with contextlib.suppress(ImportError):

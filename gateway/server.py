@@ -35,6 +35,10 @@ from storage.push import Presence
 
 log = logging.getLogger(__name__)
 WS_PATH = "/ws"
+# Connections the kernel queues for accept(). asyncio's default of 100 overflows when a stopping
+# node's thousands of apps reconnect within a tenth of a second: the handshakes it drops stall in
+# TCP retransmits for seconds (bench.storm). Linux caps it at net.core.somaxconn (4096 by default).
+LISTEN_BACKLOG = 4096
 
 
 
@@ -113,6 +117,7 @@ class Gateway:
             ping_timeout=c.ping_interval_s,
             close_timeout=c.ping_interval_s,  # a peer that cannot answer within a heartbeat is gone
             reuse_port=c.workers > 1 and sock is None,
+            backlog=LISTEN_BACKLOG,
         )
         await self.presence.start()
         self.spawn(self._sweep())

@@ -146,6 +146,10 @@ class Client:
                     future.set_exception(ConnectionError("connection closed"))
 
 
+# Error codes that say "not now" rather than "never": a sign-in refused with one is tried again.
+TRANSIENT = frozenset({"unavailable", "rate_limited"})
+
+
 class Backoff:
     """Exponential backoff with full jitter: the n-th wait in a row is uniform in
     [0, min(cap, base * 2^n)], so a fleet of apps that lost one node spreads its reconnects
@@ -215,6 +219,11 @@ class Reconnecting:
         if self.client is not None:
             await self.client.close()
 
+    @property
+    def failed(self) -> BaseException | None:
+        """Why it gave up (`on_connect` refused: a bad token), else None."""
+        return self._failed
+
     async def session(self, timeout: float = 30.0) -> Client:
         """The signed-in connection, waiting for one while reconnecting."""
         async with asyncio.timeout(timeout):
@@ -251,8 +260,12 @@ class Reconnecting:
                 continue
             try:
                 await self.on_connect(client)
-            except ErrorReply as exc:  # refused (a bad token): reconnecting cannot help
-                self._failed = exc
+            except ErrorReply as exc:
+                if exc.code in TRANSIENT:  # the node is overloaded or a dependency is down: later, maybe elsewhere
+                    await client.close()
+                    await asyncio.sleep(self.backoff.next())
+                    continue
+                self._failed = exc  # refused (a bad token, suspended): reconnecting cannot help
                 self._ready.set()
                 await client.close()
                 return

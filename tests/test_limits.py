@@ -10,7 +10,8 @@ from websockets.exceptions import ConnectionClosed
 
 from gateway.delivery import user_channel
 from protocol.admin import Notice
-from protocol.auth import Auth
+from protocol.auth import Auth, Ping
+from protocol.client import Backoff, Client, ErrorReply, Reconnecting
 from tests.conftest import mint, ws_url
 
 
@@ -171,3 +172,30 @@ async def test_a_peer_that_stops_answering_heartbeats_is_dropped(make_gateway):
             while gw.sessions:
                 await asyncio.sleep(0.1)
         writer.close()
+
+
+async def test_a_sign_in_refused_for_now_is_tried_again_and_a_bad_token_is_not(make_gateway):
+    """`Reconnecting` treats `rate_limited` and `unavailable` as "later" (an overloaded node in a
+    reconnect storm): it reconnects after its backoff. A refused token ends it: retrying cannot help."""
+    async with make_gateway(rate_per_s=1.0, rate_burst=2) as gw:
+        attempts = 0
+
+        async def sign_in(client: Client) -> None:
+            nonlocal attempts
+            attempts += 1
+            await client.request(Auth(token=mint(gw, "technician")[1]))
+            for _ in range(3 if attempts == 1 else 1):  # the first connection outruns the bucket
+                await client.request(Ping())
+
+        app = await Reconnecting([ws_url(gw)], sign_in, backoff=Backoff(0.01, 0.05)).start(timeout=20)
+        assert (attempts, app.connections, app.failed) == (2, 1, None)
+        await app.close()
+
+        async def bad_token(client: Client) -> None:
+            await client.request(Auth(token="not.a.token"))
+
+        refused = Reconnecting([ws_url(gw)], bad_token, backoff=Backoff(0.01, 0.05))
+        with pytest.raises(ErrorReply) as caught:
+            await refused.start(timeout=20)
+        assert caught.value.code == "unauthorized" and refused.failed is caught.value
+        await refused.close()

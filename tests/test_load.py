@@ -1,17 +1,22 @@
 """The load generator as load testers run it: `run.py load` against a real gateway, then what its
 technicians and consumers left in Redis and PostgreSQL."""
 
+import asyncio
 import json
 import os
+import signal
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from gateway.server import Gateway
 from storage import geo
 from storage.embedded import free_port
 from tests.conftest import SECRET, ws_url
-from tests.processes import run_command
+from tests.processes import ROOT, gone, run_command, workers_of
 
 TIMEOUT_S = 120.0
 NEW_YORK = (40.7128, -74.0060)
@@ -114,3 +119,31 @@ async def test_rate_limited_replies_are_waited_out_and_reported_apart(make_gatew
         assert summary["updates"]["acked"] <= 3 * (4 + 4 * (3 + 2))  # never above the bucket's rate
         assert summary["orders"]["created"] > 0 and limited["retried"] > 0  # refused orders went again
         assert f"rate-limited  {limited['replies']:,} replies, waited their retry_after" in out
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+async def test_the_workers_end_with_the_load_generator(gateway: Gateway, tmp_path: Path, how: signal.Signals) -> None:
+    """Killed outright or stopped with `kill`, the load generator takes its worker processes with
+    it: before, they went on reconnecting forever with no parent to stop them."""
+    run = prefix()
+    load = await asyncio.create_subprocess_exec(
+        sys.executable, "run.py", "load", "--url", ws_url(gateway), "--data-dir", str(tmp_path), "--secret", SECRET,
+        "--id-prefix", run, "--technicians", "4", "--processes", "2", "--interval", "0.2", "--duration", "600",
+        "--quiet", cwd=ROOT, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT)
+    try:
+        technicians = [f"{run}-tech-{i}" for i in range(4)]
+        async with asyncio.timeout(TIMEOUT_S):
+            while any(score is None for score in await gateway.services.redis.zmscore(geo.SEEN, technicians)):
+                await asyncio.sleep(0.1)  # every worker's sessions stream
+        workers = workers_of(load.pid)
+        assert len(workers) == 2
+        load.send_signal(how)
+        assert await gone(workers) == []
+        out, _ = await asyncio.wait_for(load.communicate(), TIMEOUT_S)
+        if how == signal.SIGTERM:  # like Ctrl-C: the workers stopped, the summary printed
+            assert load.returncode == 130 and f"load {run}:" in out.decode(), out.decode()
+    finally:
+        if load.returncode is None:
+            load.kill()
+            await load.wait()

@@ -4,7 +4,6 @@ as `KEK`, the way a fleet gets it from a secret store). What one node does, the 
 killed mid-traffic loses no acknowledged write and its apps carry on from another node."""
 
 import asyncio
-import contextlib
 import json
 import random
 import shutil
@@ -18,41 +17,21 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
-from websockets.exceptions import ConnectionClosed
 
 from protocol.admin import Notice, Notify, Watch
 from protocol.auth import Auth
-from protocol.chat import ChatHistory, ChatMessage, ChatSend, ChatSync
-from protocol.client import Client, ErrorReply, Reconnecting
-from protocol.location import Duty, LocationUpdate
+from protocol.chat import ChatHistory, ChatMessage, ChatSend
+from protocol.client import Client, ErrorReply
+from protocol.location import Duty
 from protocol.orders import OrderAccept, OrderGet, OrderTimeline
 from protocol.suspension import Suspend
 from storage import geo, push
 from storage.db import connect_redis
 from storage.embedded import free_port
 from tests.conftest import SECRET, mint, ws_url
+from tests.fleet import ChatApp, Technician, check_room, clean, node, on_duty_at, shared_kek, whole_history
 from tests.processes import GatewayProcess, run_command
 from tests.world import events, fresh, offset, order_at, quiet, spot
-
-# Short enough that a dead node's traces go within the test, long enough for a loaded box.
-FLEET_ENV = {"PRESENCE_TTL_S": "3", "SWEEP_INTERVAL_S": "1", "RATE_PER_S": "1000", "RATE_BURST": "1000",
-             "LOG_LEVEL": "WARNING"}
-
-
-def shared_kek(key_dir: Path) -> str:
-    """The run's key-encryption key (the in-process gateway created it), as a node would get it."""
-    [pem] = sorted(key_dir.glob("kek-*.pem"))
-    return pem.read_text()
-
-
-def node(servers: tuple[str, str], data_dir: Path, kek: str) -> GatewayProcess:
-    return GatewayProcess("--database-url", servers[0], "--redis-url", servers[1], "--secret", SECRET,
-                          "--data-dir", str(data_dir), env={**FLEET_ENV, "KEK": kek, "KEY_DIR": ""})
-
-
-def clean(nodes: list[GatewayProcess]) -> None:
-    for n in nodes:
-        assert "Traceback" not in n.log and "internal" not in n.log, n.log
 
 
 @pytest.fixture(scope="module")
@@ -85,11 +64,6 @@ async def on(gateway) -> AsyncIterator[Callable[..., Awaitable[tuple[Client, str
     yield sign_in
     for client in opened:
         await client.close()
-
-
-async def on_duty_at(client: Client, place: tuple[float, float]) -> None:
-    await client.request(Duty(on_duty=True))
-    await client.request(LocationUpdate(lat=place[0], lng=place[1]))
 
 
 def texts(page: list[ChatMessage]) -> list[str | None]:
@@ -304,66 +278,6 @@ async def test_suspension_notices_and_the_admin_feed_reach_every_node(gateway, f
     clean(fleet)
 
 
-class ChatApp:
-    """A member's app in one room: sends numbered messages (retried on a lost connection with the
-    same `client_id`), keeps what it received by seq, and on every (re)connect signs in and asks
-    `chat.sync` for what it missed."""
-
-    def __init__(self, urls: list[str], token: str, order_id: str, who: str) -> None:
-        self.token, self.order_id, self.who = token, order_id, who
-        self.received: dict[int, ChatMessage] = {}
-        self.acknowledged: dict[str, int] = {}  # client_id -> seq of every acknowledged send
-        self.duplicates = 0  # sends the gateway answered `duplicate: true` (a retry of a stored one)
-        self.app = Reconnecting(urls, self.sign_in, backoff=None)
-        self.pump: asyncio.Task[None] | None = None
-
-    async def sign_in(self, client: Client) -> None:
-        await client.request(Auth(token=self.token))
-        last = max(self.received, default=0)
-        synced = await client.request(ChatSync(positions={self.order_id: last}))
-        for room in synced.rooms:
-            for message in room.messages:
-                self.received[message.seq] = message
-
-    async def talk(self, count: int, pause_s: float) -> None:
-        for i in range(count):
-            client_id = f"{self.who}-{i}"
-            sent = await self.app.request(ChatSend(order_id=self.order_id, client_id=client_id,
-                                                   text=f"{self.who} {i}"), retry=True)
-            self.acknowledged[client_id] = sent.message.seq
-            self.duplicates += sent.duplicate
-            await asyncio.sleep(pause_s)
-
-    async def listen(self) -> None:
-        while True:
-            event = await self.app.events.get()
-            message = getattr(event, "message", None)
-            if isinstance(message, ChatMessage) and message.order_id == self.order_id:
-                self.received[message.seq] = message
-
-
-class Technician:
-    """A technician's app streaming acknowledged positions; on reconnect it only signs in again."""
-
-    def __init__(self, urls: list[str], token: str, place: tuple[float, float], rng: random.Random) -> None:
-        self.token, self.place, self.rng = token, place, rng
-        self.last: tuple[float, float] | None = None  # the last acknowledged position
-        self.last_on = 0  # on which connection (1: the first)
-        self.app = Reconnecting(urls, self.sign_in)
-
-    async def sign_in(self, client: Client) -> None:
-        await client.request(Auth(token=self.token))
-
-    async def stream(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            where = offset(self.place, north_mi=self.rng.uniform(-2, 2), east_mi=self.rng.uniform(-2, 2))
-            with contextlib.suppress(ConnectionError, ConnectionClosed):  # not acknowledged: may or may not be kept
-                ack = await self.app.request(LocationUpdate(lat=where[0], lng=where[1]))
-                assert ack.on_duty
-                self.last, self.last_on = where, self.app.connections
-            await asyncio.sleep(0.05)
-
-
 @pytest.mark.timeout(240)
 async def test_a_node_killed_mid_traffic_loses_no_acknowledged_write_and_its_apps_carry_on(
         fleet, on, servers, key_dir, tmp_path, gateway):
@@ -409,23 +323,8 @@ async def test_a_node_killed_mid_traffic_loses_no_acknowledged_write_and_its_app
 
         assert all(app.connections == 2 and app.url in (a.url, b.url) for app in apps)
         for order_id, *members in rooms:
-            history = []
-            async with await Client.connect(a.url) as reader:
-                await reader.request(Auth(token=members[0].token))
-                before = None
-                while True:
-                    page = await reader.request(ChatHistory(order_id=order_id, before_seq=before, limit=200))
-                    history = page.messages + history
-                    if not page.has_more:
-                        break
-                    before = page.messages[0].seq
-            assert [m.seq for m in history] == list(range(1, len(history) + 1))  # no gap
-            sent = [m.client_id for m in history if m.kind == "text"]
-            assert sorted(sent) == sorted(f"{c.who}-{i}" for c in members for i in range(40))  # each once
-            by_id = {m.client_id: m.seq for m in history}
-            for chat in members:
-                assert all(by_id[client_id] == seq for client_id, seq in chat.acknowledged.items())
-                assert sorted(chat.received) == [m.seq for m in history]  # events and sync: all, once each
+            assert all(len(chat.acknowledged) == 40 for chat in members)
+            check_room(await whole_history(a.url, members[0].token, order_id), members)
 
         for user_id, t in techs:
             stored = await geo.position(gateway.services.redis, user_id)

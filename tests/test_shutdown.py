@@ -15,7 +15,7 @@ from websockets.exceptions import ConnectionClosed
 from protocol.auth import Auth, Login, Ping, Register
 from protocol.client import Client
 from tests.conftest import SECRET, mint
-from tests.processes import GatewayProcess
+from tests.processes import GatewayProcess, gone, workers_of
 
 
 async def test_sigterm_closes_sessions_with_1012_and_exits_0(gateway, servers, tmp_path):
@@ -33,6 +33,17 @@ async def test_sigterm_closes_sessions_with_1012_and_exits_0(gateway, servers, t
     logs = [msgspec.json.decode(line) for line in served.output.decode().splitlines() if line.strip()]
     assert any(entry["msg"].startswith("shutting down: closing 5 sessions") for entry in logs)
     assert all({"ts", "level", "logger", "msg"} <= set(entry) for entry in logs)
+
+
+async def test_a_supervisor_killed_outright_takes_its_workers_with_it(servers, tmp_path):
+    args = ("--database-url", servers[0], "--redis-url", servers[1], "--secret", SECRET, "--data-dir", str(tmp_path),
+            "--workers", "2")
+    async with GatewayProcess(*args) as served:
+        assert served.process is not None
+        workers = workers_of(served.process.pid)
+        assert len(workers) == 2
+        served.kill()  # SIGKILL: it forwards no signal to them
+        assert await gone(workers) == []  # before, they went on serving the port with no supervisor
 
 
 def _processes_under(path) -> list[str]:

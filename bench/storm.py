@@ -1,0 +1,338 @@
+"""Reconnect storm: a node holding thousands of technician sessions is stopped (SIGTERM, a deploy),
+and its apps sign in and go back on duty on the two other nodes of the fleet.
+
+    .venv/bin/python -m bench.storm [--sessions 15000] [--quick] [--markdown docs/benchmarks.md]
+
+Three gateway nodes (`run.py serve` processes, each its own data folder) share embedded
+PostgreSQL and Redis. Client processes (`bench/storm_clients.py`, the project's client library
+with its default reconnect backoff: 0.1 s base, 5 s cap, full jitter) sign every technician in on
+node A, on duty, each at a position in one of 40 metro areas. A consumer on node C then creates an
+order every half second near one area after another (each reaches that area's technicians): first
+while all is quiet (the baseline), then from the moment node A gets SIGTERM until every session
+is back or the time limit passes. A session is back when, on its new connection, `auth` is
+answered and its `location.update` reply says it is on duty. Reported: the seconds from the
+SIGTERM until 50%, 90%, 99% and 100% of the sessions are back, where they landed, node A's time
+to exit, the surviving nodes' CPU, and dispatch (an order's `order.create` sent -> each
+technician's `order.available` received) quiet and during the storm.
+"""
+
+import sys
+from pathlib import Path
+
+if __name__ == "__main__" and not __package__:
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+import argparse
+import asyncio
+import contextlib
+import math
+import multiprocessing
+import os
+import queue
+import shutil
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from multiprocessing.queues import Queue
+from typing import Any
+
+from bench import cli, report
+from bench.procfs import cpu_seconds
+from bench.report import MARK, markdown_table, percentile, print_tables, rich_table
+from bench.servers import MAX_SESSIONS, SECRET, Backends, ServerProcess, backends, gateway_server
+from bench.storm_clients import Plan, Progress, clusters
+from bench.storm_clients import main as client_main
+from gateway.app import token_issuer
+from gateway.config import Config
+from protocol.auth import Auth
+from protocol.client import Client
+from protocol.orders import OrderCreate
+
+GOAL_S = 15.0  # 99% of the sessions back within this after the SIGTERM
+CLUSTERS = 40
+
+
+@dataclass(frozen=True)
+class Settings:
+    sessions: int
+    clients: int
+    quiet_s: float  # orders before the SIGTERM: the dispatch baseline
+    order_interval_s: float
+    limit_s: float  # how long the storm may take before the bench stops waiting
+    logs: Path | None = None
+
+    @property
+    def budget_s(self) -> int:
+        return int(300 + self.sessions / 50 + self.quiet_s + self.limit_s)
+
+
+@dataclass
+class Figures(report.Figures):
+    signed_in_s: float = 0.0  # the first sign-in of every session on node A (connecting a few at a time)
+    back_s: list[float] = field(default_factory=list)  # per session back: seconds after the SIGTERM
+    sessions: int = 0
+    failed: int = 0
+    off_duty: int = 0
+    refused: dict[str, int] = field(default_factory=dict)  # sign-ins answered with an error, by code
+    nodes: dict[str, int] = field(default_factory=dict)
+    exit_s: float = math.nan  # node A's exit after the SIGTERM
+    quiet: list[float] = field(default_factory=list)  # dispatch latencies, seconds
+    storm: list[float] = field(default_factory=list)
+    orders: dict[str, int] = field(default_factory=dict)
+    cpu: dict[str, float] = field(default_factory=dict)  # the survivors' CPU during the storm, 1.0 = a core
+
+
+def parser() -> argparse.ArgumentParser:
+    p = cli.parser("storm", __doc__)
+    p.add_argument("--sessions", type=int, default=15_000, help="technician sessions on the node stopped")
+    p.add_argument("--quiet-s", type=float, default=15.0, help="seconds of orders before the SIGTERM")
+    p.add_argument("--limit-s", type=float, default=90.0, help="longest wait for the sessions to come back")
+    p.add_argument("--logs", type=Path, metavar="DIR", help="keep the nodes' logs in DIR (node A's at INFO)")
+    p = cli.common_options(p, quick="about a minute", profile=("PATH", "not supported by this bench"),
+                           pinned="nothing (three nodes and the clients share the machine)")
+    p.set_defaults(clients=4)
+    return p
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    if args.quick:
+        args.sessions, args.quiet_s, args.limit_s = 1000, 5.0, 60.0
+    if not 1 <= args.sessions <= MAX_SESSIONS:
+        raise SystemExit(f"--sessions must be 1..{MAX_SESSIONS} (node A holds them all: 20,000 open files)")
+    return Settings(args.sessions, max(1, args.clients), args.quiet_s, 0.5, args.limit_s, args.logs)
+
+
+def measure(s: Settings, command: str) -> Figures:
+    f = Figures(command=command, started=time.time(), settings=vars(s) | {"rounds": 1})
+    with backends("bench-storm-") as b, contextlib.ExitStack() as stack:
+        keys = b.root / "keys"
+        nodes = []
+        for name in ("a", "b", "c"):  # a first: it creates the key-encryption key the others read
+            node = gateway_server(b.root / f"{name}.log", None, database_url=b.database_url, redis_url=b.redis_url,
+                                  data_dir=b.root / name, secret=SECRET,
+                                  flags=("--key-dir", str(keys), "--shutdown-grace-s", "10",
+                                         *(("--log-level", "INFO") if name == "a" and s.logs else ())))
+            nodes.append(stack.enter_context(node))
+        print(f"three nodes up; {s.sessions:,} sessions signing in on node A ...", flush=True)
+        try:
+            asyncio.run(storm(s, f, b, nodes))
+        finally:
+            if s.logs is not None:
+                s.logs.mkdir(parents=True, exist_ok=True)
+                for name in ("a", "b", "c"):
+                    shutil.copy(b.root / f"{name}.log", s.logs / f"{name}.log")
+    f.seconds = time.time() - f.started
+    return f
+
+
+async def storm(s: Settings, f: Figures, b: Backends, nodes: list[ServerProcess]) -> None:
+    a, _, c = nodes
+    config = Config(data_dir=b.root / "x", database_url=b.database_url, redis_url=b.redis_url, secret=SECRET)
+    prefix = f"storm-{uuid.uuid4().hex[:6]}"
+    urls = (a.url, nodes[1].url, c.url)
+    spawn = multiprocessing.get_context("spawn")
+    reports: Queue[Any] = spawn.Queue()
+    stop = spawn.Event()
+    plans = [Plan(w, urls, config, prefix, range(w, s.sessions, s.clients), CLUSTERS, 50) for w in range(s.clients)]
+    workers = [spawn.Process(target=client_main, args=(p, reports, stop), daemon=True) for p in plans]
+    for w in workers:
+        w.start()
+    latest: dict[int, Progress] = {}
+    finals: dict[int, Progress] = {}
+
+    async def collect(seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                item = reports.get_nowait()
+            except queue.Empty:
+                if time.monotonic() >= deadline:
+                    return
+                await asyncio.sleep(0.05)
+                continue
+            (finals if item.final else latest)[item.worker] = item
+
+    def total(what: str) -> int:
+        return sum(getattr(p, what) for p in latest.values())
+
+    try:
+        began = time.monotonic()
+        shown = began
+        while total("started") + total("failed") < s.sessions:
+            await collect(0.5)
+            if time.monotonic() - shown >= 5:
+                shown = time.monotonic()
+                print(f"  {shown - began:5.0f} s: {total('started'):,} signed in on A", flush=True)
+            if time.monotonic() - began > 60 + s.sessions / 20:
+                raise RuntimeError(f"only {total('started'):,} of {s.sessions:,} sessions signed in on node A")
+        f.signed_in_s = time.monotonic() - began
+        print(f"  {total('started'):,} signed in and on duty on A in {f.signed_in_s:.1f} s", flush=True)
+        sent: dict[str, tuple[float, str]] = {}  # order id -> (sent at, phase)
+        consumer = await Client.connect(c.url)
+        issuer = token_issuer(config, create_secret=False)
+        await consumer.request(Auth(token=issuer.mint(f"{prefix}-consumer", "consumer")[0]))
+        phase = ["quiet"]
+        ordering = asyncio.create_task(orders(consumer, s.order_interval_s, sent, phase))
+        await collect(s.quiet_s)
+        survivors = [(n, cpu_seconds(n.pid)) for n in nodes[1:]]
+        print("  SIGTERM to node A", flush=True)
+        phase[0] = "storm"
+        sigterm, exited = time.monotonic(), threading.Event()
+        assert a.process is not None
+        process = a.process
+        os.killpg(process.pid, signal.SIGTERM)
+
+        def wait_exit() -> None:
+            process.wait()
+            exited.set()
+
+        threading.Thread(target=wait_exit, daemon=True).start()
+        while total("back") + total("failed") < total("started") and time.monotonic() - sigterm < s.limit_s:
+            await collect(0.5)
+            if exited.is_set() and math.isnan(f.exit_s):
+                f.exit_s = time.monotonic() - sigterm
+            print(f"  {time.monotonic() - sigterm:5.1f} s: {total('back'):,} back, {total('failed'):,} gave up, "
+                  f"{total('off_duty'):,} told off duty"
+                  + ("" if math.isnan(f.exit_s) else f" (A exited after {f.exit_s:.1f} s)"), flush=True)
+        storm_s = time.monotonic() - sigterm
+        f.cpu = {f"node {name.upper()}": (cpu_seconds(n.pid) - before) / storm_s
+                 for name, (n, before) in zip("bc", survivors, strict=True)}
+        ordering.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ordering
+        await consumer.close()
+        if math.isnan(f.exit_s):
+            await asyncio.to_thread(exited.wait, 30)
+            f.exit_s = time.monotonic() - sigterm
+        stop.set()
+        while len(finals) < len(workers):
+            await collect(1.0)
+            if all(w.exitcode is not None for w in workers) and len(finals) < len(workers):
+                await collect(1.0)
+                break
+    finally:
+        stop.set()
+        for w in workers:
+            w.join(15)
+            if w.is_alive():
+                w.kill()
+    sent_phase = dict(sent)
+    f.sessions, f.failed = s.sessions, sum(p.failed for p in finals.values())
+    f.off_duty = sum(p.off_duty for p in finals.values())
+    for p in finals.values():
+        for code, n in p.refused.items():
+            f.refused[code] = f.refused.get(code, 0) + n
+    names = {a.url: "A", nodes[1].url: "B", c.url: "C"}
+    for p in finals.values():
+        for url, n in p.nodes.items():
+            f.nodes[names[url]] = f.nodes.get(names[url], 0) + n
+        for times in p.ready_at:
+            if len(times) >= 2:
+                f.back_s.append(times[1] - sigterm)
+        for order_id, at in p.deliveries:
+            if order_id in sent_phase:
+                when, which = sent_phase[order_id]
+                (f.quiet if which == "quiet" else f.storm).append(at - when)
+    f.back_s.sort()
+    f.orders = {which: sum(1 for _, w in sent_phase.values() if w == which) for which in ("quiet", "storm")}
+
+
+async def orders(consumer: Client, interval_s: float, sent: dict[str, tuple[float, str]], phase: list[str]) -> None:
+    """An order every `interval_s` near one area after another; each one's send time and phase."""
+    centres = clusters(CLUSTERS)
+    for i in range(10**9):
+        lat, lng = centres[i % len(centres)]
+        started, which = time.monotonic(), phase[0]
+        with contextlib.suppress(Exception):  # a reply lost in the storm: that order is not counted
+            created = await consumer.request(OrderCreate(
+                brand="whirlpool", sku="WRF535SWHZ", service_type="repair", description="Fridge is warm",
+                address=f"{i} Main St", lat=lat + 0.01, lng=lng + 0.01), timeout=30)
+            sent[created.order.id] = (started, which)
+        await asyncio.sleep(max(0.0, started + interval_s - time.monotonic()))
+
+
+def share_at(f: Figures, q: float) -> float:
+    """Seconds after the SIGTERM until q of all sessions were back (nan: never)."""
+    need = math.ceil(q * f.sessions)
+    return f.back_s[need - 1] if 0 < need <= len(f.back_s) else math.nan
+
+
+def passed(f: Figures) -> bool:
+    return share_at(f, 0.99) <= GOAL_S
+
+
+def back_rows(f: Figures) -> list[list[str]]:
+    where = ", ".join(f"{node} {n:,}" for node, n in sorted(f.nodes.items()))
+    return [[f"{f.sessions:,}", *(report.ms(share_at(f, q)) for q in (0.5, 0.9, 0.99, 1.0)),
+             f"{len(f.back_s):,}", where, report.ms(f.exit_s), MARK[passed(f)]]]
+
+
+BACK_HEADER = ["Sessions on A", "50% back", "90%", "99%", "100%", "Back in all", "Where now", "A exited after",
+               f"99% within {GOAL_S:g} s"]
+DISPATCH_HEADER = ["Dispatch", "Orders", "Deliveries", "p50", "p99", "max", "p99 vs quiet"]
+
+
+def dispatch_rows(f: Figures) -> list[list[str]]:
+    quiet99 = percentile(f.quiet, 0.99)
+    out = []
+    for name, values in (("quiet (baseline)", f.quiet), ("during the storm", f.storm)):
+        p99 = percentile(values, 0.99)
+        out.append([name, f"{f.orders.get(name.split()[0] if name.startswith('quiet') else 'storm', 0):,}",
+                    f"{len(values):,}", report.ms(percentile(values, 0.5)), report.ms(p99),
+                    report.ms(max(values, default=math.nan)), f"{report.ratio(p99, quiet99):.2f}x"])
+    return out
+
+
+def conditions(f: Figures) -> str:
+    cpu = ", ".join(f"{name} {share:.0%}" for name, share in f.cpu.items())
+    return (f"{f.sessions:,} technician sessions signed in on node A ({f.signed_in_s:.0f} s to sign them all in, "
+            f"50 connecting at a time per client process, {f.settings['clients']} client processes); the survivors' "
+            f"CPU during the storm: {cpu} (100% = one core)")
+
+
+def notes(f: Figures) -> list[str]:
+    out = ["One machine: the three nodes, PostgreSQL, Redis and the client processes share its 2 cores (nothing "
+           "pinned), so the clients' own work (15,000 TLS-less handshakes, decoding) competes with the nodes'; "
+           "on separate machines the survivors would have their cores to themselves. Not covered: a real "
+           "network's latency and a load balancer in front of the nodes."]
+    if f.refused:
+        codes = ", ".join(f"{code} {n:,}" for code, n in sorted(f.refused.items(), key=lambda kv: -kv[1]))
+        out.append(f"Sign-ins answered with an error (the client library tries unavailable and rate_limited "
+                   f"again): {codes}.")
+    if f.failed or f.off_duty:
+        out.append(f"{f.failed:,} sessions gave up (an error reply to auth or duty); {f.off_duty:,} connections were "
+                   "told off duty.")
+    if len(f.back_s) + f.failed < f.sessions:
+        out.append(f"{f.sessions - len(f.back_s) - f.failed:,} sessions were not back within the "
+                   f"{f.settings['limit_s']:g} s limit.")
+    return out
+
+
+def print_report(f: Figures) -> None:
+    print_tables(f, [rich_table("Reconnect storm: node A stopped (SIGTERM)", BACK_HEADER, back_rows(f),
+                                conditions(f)),
+                     rich_table("Dispatch: order.create -> each technician's order.available", DISPATCH_HEADER,
+                                dispatch_rows(f))], notes(f))
+
+
+def write_markdown(f: Figures, path: Path) -> None:
+    report.write_markdown(path, "storm", f, profile="it has no profiler.", about=__doc__.split("\n\n", 2)[2].strip()
+                          + f"\n\nGoal: 99% of the sessions back within {GOAL_S:g} s of the SIGTERM.",
+                          tables=f"### Summary\n\n{conditions(f)}.\n\n{markdown_table(BACK_HEADER, back_rows(f))}"
+                                 f"\n\n{markdown_table(DISPATCH_HEADER, dispatch_rows(f))}",
+                          notes=notes(f))
+
+
+def profile(s: Settings, path: Path) -> None:
+    raise SystemExit("bench.storm has no --profile")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return cli.main("storm", argv, parser(), settings_from, measure, profile, print_report, write_markdown)
+
+
+if __name__ == "__main__":
+    cli.run(main)
