@@ -81,7 +81,7 @@ class Config:
     ai_timeout_s: float = 30.0
     ai_max_retries: int = 2
     ai_max_in_flight: int = 16
-    ai_max_answering: int = 32
+    ai_max_answering: int = 16
     ai_quota_per_hour: int = 30
     ai_stream_pause_s: float = 0.05
     ai_max_output_tokens: int = 1_500

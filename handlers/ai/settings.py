@@ -14,7 +14,7 @@ class AiRules:
     max_in_flight: int = 16  # model calls at once in this process; more wait their turn
     # Answers being made at once in this process (reading the dialogue, the engine, storing): more wait their
     # turn, so that a burst of ai.start cannot fill the event loop with hundreds of ready tasks at once.
-    max_answering: int = 32
+    max_answering: int = 16  # as many as model calls (max_in_flight): no answers queue up half-made
     quota_per_hour: int = 30  # ai.start and ai.reply per consumer per rolling hour
     price_in_per_mtok_usd: float = 0.15  # for the estimated cost stored per conversation
     price_out_per_mtok_usd: float = 0.60
