@@ -307,7 +307,11 @@ upper bounds of what the gateway alone costs.""", profile=profile, tables=f"""##
             "each, about half a millisecond of CPU) over httpx, and made the partial JSON's value at every chunk: "
             "29.7 ms of gateway CPU per turn and the pings' p99 at 43.1 ms (FAIL). It now reads the server-sent "
             "events raw with msgspec over the SDK's aiohttp transport, and makes the partial value only where a "
-            "line of the answer can end. The pingers and the stand-in then shared the bench's process."])
+            "line of the answer can end. The pingers and the stand-in then shared the bench's process.",
+            "with the OpenAI stand-in the pings' p99 varies from run to run around the goal: three runs back to back "
+            "on 2026-12-03 with AI_MAX_ANSWERING 16 (the default) gave 12.0, 11.6 and 24.4 ms; with 32, 18.3, 11.4, "
+            "31.2 and 25.9 ms; with no bound 20.9 and 43.7 ms (`--max-answering N` runs it with another bound). The "
+            "offline engine passed in every bounded run (9.4-18.7 ms)."])
     return 0
 
 

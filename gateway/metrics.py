@@ -1,5 +1,6 @@
 """Prometheus metrics; with several worker processes, aggregated through the multiprocess dir."""
 
+import collections
 import gc
 import os
 import time
@@ -38,7 +39,7 @@ GC_PAUSES = Histogram("gateway_gc_pause_seconds", "Garbage collections, by gener
 
 
 def time_gc_pauses() -> None:
-    """Observe every collection of this process into GC_PAUSES (once per process: the callbacks
+    """Time every collection of this process for GC_PAUSES (once per process: the callbacks
     are the interpreter's). A callback costs about a microsecond a collection."""
     if _gc_pause not in gc.callbacks:
         gc.callbacks.append(_gc_pause)
@@ -46,13 +47,25 @@ def time_gc_pauses() -> None:
 
 _gc_started = [0.0]
 _gc_series = [GC_PAUSES.labels(str(generation)) for generation in range(3)]
+# The pauses wait here for `flush_gc_pauses`: a collection can start inside prometheus_client while
+# it holds a metric's lock (the multiprocess mode's, around allocations), and observing from the
+# callback then waited on that lock forever (a deadlock of `--workers 2` at start).
+_gc_pending: collections.deque[tuple[int, float]] = collections.deque(maxlen=10_000)
 
 
 def _gc_pause(phase: str, info: dict[str, Any]) -> None:
     if phase == "start":
         _gc_started[0] = time.perf_counter()
     else:
-        _gc_series[info["generation"]].observe(time.perf_counter() - _gc_started[0])
+        _gc_pending.append((info["generation"], time.perf_counter() - _gc_started[0]))
+
+
+def flush_gc_pauses() -> None:
+    """The collections timed since the last call into GC_PAUSES (`Metrics.flush`: every second and
+    before each scrape)."""
+    while _gc_pending:
+        generation, seconds = _gc_pending.popleft()
+        _gc_series[generation].observe(seconds)
 
 
 class Metrics:
@@ -140,6 +153,7 @@ class Metrics:
             ai_metrics.TOKENS.labels(direction)
 
     def flush(self) -> None:
+        flush_gc_pauses()
         for tally, counter in ((self.tally_in, self.frames_in), (self.tally_out, self.frames_out)):
             for kind, count in tally.items():
                 if count:
