@@ -107,6 +107,15 @@ class Technician:
             await asyncio.sleep(0.05)
 
 
+async def all_hear(techs: "list[Technician]", order_id: str, timeout: float = 20) -> None:
+    """Return once every technician's app received the order's announcement (they are on duty)."""
+    for t in techs:
+        while True:
+            event = await asyncio.wait_for(t.app.events.get(), timeout)
+            if getattr(event, "order", None) is not None and event.order.id == order_id:
+                break
+
+
 async def whole_history(url: str, token: str, order_id: str) -> list[ChatMessage]:
     """The room's every message, read page by page from the newest back."""
     history: list[ChatMessage] = []

@@ -29,7 +29,17 @@ from storage import geo, push
 from storage.db import connect_redis
 from storage.embedded import free_port
 from tests.conftest import SECRET, mint, ws_url
-from tests.fleet import ChatApp, Technician, check_room, clean, node, on_duty_at, shared_kek, whole_history
+from tests.fleet import (
+    ChatApp,
+    Technician,
+    all_hear,
+    check_room,
+    clean,
+    node,
+    on_duty_at,
+    shared_kek,
+    whole_history,
+)
 from tests.processes import GatewayProcess, run_command
 from tests.world import events, fresh, offset, order_at, quiet, spot
 
@@ -332,11 +342,7 @@ async def test_a_node_killed_mid_traffic_loses_no_acknowledged_write_and_its_app
             assert stored == pytest.approx((t.last[1], t.last[0]), abs=1e-4)  # the last acknowledged one
         consumer, _ = await on(b, "consumer")
         order = (await consumer.request(order_at(place))).order
-        for _, t in techs:  # back on duty where they were, on their new nodes
-            while True:
-                event = await asyncio.wait_for(t.app.events.get(), 20)
-                if getattr(event, "order", None) is not None and event.order.id == order.id:
-                    break
+        await all_hear([t for _, t in techs], order.id)  # back on duty where they were, on their new nodes
         for task in listeners:
             task.cancel()
         for app in apps:

@@ -17,7 +17,17 @@ from protocol.location import Duty
 from protocol.orders import Order, OrderAccept, OrderGet, OrderTimeline
 from storage import geo
 from tests.conftest import mint
-from tests.fleet import ChatApp, Technician, check_room, clean, node, on_duty_at, shared_kek, whole_history
+from tests.fleet import (
+    ChatApp,
+    Technician,
+    all_hear,
+    check_room,
+    clean,
+    node,
+    on_duty_at,
+    shared_kek,
+    whole_history,
+)
 from tests.processes import GatewayProcess
 from tests.world import offset, order_at, spot
 
@@ -146,11 +156,7 @@ async def test_a_rolling_restart_under_load_loses_nothing_acknowledged(gateway, 
     async with await Client.connect(nodes[2].url) as consumer:
         await consumer.request(Auth(token=mint(gateway, "consumer")[1]))
         order = (await consumer.request(order_at(place))).order
-    for _, t in techs:  # back on duty where they were, on their new nodes
-        while True:
-            event = await asyncio.wait_for(t.app.events.get(), 20)
-            if getattr(event, "order", None) is not None and event.order.id == order.id:
-                break
+    await all_hear([t for _, t in techs], order.id)  # back on duty where they were, on their new nodes
     for task in listeners:
         task.cancel()
     for app in apps:
