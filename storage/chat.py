@@ -106,12 +106,19 @@ async def page(db: asyncpg.Pool, order_id: uuid.UUID, *, before: int | None, aft
 
 
 async def missed(db: asyncpg.Pool, rooms: dict[uuid.UUID, int], limit: int) -> list[asyncpg.Record]:
-    """Per room, up to `limit + 1` messages after its position, in one query."""
-    rows: list[asyncpg.Record] = await db.fetch(
-        f"SELECT m.* FROM unnest($1::uuid[], $2::bigint[]) AS p(order_id, after_seq),"
-        f" LATERAL (SELECT {COLUMNS} FROM chat_messages c WHERE c.order_id = p.order_id AND c.seq > p.after_seq"
-        f" ORDER BY c.seq LIMIT $3) m ORDER BY m.order_id, m.seq",
-        list(rooms), list(rooms.values()), limit + 1)
+    """Per room, up to `limit + 1` messages after its position, in one query, once no batch storing
+    messages in those rooms is still open. A batch delivers its messages before it commits (handlers.chat.writer),
+    to the sessions it finds then: a session that signed in after that and read its rooms before the commit would
+    have neither the event nor the message. Waiting on the rooms' locks (in id order, as the batches take
+    them) closes that window: the read after the wait sees the batch committed."""
+    async with db.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT 1 FROM chat_rooms WHERE order_id = ANY($1::uuid[]) ORDER BY order_id FOR SHARE",
+                           list(rooms))
+        rows: list[asyncpg.Record] = await conn.fetch(
+            f"SELECT m.* FROM unnest($1::uuid[], $2::bigint[]) AS p(order_id, after_seq),"
+            f" LATERAL (SELECT {COLUMNS} FROM chat_messages c WHERE c.order_id = p.order_id AND c.seq > p.after_seq"
+            f" ORDER BY c.seq LIMIT $3) m ORDER BY m.order_id, m.seq",
+            list(rooms), list(rooms.values()), limit + 1)
     return rows
 
 
