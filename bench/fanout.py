@@ -25,19 +25,17 @@ import argparse
 import contextlib
 import random
 import time
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import msgspec
-from prometheus_client.parser import text_string_to_metric_families
 
 from bench import cli, geodata
 from bench.fanout_report import Figures, Run, plot, print_report, write_markdown
 from bench.geodata import CHICAGO
-from bench.load import Clients, Heard
+from bench.load import Clients, all_heard
 from bench.procfs import cpu_seconds
-from bench.servers import SECRET, Backends, ServerProcess, backends, gateway_server, hellos
+from bench.servers import SECRET, Backends, ServerProcess, backends, delivery_received, gateway_server, hellos
 from bench.session import RESULT
 from gateway.config import Config
 
@@ -149,7 +147,7 @@ def one_run(s: Settings, b: Backends, routing: str, count: int) -> Run:
         rest = [(cpu_seconds(pid) - before) / (time.monotonic() - rest_from[1])
                 for pid, before in zip(pids, rest_from[0], strict=True)]  # CPU seconds per second at rest
 
-        counted = [received(n) for n in nodes]
+        counted = [delivery_received(n.port) for n in nodes]
         cpu_from, redis_from, started = [cpu_seconds(pid) for pid in pids], cpu_seconds(b.redis_pid), time.monotonic()
         sent = buyer.sequence([_order(k) for k in range(s.orders)], s.spacing, 30 + s.orders * 30)
         ids = []
@@ -157,53 +155,17 @@ def one_run(s: Settings, b: Backends, routing: str, count: int) -> Run:
             if not reply.startswith(RESULT):
                 raise RuntimeError(f"order.create failed: {reply[:300]!r}\n{nodes[0].log_tail()}")
             ids.append(msgspec.json.decode(reply)["order"]["id"])
-        heard = _all_heard(groups, ids, s.sessions)
+        heard = all_heard(groups, ids, s.sessions, timeout=30.0)
         elapsed = time.monotonic() - started
         cpu = [cpu_seconds(pid) - before - rate * elapsed
                for pid, before, rate in zip(pids, cpu_from, rest, strict=True)]
         redis_cpu = cpu_seconds(b.redis_pid) - redis_from
-        after = [received(n) for n in nodes]
+        after = [delivery_received(n.port) for n in nodes]
     return Run(routing=routing, nodes=count, sessions=s.sessions, orders=len(ids),
                bytes_received=[a[0] - c[0] for a, c in zip(after, counted, strict=True)],
                recipients_decoded=[a[1] - c[1] for a, c in zip(after, counted, strict=True)],
                cpu=cpu, rest_cpu=rest, redis_cpu=redis_cpu, seconds=elapsed,
                latencies=[heard[i].last - t_sent for i, (t_sent, _, _) in zip(ids, sent, strict=True)])
-
-
-def received(node: ServerProcess) -> tuple[float, float]:
-    """The node's counters so far: (bytes received for delivery to many users, on its node channel
-    and the multicast one; recipient ids decoded)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{node.port}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    got = decoded = 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "gateway_delivery_bytes_received_total" and sample.labels["channel"] in (
-                    "node", "multicast"):
-                got += sample.value
-            elif sample.name == "gateway_delivery_recipients_decoded_total":
-                decoded += sample.value
-    return got, decoded
-
-
-def _all_heard(groups: list[Clients], ids: list[str], sessions: int, timeout: float = 30.0) -> dict[str, Heard]:
-    """Every order heard by every session, over all the nodes' groups (the last may be on their way)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        merged: dict[str, Heard] = {}
-        for group in groups:
-            for order_id, h in group.heard().items():
-                seen = merged.get(order_id)
-                merged[order_id] = h if seen is None else Heard(seen.sessions + h.sessions, min(seen.first, h.first),
-                                                                max(seen.last, h.last), seen.size)
-        missing = [i for i in ids if i not in merged or merged[i].sessions < sessions]
-        if not missing:
-            return merged
-        if time.monotonic() > deadline:
-            fewest = min(merged[i].sessions if i in merged else 0 for i in missing)
-            raise RuntimeError(f"{len(missing)} of {len(ids)} orders did not reach all {sessions:,} technicians "
-                               f"within {timeout:.0f} s (fewest: {fewest:,})")
-        time.sleep(0.2)
 
 
 def _open(group: Clients, server: ServerProcess, what: str) -> None:

@@ -526,3 +526,23 @@ async def _sequence(session: Session, frames: Sequence[bytes], spacing: float) -
         out.append((sent, time.monotonic(), reply))
         due = sent + spacing
     return out
+
+
+def all_heard(groups: list["Clients"], ids: list[str], sessions: int, timeout: float = 15.0) -> dict[str, Heard]:
+    """Every order heard by every session, over all the nodes' groups (the last may be on their way)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        merged: dict[str, Heard] = {}
+        for group in groups:
+            for order_id, h in group.heard().items():
+                seen = merged.get(order_id)
+                merged[order_id] = h if seen is None else Heard(seen.sessions + h.sessions, min(seen.first, h.first),
+                                                                max(seen.last, h.last), seen.size)
+        missing = [i for i in ids if i not in merged or merged[i].sessions < sessions]
+        if not missing:
+            return merged
+        if time.monotonic() > deadline:
+            fewest = min(merged[i].sessions if i in merged else 0 for i in missing)
+            raise RuntimeError(f"{len(missing)} of {len(ids)} orders did not reach all {sessions:,} technicians "
+                               f"within {timeout:.0f} s (fewest: {fewest:,})")
+        time.sleep(0.2)

@@ -40,7 +40,7 @@ import redis
 
 from bench import cli, geodata
 from bench.geodata import CHICAGO, DALLAS, DENVER
-from bench.load import Clients, Heard, Hooks, Tally
+from bench.load import Clients, Hooks, Tally, all_heard
 from bench.orders_report import Dispatch, Figures, Ingest, Nearby, print_report, write_markdown
 from bench.procfs import cpu_seconds
 from bench.profiled import print_stats, switches
@@ -259,7 +259,7 @@ class Bench:
                     if not reply.startswith(RESULT):
                         raise RuntimeError(f"gateway: order.create failed: {reply[:300]!r}\n{server.log_tail()}")
                     ids.append(msgspec.json.decode(reply)["order"]["id"])
-                heard = _all_heard(techs, ids, n)
+                heard = all_heard([techs], ids, n)
             result.latencies = [heard[i].last - t_sent for i, (t_sent, _, _) in zip(ids, sent, strict=True)]
             result.first = [heard[i].first - t_sent for i, (t_sent, _, _) in zip(ids, sent, strict=True)]
             result.replies = [answered - t_sent for t_sent, answered, _ in sent]
@@ -285,7 +285,7 @@ class Bench:
             sent = buyer.sequence(requests, s.spacing, 30 + s.orders * 30)
             cpu = server.cpu() - cpu_from[0], techs.cpu() - cpu_from[1]
             ids = [str(e["order"]["id"]) for e in events]
-            heard = _all_heard(techs, ids, n)
+            heard = all_heard([techs], ids, n)
         return ([heard[i].last - t_sent for i, (t_sent, _, _) in zip(ids, sent, strict=True)], heard[ids[0]].size,
                 cpu)
 
@@ -390,21 +390,6 @@ def _event(order_id: str) -> dict[str, Any]:
                   price_cents=13900, currency="usd", created_at=now, updated_at=now)
     event: dict[str, Any] = msgspec.to_builtins(OrderAvailable(order=order, distance_mi=23.4))
     return event
-
-
-def _all_heard(group: Clients, ids: list[str], sessions: int, timeout: float = 15.0) -> dict[str, Heard]:
-    """Wait until every session heard of every order (the last events may still be on their way)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        heard = group.heard()
-        missing = [i for i in ids if i not in heard or heard[i].sessions < sessions]
-        if not missing:
-            return heard
-        if time.monotonic() > deadline:
-            counts = sorted(heard[i].sessions if i in heard else 0 for i in missing)
-            raise RuntimeError(f"{len(missing)} of {len(ids)} orders did not reach all {sessions:,} sessions "
-                               f"within {timeout:.0f} s (fewest: {counts[0]:,})")
-        time.sleep(0.2)
 
 
 def _check_page(reply: bytes) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from types import FrameType
 
 import msgspec
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.procfs import cpu_seconds, rss_bytes
 from gateway.app import token_issuer
@@ -194,3 +195,19 @@ def stopped_by_signals(budget_s: int) -> Iterator[None]:
         signal.alarm(0)
         signal.signal(signal.SIGTERM, previous[0])
         signal.signal(signal.SIGALRM, previous[1])
+
+
+def delivery_received(http_port: int) -> tuple[float, float]:
+    """What the node has received from other nodes for delivery to many users: (bytes on its node
+    and the multicast channel, recipients decoded), from its /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    got, decoded = 0.0, 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "gateway_delivery_bytes_received_total" and sample.labels["channel"] in (
+                    "node", "multicast"):
+                got += sample.value
+            elif sample.name == "gateway_delivery_recipients_decoded_total":
+                decoded += sample.value
+    return got, decoded

@@ -9,15 +9,14 @@ import random
 import shutil
 import tempfile
 import time
-import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
-from prometheus_client.parser import text_string_to_metric_families
 
+from bench.servers import delivery_received
 from protocol.admin import Notice, Notify, Watch
 from protocol.auth import Auth
 from protocol.chat import ChatHistory, ChatMessage, ChatSend
@@ -139,22 +138,6 @@ async def test_dispatch_reaches_technicians_on_every_node_and_one_of_racing_acce
     clean(fleet)
 
 
-def delivery_received(where: GatewayProcess) -> tuple[float, float]:
-    """What the node has received from other nodes for delivery to many users: (bytes on its node
-    and the multicast channel, recipients decoded), from its /metrics."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{where.http_port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    got, decoded = 0.0, 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "gateway_delivery_bytes_received_total" and sample.labels["channel"] in (
-                    "node", "multicast"):
-                got += sample.value
-            elif sample.name == "gateway_delivery_recipients_decoded_total":
-                decoded += sample.value
-    return got, decoded
-
-
 async def test_an_announcement_goes_only_to_the_nodes_holding_its_recipients(fleet, on):
     a, b, _ = fleet
     place = spot()
@@ -162,12 +145,12 @@ async def test_an_announcement_goes_only_to_the_nodes_holding_its_recipients(fle
     for (tech, _), miles in zip(techs, (3, 6, 9), strict=True):  # three events, one per distance
         await on_duty_at(tech, offset(place, north_mi=miles))
     consumer, _ = await on(a, "consumer")
-    before = [await asyncio.to_thread(delivery_received, n) for n in fleet]
+    before = [await asyncio.to_thread(delivery_received, n.http_port) for n in fleet]
     order = (await consumer.request(order_at(place))).order
     for (tech, _), miles in zip(techs, (3, 6, 9), strict=True):
         [offer] = await events(tech, "order.available")
         assert offer.order.id == order.id and offer.distance_mi == pytest.approx(miles, abs=0.15)
-    after = [await asyncio.to_thread(delivery_received, n) for n in fleet]
+    after = [await asyncio.to_thread(delivery_received, n.http_port) for n in fleet]
     assert after[1][1] - before[1][1] == 2  # b decoded its two technicians, not a's
     assert after[1][0] > before[1][0]
     assert after[2] == before[2]  # c holds none of them: not one byte of the recipient list
@@ -200,10 +183,10 @@ async def test_a_technician_who_moves_to_another_node_gets_announcements_there_o
                 await asyncio.sleep(0.05)
     finally:
         await redis.aclose()
-    before = await asyncio.to_thread(delivery_received, c)
+    before = await asyncio.to_thread(delivery_received, c.http_port)
     second = (await consumer.request(order_at(place))).order
     assert [e.order.id for e in await events(moved, "order.available")] == [second.id]
-    assert await asyncio.to_thread(delivery_received, c) == before
+    assert await asyncio.to_thread(delivery_received, c.http_port) == before
     clean(fleet)
 
 
