@@ -52,6 +52,9 @@ class Deliveries:
     async def deliver_to_user(self, user_id: str, event: Event) -> int:
         return await self.gateway.hub.publish(user_channel(user_id), event)
 
+    async def stream_to_user(self, user_id: str, event: Event) -> int:
+        return await self.gateway.hub.publish_stream(user_id, event)
+
     async def deliver_to_group(self, group: str, event: Event) -> int:
         return await self.gateway.hub.publish(group_channel(group), event)
 

@@ -11,11 +11,16 @@ node (`DELIVERY_ROUTING=nodes`): the presence directory (storage.push) says whic
 hold each recipient, and each of them gets, on its own channel `n:<node id>`, only its users'
 share; a process holding none of them gets nothing. With `multicast`, or when the directory
 cannot answer, one message with every recipient goes to the channel every process listens to.
+
+A stream of events to one user (an answer's `ai.delta`s) looks the user up in that directory at
+most once every STREAM_RECHECK_S and publishes only to the other processes it names: a consumer
+signed in on this process alone costs no Redis command per event.
 """
 
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Iterable
 from typing import Any, Protocol
 
@@ -63,6 +68,8 @@ CONTROL = "c"
 DISCONNECT = msgspec.msgpack.Decoder(tuple[str, str])  # (user id, reason)
 UNWATCH = "unwatch"  # a control message's reason that ends the user's watch of the feed, not their sessions
 ROUTINGS = ("nodes", "multicast")
+STREAM_RECHECK_S = 1.0  # how long a stream trusts its last look at where its user's sessions are
+STREAM_USERS = 10_000  # users whose whereabouts a process remembers before it forgets the stale ones
 
 # Counted per process; gateway.metrics registers them. What a process receives from Redis for
 # delivery is what per-node routing shrinks: a node's share instead of every recipient.
@@ -107,6 +114,7 @@ class Hub:
         self._wake = asyncio.Event()
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._elsewhere: dict[str, tuple[float, list[str] | None]] = {}  # publish_stream's: user -> (when, nodes)
         self.listening = False  # False from a lost pub/sub connection until its channels are back
         self.regained = asyncio.Event()  # set when they are back after a loss (Redis may have lost its data)
 
@@ -151,6 +159,40 @@ class Hub:
         """Deliver to this process's sessions and to every other process; returns the local count."""
         delivered = self.deliver_local(channel, event)
         await self._redis.publish(channel, self.node + MSGPACK.encode(event))
+        return delivered
+
+    async def publish_stream(self, user_id: str, event: Event) -> int:
+        """Like `publish` to the user's channel, for one of many events in quick succession: the
+        other processes holding a session of the user are looked up in the presence directory at
+        most once every STREAM_RECHECK_S, and only they are sent the event, each on its node
+        channel. A session that signs in elsewhere meanwhile misses at most that long of the
+        stream (the stream's result reaches it by `publish`). When the directory cannot say (it
+        failed, Redis lost it, or routing is `multicast`) the event goes to the user's channel."""
+        delivered = self.deliver_local(user_channel(user_id), event)
+        now = time.monotonic()
+        known = self._elsewhere.get(user_id)
+        if known is None or now - known[0] >= STREAM_RECHECK_S:
+            nodes = None
+            if self.routing == "nodes":
+                try:
+                    where = await push.locate(self._redis, self.node.hex(), [user_id])
+                except (aioredis.RedisError, OSError) as exc:
+                    if lifecycle.cancelling():
+                        raise
+                    log.warning("presence lookup failed, publishing to the user's channel: %r", exc)
+                    where = None
+                nodes = None if where is None else where.get(user_id, [])
+            if len(self._elsewhere) >= STREAM_USERS:
+                self._elsewhere = {u: k for u, k in self._elsewhere.items() if now - k[0] < STREAM_RECHECK_S}
+            self._elsewhere[user_id] = known = (now, nodes)
+        if known[1] is None:
+            await self._redis.publish(user_channel(user_id), self.node + MSGPACK.encode(event))
+        elif known[1]:
+            share = self.node + MSGPACK.encode_any((b"", [([user_id], MSGPACK.encode(event))]))
+            pipe = self._redis.pipeline(transaction=False)
+            for node in known[1]:
+                pipe.publish(node_channel(node), share)
+            await pipe.execute()
         return delivered
 
     async def publish_many(self, batches: Batches) -> int:

@@ -57,6 +57,11 @@ class Context(Protocol):
         """Push `event` to every session of the user, on any gateway process.
         Returns how many sessions of this process received it."""
 
+    async def stream_to_user(self, user_id: str, event: Event) -> int:
+        """`deliver_to_user` for one of many events in quick succession (an answer's text as it is
+        made): where the user's sessions are is looked up about once a second, not per event, so a
+        session the user opens on another process meanwhile may miss up to a second of them."""
+
     async def deliver_to_group(self, group: str, event: Event) -> int:
         """Push `event` to every session in the group, on any gateway process."""
 

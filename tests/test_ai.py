@@ -216,7 +216,8 @@ async def test_a_hazard_gets_the_safety_answer_and_no_engine(signed_in, locale, 
     "I smell gas in the kitchen", "the outlet sparks", "smoke comes out of the back", "there is a burning smell",
     "the CO alarm keeps going off", "carbon monoxide detector beeping", "I see exposed wires behind the panel",
     "huele a quemado", "hay humo", "el detector de monóxido de carbono suena", "cables pelados detrás",
-    "agua cerca del enchufe", "有火花", "厨房着火了", "一氧化碳报警器响了", "电线裸露", "插座附近有水", "闻到燃气味",
+    "agua cerca del enchufe", "STRONG GAS SMELL IN THE BASEMENT", "Hay Humo En La Cocina",
+    "有火花", "厨房着火了", "一氧化碳报警器响了", "电线裸露", "插座附近有水", "闻到燃气味",
 ])
 def test_hazard_patterns_in_each_language(text):
     assert hazard_in(text)
@@ -242,7 +243,7 @@ def test_the_gate_replaces_hazardous_steps_of_an_engine_answer():
         gated, changed = gate_answer(answer, lambda m, locale=locale: catalogs.translate(locale, m))
         assert changed and gated.steps[0] == answer.steps[0]
         assert (gated.steps[1].instruction, gated.steps[1].technician_only) == (replacement, True)
-        assert hazardous_step(step)
+        assert hazardous_step(step) and hazardous_step(step.upper())
     safe = AiAnswer(diagnosis="d", report_back="r", verdict="continue", draft=None, steps=[
         AiStep(instruction="Clean the condenser coils", look_for="no dust", technician_only=False)])
     assert gate_answer(safe, str) == (safe, False)

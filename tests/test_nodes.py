@@ -17,7 +17,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from bench.servers import delivery_received
+from gateway.delivery import STREAM_RECHECK_S
+from handlers.ai.engine import render
 from protocol.admin import Notice, Notify, Watch
+from protocol.ai import AiAnswered, AiDelta, AiReply, AiStart
 from protocol.auth import Auth
 from protocol.chat import ChatHistory, ChatMessage, ChatSend
 from protocol.client import Client, ErrorReply
@@ -207,6 +210,44 @@ async def test_without_a_trustworthy_directory_announcements_are_multicast_and_s
             assert [e.order.id for e in await events(tech, "order.available")] == [order.id]
             assert registry.get_sample_value("gateway_delivery_routing_fallbacks_total") == fallbacks + 1
             assert (await consumer.request(OrderGet(order_id=order.id))).order.state == "open"
+    clean(fleet)
+
+
+async def streamed(client: Client, conversation_id: str, turn: int) -> tuple[list[AiDelta], AiAnswered]:
+    """A turn's `ai.delta`s as one session received them, and its `ai.answer`."""
+    deltas: list[AiDelta] = []
+    async with asyncio.timeout(20):
+        while True:
+            event = await client.next_event(timeout=20)
+            if isinstance(event, AiDelta) and (event.conversation_id, event.turn) == (conversation_id, turn):
+                deltas.append(event)
+            elif isinstance(event, AiAnswered) and (event.conversation_id, event.turn) == (conversation_id, turn):
+                return deltas, event
+
+
+async def test_an_answer_streams_to_the_consumer_on_every_node_holding_a_session_and_to_no_other(
+        gateway, fleet, on):
+    a, b, _ = fleet
+    token = mint(gateway, "consumer")
+    phone, _ = await on(a, "consumer", token)
+    before = [await asyncio.to_thread(delivery_received, n.http_port) for n in fleet]
+    started = await phone.request(AiStart(brand="whirlpool", sku="WRF535SWHZ",
+                                          description="The fridge is warm and not cooling"))
+    deltas, first = await streamed(phone, started.conversation_id, 1)
+    assert "".join(d.text for d in deltas) == render(first.answer) and len(deltas) > 1
+    after = [await asyncio.to_thread(delivery_received, n.http_port) for n in fleet]
+    assert after[1:] == before[1:]  # the consumer is on a alone: b and c are sent nothing of the stream
+
+    tablet, _ = await on(b, "consumer", token)  # the consumer opens the app on a tablet, served by b
+    await asyncio.sleep(STREAM_RECHECK_S)  # a looks again where the consumer is by the next turn's stream
+    again = await phone.request(AiReply(conversation_id=started.conversation_id, text="Still warm inside"))
+    on_phone, answer = await streamed(phone, started.conversation_id, again.turn)
+    on_tablet, answered_there = await streamed(tablet, started.conversation_id, again.turn)
+    assert on_tablet == on_phone and answered_there == answer
+    assert "".join(d.text for d in on_tablet) == render(answer.answer)
+    final = [await asyncio.to_thread(delivery_received, n.http_port) for n in fleet]
+    assert final[1][1] - after[1][1] == len(on_tablet)  # b got each delta on its own channel, for its one user
+    assert final[2] == after[2]
     clean(fleet)
 
 

@@ -430,15 +430,29 @@ async def test_a_cut_connection_is_retried(server: OpenAIServer, engine: MakeEng
     assert len(ends) == 3 and ends[:2] == ["cut", "cut"]  # (the third's end is recorded after its last byte)
 
 
-async def test_server_sent_events_are_read_as_the_format_says() -> None:
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n", b"\r"])
+@pytest.mark.parametrize("size", [1, 7, 4096])
+async def test_server_sent_events_are_read_as_the_format_says(newline: bytes, size: int) -> None:
     """What OpenAI-compatible servers send besides one `data:` line per chunk: comments (keep-alives), other
-    fields, data over several lines, no space after the colon; `[DONE]` ends the stream."""
-    async def lines() -> AsyncIterator[str]:
-        for line in [": keep-alive", "", "event: message", 'data: {"a":', 'data: 1}', "", 'data:{"b": 2}', "",
-                     "id: 7", "", "data: [DONE]", "", 'data: {"after": "done"}', ""]:
-            yield line
+    fields, data over several lines, no space after the colon, any of the three line endings, cut anywhere by
+    the network (a CRLF too); `[DONE]` ends the stream."""
+    lines = [b": keep-alive", b"", b"event: message", b'data: {"a":', b"data: 1}", b"", b'data:{"b": "\xc3\xa9"}',
+             b"", b"id: 7", b"", b"data: [DONE]", b"", b'data: {"after": "done"}', b""]
+    body = newline.join(lines) + newline
 
-    assert [json.loads(data) async for data in events(lines())] == [{"a": 1}, {"b": 2}]
+    async def chunks() -> AsyncIterator[bytes]:
+        for at in range(0, len(body), size):
+            yield body[at:at + size]
+
+    assert [json.loads(data) async for data in events(chunks())] == [{"a": 1}, {"b": "é"}]
+
+
+async def test_the_last_event_counts_without_its_blank_line() -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'data: {"a": 1}\r\n\r\ndata: {"b"'
+        yield b': 2}'
+
+    assert [json.loads(data) async for data in events(chunks())] == [{"a": 1}, {"b": 2}]
 
 
 async def test_an_error_event_in_the_stream_is_retried(server: OpenAIServer, engine: MakeEngine) -> None:

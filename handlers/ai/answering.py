@@ -142,8 +142,10 @@ async def make_answer(services: Services, dialogue: Dialogue, brand_id: str,
     return fit(answer), "output_gated" if gated else "none", result
 
 
-async def answer_turn(services: Services, deliver: Deliver, conversation_id: uuid.UUID, turn: int) -> AiAnswered:
-    """Answer the conversation's turn. Whatever the engine does, the turn gets an answer (a "could not
+async def answer_turn(services: Services, deliver: Deliver, stream_to: Deliver, conversation_id: uuid.UUID,
+                      turn: int) -> AiAnswered:
+    """Answer the conversation's turn: its text as `ai.delta`s through `stream_to`, its answer through
+    `deliver`. Whatever the engine does, the turn gets an answer (a "could not
     answer" one at worst); should even that not be stored (storage down, the task cancelled at shutdown),
     the conversation is freed at once, so that `ai.reply` need not wait for the answer to go stale."""
     stored = False
@@ -152,7 +154,7 @@ async def answer_turn(services: Services, deliver: Deliver, conversation_id: uui
         assert conv is not None
         consumer_id = conv["consumer_id"]
         t = Translate(services.catalogs, conv["locale"])
-        stream = Streamer(deliver, consumer_id, conversation_id, turn, t)
+        stream = Streamer(stream_to, consumer_id, conversation_id, turn, t)
         safety: Safety
         try:
             dialogue, _ = await dialogue_of(services, conversation_id)

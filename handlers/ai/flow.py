@@ -62,10 +62,11 @@ async def take_quota(ctx: Context) -> None:
 Told = Callable[[AiAnswered], Awaitable[None]]  # what the live feed is told of an answer
 
 
-async def run(services: Services, deliver: Deliver, told: Told, conversation_id: uuid.UUID, turn: int) -> None:
+async def run(services: Services, deliver: Deliver, stream_to: Deliver, told: Told, conversation_id: uuid.UUID,
+              turn: int) -> None:
     try:
         async with services.ai_runtime.slots(services.ai_rules.max_answering):
-            answered = await answer_turn(services, deliver, conversation_id, turn)
+            answered = await answer_turn(services, deliver, stream_to, conversation_id, turn)
     except Exception:  # the turn stays unanswered; answer_turn freed the conversation if it could
         log.exception("the answer to %s turn %d was lost", conversation_id, turn)
     else:
@@ -83,8 +84,8 @@ def answer_later(ctx: Context, brand: str, conversation_id: uuid.UUID, turn: int
         await feed.publish(ctx, "ai.conversation", brand=brand, user_id=consumer_id, state=answered.answer.verdict,
                            conversation_id=str(conversation_id), detail=how)
 
-    ctx.services.ai_runtime.spawn(run(ctx.services, ctx.deliver_to_user, told, conversation_id, turn),
-                                  name=f"ai-answer-{conversation_id}-{turn}")
+    answering = run(ctx.services, ctx.deliver_to_user, ctx.stream_to_user, told, conversation_id, turn)
+    ctx.services.ai_runtime.spawn(answering, name=f"ai-answer-{conversation_id}-{turn}")
 
 
 @router.route(AiStart, roles=["consumer"])
