@@ -75,10 +75,13 @@ def connect_redis(url: str | None, sentinels: list[tuple[str, int]] | None = Non
     """A client of `url`, or, with Sentinels, of whichever server they name as the master: after a
     failover, connections to the old master fail (`unavailable` meanwhile) and new ones go to the
     new master. With Sentinels, `url` (optional) gives only the password and database number."""
-    options: dict[str, Any] = {"health_check_interval": 30, "socket_keepalive": True}
+    options: dict[str, Any] = {"health_check_interval": 30}
     if not sentinels:
         assert url is not None
+        if not url.startswith("unix:"):  # TCP keepalive: a unix socket has none (redis-py refuses the option)
+            options["socket_keepalive"] = True
         return _packing_with_hiredis(MeasuredRedis.from_url(url, **options))
+    options["socket_keepalive"] = True
     if url:
         parsed = urlparse(url)
         options |= {"password": parsed.password, "username": parsed.username,

@@ -11,6 +11,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from protocol.auth import Register
 from storage.crypto import FieldCipher
+from storage.db import connect_redis
+from storage.embedded import redis_binary
 from storage.keys import KeyRing, kid, new_data_key
 from storage.migrate import migrate, migrations
 
@@ -86,3 +88,24 @@ async def test_a_new_key_encryption_key_rotates_and_old_values_stay_readable(scr
         assert await rotated.decrypt(fresh, "test:2") == "10 Downing Street"
     finally:
         await db.close()
+
+
+async def test_redis_is_reached_over_a_unix_socket_too(tmp_path):
+    """REDIS_URL=unix:///path: a Redis beside the gateway, on its socket (no TCP keepalive there)."""
+    sock = tmp_path / "redis.sock"
+    server = await asyncio.create_subprocess_exec(redis_binary(), "--port", "0", "--unixsocket", str(sock),
+                                                  "--save", "", "--dir", str(tmp_path),
+                                                  stdout=asyncio.subprocess.DEVNULL)
+    try:
+        async with asyncio.timeout(10):
+            while not sock.exists():
+                await asyncio.sleep(0.05)
+        redis = connect_redis(f"unix://{sock}")
+        try:
+            await redis.set("k", "v")
+            assert await redis.get("k") == b"v"
+        finally:
+            await redis.aclose()
+    finally:
+        server.terminate()
+        await server.wait()
