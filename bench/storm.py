@@ -29,6 +29,7 @@ import math
 import multiprocessing
 import os
 import queue
+import re
 import shutil
 import signal
 import threading
@@ -318,11 +319,40 @@ def print_report(f: Figures) -> None:
                                 dispatch_rows(f))], notes(f))
 
 
+def last_run(path: Path) -> tuple[list[str], str, str] | None:
+    """The section's figures as the file has them now (the run this one replaces): its summary
+    row, its dispatch p99 during the storm, and when it ran; None when there are none."""
+    old = next((m.group(2) for m in report.SECTION.finditer(path.read_text() if path.exists() else "")
+                if m.group(1) == "storm"), "")
+    when = re.search(r"on (\d{4}-\d\d-\d\d \d\d:\d\d UTC)", old)
+    lines = old.splitlines()
+    head = "| " + " | ".join(BACK_HEADER) + " |"
+    if when is None or head not in lines:
+        return None
+    row = [cell.strip() for cell in lines[lines.index(head) + 2].strip("|").split("|")]
+    storm = next((line for line in lines if line.startswith("| during the storm |")), "")
+    p99 = storm.split("|")[5].strip() if storm.count("|") > 6 else "-"
+    return row, p99, when.group(1)
+
+
+def beside_last(f: Figures, path: Path) -> str:
+    """This run's figures beside those of the run it replaces in `path` (the issue keeps both)."""
+    found = last_run(path)
+    if found is None:
+        return ""
+    row, p99, when = found
+    header = ["Run", *BACK_HEADER, "Dispatch p99 during the storm"]
+    now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(f.started))
+    rows = [[f"before ({when})", *row[:len(BACK_HEADER)], p99],
+            [f"this run ({now})", *back_rows(f)[0], report.ms(percentile(f.storm, 0.99))]]
+    return f"\n\n### Beside the run before\n\n{markdown_table(header, rows)}"
+
+
 def write_markdown(f: Figures, path: Path) -> None:
     report.write_markdown(path, "storm", f, profile="it has no profiler.", about=__doc__.split("\n\n", 2)[2].strip()
                           + f"\n\nGoal: 99% of the sessions back within {GOAL_S:g} s of the SIGTERM.",
                           tables=f"### Summary\n\n{conditions(f)}.\n\n{markdown_table(BACK_HEADER, back_rows(f))}"
-                                 f"\n\n{markdown_table(DISPATCH_HEADER, dispatch_rows(f))}",
+                                 f"\n\n{markdown_table(DISPATCH_HEADER, dispatch_rows(f))}{beside_last(f, path)}",
                           notes=notes(f))
 
 
