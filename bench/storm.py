@@ -35,15 +35,15 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.queues import Queue
 from typing import Any
 
 from bench import cli, report
-from bench.procfs import cpu_seconds
+from bench.procfs import busy_seconds, cpu_seconds, family_cpu_seconds
 from bench.report import MARK, markdown_table, percentile, print_tables, rich_table
-from bench.servers import MAX_SESSIONS, SECRET, Backends, ServerProcess, backends, gateway_server
+from bench.servers import MAX_SESSIONS, SECRET, Backends, ServerProcess, backends, gateway_server, postmaster_pid
 from bench.storm_clients import Plan, Progress, clusters
 from bench.storm_clients import main as client_main
 from gateway.app import token_issuer
@@ -83,7 +83,8 @@ class Figures(report.Figures):
     quiet: list[float] = field(default_factory=list)  # dispatch latencies, seconds
     storm: list[float] = field(default_factory=list)
     orders: dict[str, int] = field(default_factory=dict)
-    cpu: dict[str, float] = field(default_factory=dict)  # the survivors' CPU during the storm, 1.0 = a core
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU during the storm by process, 1.0 = a core
+    busy: float = math.nan  # the machine's CPUs busy during the storm, 1.0 = all of them
 
 
 def parser() -> argparse.ArgumentParser:
@@ -178,7 +179,14 @@ async def storm(s: Settings, f: Figures, b: Backends, nodes: list[ServerProcess]
         phase = ["quiet"]
         ordering = asyncio.create_task(orders(consumer, s.order_interval_s, sent, phase))
         await collect(s.quiet_s)
-        survivors = [(n, cpu_seconds(n.pid)) for n in nodes[1:]]
+        postmaster = postmaster_pid(b)
+        probes: dict[str, Callable[[], float]] = {
+            "node B": lambda: cpu_seconds(nodes[1].pid), "node C": lambda: cpu_seconds(c.pid),
+            "clients": lambda: sum(cpu_seconds(w.pid) for w in workers if w.pid is not None),
+            "PostgreSQL": lambda: family_cpu_seconds(postmaster), "Redis": lambda: cpu_seconds(b.redis_pid)}
+        used = {name: probe() for name, probe in probes.items()}
+        a_from = a_last = cpu_seconds(a.pid)  # node A's: read every half second until it is gone
+        machine = busy_seconds()
         print("  SIGTERM to node A", flush=True)
         phase[0] = "storm"
         sigterm, exited = time.monotonic(), threading.Event()
@@ -193,14 +201,19 @@ async def storm(s: Settings, f: Figures, b: Backends, nodes: list[ServerProcess]
         threading.Thread(target=wait_exit, daemon=True).start()
         while total("back") + total("failed") < total("started") and time.monotonic() - sigterm < s.limit_s:
             await collect(0.5)
+            with contextlib.suppress(OSError):
+                a_last = cpu_seconds(a.pid)
             if exited.is_set() and math.isnan(f.exit_s):
                 f.exit_s = time.monotonic() - sigterm
             print(f"  {time.monotonic() - sigterm:5.1f} s: {total('back'):,} back, {total('failed'):,} gave up, "
                   f"{total('off_duty'):,} told off duty"
                   + ("" if math.isnan(f.exit_s) else f" (A exited after {f.exit_s:.1f} s)"), flush=True)
         storm_s = time.monotonic() - sigterm
-        f.cpu = {f"node {name.upper()}": (cpu_seconds(n.pid) - before) / storm_s
-                 for name, (n, before) in zip("bc", survivors, strict=True)}
+        busy = busy_seconds() - machine
+        used = {"node A": a_last - a_from} | {name: probe() - used[name] for name, probe in probes.items()}
+        used["other"] = max(0.0, busy - sum(used.values()))  # with node A's last half second
+        f.cpu = {name: seconds / storm_s for name, seconds in used.items()}
+        f.busy = busy / storm_s / len(os.sched_getaffinity(0))
         ordering.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await ordering
@@ -290,8 +303,10 @@ def dispatch_rows(f: Figures) -> list[list[str]]:
 def conditions(f: Figures) -> str:
     cpu = ", ".join(f"{name} {share:.0%}" for name, share in f.cpu.items())
     return (f"{f.sessions:,} technician sessions signed in on node A ({f.signed_in_s:.0f} s to sign them all in, "
-            f"50 connecting at a time per client process, {f.settings['clients']} client processes); the survivors' "
-            f"CPU during the storm: {cpu} (100% = one core)")
+            f"50 connecting at a time per client process, {f.settings['clients']} client processes); CPU from the "
+            f"SIGTERM until the sessions were back (100% = one core): {cpu} (node A's until its last reading, half a "
+            f"second or less before it exited; other: the rest of the machine); the machine's CPUs were "
+            f"{f.busy:.0%} busy")
 
 
 def notes(f: Figures) -> list[str]:
