@@ -78,6 +78,7 @@ class Figures(report.Figures):
     failed: int = 0
     off_duty: int = 0
     refused: dict[str, int] = field(default_factory=dict)  # sign-ins answered with an error, by code
+    attempts: int = 0  # connections the apps tried, their first on node A included
     nodes: dict[str, int] = field(default_factory=dict)
     exit_s: float = math.nan  # node A's exit after the SIGTERM
     quiet: list[float] = field(default_factory=list)  # dispatch latencies, seconds
@@ -236,6 +237,7 @@ async def storm(s: Settings, f: Figures, b: Backends, nodes: list[ServerProcess]
     sent_phase = dict(sent)
     f.sessions, f.failed = s.sessions, sum(p.failed for p in finals.values())
     f.off_duty = sum(p.off_duty for p in finals.values())
+    f.attempts = sum(p.attempts for p in finals.values())
     for p in finals.values():
         for code, n in p.refused.items():
             f.refused[code] = f.refused.get(code, 0) + n
@@ -314,6 +316,8 @@ def notes(f: Figures) -> list[str]:
            "pinned), so the clients' own work (15,000 TLS-less handshakes, decoding) competes with the nodes'; "
            "on separate machines the survivors would have their cores to themselves. Not covered: a real "
            "network's latency and a load balancer in front of the nodes."]
+    out.append(f"The apps tried {f.attempts:,} connections in all ({f.attempts / max(1, f.sessions):.2f} per session; "
+               "2 when each signs in on node A, then on a survivor at the first try).")
     if f.refused:
         codes = ", ".join(f"{code} {n:,}" for code, n in sorted(f.refused.items(), key=lambda kv: -kv[1]))
         out.append(f"Sign-ins answered with an error (the client library tries unavailable and rate_limited "

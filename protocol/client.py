@@ -225,6 +225,7 @@ class Reconnecting:
         self.client: Client | None = None  # the current connection, once signed in
         self.url = self.urls[0]
         self.connections = 0  # signed-in connections so far (1 + reconnects)
+        self.attempts = 0  # connections tried so far, signed in or not (refused, timed out, sign-in refused)
         self._next = 0
         self._ready = asyncio.Event()
         self._failed: BaseException | None = None
@@ -287,6 +288,7 @@ class Reconnecting:
         while True:
             self.url = self.urls[self._next % len(self.urls)]
             self._next += 1
+            self.attempts += 1
             try:
                 client = await Client.connect(self.url, codec=self.codec, events=self.events, **self.connect_kwargs)
             except (OSError, TimeoutError, WebSocketException):
