@@ -41,7 +41,7 @@ from bench.chat_report import Figures, LogErrors, Step, Throughput, print_report
 from bench.load import Hooks, sleep_until
 from bench.procfs import busy_seconds, cpu_seconds, family_cpu_seconds
 from bench.profiled import print_stats, switches
-from bench.servers import ROOT, SECRET, Backends, ServerProcess, backends, cores, gateway_server
+from bench.servers import ROOT, SECRET, Backends, ServerProcess, backends, cores, gateway_server, postmaster_pid
 from gateway.app import token_issuer
 from gateway.config import Config
 from protocol.auth import Auth
@@ -183,7 +183,7 @@ class Bench:
             b.root / "gateway.log", self.server_cpus, database_url=b.database_url, redis_url=b.redis_url,
             data_dir=self.config.data_dir, secret=SECRET, launcher=launcher))
         self.stack.callback(self._read_log)  # once the clients have closed, before the gateway stops
-        self.postmaster = _postmaster(b)
+        self.postmaster = postmaster_pid(b)
         started = time.monotonic()
         rooms = self._seed()
         print(f"{s.rooms:,} accepted orders into PostgreSQL in {time.monotonic() - started:.1f} s; connecting "
@@ -359,13 +359,6 @@ class Bench:
         if counts.errors:
             raise RuntimeError(f"{what}: {counts.errors} error replies or lost sessions; first: "
                                f"{counts.first_error}\n{self._server().log_tail()}")
-
-
-def _postmaster(b: Backends) -> int:
-    """The pid of the embedded PostgreSQL's postmaster (the first line of its postmaster.pid)."""
-    for pidfile in b.root.glob("**/postmaster.pid"):
-        return int(pidfile.read_text().split()[0])
-    raise RuntimeError(f"no postmaster.pid under {b.root}")
 
 
 def _read_line(process: subprocess.Popen[bytes], timeout: float, starts: str) -> str:

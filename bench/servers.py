@@ -158,6 +158,13 @@ def backends(prefix: str) -> Iterator[Backends]:
             embedded.stop()
 
 
+def postmaster_pid(b: Backends) -> int:
+    """The pid of the embedded PostgreSQL's postmaster (the first line of its postmaster.pid)."""
+    for pidfile in b.root.glob("**/postmaster.pid"):
+        return int(pidfile.read_text().split()[0])
+    raise RuntimeError(f"no postmaster.pid under {b.root}")
+
+
 def cores(pin: bool) -> tuple[set[int] | None, set[int] | None]:
     """(the server's CPUs, the clients'): the last one for the server, the others for the clients;
     None, None when not pinning (or with a single CPU)."""

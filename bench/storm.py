@@ -29,20 +29,21 @@ import math
 import multiprocessing
 import os
 import queue
+import re
 import shutil
 import signal
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.queues import Queue
 from typing import Any
 
 from bench import cli, report
-from bench.procfs import cpu_seconds
+from bench.procfs import busy_seconds, cpu_seconds, family_cpu_seconds
 from bench.report import MARK, markdown_table, percentile, print_tables, rich_table
-from bench.servers import MAX_SESSIONS, SECRET, Backends, ServerProcess, backends, gateway_server
+from bench.servers import MAX_SESSIONS, SECRET, Backends, ServerProcess, backends, gateway_server, postmaster_pid
 from bench.storm_clients import Plan, Progress, clusters
 from bench.storm_clients import main as client_main
 from gateway.app import token_issuer
@@ -77,12 +78,14 @@ class Figures(report.Figures):
     failed: int = 0
     off_duty: int = 0
     refused: dict[str, int] = field(default_factory=dict)  # sign-ins answered with an error, by code
+    attempts: int = 0  # connections the apps tried, their first on node A included
     nodes: dict[str, int] = field(default_factory=dict)
     exit_s: float = math.nan  # node A's exit after the SIGTERM
     quiet: list[float] = field(default_factory=list)  # dispatch latencies, seconds
     storm: list[float] = field(default_factory=list)
     orders: dict[str, int] = field(default_factory=dict)
-    cpu: dict[str, float] = field(default_factory=dict)  # the survivors' CPU during the storm, 1.0 = a core
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU during the storm by process, 1.0 = a core
+    busy: float = math.nan  # the machine's CPUs busy during the storm, 1.0 = all of them
 
 
 def parser() -> argparse.ArgumentParser:
@@ -177,7 +180,14 @@ async def storm(s: Settings, f: Figures, b: Backends, nodes: list[ServerProcess]
         phase = ["quiet"]
         ordering = asyncio.create_task(orders(consumer, s.order_interval_s, sent, phase))
         await collect(s.quiet_s)
-        survivors = [(n, cpu_seconds(n.pid)) for n in nodes[1:]]
+        postmaster = postmaster_pid(b)
+        probes: dict[str, Callable[[], float]] = {
+            "node B": lambda: cpu_seconds(nodes[1].pid), "node C": lambda: cpu_seconds(c.pid),
+            "clients": lambda: sum(cpu_seconds(w.pid) for w in workers if w.pid is not None),
+            "PostgreSQL": lambda: family_cpu_seconds(postmaster), "Redis": lambda: cpu_seconds(b.redis_pid)}
+        used = {name: probe() for name, probe in probes.items()}
+        a_from = a_last = cpu_seconds(a.pid)  # node A's: read every half second until it is gone
+        machine = busy_seconds()
         print("  SIGTERM to node A", flush=True)
         phase[0] = "storm"
         sigterm, exited = time.monotonic(), threading.Event()
@@ -192,14 +202,19 @@ async def storm(s: Settings, f: Figures, b: Backends, nodes: list[ServerProcess]
         threading.Thread(target=wait_exit, daemon=True).start()
         while total("back") + total("failed") < total("started") and time.monotonic() - sigterm < s.limit_s:
             await collect(0.5)
+            with contextlib.suppress(OSError):
+                a_last = cpu_seconds(a.pid)
             if exited.is_set() and math.isnan(f.exit_s):
                 f.exit_s = time.monotonic() - sigterm
             print(f"  {time.monotonic() - sigterm:5.1f} s: {total('back'):,} back, {total('failed'):,} gave up, "
                   f"{total('off_duty'):,} told off duty"
                   + ("" if math.isnan(f.exit_s) else f" (A exited after {f.exit_s:.1f} s)"), flush=True)
         storm_s = time.monotonic() - sigterm
-        f.cpu = {f"node {name.upper()}": (cpu_seconds(n.pid) - before) / storm_s
-                 for name, (n, before) in zip("bc", survivors, strict=True)}
+        busy = busy_seconds() - machine
+        used = {"node A": a_last - a_from} | {name: probe() - used[name] for name, probe in probes.items()}
+        used["other"] = max(0.0, busy - sum(used.values()))  # with node A's last half second
+        f.cpu = {name: seconds / storm_s for name, seconds in used.items()}
+        f.busy = busy / storm_s / len(os.sched_getaffinity(0))
         ordering.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await ordering
@@ -222,6 +237,7 @@ async def storm(s: Settings, f: Figures, b: Backends, nodes: list[ServerProcess]
     sent_phase = dict(sent)
     f.sessions, f.failed = s.sessions, sum(p.failed for p in finals.values())
     f.off_duty = sum(p.off_duty for p in finals.values())
+    f.attempts = sum(p.attempts for p in finals.values())
     for p in finals.values():
         for code, n in p.refused.items():
             f.refused[code] = f.refused.get(code, 0) + n
@@ -289,8 +305,10 @@ def dispatch_rows(f: Figures) -> list[list[str]]:
 def conditions(f: Figures) -> str:
     cpu = ", ".join(f"{name} {share:.0%}" for name, share in f.cpu.items())
     return (f"{f.sessions:,} technician sessions signed in on node A ({f.signed_in_s:.0f} s to sign them all in, "
-            f"50 connecting at a time per client process, {f.settings['clients']} client processes); the survivors' "
-            f"CPU during the storm: {cpu} (100% = one core)")
+            f"50 connecting at a time per client process, {f.settings['clients']} client processes); CPU from the "
+            f"SIGTERM until the sessions were back (100% = one core): {cpu} (node A's until its last reading, half a "
+            f"second or less before it exited; other: the rest of the machine); the machine's CPUs were "
+            f"{f.busy:.0%} busy")
 
 
 def notes(f: Figures) -> list[str]:
@@ -298,6 +316,8 @@ def notes(f: Figures) -> list[str]:
            "pinned), so the clients' own work (15,000 TLS-less handshakes, decoding) competes with the nodes'; "
            "on separate machines the survivors would have their cores to themselves. Not covered: a real "
            "network's latency and a load balancer in front of the nodes."]
+    out.append(f"The apps tried {f.attempts:,} connections in all ({f.attempts / max(1, f.sessions):.2f} per session; "
+               "2 when each signs in on node A, then on a survivor at the first try).")
     if f.refused:
         codes = ", ".join(f"{code} {n:,}" for code, n in sorted(f.refused.items(), key=lambda kv: -kv[1]))
         out.append(f"Sign-ins answered with an error (the client library tries unavailable and rate_limited "
@@ -318,11 +338,40 @@ def print_report(f: Figures) -> None:
                                 dispatch_rows(f))], notes(f))
 
 
+def last_run(path: Path) -> tuple[list[str], str, str] | None:
+    """The section's figures as the file has them now (the run this one replaces): its summary
+    row, its dispatch p99 during the storm, and when it ran; None when there are none."""
+    old = next((m.group(2) for m in report.SECTION.finditer(path.read_text() if path.exists() else "")
+                if m.group(1) == "storm"), "")
+    when = re.search(r"on (\d{4}-\d\d-\d\d \d\d:\d\d UTC)", old)
+    lines = old.splitlines()
+    head = "| " + " | ".join(BACK_HEADER) + " |"
+    if when is None or head not in lines:
+        return None
+    row = [cell.strip() for cell in lines[lines.index(head) + 2].strip("|").split("|")]
+    storm = next((line for line in lines if line.startswith("| during the storm |")), "")
+    p99 = storm.split("|")[5].strip() if storm.count("|") > 6 else "-"
+    return row, p99, when.group(1)
+
+
+def beside_last(f: Figures, path: Path) -> str:
+    """This run's figures beside those of the run it replaces in `path` (the issue keeps both)."""
+    found = last_run(path)
+    if found is None:
+        return ""
+    row, p99, when = found
+    header = ["Run", *BACK_HEADER, "Dispatch p99 during the storm"]
+    now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(f.started))
+    rows = [[f"before ({when})", *row[:len(BACK_HEADER)], p99],
+            [f"this run ({now})", *back_rows(f)[0], report.ms(percentile(f.storm, 0.99))]]
+    return f"\n\n### Beside the run before\n\n{markdown_table(header, rows)}"
+
+
 def write_markdown(f: Figures, path: Path) -> None:
     report.write_markdown(path, "storm", f, profile="it has no profiler.", about=__doc__.split("\n\n", 2)[2].strip()
                           + f"\n\nGoal: 99% of the sessions back within {GOAL_S:g} s of the SIGTERM.",
                           tables=f"### Summary\n\n{conditions(f)}.\n\n{markdown_table(BACK_HEADER, back_rows(f))}"
-                                 f"\n\n{markdown_table(DISPATCH_HEADER, dispatch_rows(f))}",
+                                 f"\n\n{markdown_table(DISPATCH_HEADER, dispatch_rows(f))}{beside_last(f, path)}",
                           notes=notes(f))
 
 

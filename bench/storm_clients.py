@@ -65,6 +65,7 @@ class Progress:
     deliveries: list[tuple[str, float]] = field(default_factory=list)  # (order id, monotonic time received)
     off_duty: int = 0  # connections whose location.update reply said on_duty false
     refused: dict[str, int] = field(default_factory=dict)  # error replies to a sign-in, by code
+    attempts: int = 0  # connections tried, each session's first one on node A included
 
 
 def place(rng: random.Random, centre: tuple[float, float]) -> tuple[float, float]:
@@ -139,7 +140,8 @@ async def run(plan: Plan, reports: "Queue[Any]", stop: ProcessEvent) -> None:
             nodes[t.app.url] = nodes.get(t.app.url, 0) + 1
     listener.cancel()
     reports.put(Progress(plan.worker, counts.started, counts.back, counts.failed, True,
-                         [t.ready_at for t in techs], nodes, deliveries, counts.off_duty, counts.refused))
+                         [t.ready_at for t in techs], nodes, deliveries, counts.off_duty, counts.refused,
+                         sum(t.app.attempts for t in techs)))
     await asyncio.gather(*(close(t.app) for t in techs))
 
 

@@ -45,6 +45,7 @@ from handlers.services import Services
 from storage import geo, lifecycle
 from storage.backfill import encrypt_existing
 from storage.blobs import LocalBlobs
+from storage.coalesce import SignInReads
 from storage.crypto import FieldCipher
 from storage.db import connect_postgres, connect_redis
 from storage.keys import KeyRing, KeyUnavailable
@@ -178,7 +179,7 @@ class Running:
         chat = ChatWriter(hub.publish_many)
         services = Services(db, redis, token_issuer(c), self.passwords or Passwords(), cipher, positions,
                             geo.NearbySearch(redis), blobs, Catalogs(), chat, order_rules,
-                            chat_rules, money_rules, stripe_access(c), ai_rules=ai_rules(c))
+                            chat_rules, money_rules, SignInReads(db), stripe_access(c), ai_rules=ai_rules(c))
         engine_for(services)  # now: importing the OpenAI SDK on a first answer would stall every session
         positions.start()
         chat.start(services)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from handlers.i18n import Catalogs
     from handlers.money.stripe_api import StripeAccess
     from storage.blobs import BlobStore
+    from storage.coalesce import SignInReads
     from storage.crypto import FieldCipher
     from storage.geo import NearbySearch, PositionWriter
 
@@ -53,6 +54,7 @@ class Services:
     order_rules: OrderRules
     chat_rules: ChatRules
     money_rules: MoneyRules
+    sign_in_reads: "SignInReads"  # a sign-in's suspension probe and duty read, coalesced across sessions
     stripe: "StripeAccess | None" = None  # None: payments are off (no STRIPE_API_KEY)
     public_url: PublicUrl = field(default_factory=PublicUrl)
     catalog_cache: CatalogCache = field(default_factory=CatalogCache)  # this process's copy of the catalog

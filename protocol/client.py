@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 import msgspec
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
+from websockets.frames import Frame, Opcode
+from websockets.protocol import Event as ProtocolEvent
 
 from protocol.codec import JSON, Codec
 from protocol.frames import Error, Event, Reply, Request
@@ -32,6 +34,26 @@ class ErrorReply(Exception):
         super().__init__(f"{error.code}: {error.message}")
         self.error = error
         self.code = error.code
+
+
+class _Connection(ClientConnection):
+    """A client connection that says when the server's close frame has arrived (`closing`). The
+    TCP connection ends later, when the server has answered the closing handshake: a node that
+    closes thousands of sessions at once (a deploy's SIGTERM) takes seconds to get to each, and an
+    app waiting for that before reconnecting waits for the whole drain."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.closing = asyncio.Event()
+
+    def process_event(self, event: ProtocolEvent) -> None:
+        super().process_event(event)
+        if isinstance(event, Frame) and event.opcode is Opcode.CLOSE:
+            self.closing.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.closing.set()
 
 
 class Client:
@@ -51,8 +73,17 @@ class Client:
     async def connect(cls, url: str, *, codec: Codec = JSON, subprotocol: bool = True,
                       events: "asyncio.Queue[Event | dict[str, Any]] | None" = None, **kwargs: Any) -> "Client":
         offer = [codec.subprotocol] if subprotocol else None
+        kwargs.setdefault("create_connection", _Connection)
         ws = await connect(url, subprotocols=offer, compression=None, **kwargs)  # type: ignore[arg-type]
         return cls(ws, codec, events)
+
+    async def closing(self) -> None:
+        """Return once the server has begun to close the connection (its close frame arrived) or
+        the connection is gone, whichever comes first: no reply or event follows a close frame."""
+        if isinstance(self.ws, _Connection):
+            await self.ws.closing.wait()
+        else:
+            await self.ws.wait_closed()
 
     async def __aenter__(self) -> "Client":
         return self
@@ -194,10 +225,12 @@ class Reconnecting:
         self.client: Client | None = None  # the current connection, once signed in
         self.url = self.urls[0]
         self.connections = 0  # signed-in connections so far (1 + reconnects)
+        self.attempts = 0  # connections tried so far, signed in or not (refused, timed out, sign-in refused)
         self._next = 0
         self._ready = asyncio.Event()
         self._failed: BaseException | None = None
         self._task: asyncio.Task[None] | None = None
+        self._closing: set[asyncio.Task[None]] = set()  # old connections finishing their close
 
     async def start(self, timeout: float = 30.0) -> "Reconnecting":
         self._task = asyncio.create_task(self._run(), name="reconnecting")
@@ -218,6 +251,8 @@ class Reconnecting:
                 await self._task
         if self.client is not None:
             await self.client.close()
+        if self._closing:
+            await asyncio.wait(self._closing)
 
     @property
     def failed(self) -> BaseException | None:
@@ -253,6 +288,7 @@ class Reconnecting:
         while True:
             self.url = self.urls[self._next % len(self.urls)]
             self._next += 1
+            self.attempts += 1
             try:
                 client = await Client.connect(self.url, codec=self.codec, events=self.events, **self.connect_kwargs)
             except (OSError, TimeoutError, WebSocketException):
@@ -276,7 +312,10 @@ class Reconnecting:
             self.client, self.connections = client, self.connections + 1
             self.backoff.reset()
             self._ready.set()
-            await client.ws.wait_closed()
+            # Reconnect as soon as the server's close frame arrives (1012 from a node that drains):
+            # the old connection finishes its closing handshake meanwhile, in the background.
+            await client.closing()
             self._ready.clear()
-            await client.close()
+            self._closing.add(closer := asyncio.create_task(client.close()))
+            closer.add_done_callback(self._closing.discard)
             await asyncio.sleep(self.backoff.next())

@@ -184,6 +184,12 @@ async def duty(db: asyncpg.Pool, technician: str) -> bool:
     return bool(await db.fetchval("SELECT on_duty FROM technicians WHERE user_id = $1", technician))
 
 
+async def duties(db: asyncpg.Pool, technicians: list[str]) -> dict[str, bool]:
+    """`duty` for many technicians in one query: those with a row, whether they are on duty."""
+    rows = await db.fetch("SELECT user_id, on_duty FROM technicians WHERE user_id = ANY($1::text[])", technicians)
+    return {row["user_id"]: row["on_duty"] for row in rows}
+
+
 async def duty_rows(db: asyncpg.Pool, technicians: list[str]) -> list[asyncpg.Record]:
     """The duty rows (user_id, brands, services) of those technicians who are on duty."""
     rows: list[asyncpg.Record] = await db.fetch(

@@ -18,6 +18,13 @@ async def in_force(db: Conn, user_id: str) -> bool:
                                   " AND lifted_at IS NULL)", user_id))
 
 
+async def in_force_among(db: Conn, user_ids: list[str]) -> set[str]:
+    """Those of the users suspended now, in one probe (`in_force` for many)."""
+    rows = await db.fetch("SELECT user_id FROM suspensions WHERE user_id = ANY($1::text[])"
+                          " AND lifted_at IS NULL", user_ids)
+    return {row["user_id"] for row in rows}
+
+
 async def of_refresh_token(db: Conn, token: str) -> bool:
     """Whether the refresh token (live, spent or revoked) belongs to a suspended user."""
     return bool(await db.fetchval(

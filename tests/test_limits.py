@@ -188,7 +188,7 @@ async def test_a_sign_in_refused_for_now_is_tried_again_and_a_bad_token_is_not(m
                 await client.request(Ping())
 
         app = await Reconnecting([ws_url(gw)], sign_in, backoff=Backoff(0.01, 0.05)).start(timeout=20)
-        assert (attempts, app.connections, app.failed) == (2, 1, None)
+        assert (attempts, app.attempts, app.connections, app.failed) == (2, 2, 1, None)
         await app.close()
 
         async def bad_token(client: Client) -> None:

@@ -11,10 +11,11 @@ from pathlib import Path
 import msgspec
 import pytest
 from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
 
 from protocol.auth import Auth, Login, Ping, Register
-from protocol.client import Client
-from tests.conftest import SECRET, mint
+from protocol.client import Backoff, Client, Reconnecting
+from tests.conftest import SECRET, mint, ws_url
 from tests.processes import GatewayProcess, gone, workers_of
 
 
@@ -146,3 +147,27 @@ async def test_closed_sessions_raise_for_pending_requests(make_gateway):
         client = await Client.connect(f"ws://127.0.0.1:{gw.port}/ws")
     with pytest.raises((ConnectionError, ConnectionClosed)):
         await client.request(Ping(), timeout=5)
+
+
+async def test_an_app_reconnects_when_the_close_frame_arrives_while_its_node_still_drains(make_gateway):
+    """A draining node sends 1012 to thousands of sessions at once and completes their closing
+    handshakes one by one; its apps must not wait for theirs (the TCP close) before reconnecting.
+    Here the node never reads the app's answer to its close frame, like one too busy to."""
+    async with make_gateway() as draining, make_gateway() as other:
+        _, token = mint(draining, "technician")
+
+        async def sign_in(client: Client) -> None:
+            await client.request(Auth(token=token))
+
+        app = await Reconnecting([ws_url(draining), ws_url(other)], sign_in, backoff=Backoff(0.01, 0.05)).start()
+        assert app.url == ws_url(draining)
+        (session,), first = draining.sessions, await app.session()
+        session.ws.transport.pause_reading()  # the app's close frame is never read: no TCP close
+        session.close(1012, "service restart")
+        await asyncio.wait_for(first.closing(), 5)
+        client = await app.session(timeout=5)
+        assert app.url == ws_url(other) and app.connections == 2
+        assert (await client.request(Ping())).server_time is not None
+        assert session.ws.state is not State.CLOSED  # the old connection is still closing
+        session.ws.transport.resume_reading()
+        await app.close()

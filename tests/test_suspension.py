@@ -216,3 +216,24 @@ async def test_suspending_again_enforces_it_anew_and_reassign_skips_the_suspende
     await gateway.services.db.execute("UPDATE technicians SET on_duty = true WHERE user_id = $1", tech_id)
     moved = await refused(admin, Reassign(order_id=order.id, technician_id=tech_id))
     assert (moved.code, moved.error.details) == ("conflict", {"current_state": "off_duty"})
+
+
+async def test_sessions_signing_in_at_once_each_get_their_own_answer(gateway, connect, signed_in):
+    """A node taking over a stopped node's sessions reads the suspensions and duty of every sign-in
+    of the moment in one query (storage.coalesce): each session still gets its own user's answer."""
+    admin, _ = await signed_in("admin")
+    techs = [mint(gateway, "technician") for _ in range(40)]
+    for _, token in techs[::2]:  # every other one has gone on duty before
+        first = await connect()
+        await first.request(Auth(token=token))
+        await first.request(Duty(on_duty=True))
+    banned = techs[1][0]
+    await admin.request(Suspend(user_id=banned, reason="chargeback fraud"))
+    apps = [await connect() for _ in techs]
+    signing_in = [app.request(Auth(token=token)) for app, (_, token) in zip(apps, techs, strict=True)]
+    answers = await asyncio.gather(*signing_in, return_exceptions=True)
+    assert isinstance(answers[1], ErrorReply) and answers[1].code == "suspended"
+    assert [a.user_id for i, a in enumerate(answers) if i != 1] == [u for i, (u, _) in enumerate(techs) if i != 1]
+    acks = await asyncio.gather(*(app.request(LocationUpdate(lat=40.0, lng=-74.0))
+                                  for i, app in enumerate(apps) if i != 1))
+    assert [ack.on_duty for ack in acks] == [i % 2 == 0 for i in range(len(techs)) if i != 1]

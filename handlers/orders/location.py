@@ -14,10 +14,12 @@ router = Router()
 
 
 async def on_duty(ctx: Context, technician: str) -> bool:
-    """Cached per session: read once from PostgreSQL, then kept by `tech.duty`."""
+    """Cached per session: read once from PostgreSQL (with the other sessions' reads of the
+    moment: a node taking over a stopped one's technicians reads thousands at once), then kept by
+    `tech.duty`."""
     known = ctx.memo.get("on_duty")
     if known is None:
-        known = ctx.memo["on_duty"] = await orders.duty(ctx.services.db, technician)
+        known = ctx.memo["on_duty"] = await ctx.services.sign_in_reads.on_duty.get(technician)
     return bool(known)
 
 
