@@ -175,7 +175,7 @@ class Running:
         blobs = LocalBlobs(data / "blobs", cipher)
         positions = geo.PositionWriter(redis)
         hub = Hub(redis, c.delivery_routing)
-        chat = ChatWriter(hub.publish_many)
+        chat = ChatWriter(hub.publish_many, hub.holds)
         services = Services(db, redis, token_issuer(c), self.passwords or Passwords(), cipher, positions,
                             geo.NearbySearch(redis), blobs, Catalogs(), chat, order_rules,
                             chat_rules, money_rules, stripe_access(c), ai_rules=ai_rules(c))
