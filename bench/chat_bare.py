@@ -23,7 +23,6 @@ limit, roles), metrics and latency histograms, and every other operation.
 import argparse
 import asyncio
 import signal
-import uuid
 from pathlib import Path
 
 import asyncpg
@@ -42,7 +41,7 @@ from protocol.chat import ChatMessage, ChatMessageEvent, ChatSend, ChatSent
 from protocol.frames import Empty, Error
 from storage.chat import Draft, send_many
 from storage.crypto import FieldCipher
-from storage.db import connect_postgres
+from storage.db import connect_postgres, parse_uuid
 
 MAX_BATCH = 500  # as handlers.chat.writer
 MEMBERS = "SELECT id, consumer_id, technician_id FROM orders WHERE id = ANY($1::uuid[])"
@@ -92,7 +91,7 @@ class ChatServer:
         except msgspec.DecodeError as exc:
             return error(None, "bad_request", str(exc))
         try:
-            order_id = uuid.UUID(req.order_id)
+            order_id = parse_uuid(req.order_id)
         except ValueError:
             return error(req.id, "not_found", "No such order.")
         if not (req.text and req.text.strip()) or req.attachments:  # attachments: not in this baseline
