@@ -90,8 +90,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--in-flight", type=int, default=200, help="closed loop: rooms with a message in flight each")
     p.add_argument("--rounds", type=int, default=3, help="closed loop: runs per side (alternating); medians")
     return cli.common_options(p, pinned="the gateway and the baseline", profile=(
-        "DIR", "instead: run the gateway's closed loop once under cProfile (measured window only, no baseline), "
-               "write DIR/chat.prof and print where the time goes"))
+        "DIR", "instead: run the closed loop of the gateway and of the baseline chat server once each under "
+               "cProfile (measured window only), write DIR/chat.prof and DIR/chat_bare.prof and print where the "
+               "time goes"))
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -133,25 +134,29 @@ def measure(s: Settings, command: str) -> Figures:
 
 
 def profile(s: Settings, folder: Path) -> None:
-    """The gateway's closed loop once, under cProfile during its measured window."""
+    """The closed loop of the gateway and of the baseline chat server once each, under cProfile
+    during its measured window."""
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "chat.prof"
-    path.unlink(missing_ok=True)
-    Path(f"{path}.gc").unlink(missing_ok=True)
+    paths = {"gateway": folder / "chat.prof", "bare": folder / "chat_bare.prof"}
+    for path in paths.values():
+        path.unlink(missing_ok=True)
+        Path(f"{path}.gc").unlink(missing_ok=True)
     server_cpus, client_cpus = cores(s.pin)
-    with backends("bench-chat-") as b, Bench(s, b, server_cpus, client_cpus, path) as bench:
-        print(f"under cProfile (slower than without): {bench.closed_loop(1).summary()}", flush=True)
-    deadline = time.monotonic() + 30
-    while not path.exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    print("\n==== chat.send, closed loop: the gateway's measured window ====")
-    print_stats(path, 30, r"gateway|handlers|storage|protocol|websockets|redis|asyncpg", 40)
+    with backends("bench-chat-") as b, Bench(s, b, server_cpus, client_cpus, folder) as bench:
+        for side in paths:
+            print(f"under cProfile (slower than without): {bench.closed_loop(1, side).summary()}", flush=True)
+    for side, path in paths.items():
+        deadline = time.monotonic() + 30
+        while not path.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        print(f"\n==== chat.send, closed loop: {'the gateway' if side == 'gateway' else 'the baseline'}'s window ====")
+        print_stats(path, 30, r"gateway|handlers|storage|protocol|websockets|redis|asyncpg|bench", 40)
 
 
 class Bench:
     """`with Bench(...) as bench:` the gateway running, the rooms in PostgreSQL, every member
-    connected and the rooms warmed up; then the phases. With `profile`, the gateway runs under
-    cProfile, switched on for the closed loop's window."""
+    connected and the rooms warmed up; then the phases. With `profile` (a folder), the gateway and
+    the baseline chat server run under cProfile, switched on for the closed loop's window."""
 
     def __init__(self, s: Settings, b: Backends, server_cpus: set[int] | None, client_cpus: set[int] | None,
                  profile: Path | None = None) -> None:
@@ -163,7 +168,7 @@ class Bench:
         self.rooms_file = b.root / "rooms.json"
         self.server: ServerProcess | None = None
         self.clients: ChatClients | None = None
-        self.bare: ServerProcess | None = None  # the like-for-like baseline (not when profiling)
+        self.bare: ServerProcess | None = None  # the like-for-like baseline
         self.bare_clients: ChatClients | None = None
         self.postmaster = 0
         self.baseline_runs = 0  # each baseline run numbers its rows from SEQ_FROM times its number
@@ -183,11 +188,13 @@ class Bench:
 
     def _start(self) -> None:
         s, b = self.s, self.b
-        launcher = None if self.profile is None else [sys.executable, "-m", "bench.profiled", str(self.profile)]
+        def launcher(out: str) -> list[str] | None:
+            return None if self.profile is None else [sys.executable, "-m", "bench.profiled", str(self.profile / out)]
+
         print("starting the gateway (it migrates the database) ...", flush=True)
         self.server = server = self.stack.enter_context(gateway_server(
             b.root / "gateway.log", self.server_cpus, database_url=b.database_url, redis_url=b.redis_url,
-            data_dir=self.config.data_dir, secret=SECRET, launcher=launcher))
+            data_dir=self.config.data_dir, secret=SECRET, launcher=launcher("chat.prof")))
         self.stack.callback(self._read_log)  # once the clients have closed, before the gateway stops
         self.postmaster = _postmaster(b)
         started = time.monotonic()
@@ -199,14 +206,15 @@ class Bench:
         opened_at = time.monotonic()
         print(f"  open in {opened_at - started:.1f} s; warming every room up ...", flush=True)
         self._warm(server, self.clients)
-        if self.profile is None:
-            print(f"starting the baseline chat server; connecting {2 * s.rooms:,} members to it ...", flush=True)
-            self.bare = bare = self.stack.enter_context(ServerProcess("chat-bare", [
-                sys.executable, "-m", "bench.chat_bare", "--host", HOST, "--port", str(port := free_port(HOST)),
-                "--database-url", b.database_url, "--data-dir", str(self.config.data_dir), "--secret", SECRET,
-                "--pool-size", str(s.pool_size)], port, b.root / "chat_bare.log", self.server_cpus))
-            self.bare_clients = self._connect(bare, bare_rooms)
-            self._warm(bare, self.bare_clients)
+        print(f"starting the baseline chat server; connecting {2 * s.rooms:,} members to it ...", flush=True)
+        bare_argv = launcher("chat_bare.prof") or [sys.executable, "-m"]
+        self.bare = bare = self.stack.enter_context(ServerProcess("chat-bare", [
+            *bare_argv, "bench/chat_bare.py" if self.profile else "bench.chat_bare", "--host", HOST,
+            "--port", str(port := free_port(HOST)), "--database-url", b.database_url,
+            "--data-dir", str(self.config.data_dir), "--secret", SECRET, "--pool-size", str(s.pool_size)],
+            port, b.root / "chat_bare.log", self.server_cpus))
+        self.bare_clients = self._connect(bare, bare_rooms)
+        self._warm(bare, self.bare_clients)
         # Steady state: the gateway moves long-lived objects (the sessions) out of the garbage
         # collector's way every second (gateway.app.settle_garbage_collector); until it has, full
         # collections of 60 ms land on whatever is measured.

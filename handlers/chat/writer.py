@@ -30,7 +30,7 @@ MAX_BATCH = 500
 Stored = tuple[asyncpg.Record, bool, ChatMessage | None]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs a call per field
 class Post:
     draft: chat.Draft
     members: tuple[str, ...] | None  # who is in the room now; None: looked up, the sender must be one
@@ -39,7 +39,10 @@ class Post:
 
 
 def members_of(order: asyncpg.Record) -> tuple[str, ...]:
-    return tuple(m for m in (order["consumer_id"], order["technician_id"]) if m is not None)
+    consumer, technician = order["consumer_id"], order["technician_id"]
+    if technician is None:
+        return () if consumer is None else (consumer,)
+    return (technician,) if consumer is None else (consumer, technician)
 
 
 def not_a_member() -> NotFound:
