@@ -1,20 +1,22 @@
-"""Chat: message latency at rising rates, and throughput against bare asyncpg inserts of the same rows.
+"""Chat: message latency at rising rates and throughput, against a bare chat server doing the same work
+(bench.chat_bare), with bare asyncpg inserts of the same rows as references.
 
     .venv/bin/python -m bench.chat [--quick] [--markdown docs/benchmarks.md] [--profile DIR]
 
 Orders are put straight into PostgreSQL as accepted (a consumer and a technician each), and both
-members of every room connect to one gateway process.
+members of every room connect to one gateway process; as many rooms of their own to the baseline.
 
 1. Latency, open loop: `chat.send` at a steady aggregate rate, whatever the replies; from the frame
    leaving the sender to the OTHER member's `chat.message`, p50/p99 at each rate of a rising
-   series, until p99 reaches 50 ms or the gateway falls behind. Reported: the highest rate held.
+   series, on the gateway and on the baseline chat server (below), each until its p99 reaches
+   50 ms or it falls behind. Reported: each one's highest rate held. Goal: the gateway's >= 0.7x.
 2. Throughput, closed loop: rooms keep one message each in flight; a message counts once the other
    member has it (and the sender its reply). Baseline: `bench.chat_bare`, a bare chat server
    doing the same work per message (websockets, the same statements in batches of up to 500, the
    same encryption, delivery to both members, the reply after the commit) with rooms and sessions
    of its own, as many. Goal: >= 0.7x. Second references: `bench.chat_inserts`, bare asyncpg
    inserting the rows only, batched as the gateway's writer and one per statement. With the CPU of
-   the gateway, PostgreSQL and Redis over each window.
+   the server, PostgreSQL and Redis over each window.
 """
 
 import sys
@@ -214,11 +216,12 @@ class Bench:
             "--data-dir", str(self.config.data_dir), "--secret", SECRET, "--pool-size", str(s.pool_size)],
             port, b.root / "chat_bare.log", self.server_cpus))
         self.bare_clients = self._connect(bare, bare_rooms)
+        bare_opened_at = time.monotonic()
         self._warm(bare, self.bare_clients)
-        # Steady state: the gateway moves long-lived objects (the sessions) out of the garbage
-        # collector's way every second (gateway.app.settle_garbage_collector); until it has, full
+        # Steady state: both servers move long-lived objects (the sessions) out of the garbage
+        # collector's way every second (gateway.app.settle_garbage_collector); until they have, full
         # collections of 60 ms land on whatever is measured.
-        sleep_until(opened_at + SETTLE_S)
+        sleep_until(max(opened_at, bare_opened_at) + SETTLE_S)
 
     def _connect(self, server: ServerProcess, rooms: list[Room]) -> ChatClients:
         s = self.s
@@ -273,31 +276,45 @@ class Bench:
 
     # -- 1. latency, open loop ----------------------------------------------------------------
     def ramp(self) -> list[Step]:
-        s, clients = self.s, self._clients()
-        steps = []
+        """Each rate on the gateway, then on the baseline server; a side stops at its first miss."""
+        s = self.s
+        steps: list[Step] = []
+        rising = ["gateway", "bare"]
         for rate in s.rates:
-            print(f"open loop at {rate:,.0f} msg/s ...", flush=True)
-            cpu = self._window(clients.start_rate(rate), s.step_seconds, {"gateway": self._gateway_cpu})
-            counts = clients.collect(s.warmup + s.step_seconds)
-            self._check(counts, f"open loop at {rate:,.0f} msg/s")
-            step = Step(rate=rate, seconds=s.step_seconds, sent=counts.sent, done=counts.done, late=counts.late,
-                        errors=counts.errors, latencies=list(counts.latencies), replies=list(counts.replies),
-                        lag=list(counts.lag), cpu=cpu, slow=counts.slow)
-            steps.append(step)
-            print(f"  {step.summary()}", flush=True)
-            if not step.held:
+            for side in list(rising):
+                server, clients = self._side(side)
+                print(f"open loop at {rate:,.0f} msg/s: {self._name(side)} ...", flush=True)
+                cpu = self._window(clients.start_rate(rate), s.step_seconds, {"server": server.cpu}, clients=clients)
+                counts = clients.collect(s.warmup + s.step_seconds)
+                self._check(counts, f"open loop at {rate:,.0f} msg/s ({self._name(side)})", server)
+                step = Step(rate=rate, seconds=s.step_seconds, sent=counts.sent, done=counts.done, late=counts.late,
+                            errors=counts.errors, latencies=list(counts.latencies), replies=list(counts.replies),
+                            lag=list(counts.lag), cpu=cpu, slow=counts.slow, side=side)
+                steps.append(step)
+                print(f"  {step.summary()}", flush=True)
+                if not step.held:
+                    rising.remove(side)
+            if not rising:
                 break
         return steps
+
+    def _side(self, side: str) -> tuple[ServerProcess, ChatClients]:
+        server, clients = (self.server, self.clients) if side == "gateway" else (self.bare, self.bare_clients)
+        assert server is not None and clients is not None
+        return server, clients
+
+    @staticmethod
+    def _name(side: str) -> str:
+        return "the gateway" if side == "gateway" else "the baseline chat server"
 
     # -- 2. throughput, closed loop -----------------------------------------------------------
     def closed_loop(self, round_: int, side: str = "gateway") -> Throughput:
         s = self.s
-        server, clients = (self._server(), self._clients()) if side == "gateway" else (self.bare, self.bare_clients)
-        assert server is not None and clients is not None
-        what = "the gateway" if side == "gateway" else "the baseline chat server"
+        server, clients = self._side(side)
+        what = self._name(side)
         print(f"closed loop, round {round_}/{s.rounds}: {what}, {s.in_flight} in flight ...", flush=True)
         hooks = None if self.profile is None else switches(server.pid)
-        cpu = self._window(clients.start_loop(s.in_flight), s.seconds, {"server": server.cpu}, hooks, clients)
+        cpu = self._window(clients.start_loop(s.in_flight), s.seconds, {"server": server.cpu}, hooks, clients=clients)
         counts = clients.collect(s.warmup + s.seconds)
         self._check(counts, f"closed loop ({what})", server)
         run = Throughput(side=side, round=round_, in_flight=s.in_flight, done=counts.done, seconds=s.seconds,
@@ -379,9 +396,6 @@ class Bench:
             return self._server().log.read_text(errors="replace").splitlines()
         except OSError:
             return []
-
-    def _gateway_cpu(self) -> float:
-        return cpu_seconds(self._server().pid)
 
     def _server(self) -> ServerProcess:
         assert self.server is not None

@@ -13,9 +13,11 @@ the room's next gap-free sequence numbers, the text sealed bound to room and seq
 fresh one delivered as `chat.message` to every session here of its room's members (the sender's
 included) before the commit; after the commit the senders get their `result` with the stored message.
 
-Not done here that the gateway does per message: Redis (delivery to the sessions other processes
-hold, the presence lookup for pushes to offline members), attachments, per-session state (rate
-limit, roles), metrics and latency histograms, and every other operation.
+Long-lived objects (the sessions) are moved out of the garbage collector's way as the gateway
+moves them (gateway.app.settle_garbage_collector). Not done here that the gateway does per
+message: Redis (delivery to the sessions other processes hold, the presence lookup for pushes to
+offline members), attachments, per-session state (rate limit, roles), metrics and latency
+histograms, and every other operation.
 
     python -m bench.chat_bare --port 8766 --database-url URL --data-dir DIR --secret S [--pool-size 10]
 """
@@ -32,7 +34,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from bench.bare import healthz
-from gateway.app import start_cipher, token_issuer
+from gateway.app import settle_garbage_collector, start_cipher, token_issuer
 from gateway.config import Config
 from gateway.wire import write_now
 from handlers.errors import GatewayError
@@ -159,11 +161,13 @@ async def main(args: argparse.Namespace) -> None:
     try:
         server = ChatServer(pool, await start_cipher(config, pool), config)
         writer = asyncio.create_task(server.writer())
+        settling = asyncio.create_task(settle_garbage_collector())  # as the gateway keeps sessions out of the way
         async with serve(server.connection, args.host, args.port, process_request=healthz, compression=None,
                          max_size=config.max_frame_bytes * 4, ping_interval=config.ping_interval_s,
                          ping_timeout=config.ping_interval_s, close_timeout=config.ping_interval_s):
             await stop.wait()
         writer.cancel()
+        settling.cancel()
     finally:
         await pool.close()
 
