@@ -1,17 +1,22 @@
-"""Chat: message latency at rising rates, and throughput against bare asyncpg inserts of the same rows.
+"""Chat: message latency at rising rates and throughput, against a bare chat server doing the same work
+(bench.chat_bare), with bare asyncpg inserts of the same rows as references.
 
     .venv/bin/python -m bench.chat [--quick] [--markdown docs/benchmarks.md] [--profile DIR]
 
 Orders are put straight into PostgreSQL as accepted (a consumer and a technician each), and both
-members of every room connect to one gateway process.
+members of every room connect to one gateway process; as many rooms of their own to the baseline.
 
 1. Latency, open loop: `chat.send` at a steady aggregate rate, whatever the replies; from the frame
    leaving the sender to the OTHER member's `chat.message`, p50/p99 at each rate of a rising
-   series, until p99 reaches 50 ms or the gateway falls behind. Reported: the highest rate held.
+   series, on the gateway and on the baseline chat server (below), each until its p99 reaches
+   50 ms or it falls behind. Reported: each one's highest rate held. Goal: the gateway's >= 0.7x.
 2. Throughput, closed loop: rooms keep one message each in flight; a message counts once the other
-   member has it (and the sender its reply). Baseline: `bench.chat_inserts`, bare asyncpg
-   inserting the same rows, one per statement, with a pool as the gateway's and as many in
-   flight. Goal: >= 0.5x. With the CPU of the gateway, PostgreSQL and Redis over each window.
+   member has it (and the sender its reply). Baseline: `bench.chat_bare`, a bare chat server
+   doing the same work per message (websockets, the same statements in batches of up to 500, the
+   same encryption, delivery to both members, the reply after the commit) with rooms and sessions
+   of its own, as many. Goal: >= 0.7x. Second references: `bench.chat_inserts`, bare asyncpg
+   inserting the rows only, batched as the gateway's writer and one per statement. With the CPU of
+   the server, PostgreSQL and Redis over each window.
 """
 
 import sys
@@ -41,10 +46,11 @@ from bench.chat_report import Figures, LogErrors, Step, Throughput, print_report
 from bench.load import Hooks, sleep_until
 from bench.procfs import busy_seconds, cpu_seconds, family_cpu_seconds
 from bench.profiled import print_stats, switches
-from bench.servers import ROOT, SECRET, Backends, ServerProcess, backends, cores, gateway_server, postmaster_pid
+from bench.servers import HOST, ROOT, SECRET, Backends, ServerProcess, backends, cores, gateway_server, postmaster_pid
 from gateway.app import token_issuer
 from gateway.config import Config
 from protocol.auth import Auth
+from storage.embedded import free_port
 
 RATES = (200, 500, 1000, 1500, 2000, 2500, 3000, 4000, 5000, 6500, 8000)
 QUICK_RATES = (200, 1000, 2000, 4000)
@@ -86,8 +92,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--in-flight", type=int, default=200, help="closed loop: rooms with a message in flight each")
     p.add_argument("--rounds", type=int, default=3, help="closed loop: runs per side (alternating); medians")
     return cli.common_options(p, pinned="the gateway and the baseline", profile=(
-        "DIR", "instead: run the gateway's closed loop once under cProfile (measured window only, no baseline), "
-               "write DIR/chat.prof and print where the time goes"))
+        "DIR", "instead: run the closed loop of the gateway and of the baseline chat server once each under "
+               "cProfile (measured window only), write DIR/chat.prof and DIR/chat_bare.prof and print where the "
+               "time goes"))
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -118,9 +125,9 @@ def measure(s: Settings, command: str) -> Figures:
         with Bench(s, b, server_cpus, client_cpus) as bench:
             figures.steps = bench.ramp()
             for round_ in range(1, s.rounds + 1):
-                sides = ("gateway", "asyncpg-batched", "asyncpg")
+                sides = ("gateway", "bare", "asyncpg-batched", "asyncpg")
                 for side in sides if round_ % 2 else sides[::-1]:
-                    figures.throughput.append(bench.closed_loop(round_) if side == "gateway" else
+                    figures.throughput.append(bench.closed_loop(round_, side) if side in ("gateway", "bare") else
                                               bench.inserts(round_, batched=side == "asyncpg-batched"))
             bench.measured()
         figures.log_measuring, figures.log_closing = bench.log_measuring, bench.log_closing
@@ -129,25 +136,29 @@ def measure(s: Settings, command: str) -> Figures:
 
 
 def profile(s: Settings, folder: Path) -> None:
-    """The gateway's closed loop once, under cProfile during its measured window."""
+    """The closed loop of the gateway and of the baseline chat server once each, under cProfile
+    during its measured window."""
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "chat.prof"
-    path.unlink(missing_ok=True)
-    Path(f"{path}.gc").unlink(missing_ok=True)
+    paths = {"gateway": folder / "chat.prof", "bare": folder / "chat_bare.prof"}
+    for path in paths.values():
+        path.unlink(missing_ok=True)
+        Path(f"{path}.gc").unlink(missing_ok=True)
     server_cpus, client_cpus = cores(s.pin)
-    with backends("bench-chat-") as b, Bench(s, b, server_cpus, client_cpus, path) as bench:
-        print(f"under cProfile (slower than without): {bench.closed_loop(1).summary()}", flush=True)
-    deadline = time.monotonic() + 30
-    while not path.exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    print("\n==== chat.send, closed loop: the gateway's measured window ====")
-    print_stats(path, 30, r"gateway|handlers|storage|protocol|websockets|redis|asyncpg", 40)
+    with backends("bench-chat-") as b, Bench(s, b, server_cpus, client_cpus, folder) as bench:
+        for side in paths:
+            print(f"under cProfile (slower than without): {bench.closed_loop(1, side).summary()}", flush=True)
+    for side, path in paths.items():
+        deadline = time.monotonic() + 30
+        while not path.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        print(f"\n==== chat.send, closed loop: {'the gateway' if side == 'gateway' else 'the baseline'}'s window ====")
+        print_stats(path, 30, r"gateway|handlers|storage|protocol|websockets|redis|asyncpg|bench", 40)
 
 
 class Bench:
     """`with Bench(...) as bench:` the gateway running, the rooms in PostgreSQL, every member
-    connected and the rooms warmed up; then the phases. With `profile`, the gateway runs under
-    cProfile, switched on for the closed loop's window."""
+    connected and the rooms warmed up; then the phases. With `profile` (a folder), the gateway and
+    the baseline chat server run under cProfile, switched on for the closed loop's window."""
 
     def __init__(self, s: Settings, b: Backends, server_cpus: set[int] | None, client_cpus: set[int] | None,
                  profile: Path | None = None) -> None:
@@ -159,6 +170,8 @@ class Bench:
         self.rooms_file = b.root / "rooms.json"
         self.server: ServerProcess | None = None
         self.clients: ChatClients | None = None
+        self.bare: ServerProcess | None = None  # the like-for-like baseline
+        self.bare_clients: ChatClients | None = None
         self.postmaster = 0
         self.baseline_runs = 0  # each baseline run numbers its rows from SEQ_FROM times its number
         self.log_measuring = self.log_closing = LogErrors.of([])  # what the gateway logged as errors
@@ -177,45 +190,67 @@ class Bench:
 
     def _start(self) -> None:
         s, b = self.s, self.b
-        launcher = None if self.profile is None else [sys.executable, "-m", "bench.profiled", str(self.profile)]
+        def launcher(out: str) -> list[str] | None:
+            return None if self.profile is None else [sys.executable, "-m", "bench.profiled", str(self.profile / out)]
+
         print("starting the gateway (it migrates the database) ...", flush=True)
         self.server = server = self.stack.enter_context(gateway_server(
             b.root / "gateway.log", self.server_cpus, database_url=b.database_url, redis_url=b.redis_url,
-            data_dir=self.config.data_dir, secret=SECRET, launcher=launcher))
+            data_dir=self.config.data_dir, secret=SECRET, launcher=launcher("chat.prof")))
         self.stack.callback(self._read_log)  # once the clients have closed, before the gateway stops
         self.postmaster = postmaster_pid(b)
         started = time.monotonic()
-        rooms = self._seed()
-        print(f"{s.rooms:,} accepted orders into PostgreSQL in {time.monotonic() - started:.1f} s; connecting "
-              f"{2 * s.rooms:,} members ...", flush=True)
+        rooms, bare_rooms = self._seed()
+        print(f"{2 * s.rooms:,} accepted orders into PostgreSQL in {time.monotonic() - started:.1f} s (half of "
+              f"them for the baseline server); connecting {2 * s.rooms:,} members to the gateway ...", flush=True)
         started = time.monotonic()
-        self.clients = clients = self.stack.enter_context(
+        self.clients = self._connect(server, rooms)
+        opened_at = time.monotonic()
+        print(f"  open in {opened_at - started:.1f} s; warming every room up ...", flush=True)
+        self._warm(server, self.clients)
+        print(f"starting the baseline chat server; connecting {2 * s.rooms:,} members to it ...", flush=True)
+        bare_argv = launcher("chat_bare.prof") or [sys.executable, "-m"]
+        self.bare = bare = self.stack.enter_context(ServerProcess("chat-bare", [
+            *bare_argv, "bench/chat_bare.py" if self.profile else "bench.chat_bare", "--host", HOST,
+            "--port", str(port := free_port(HOST)), "--database-url", b.database_url,
+            "--data-dir", str(self.config.data_dir), "--secret", SECRET, "--pool-size", str(s.pool_size)],
+            port, b.root / "chat_bare.log", self.server_cpus))
+        self.bare_clients = self._connect(bare, bare_rooms)
+        bare_opened_at = time.monotonic()
+        self._warm(bare, self.bare_clients)
+        # Steady state: both servers move long-lived objects (the sessions) out of the garbage
+        # collector's way every second (gateway.app.settle_garbage_collector); until they have, full
+        # collections of 60 ms land on whatever is measured.
+        sleep_until(max(opened_at, bare_opened_at) + SETTLE_S)
+
+    def _connect(self, server: ServerProcess, rooms: list[Room]) -> ChatClients:
+        s = self.s
+        clients = self.stack.enter_context(
             ChatClients(server.url, rooms, processes=min(s.clients, s.rooms), cpus=self.client_cpus))
         opened, failed, error = clients.open(timeout=60 + s.rooms / 20)
         if failed:
             raise RuntimeError(f"{failed} of {opened + failed} sessions failed to open; first: {error}\n"
                                f"{server.log_tail()}")
-        opened_at = time.monotonic()
-        print(f"  {opened:,} sessions open in {opened_at - started:.1f} s; warming every room up ...", flush=True)
+        return clients
+
+    def _warm(self, server: ServerProcess, clients: ChatClients) -> None:
+        s = self.s
         warm = max(2.0, 2 * s.warmup)
         clients.start_loop(s.rooms)(time.monotonic(), time.monotonic(), time.monotonic() + warm)
         counts = clients.collect(warm)
-        self._check(counts, "warm-up")
+        self._check(counts, "warm-up", server)
         if counts.done < s.rooms:
             raise RuntimeError(f"warm-up: only {counts.done} messages were delivered in {s.rooms:,} rooms\n"
                                f"{server.log_tail()}")
-        # Steady state: the gateway moves long-lived objects (the sessions) out of the garbage
-        # collector's way every second (gateway.app.settle_garbage_collector); until it has, full
-        # collections of 60 ms land on whatever is measured.
-        sleep_until(opened_at + SETTLE_S)
 
-    def _seed(self) -> list[Room]:
-        """The orders, accepted, straight into PostgreSQL; the rooms with their members' hellos;
-        the rooms (order, consumer, technician) in a file for the baseline."""
+    def _seed(self) -> tuple[list[Room], list[Room]]:
+        """The orders, accepted, straight into PostgreSQL, twice as many as rooms: the gateway's
+        and the baseline server's; the rooms with their members' hellos; the gateway's rooms
+        (order, consumer, technician) in a file for the inserting baselines."""
         issuer = token_issuer(self.config)
         encode = msgspec.json.Encoder().encode
         records, rooms, listed = [], [], []
-        for _ in range(self.s.rooms):
+        for _ in range(2 * self.s.rooms):
             order_id, consumer, technician = uuid.uuid4(), str(uuid.uuid4()), str(uuid.uuid4())
             records.append((order_id, consumer, consumer, "whirlpool", "WRF535SWHZ", "repair",
                             "Refrigerator stopped cooling, the freezer works.", b"bench: not an envelope", 41.88,
@@ -236,36 +271,53 @@ class Bench:
                 await conn.close()
 
         asyncio.run(load())
-        self.rooms_file.write_text(json.dumps(listed))
-        return rooms
+        self.rooms_file.write_text(json.dumps(listed[:self.s.rooms]))
+        return rooms[:self.s.rooms], rooms[self.s.rooms:]
 
     # -- 1. latency, open loop ----------------------------------------------------------------
     def ramp(self) -> list[Step]:
-        s, clients = self.s, self._clients()
-        steps = []
+        """Each rate on the gateway, then on the baseline server; a side stops at its first miss."""
+        s = self.s
+        steps: list[Step] = []
+        rising = ["gateway", "bare"]
         for rate in s.rates:
-            print(f"open loop at {rate:,.0f} msg/s ...", flush=True)
-            cpu = self._window(clients.start_rate(rate), s.step_seconds, {"gateway": self._gateway_cpu})
-            counts = clients.collect(s.warmup + s.step_seconds)
-            self._check(counts, f"open loop at {rate:,.0f} msg/s")
-            step = Step(rate=rate, seconds=s.step_seconds, sent=counts.sent, done=counts.done, late=counts.late,
-                        errors=counts.errors, latencies=list(counts.latencies), replies=list(counts.replies),
-                        lag=list(counts.lag), cpu=cpu, slow=counts.slow)
-            steps.append(step)
-            print(f"  {step.summary()}", flush=True)
-            if not step.held:
+            for side in list(rising):
+                server, clients = self._side(side)
+                print(f"open loop at {rate:,.0f} msg/s: {self._name(side)} ...", flush=True)
+                cpu = self._window(clients.start_rate(rate), s.step_seconds, {"server": server.cpu}, clients=clients)
+                counts = clients.collect(s.warmup + s.step_seconds)
+                self._check(counts, f"open loop at {rate:,.0f} msg/s ({self._name(side)})", server)
+                step = Step(rate=rate, seconds=s.step_seconds, sent=counts.sent, done=counts.done, late=counts.late,
+                            errors=counts.errors, latencies=list(counts.latencies), replies=list(counts.replies),
+                            lag=list(counts.lag), cpu=cpu, slow=counts.slow, side=side)
+                steps.append(step)
+                print(f"  {step.summary()}", flush=True)
+                if not step.held:
+                    rising.remove(side)
+            if not rising:
                 break
         return steps
 
+    def _side(self, side: str) -> tuple[ServerProcess, ChatClients]:
+        server, clients = (self.server, self.clients) if side == "gateway" else (self.bare, self.bare_clients)
+        assert server is not None and clients is not None
+        return server, clients
+
+    @staticmethod
+    def _name(side: str) -> str:
+        return "the gateway" if side == "gateway" else "the baseline chat server"
+
     # -- 2. throughput, closed loop -----------------------------------------------------------
-    def closed_loop(self, round_: int) -> Throughput:
-        s, clients = self.s, self._clients()
-        print(f"closed loop, round {round_}/{s.rounds}: the gateway, {s.in_flight} in flight ...", flush=True)
-        hooks = None if self.profile is None else switches(self._server().pid)
-        cpu = self._window(clients.start_loop(s.in_flight), s.seconds, {"server": self._gateway_cpu}, hooks)
+    def closed_loop(self, round_: int, side: str = "gateway") -> Throughput:
+        s = self.s
+        server, clients = self._side(side)
+        what = self._name(side)
+        print(f"closed loop, round {round_}/{s.rounds}: {what}, {s.in_flight} in flight ...", flush=True)
+        hooks = None if self.profile is None else switches(server.pid)
+        cpu = self._window(clients.start_loop(s.in_flight), s.seconds, {"server": server.cpu}, hooks, clients=clients)
         counts = clients.collect(s.warmup + s.seconds)
-        self._check(counts, "closed loop")
-        run = Throughput(side="gateway", round=round_, in_flight=s.in_flight, done=counts.done, seconds=s.seconds,
+        self._check(counts, f"closed loop ({what})", server)
+        run = Throughput(side=side, round=round_, in_flight=s.in_flight, done=counts.done, seconds=s.seconds,
                          latencies=list(counts.latencies), cpu=cpu)
         print(f"  {run.summary()}", flush=True)
         return run
@@ -308,11 +360,12 @@ class Bench:
         return run
 
     # -- helpers ------------------------------------------------------------------------------
-    def _window(self, start: Start, seconds: float, probes: Probes, hooks: Hooks | None = None) -> dict[str, float]:
+    def _window(self, start: Start, seconds: float, probes: Probes, hooks: Hooks | None = None,
+                clients: ChatClients | None = None) -> dict[str, float]:
         """Tell the load when to start, when the window opens and closes; the CPU seconds used over
         the window by the probes' processes, PostgreSQL, Redis, the clients and the rest (other)."""
         probes = probes | {"postgres": lambda: family_cpu_seconds(self.postmaster),
-                           "redis": lambda: cpu_seconds(self.b.redis_pid), "clients": self._clients().cpu}
+                           "redis": lambda: cpu_seconds(self.b.redis_pid), "clients": (clients or self._clients()).cpu}
         begin = time.monotonic() + 0.2
         t_from = begin + self.s.warmup
         t_until = t_from + seconds
@@ -344,9 +397,6 @@ class Bench:
         except OSError:
             return []
 
-    def _gateway_cpu(self) -> float:
-        return cpu_seconds(self._server().pid)
-
     def _server(self) -> ServerProcess:
         assert self.server is not None
         return self.server
@@ -355,10 +405,10 @@ class Bench:
         assert self.clients is not None
         return self.clients
 
-    def _check(self, counts: Counts, what: str) -> None:
+    def _check(self, counts: Counts, what: str, server: ServerProcess | None = None) -> None:
         if counts.errors:
             raise RuntimeError(f"{what}: {counts.errors} error replies or lost sessions; first: "
-                               f"{counts.first_error}\n{self._server().log_tail()}")
+                               f"{counts.first_error}\n{(server or self._server()).log_tail()}")
 
 
 def _read_line(process: subprocess.Popen[bytes], timeout: float, starts: str) -> str:

@@ -202,15 +202,17 @@ class Hub:
         most three PUBLISHes, not thousands); returns the local count. An announcement routed
         while a session signs in may miss it, as a multicast one may: see `push.locate`."""
         delivered = sum(self.deliver_local_many(users, event) for users, event in batches)
-        payload = [(users, MSGPACK.encode(event)) for users, event in batches]
-        if self.routing == "multicast" or not await self._route(payload):
+        if self.routing == "multicast" or not await self._route(batches):
+            payload = [(users, MSGPACK.encode(event)) for users, event in batches]
             await self._redis.publish(MULTICAST, self.node + MSGPACK.encode_any(payload))
         return delivered
 
-    async def _route(self, payload: list[tuple[list[str], bytes]]) -> bool:
-        """Publish to each other node its users' share of the events; False when the directory
-        cannot say where the users are (the caller multicasts instead: nothing is lost)."""
-        users = [user for recipients, _ in payload for user in recipients]  # (a repeated one is looked up twice)
+    async def _route(self, batches: Batches) -> bool:
+        """Publish to each other node its users' share of the events (each event encoded only if
+        some node needs it: a chat message between two sessions of this process costs one lookup
+        and no encoding); False when the directory cannot say where the users are (the caller
+        multicasts instead: nothing is lost)."""
+        users = [user for recipients, _ in batches for user in recipients]  # (a repeated one is looked up twice)
         if not users:
             return True
         try:
@@ -224,15 +226,19 @@ class Hub:
             ROUTING_FALLBACKS.inc()
             return False
         shares: dict[str, list[tuple[list[str], bytes]]] = {}
-        for recipients, encoded in payload:
+        sent: list[bytes] = []  # the events some other node gets
+        for recipients, event in batches:
             split: dict[str, list[str]] = {}
             for user in recipients:
                 for node in where.get(user, ()):
                     split.setdefault(node, []).append(user)
-            for node, theirs in split.items():
-                shares.setdefault(node, []).append((theirs, encoded))
+            if split:
+                encoded = MSGPACK.encode(event)
+                sent.append(encoded)
+                for node, theirs in split.items():
+                    shares.setdefault(node, []).append((theirs, encoded))
         if shares:
-            common = len(_common_prefix([encoded for _, encoded in payload]))
+            common = len(_common_prefix(sent))
             pipe = self._redis.pipeline(transaction=False)
             for node, share in shares.items():
                 head = share[0][1][:common]
@@ -250,6 +256,10 @@ class Hub:
     async def unwatch(self, user_id: str) -> int:
         """Stop every session of the user watching the feed, on every process (their brands changed)."""
         return await self.disconnect(user_id, UNWATCH)
+
+    def holds(self, user_id: str) -> bool:
+        """Whether a session of the user is on this process."""
+        return user_channel(user_id) in self.channels
 
     def local_users(self) -> list[str]:
         """The users with a session on this process."""

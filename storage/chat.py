@@ -45,7 +45,8 @@ async def send_many(conn: asyncpg.Connection, cipher: FieldCipher,
     draft, in order. Rooms are locked in id order, so concurrent batches cannot deadlock; the
     locks hold until the commit, so what the caller does before committing (delivering) happens
     in sequence order. A `UniqueViolationError` means another process stored one of them first."""
-    keys = [d.key for d in drafts if d.key]
+    keyed = [(d, d.key) for d in drafts]  # the property once per draft
+    keys = [k for _, k in keyed if k]
     stored: dict[tuple[uuid.UUID, str, str], tuple[asyncpg.Record, bool]] = {}
     if keys:
         for row in await conn.fetch(
@@ -57,14 +58,14 @@ async def send_many(conn: asyncpg.Connection, cipher: FieldCipher,
     plan: list[tuple[Key | None, int]] = []  # per draft: (key, -1) already stored; (None, i) fresh[i]; (key, i) again
     fresh: list[Draft] = []
     claimed: dict[tuple[uuid.UUID, str, str], int] = {}
-    for d in drafts:  # a client id twice in one batch: the first is stored, the second is its duplicate
-        if d.key is not None and d.key in stored:
-            plan.append((d.key, -1))
-        elif d.key is not None and d.key in claimed:
-            plan.append((d.key, claimed[d.key]))
+    for d, key in keyed:  # a client id twice in one batch: the first is stored, the second is its duplicate
+        if key is not None and key in stored:
+            plan.append((key, -1))
+        elif key is not None and key in claimed:
+            plan.append((key, claimed[key]))
         else:
-            if d.key is not None:
-                claimed[d.key] = len(fresh)
+            if key is not None:
+                claimed[key] = len(fresh)
             plan.append((None, len(fresh)))
             fresh.append(d)
     counts = Counter(d.order_id for d in fresh)

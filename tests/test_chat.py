@@ -46,6 +46,19 @@ async def test_members_talk_and_a_retry_stores_nothing_new(gateway, signed_in):
     assert count == 1
 
 
+async def test_the_room_is_found_by_any_spelling_of_its_order_id(gateway, signed_in):
+    consumer, tech, order_id, _ = await assigned_order(signed_in)
+    spellings = [order_id.upper(), order_id.replace("-", ""), "{" + order_id + "}", "urn:uuid:" + order_id]
+    for i, spelling in enumerate(spellings):
+        reply = await consumer.request(ChatSend(order_id=spelling, client_id=f"s-{i}", text=f"spelling {i}"))
+        assert reply.message.order_id == order_id and reply.message.text == f"spelling {i}"
+    assert texts((await tech.request(ChatHistory(order_id=order_id))).messages) == [
+        f"spelling {i}" for i in range(len(spellings))]
+    with pytest.raises(ErrorReply) as caught:
+        await consumer.request(ChatSend(order_id=order_id[:-1] + "g", client_id="bad", text="no"))
+    assert caught.value.code == "not_found"
+
+
 async def test_concurrent_senders_get_a_gap_free_sequence(gateway, signed_in):
     consumer, tech, order_id, _ = await assigned_order(signed_in)
     sends = [client.request(ChatSend(order_id=order_id, client_id=f"{who}-{i}", text=f"{who} {i}"))

@@ -32,6 +32,7 @@ from protocol.chat import (
 )
 from protocol.frames import Empty
 from storage import chat, orders
+from storage.db import parse_uuid
 
 router = Router()
 TYPING_EVERY_S = 2.0
@@ -69,13 +70,14 @@ async def send(ctx: Context, req: ChatSend) -> ChatSent:
     if not (req.text and req.text.strip()) and not req.attachments:
         raise BadRequest(N_("A message needs text or attachments."))
     try:
-        order_id = uuid.UUID(req.order_id)
+        order_id = parse_uuid(req.order_id)
     except ValueError:
         raise NotFound(N_("No such order.")) from None
-    attachments = await check_attachments(ctx, req.attachments, who.user_id)
+    attachments = await check_attachments(ctx, req.attachments, who.user_id) if req.attachments else []
     draft = chat.Draft(order_id, who.user_id, who.role, req.client_id, "text", req.text, tuple(attachments))
-    row, duplicate = await ctx.services.chat.post(draft)  # the writer checks the sender is a member
-    shown = await render(ctx.services, row, _locale(ctx), known=None if duplicate else draft)
+    row, duplicate, shown = await ctx.services.chat.post(draft)  # the writer checks the sender is a member
+    if shown is None:  # a duplicate: as stored
+        shown = await render(ctx.services, row, _locale(ctx))
     return ChatSent(message=shown, duplicate=duplicate)
 
 

@@ -7,6 +7,7 @@ members in the same transaction, and only then answers the senders."""
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -25,10 +26,11 @@ from storage import chat, lifecycle, users
 log = logging.getLogger(__name__)
 Deliver = Callable[[list[tuple[list[str], Event]]], Awaitable[object]]
 MAX_BATCH = 500
-Stored = tuple[asyncpg.Record, bool]  # (the message's row, whether it was stored before: a duplicate)
+# (the message's row, whether it was stored before: a duplicate, the text message as its room's members got it)
+Stored = tuple[asyncpg.Record, bool, ChatMessage | None]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs a call per field
 class Post:
     draft: chat.Draft
     members: tuple[str, ...] | None  # who is in the room now; None: looked up, the sender must be one
@@ -37,7 +39,10 @@ class Post:
 
 
 def members_of(order: asyncpg.Record) -> tuple[str, ...]:
-    return tuple(m for m in (order["consumer_id"], order["technician_id"]) if m is not None)
+    consumer, technician = order["consumer_id"], order["technician_id"]
+    if technician is None:
+        return () if consumer is None else (consumer,)
+    return (technician,) if consumer is None else (consumer, technician)
 
 
 def not_a_member() -> NotFound:
@@ -63,8 +68,11 @@ async def message(services: Services, row: asyncpg.Record, locale: str, *, revea
 
 
 class ChatWriter:
-    def __init__(self, deliver: Deliver) -> None:
+    def __init__(self, deliver: Deliver, here: Callable[[str], bool] | None = None) -> None:
+        """`deliver`: to every session of the users, wherever they are; `here`: whether a user has a
+        session on this process (no need to ask Redis whether they are online)."""
         self._deliver = deliver
+        self._here = here
         self._queue: list[Post] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -96,6 +104,7 @@ class ChatWriter:
 
     async def _write(self, batch: list[Post]) -> None:
         assert self._services is not None
+
         try:
             results = await self._commit(batch)
         except asyncpg.UniqueViolationError:
@@ -135,18 +144,24 @@ class ChatWriter:
             results = await chat.send_many(conn, services.cipher, [post.draft for post, _ in taken])
             fresh = [(post, members, row) for (post, members), (row, duplicate) in zip(taken, results, strict=True)
                      if not duplicate]
-            if fresh:
-                await self._announce(services, conn, fresh)
-        for _, _, row in fresh:  # committed
-            metrics.STORED.labels(row["kind"]).inc()
+            shown = await self._announce(services, conn, fresh) if fresh else {}
+        for kind, count in Counter(row["kind"] for _, _, row in fresh).items():  # committed
+            metrics.STORED.labels(kind).inc(count)
+        out: list[Stored | NotFound] = []
         stored = iter(results)
-        return [next(stored) if members is not None else not_a_member() for members in rooms]
+        for post, members in zip(batch, rooms, strict=True):
+            if members is None:
+                out.append(not_a_member())
+            else:
+                row, duplicate = next(stored)
+                out.append((row, duplicate, shown.get(id(post))))
+        return out
 
     @staticmethod
     async def _members(conn: asyncpg.Connection, batch: list[Post]) -> list[tuple[str, ...] | None]:
         """Each post's room members (None: its sender is not one, or there is no such order), those not
         given read in one query."""
-        wanted = sorted({post.draft.order_id for post in batch if post.members is None})
+        wanted = list({post.draft.order_id for post in batch if post.members is None})
         found = {row["id"]: members_of(row) for row in await conn.fetch(
             "SELECT id, consumer_id, technician_id FROM orders WHERE id = ANY($1::uuid[])", wanted)} if wanted else {}
         rooms: list[tuple[str, ...] | None] = []
@@ -157,28 +172,34 @@ class ChatWriter:
         return rooms
 
     async def _announce(self, services: Services, conn: asyncpg.Connection,
-                        fresh: list[tuple[Post, tuple[str, ...], asyncpg.Record]]) -> None:
-        """Deliver (in sequence order: rows are in batch order, rooms still locked) and queue pushes."""
+                        fresh: list[tuple[Post, tuple[str, ...], asyncpg.Record]]) -> dict[int, ChatMessage]:
+        """Deliver (in sequence order: rows are in batch order, rooms still locked) and queue pushes for
+        the members with no session here who are not online elsewhere either; the text messages as
+        delivered, by id() of their post (the sender's reply shows the same)."""
         system_readers = sorted({m for _, members, row in fresh if row["kind"] == "system" for m in members})
         locales = await users.locales(conn, system_readers) if system_readers else {}
         events: list[tuple[list[str], Event]] = []
         offline: list[Offline] = []
+        shown: dict[int, ChatMessage] = {}
+        here = self._here or (lambda _: False)
         for post, members, row in fresh:
             if row["kind"] == "system":  # each reader in their language
                 events += [([m], ChatMessageEvent(message=await message(services, row, locales.get(m, "en"))))
                            for m in members]
                 continue
-            events.append((list(members), ChatMessageEvent(message=await message(services, row, "en",
-                                                                                  known=post.draft))))
-            offline.append(Offline([m for m in members if m != row["sender_id"]],
-                                   f"chat:{row['order_id']}:{row['seq']}", NEW_MESSAGE, post.draft.body or ATTACHMENT,
-                                   {"type": "chat.message", "order_id": str(row["order_id"]),
-                                    "seq": str(row["seq"])}))
+            shown[id(post)] = text = await message(services, row, "en", known=post.draft)
+            events.append((list(members), ChatMessageEvent(message=text)))
+            away = [m for m in members if m != row["sender_id"] and not here(m)]
+            if away:
+                offline.append(Offline(away, f"chat:{row['order_id']}:{row['seq']}", NEW_MESSAGE,
+                                       post.draft.body or ATTACHMENT,
+                                       {"type": "chat.message", "order_id": text.order_id, "seq": str(row["seq"])}))
         await self._deliver(events)
         delivered = time.monotonic()
         for post, _, _ in fresh:
             metrics.DELIVERY.observe(delivered - post.arrived)
         await to_offline(services, conn, offline)
+        return shown
 
 
 def settle(post: Post, result: Stored | Exception) -> None:
