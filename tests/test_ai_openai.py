@@ -132,6 +132,24 @@ async def test_a_hazardous_step_broken_over_lines_is_gated_while_it_streams(gw, 
     assert answered.safety == "output_gated" and answered.answer.steps[1].technician_only
 
 
+async def test_a_hazard_is_answered_while_every_answering_slot_waits_on_a_stalled_model(
+        make_gateway, server, signed_in):
+    server.stall(seconds=20, times=2)  # both slots held by a provider that hangs
+    async with make_gateway(openai_api_key=API_KEY, openai_base_url=server.url + "/v1", openai_model=MODELS[0],
+                            ai_max_retries=0, ai_max_answering=2) as gw:
+        waiting = [(await signed_in("consumer", gw=gw))[0] for _ in range(2)]
+        for consumer in waiting:
+            await consumer.request(AiStart(**FRIDGE, description="The fridge is warm"))
+        async with asyncio.timeout(10):
+            while len(server.requests()) < 2:
+                await asyncio.sleep(0.01)
+        endangered, _ = await signed_in("consumer", gw=gw)
+        started = await endangered.request(AiStart(**FRIDGE, description="I smell gas behind the fridge"))
+        _, answered = await answer_of(endangered, started.conversation_id, 1, timeout=5)  # not after the stall
+        assert answered.safety == "input_hazard" and answered.answer.draft is not None
+        assert answered.answer.draft.urgency == "emergency" and len(server.requests()) == 2
+
+
 async def test_no_more_than_max_answering_answers_are_made_at_once(make_gateway, server, signed_in):
     server.stall(seconds=0.3, times=4)  # each answer waits at the model, so the answers overlap
     async with make_gateway(openai_api_key=API_KEY, openai_base_url=server.url + "/v1", openai_model=MODELS[0],

@@ -2,6 +2,7 @@
 made by a task (handlers.ai.answering) that outlives the session; the reply says which turn."""
 
 import base64
+import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -11,6 +12,7 @@ import asyncpg
 
 from handlers.admin import feed
 from handlers.ai.answering import Deliver, answer_turn, engine_for
+from handlers.ai.safety import hazard_in
 from handlers.ai.views import conversation_view
 from handlers.context import Context
 from handlers.errors import N_, BadRequest, Conflict, NotFound, RateLimited
@@ -63,9 +65,11 @@ Told = Callable[[AiAnswered], Awaitable[None]]  # what the live feed is told of 
 
 
 async def run(services: Services, deliver: Deliver, stream_to: Deliver, told: Told, conversation_id: uuid.UUID,
-              turn: int) -> None:
+              turn: int, hazard: bool = False) -> None:
+    """Answer the turn in one of the process's answering slots; a turn whose words tell of a hazard takes none:
+    its fixed safety answer asks no engine, and must not wait behind answers held up by a slow provider."""
     try:
-        async with services.ai_runtime.slots(services.ai_rules.max_answering):
+        async with contextlib.nullcontext() if hazard else services.ai_runtime.slots(services.ai_rules.max_answering):
             answered = await answer_turn(services, deliver, stream_to, conversation_id, turn)
     except Exception:  # the turn stays unanswered; answer_turn freed the conversation if it could
         log.exception("the answer to %s turn %d was lost", conversation_id, turn)
@@ -73,7 +77,7 @@ async def run(services: Services, deliver: Deliver, stream_to: Deliver, told: To
         await told(answered)
 
 
-def answer_later(ctx: Context, brand: str, conversation_id: uuid.UUID, turn: int) -> None:
+def answer_later(ctx: Context, brand: str, conversation_id: uuid.UUID, turn: int, said: str) -> None:
     """Answer in a task of this process; the live feed learns each answer's verdict, safety and engine
     (never its words: the back office reads those in admin.order, logged)."""
     assert ctx.identity is not None
@@ -84,7 +88,8 @@ def answer_later(ctx: Context, brand: str, conversation_id: uuid.UUID, turn: int
         await feed.publish(ctx, "ai.conversation", brand=brand, user_id=consumer_id, state=answered.answer.verdict,
                            conversation_id=str(conversation_id), detail=how)
 
-    answering = run(ctx.services, ctx.deliver_to_user, ctx.stream_to_user, told, conversation_id, turn)
+    answering = run(ctx.services, ctx.deliver_to_user, ctx.stream_to_user, told, conversation_id, turn,
+                    hazard_in(said))
     ctx.services.ai_runtime.spawn(answering, name=f"ai-answer-{conversation_id}-{turn}")
 
 
@@ -109,7 +114,7 @@ async def start(ctx: Context, req: AiStart) -> AiTurnStarted:
                        attachments=attachments)
     await feed.publish(ctx, "ai.conversation", brand=req.brand, user_id=who.user_id, state="active",
                        conversation_id=str(conversation_id))
-    answer_later(ctx, req.brand, conversation_id, 1)
+    answer_later(ctx, req.brand, conversation_id, 1, req.description)
     return AiTurnStarted(conversation_id=str(conversation_id), turn=1)
 
 
@@ -136,7 +141,7 @@ async def reply(ctx: Context, req: AiReply) -> AiTurnStarted:
             raise busy(now)
         await ai.add_turn(conn, row["id"], turn, attachments=attachments, wants_technician=req.wants_technician,
                           text_enc=ctx.services.cipher.encrypt(req.text, ai.text_context(row["id"], turn)))
-    answer_later(ctx, row["brand_id"], row["id"], turn)
+    answer_later(ctx, row["brand_id"], row["id"], turn, req.text)
     return AiTurnStarted(conversation_id=str(row["id"]), turn=turn)
 
 
