@@ -22,7 +22,7 @@ import msgspec
 from gateway.app import Running
 from gateway.config import load
 from handlers.ai.engine import render
-from protocol.ai import AiAnswered, AiDelta, AiReply, AiStart
+from protocol.ai import AiAnswered, AiDelta, AiGet, AiReply, AiStart
 from protocol.auth import Auth
 from protocol.client import Client
 from storage.embedded import Embedded
@@ -56,6 +56,7 @@ class Outcome:
     answers: list[AiAnswered]
     first_delta_s: float  # the first turn: from ai.start to its first ai.delta
     seconds: float  # the whole conversation
+    engines: list[str | None]  # which engine answered each turn (None: the safety gate alone), from ai.get
 
     @property
     def verdict_ok(self) -> bool:
@@ -100,24 +101,35 @@ async def run_case(client: Client, case: Case, timeout: float = 60.0) -> Outcome
     steps = " ".join(render(a.answer) for a in answers).lower()
     found = [word for word in case.steps if word.lower() in steps]
     last = answers[-1]
-    return Outcome(case, last.answer.verdict, last.safety, found, answers, first - began,
-                   time.perf_counter() - began)
+    took = time.perf_counter() - began
+    stored = (await client.request(AiGet(conversation_id=started.conversation_id))).conversation
+    return Outcome(case, last.answer.verdict, last.safety, found, answers, first - began, took,
+                   [turn.engine for turn in stored.turns])
 
 
 def table(outcomes: list[Outcome], engine: str) -> str:
-    rows = ["| case | verdict (expected) | safety (expected) | key steps | first delta ms | pass |",
-            "|---|---|---|---|---:|:---:|"]
+    """The score table. With a model configured, a case a turn of which the offline engine answered instead (the
+    model failed: a bad key, timeouts, output that did not fit) does not pass: it scores the fallback, not the model."""
+    model = engine.split()[0]
+    rows = ["| case | verdict (expected) | safety (expected) | key steps | answered by | first delta ms | pass |",
+            "|---|---|---|---|---|---:|:---:|"]
+    fell_back = passed = 0
     for o in outcomes:
+        others = model != "offline" and any(e is not None and e != model for e in o.engines)
+        fell_back += others
+        passed += o.passed and not others
+        by = ", ".join(e or "safety gate" for e in o.engines)
         rows.append(f"| {o.case.id} | {o.verdict} ({o.case.verdict}) | {o.safety} ({o.case.safety}) "
-                    f"| {len(o.found)}/{len(o.case.steps)} | {o.first_delta_s * 1000:.0f} | "
-                    f"{'yes' if o.passed else 'NO'} |")
+                    f"| {len(o.found)}/{len(o.case.steps)} | {by} | {o.first_delta_s * 1000:.0f} | "
+                    f"{'yes' if o.passed and not others else 'NO'} |")
     n = len(outcomes) or 1
     words = sum(len(o.case.steps) for o in outcomes) or 1
     rows += ["", f"engine: {engine}; cases: {len(outcomes)}",
              f"verdicts right: {sum(o.verdict_ok for o in outcomes) / n:.0%}",
              f"safety right: {sum(o.safety_ok for o in outcomes) / n:.0%}",
              f"key steps found: {sum(len(o.found) for o in outcomes) / words:.0%}",
-             f"cases passed: {sum(o.passed for o in outcomes)}/{len(outcomes)}"]
+             f"cases with a turn the model did not answer (the offline engine did): {fell_back}",
+             f"cases passed: {passed}/{len(outcomes)}"]
     return "\n".join(rows)
 
 

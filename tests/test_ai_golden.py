@@ -4,7 +4,8 @@ against the configured engine and prints a score table (bench/ai_eval.py)."""
 
 import pytest
 
-from bench.ai_eval import Case, cases, run_case
+from bench.ai_eval import Case, cases, run_case, table
+from tests.openai_server import MODELS, openai_server  # noqa: F401
 
 GOLDEN = cases()
 
@@ -27,3 +28,18 @@ async def test_golden_case(signed_in, case: Case):
         assert outcome.answers[-1].answer.steps == []
     if case.verdict == "technician_needed":
         assert outcome.answers[-1].draft_id is not None
+
+
+async def test_the_score_table_does_not_credit_the_model_with_the_offline_engines_answers(
+        make_gateway, signed_in, openai_server):  # noqa: F811
+    case = next(c for c in GOLDEN if c.safety == "none" and not c.replies)
+    openai_server.reset()
+    async with make_gateway(openai_api_key="sk-wrong-key-123456", openai_base_url=openai_server.url + "/v1",
+                            openai_model=MODELS[0], ai_max_retries=0) as gw:  # every call refused: offline answers
+        client, _ = await signed_in("consumer", gw=gw)
+        outcome = await run_case(client, case, timeout=20)
+    assert outcome.passed and outcome.engines == ["offline"]  # the fallback's answer is right...
+    scored = table([outcome], f"openai {MODELS[0]}")
+    assert "cases passed: 0/1" in scored  # ...but it is not the model's
+    assert "the offline engine did): 1" in scored
+    assert "cases passed: 1/1" in table([outcome], "offline")
