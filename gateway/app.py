@@ -121,7 +121,9 @@ def ai_rules(c: Config) -> AiRules:
                    openai_vision=c.openai_vision, timeout_s=c.ai_timeout_s, max_retries=c.ai_max_retries,
                    max_in_flight=c.ai_max_in_flight, max_answering=c.ai_max_answering,
                    quota_per_hour=c.ai_quota_per_hour,
-                   stream_pause_s=c.ai_stream_pause_s, max_output_tokens=c.ai_max_output_tokens)
+                   stream_pause_s=c.ai_stream_pause_s, max_output_tokens=c.ai_max_output_tokens,
+                   price_in_per_mtok_usd=c.ai_price_in_per_mtok_usd,
+                   price_out_per_mtok_usd=c.ai_price_out_per_mtok_usd)
 
 
 class Running:

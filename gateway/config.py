@@ -85,6 +85,8 @@ class Config:
     ai_quota_per_hour: int = 30
     ai_stream_pause_s: float = 0.05
     ai_max_output_tokens: int = 1_500
+    ai_price_in_per_mtok_usd: float = 0.15  # the model's prices (gpt-4o-mini's by default), for the estimated cost
+    ai_price_out_per_mtok_usd: float = 0.60
     metrics_db_interval_s: float = 10.0  # between the PostgreSQL reads behind the outbox and money-job gauges
 
 
@@ -161,6 +163,8 @@ ENV = {
     "AI_QUOTA_PER_HOUR": "ai_quota_per_hour",
     "AI_STREAM_PAUSE_S": "ai_stream_pause_s",
     "AI_MAX_OUTPUT_TOKENS": "ai_max_output_tokens",
+    "AI_PRICE_IN_PER_MTOK_USD": "ai_price_in_per_mtok_usd",
+    "AI_PRICE_OUT_PER_MTOK_USD": "ai_price_out_per_mtok_usd",
 }
 FLAG_OF = {name: env for env, name in ENV.items()}
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -267,10 +271,11 @@ def validate(c: Config) -> None:
         raise ConfigError(f"OPENAI_BASE_URL={c.openai_base_url!r} is not an http(s) URL")
     if c.ai_timeout_s <= 0 or c.ai_max_retries < 0 or c.ai_max_in_flight < 1 or c.ai_max_answering < 1 \
             or c.ai_quota_per_hour < 0 \
-            or c.ai_stream_pause_s < 0 or c.ai_max_output_tokens < 200:
-        raise ConfigError("AI_TIMEOUT_S must be positive, AI_MAX_RETRIES, AI_QUOTA_PER_HOUR and AI_STREAM_PAUSE_S not "
-                          "negative, AI_MAX_IN_FLIGHT and AI_MAX_ANSWERING at least 1 and AI_MAX_OUTPUT_TOKENS at "
-                          "least 200")
+            or c.ai_stream_pause_s < 0 or c.ai_max_output_tokens < 200 \
+            or min(c.ai_price_in_per_mtok_usd, c.ai_price_out_per_mtok_usd) < 0:
+        raise ConfigError("AI_TIMEOUT_S must be positive, AI_MAX_RETRIES, AI_QUOTA_PER_HOUR, AI_STREAM_PAUSE_S and the "
+                          "AI_PRICE_*_PER_MTOK_USD not negative, AI_MAX_IN_FLIGHT and AI_MAX_ANSWERING at least 1 "
+                          "and AI_MAX_OUTPUT_TOKENS at least 200")
     if c.secret is not None and len(c.secret) < 32:
         raise ConfigError("GATEWAY_SECRET must be at least 32 characters")
     for name in ("token_ttl_s", "refresh_ttl_s", "invite_ttl_s", "auth_timeout_s", "idle_timeout_s", "max_frame_bytes",

@@ -150,6 +150,17 @@ async def test_a_hazard_is_answered_while_every_answering_slot_waits_on_a_stalle
         assert answered.answer.draft.urgency == "emergency" and len(server.requests()) == 2
 
 
+async def test_the_stored_cost_is_at_the_configured_model_prices(make_gateway, server, signed_in):
+    async with make_gateway(openai_api_key=API_KEY, openai_base_url=server.url + "/v1", openai_model=MODELS[0],
+                            ai_price_in_per_mtok_usd=1000.0, ai_price_out_per_mtok_usd=0.0) as gw:
+        consumer, _ = await signed_in("consumer", gw=gw)
+        started = await consumer.request(AiStart(**FRIDGE, description="The fridge is warm"))
+        await answer_of(consumer, started.conversation_id, 1)
+        stored = (await consumer.request(AiGet(conversation_id=started.conversation_id))).conversation
+    assert stored.prompt_tokens > 0 and stored.completion_tokens > 0
+    assert stored.cost_usd == pytest.approx(stored.prompt_tokens * 1e-3)  # 1,000 USD per million in, nothing out
+
+
 async def test_no_more_than_max_answering_answers_are_made_at_once(make_gateway, server, signed_in):
     server.stall(seconds=0.3, times=4)  # each answer waits at the model, so the answers overlap
     async with make_gateway(openai_api_key=API_KEY, openai_base_url=server.url + "/v1", openai_model=MODELS[0],

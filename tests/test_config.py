@@ -31,6 +31,7 @@ def test_flags_override_environment_override_defaults():
     ({"DELIVERY_ROUTING": "broadcast"}, "DELIVERY_ROUTING='broadcast' is not one of nodes, multicast"),
     ({"GATEWAY_SECRET": "short"}, "at least 32 characters"),
     ({"RATE_PER_S": "0"}, "RATE_PER_S must be positive"),
+    ({"AI_PRICE_OUT_PER_MTOK_USD": "-1"}, "AI_PRICE_.*_PER_MTOK_USD not negative"),
     ({"MAP_TILES_URL": "tiles.example.org/{z}/{x}/{y}.png"}, "MAP_TILES_URL=.* is not an http"),
     ({"MAP_TILES_URL": "https://tiles.example.org/tile.png"}, r"with \{z\}, \{x\} and \{y\}"),
 ])
