@@ -3,6 +3,7 @@ model answers reaches the consumer through the safety gate, and a provider's fau
 the offline engine without the consumer seeing it."""
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 
 import msgspec
@@ -11,8 +12,10 @@ import pytest
 from gateway.app import Gateway
 from handlers.ai.engine import render
 from protocol.ai import AiAnswer, AiGet, AiReply, AiStart, AiStep
+from protocol.auth import Auth, Register
 from tests.openai_server import API_KEY, MODELS, OpenAIServer, openai_server  # noqa: F401
 from tests.test_ai import FRIDGE, answer_of
+from tests.world import order_at, spot
 
 HAZARDOUS = AiAnswer(
     diagnosis="The start capacitor of the compressor may have failed.", report_back="Tell me what you saw.",
@@ -51,6 +54,25 @@ async def test_the_models_hazardous_step_is_gated_before_the_consumer_sees_it(gw
     assert "Refrigerator not cooling" in prompt  # the guides found for the consumer's words are given
     stored = (await consumer.request(AiGet(conversation_id=started.conversation_id))).conversation
     assert stored.engine == "openai" and stored.prompt_tokens > 0 and stored.cost_usd > 0
+
+
+async def test_no_contact_detail_of_the_consumer_reaches_the_model(gw, server, connect):
+    """A consumer with an e-mail, a phone and an order at their address asks for help: none of those reaches
+    the model, only the product and what they say of the problem."""
+    email, phone, address = f"ana-{uuid.uuid4().hex[:8]}@example.com", "+14155550123", "742 Evergreen Terrace"
+    app = await connect(gw)
+    made = await app.request(Register(email=email, password="long enough secret", role="consumer", name="Ana Ruiz",
+                                      phone=phone))
+    await app.request(Auth(token=made.token))
+    await app.request(order_at(spot(), address=address))
+    started = await app.request(AiStart(**FRIDGE, description="The fridge is warm and not cooling"))
+    await answer_of(app, started.conversation_id, 1)
+    again = await app.request(AiReply(conversation_id=started.conversation_id, text="Still warm after an hour"))
+    await answer_of(app, started.conversation_id, again.turn)
+    prompt = "\n".join(server.prompts())
+    assert "not cooling" in prompt and "Still warm after an hour" in prompt and len(server.requests()) == 2
+    for detail in (email, email.split("@")[0], phone, phone[2:], address, "Evergreen", "Ana Ruiz", made.user_id):
+        assert detail not in prompt
 
 
 async def test_a_provider_fault_is_answered_offline(gw, server, signed_in):
