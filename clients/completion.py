@@ -45,6 +45,7 @@ class Values:
         self.skus: dict[str, tuple[str, str]] = {}  # id -> (brand, name)
         self.service_types: dict[str, str] = {}
         self.orders: deque[tuple[str, str]] = deque(maxlen=RECENT_ORDERS)  # (id, what), newest last
+        self.conversations: deque[tuple[str, str]] = deque(maxlen=RECENT_ORDERS)  # AI conversations, alike
 
     def catalog(self, reply: dict[str, Any]) -> None:
         """Learn a `catalog.list` reply."""
@@ -53,7 +54,9 @@ class Values:
         self.service_types = {t["id"]: t.get("name", "") for t in reply.get("service_types", [])}
 
     def seen(self, frame: dict[str, Any]) -> None:
-        """Remember the order ids in a reply or an event: `order`, `orders`, `order_id`."""
+        """Remember the order ids in a reply or an event (`order`, `orders`, `order_id`), and the AI
+        conversations' (`conversation_id`, `conversation`, `conversations`)."""
+        self._conversations(frame)
         found: list[tuple[str, str]] = []
         order = frame.get("order")
         if isinstance(order, dict) and isinstance(order.get("id"), str):
@@ -70,6 +73,18 @@ class Values:
                     break
             self.orders.append((order_id, what.strip()))
 
+    def _conversations(self, frame: dict[str, Any]) -> None:
+        found = [(row["id"], f"{row.get('state', '')} {row.get('brand', '')} {row.get('sku', '')}")
+                 for row in [frame.get("conversation"), *(frame.get("conversations") or [])]
+                 if isinstance(row, dict) and isinstance(row.get("id"), str)]
+        if isinstance(frame.get("conversation_id"), str):
+            found.append((frame["conversation_id"], f"turn {frame.get('turn', '')}"))
+        for conversation_id, what in found:
+            known = [entry for entry in self.conversations if entry[0] == conversation_id]
+            for entry in known:
+                self.conversations.remove(entry)
+            self.conversations.append((conversation_id, what.strip()))
+
     def of(self, field: str, line: str) -> list[tuple[str, str]]:
         """(value, description) for a field; SKUs of the brand the line names, when it names one."""
         if field in ("brand", "brands"):
@@ -81,6 +96,8 @@ class Values:
             return list(self.service_types.items())
         if field in ("order_id", "order_ids"):
             return list(reversed(self.orders))
+        if field == "conversation_id":
+            return list(reversed(self.conversations))
         return []
 
 

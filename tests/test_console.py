@@ -19,6 +19,7 @@ from prompt_toolkit.document import Document
 
 from clients.completion import FrameCompleter, Values
 from protocol.admin import Notify
+from protocol.ai import AiStart
 from protocol.catalog import CatalogList
 from tests.conftest import ROOT, SECRET, ws_url
 from tests.processes import GatewayProcess, run_command
@@ -276,6 +277,33 @@ async def test_tab_completes_values_from_the_catalog_the_types_and_the_orders_se
     values.seen({"type": "order.unavailable", "order_id": "o-older", "state": "accepted"})
     assert completions('order.accept {"order_id": "', values) == ['"o-older"', f'"{order.id}"']  # newest first
     assert completions(":help order.acc") == ["order.accept"]
+
+
+async def test_tab_completes_a_help_with_ai_conversation(signed_in):
+    consumer, _ = await signed_in("consumer")
+    values = Values()
+    values.catalog(msgspec.to_builtins(await consumer.request(CatalogList())))
+    assert {'"brand": ', '"sku": ', '"description": '} <= set(completions('ai.start {"', values))
+    assert completions('ai.start {"brand": "whirl', values) == ['"whirlpool"']
+    assert '"WRF535SWHZ"' in completions('ai.start {"brand": "whirlpool", "sku": "', values)
+    assert completions('ai.end {"outcome": "gi', values) == ['"give_up"']
+    assert completions('ai.reply {"conversation_id": "', values) == []  # none seen yet
+    started = await consumer.request(AiStart(brand="whirlpool", sku="WRF535SWHZ", description="Fridge warm"))
+    values.seen(msgspec.to_builtins({"type": "result", **msgspec.structs.asdict(started)}))
+    values.seen({"type": "ai.delta", "conversation_id": "c-older", "turn": 1, "seq": 0, "text": "..."})
+    assert completions('ai.reply {"conversation_id": "', values) == ['"c-older"', f'"{started.conversation_id}"']
+    assert completions('ai.get {"conversation_id": "', values)[0] == '"c-older"'
+
+
+async def test_a_script_drives_a_help_with_ai_conversation(gateway, tmp_path):
+    script = tmp_path / "ai.txt"
+    script.write_text('ai.start {"brand": "whirlpool", "sku": "WRF535SWHZ", "description": "The fridge is warm"}\n'
+                      + "ping\n" * 40)  # the pings keep the script going while the answer streams
+    code, out = await run_console(ws_url(gateway), tmp_path, "--role", "consumer", "--sub", user(),
+                                  "--script", str(script))
+    assert code == 0, out
+    assert '"conversation_id"' in out and "event ai.delta" in out and "event ai.answer" in out
+    assert '"verdict": "continue"' in out
 
 
 async def test_help_of_an_operation_names_the_roles_allowed(gateway, tmp_path):
