@@ -414,3 +414,21 @@ async def test_a_vision_engine_is_given_the_consumers_photos_opened(gateway, sig
     photo = await upload_for(consumer, JPEG, "image/jpeg")
     found = await photos_of(gateway.services, [uuid.UUID(photo.attachment_id), uuid.uuid4()])
     assert [(p.content_type, p.data) for p in found.values()] == [("image/jpeg", JPEG)]
+
+
+async def test_what_the_consumer_and_the_assistant_said_is_stored_encrypted(gateway, signed_in):
+    consumer, _ = await signed_in("consumer")
+    words = "The freezer hums loudly near the Zanzibar shelf"
+    started = await consumer.request(AiStart(**FRIDGE, description=words))
+    _, answered = await answer_of(consumer, started.conversation_id, 1)
+    rows = await gateway.services.db.fetchval(
+        "SELECT json_agg(row_to_json(t))::text FROM ai_turns t WHERE conversation_id = $1::uuid",
+        started.conversation_id)
+    stored = await gateway.services.db.fetchrow(
+        "SELECT text_enc, answer_enc FROM ai_turns WHERE conversation_id = $1::uuid AND turn = 1",
+        started.conversation_id)
+    for plain in (words, "Zanzibar", answered.answer.diagnosis, answered.answer.steps[0].instruction):
+        assert plain not in rows and plain.encode() not in stored["text_enc"] + stored["answer_enc"]
+        assert plain.encode().hex() not in rows
+    shown = (await consumer.request(AiGet(conversation_id=started.conversation_id))).conversation
+    assert shown.turns[0].text == words and shown.turns[0].answer == answered.answer  # read back through the cipher
