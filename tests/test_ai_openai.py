@@ -75,6 +75,19 @@ async def test_no_contact_detail_of_the_consumer_reaches_the_model(gw, server, c
         assert detail not in prompt
 
 
+async def test_a_rate_limited_provider_is_waited_for_and_then_answers(make_gateway, server, signed_in):
+    server.reply_with(msgspec.json.encode(HAZARDOUS).decode())
+    server.fail(429, times=1, retry_after=0.2)
+    async with make_gateway(openai_api_key=API_KEY, openai_base_url=server.url + "/v1", openai_model=MODELS[0],
+                            ai_max_retries=1) as running:
+        consumer, _ = await signed_in("consumer", gw=running)
+        started = await consumer.request(AiStart(**FRIDGE, description="Fridge warm, compressor clicks"))
+        _, answered = await answer_of(consumer, started.conversation_id, 1)
+        stored = (await consumer.request(AiGet(conversation_id=started.conversation_id))).conversation
+    assert [entry["status"] for entry in server.requests()] == [429, 200]
+    assert stored.engine == "openai" and answered.answer.steps[0] == HAZARDOUS.steps[0]  # the model's, not offline
+
+
 async def test_a_provider_fault_is_answered_offline(gw, server, signed_in):
     server.fail(500, times=5)
     consumer, _ = await signed_in("consumer", gw=gw)
