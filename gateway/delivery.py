@@ -172,27 +172,14 @@ class Hub:
         now = time.monotonic()
         known = self._elsewhere.get(user_id)
         if known is None or now - known[0] >= STREAM_RECHECK_S:
-            nodes = None
-            if self.routing == "nodes":
-                try:
-                    where = await push.locate(self._redis, self.node.hex(), [user_id])
-                except (aioredis.RedisError, OSError) as exc:
-                    if lifecycle.cancelling():
-                        raise
-                    log.warning("presence lookup failed, publishing to the user's channel: %r", exc)
-                    where = None
-                nodes = None if where is None else where.get(user_id, [])
+            where = await self._where([user_id]) if self.routing == "nodes" else None
             if len(self._elsewhere) >= STREAM_USERS:
                 self._elsewhere = {u: k for u, k in self._elsewhere.items() if now - k[0] < STREAM_RECHECK_S}
-            self._elsewhere[user_id] = known = (now, nodes)
+            self._elsewhere[user_id] = known = (now, None if where is None else where.get(user_id, []))
         if known[1] is None:
             await self._redis.publish(user_channel(user_id), self.node + MSGPACK.encode(event))
-        elif known[1]:
-            share = self.node + MSGPACK.encode_any((b"", [([user_id], MSGPACK.encode(event))]))
-            pipe = self._redis.pipeline(transaction=False)
-            for node in known[1]:
-                pipe.publish(node_channel(node), share)
-            await pipe.execute()
+        else:
+            await self._send_shares([([user_id], event)], {user_id: known[1]})
         return delivered
 
     async def publish_many(self, batches: Batches) -> int:
@@ -215,16 +202,25 @@ class Hub:
         users = [user for recipients, _ in batches for user in recipients]  # (a repeated one is looked up twice)
         if not users:
             return True
-        try:
-            where = await push.locate(self._redis, self.node.hex(), users)
-        except (aioredis.RedisError, OSError) as exc:
-            if lifecycle.cancelling():
-                raise
-            log.warning("presence lookup failed, multicasting: %r", exc)
-            where = None
+        where = await self._where(users)
         if where is None:
             ROUTING_FALLBACKS.inc()
             return False
+        await self._send_shares(batches, where)
+        return True
+
+    async def _where(self, users: list[str]) -> dict[str, list[str]] | None:
+        """`push.locate`'s answer, or None when the directory cannot say (its lookup failed too)."""
+        try:
+            return await push.locate(self._redis, self.node.hex(), users)
+        except (aioredis.RedisError, OSError) as exc:
+            if lifecycle.cancelling():
+                raise
+            log.warning("presence lookup failed, sending to every process instead: %r", exc)
+            return None
+
+    async def _send_shares(self, batches: Batches, where: dict[str, list[str]]) -> None:
+        """Each node named in `where` its users' share of the events, on its node channel, in one round trip."""
         shares: dict[str, list[tuple[list[str], bytes]]] = {}
         sent: list[bytes] = []  # the events some other node gets
         for recipients, event in batches:
@@ -245,7 +241,6 @@ class Hub:
                 body = [(theirs, encoded[common:]) for theirs, encoded in share]
                 pipe.publish(node_channel(node), self.node + MSGPACK.encode_any((head, body)))
             await pipe.execute()
-        return True
 
     async def disconnect(self, user_id: str, reason: str) -> int:
         """End every session of the user on every process; returns how many were here."""
