@@ -36,6 +36,7 @@ bench: $(STAMP)  ## every benchmark against its same-run baselines, each into it
 	$(PY) -m bench.chat --markdown docs/benchmarks.md
 	$(PY) -m bench.fanout --markdown docs/benchmarks.md --plot docs/img/fanout.png
 	$(PY) -m bench.summary --markdown docs/benchmarks.md
+	$(PY) -m bench.presence --markdown docs/benchmarks.md
 	$(PY) -m bench.ai --markdown docs/benchmarks.md
 	$(PY) -m bench.soak --markdown docs/benchmarks.md
 	$(PY) -m bench.storm --markdown docs/benchmarks.md

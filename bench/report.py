@@ -33,6 +33,8 @@ SECTIONS = {
                ".venv/bin/python -m bench.fanout --markdown docs/benchmarks.md --plot docs/img/fanout.png"),
     "summary": ("Back-office summaries on a year of orders",
                 ".venv/bin/python -m bench.summary --markdown docs/benchmarks.md"),
+    "presence": ("Presence: a burst of sign-ins against Redis's other clients",
+                 ".venv/bin/python -m bench.presence --markdown docs/benchmarks.md"),
     "ai": ("Help with AI: concurrent streamed conversations",
            ".venv/bin/python -m bench.ai --markdown docs/benchmarks.md"),
     "soak": ("Mixed-load soak: two nodes for half an hour",

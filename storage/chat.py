@@ -111,7 +111,9 @@ async def missed(db: asyncpg.Pool, rooms: dict[uuid.UUID, int], limit: int) -> l
     messages in those rooms is still open. A batch delivers its messages before it commits (handlers.chat.writer),
     to the sessions it finds then: a session that signed in after that and read its rooms before the commit would
     have neither the event nor the message. Waiting on the rooms' locks (in id order, as the batches take
-    them) closes that window: the read after the wait sees the batch committed."""
+    them) closes that window: the read after the wait sees the batch committed. Every room's row exists from
+    its order's creation on (storage.orders.create), so a batch holding the room's very first message holds a
+    lock on a committed row too."""
     async with db.acquire() as conn, conn.transaction():
         await conn.execute("SELECT 1 FROM chat_rooms WHERE order_id = ANY($1::uuid[]) ORDER BY order_id FOR SHARE",
                            list(rooms))

@@ -31,8 +31,9 @@ async def create(db: asyncpg.Pool | asyncpg.Connection, order_id: uuid.UUID, *, 
                  window_end: datetime | None, price_cents: int, currency: str,
                  paid: bool = False, customer_enc: bytes | None = None, ai_conversation_id: uuid.UUID | None = None,
                  ai_summary_enc: bytes | None = None) -> asyncpg.Record:
-    """Insert the order and its first timeline entry in one statement. A `paid` order waits for its
-    payment (state awaiting_payment) before it opens."""
+    """Insert the order, its first timeline entry and its chat room's row (no message yet) in one
+    statement. A `paid` order waits for its payment (state awaiting_payment) before it opens. The
+    room's row exists before any message, so `chat.missed` always has a row to wait on."""
     row: asyncpg.Record = await db.fetchrow(
         "WITH created AS (INSERT INTO orders (id, consumer_id, created_by, brand_id, sku_id, service_type,"
         " description, address_enc, lat, lng, attachments, window_start, window_end, price_cents, currency,"
@@ -41,7 +42,8 @@ async def create(db: asyncpg.Pool | asyncpg.Connection, order_id: uuid.UUID, *, 
         " CASE WHEN $17 THEN 'awaiting_payment' ELSE 'open' END, CASE WHEN $17 THEN 'unpaid' END, $18, $19, $20)"
         " RETURNING *),"
         " logged AS (INSERT INTO order_events (order_id, actor_id, actor_role, from_state, to_state)"
-        " SELECT id, $3, $16, NULL, state FROM created)"
+        " SELECT id, $3, $16, NULL, state FROM created),"
+        " room AS (INSERT INTO chat_rooms (order_id, last_seq) SELECT id, 0 FROM created)"
         " SELECT *, NULL::text AS previous_state FROM created",
         order_id, consumer_id, created_by, brand, sku, service, description, address_enc, lat, lng, attachments,
         window_start, window_end, price_cents, currency, actor_role, paid, customer_enc, ai_conversation_id,

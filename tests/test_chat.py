@@ -250,3 +250,24 @@ async def test_one_batch_with_repeats_and_two_rooms_stays_gap_free(gateway, sign
         seqs = [r["seq"] for r in await gateway.services.db.fetch(
             "SELECT seq FROM chat_messages WHERE order_id = $1 ORDER BY seq", room_id)]
         assert seqs == list(range(1, len(seqs) + 1))
+
+
+async def test_a_sync_meanwhile_a_rooms_very_first_message_is_stored_waits_for_it(gateway, signed_in):
+    """A batch delivers its messages before it commits; a session reading its rooms meanwhile gets the
+    message from the read once the batch commits, the room's very first message too."""
+    from storage.chat import Draft, send_many
+
+    consumer, consumer_id = await signed_in("consumer")
+    order = (await consumer.request(order_at(spot()))).order
+    first = Draft(uuid.UUID(order.id), consumer_id, "consumer", "first", "text", "the very first")
+    async with gateway.services.db.acquire() as conn:
+        batch = conn.transaction()
+        await batch.start()
+        await send_many(conn, gateway.services.cipher, [first])
+        syncing = asyncio.create_task(consumer.request(ChatSync(positions={})))
+        await asyncio.sleep(0.5)
+        assert not syncing.done()  # the read waits for the batch to end
+        await batch.commit()
+    synced = await syncing
+    [room] = [r for r in synced.rooms if r.order_id == order.id]
+    assert texts(room.messages) == ["the very first"]

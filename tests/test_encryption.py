@@ -191,7 +191,7 @@ async def test_plaintext_stored_by_older_versions_is_sealed_while_serving(make_g
         await consumer.request(Auth(token=token))
         order = (await consumer.request(order_at(spot()))).order
         old_texts = ["written before encryption", "so was this one"]
-        await db.execute("INSERT INTO chat_rooms (order_id, last_seq) VALUES ($1::uuid, 2)", order.id)
+        await db.execute("UPDATE chat_rooms SET last_seq = 2 WHERE order_id = $1::uuid", order.id)
         for seq, text in enumerate(old_texts, 1):
             await db.execute("INSERT INTO chat_messages (order_id, seq, sender_id, sender_role, client_id, kind, body)"
                              " VALUES ($1::uuid, $2, $3, 'consumer', $4, 'text', $5)", order.id, seq, str(user_id),

@@ -14,7 +14,7 @@ import pytest
 from handlers.admin.oversight import encode_cursor
 from protocol.admin import LogList
 from protocol.catalog import MerchantBrandsSet, PriceSave, SkuSave
-from protocol.chat import ChatSend
+from protocol.chat import ChatHistory, ChatSend
 from protocol.moderation import MessageHide, Reassign
 from protocol.orders import Customer, OrderAccept, OrderCancel, OrderComplete, OrderDepart, OrderStart
 from protocol.oversight import AdminOrder, AdminOrders
@@ -258,6 +258,9 @@ async def test_an_order_whole_for_an_admin(gateway, signed_in):
     assert (read.target_kind, read.target_id, read.outcome) == ("order", order.id, "ok")
     [call] = (await admin.request(LogList(actor_id=admin_id, action="admin.order"))).entries
     assert (call.target_id, call.outcome) == (order.id, "ok")
+    await admin.request(ChatHistory(order_id=order.id, before_seq=2))  # paging back: another read of the words
+    reads = (await admin.request(LogList(actor_id=admin_id, action="read.transcript"))).entries
+    assert [(r.target_id, r.outcome) for r in reads] == [(order.id, "ok")] * 2
 
 
 async def test_staffs_moves_show_in_the_order_file(signed_in):

@@ -190,6 +190,34 @@ async def test_the_directory_names_every_node_of_a_user_and_forgets_a_node_that_
     assert await redis.hmget(push.DIRECTORY, [phone, tablet]) == [None, None]
 
 
+async def test_many_changes_at_once_are_written_in_chunks_and_all_land(gateway):
+    redis, stamp = gateway.services.redis, uuid.uuid4().hex[:8]
+    a, b = push.Presence(redis, f"{stamp}-a", chunk=3), push.Presence(redis, f"{stamp}-b", chunk=3)
+    await a.start()
+    await b.start()
+    users = [f"{stamp}-user-{i}" for i in range(10)]
+    try:
+        b.set(users[0], True)
+        await b.settled()
+        for user in users:  # ten sign-ins in one flush: four scripts of three users or fewer
+            a.set(user, True)
+        await a.settled()
+        assert await redis.scard(push.node_key(a.node)) == 10
+        assert await push.locate(redis, b.node, users) == {user: [a.node] for user in users}
+        for user in users[:4]:
+            a.set(user, False)
+        a.set(users[9], False)
+        a.set(users[9], True)  # left and came back within the flush: still there
+        await a.settled()
+        assert await push.locate(redis, b.node, users) == {user: [a.node] for user in users[4:]}
+        await a.stop()  # its six users leave the directory three at a time
+        assert not await redis.exists(push.node_key(a.node))
+        assert await redis.hmget(push.DIRECTORY, users) == [b.node.encode()] + [None] * 9
+    finally:
+        await a.stop()
+        await b.stop()
+
+
 async def test_users_of_a_process_that_stopped_beating_count_as_offline(gateway):
     redis = gateway.services.redis
     await redis.zadd(push.NODES, {"dead-node": 1.0})  # its last heartbeat: 1970

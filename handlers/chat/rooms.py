@@ -6,6 +6,7 @@ import uuid
 
 import asyncpg
 
+from handlers.admin.log import record_read
 from handlers.chat.writer import members_of as members
 from handlers.chat.writer import message as render
 from handlers.context import Context
@@ -100,6 +101,8 @@ async def history(ctx: Context, req: ChatHistory) -> ChatPage:
                            limit=req.limit)
     more = len(rows) > req.limit
     rows = rows[:req.limit] if req.after_seq is not None else rows[-req.limit:]
+    if ctx.identity is not None and ctx.identity.role == "admin":  # not a member: a read of someone's words
+        await record_read(ctx, "transcript", "order", str(order["id"]))
     return ChatPage(order_id=str(order["id"]), messages=[await message(ctx, r, _locale(ctx)) for r in rows],
                     has_more=more)
 
