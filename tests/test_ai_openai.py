@@ -3,6 +3,7 @@ model answers reaches the consumer through the safety gate, and a provider's fau
 the offline engine without the consumer seeing it."""
 
 import asyncio
+import base64
 import uuid
 from collections.abc import AsyncIterator
 
@@ -15,6 +16,7 @@ from protocol.ai import AiAnswer, AiGet, AiReply, AiStart, AiStep
 from protocol.auth import Auth, Register
 from tests.openai_server import API_KEY, MODELS, OpenAIServer, openai_server  # noqa: F401
 from tests.test_ai import FRIDGE, answer_of
+from tests.test_uploads import JPEG, PNG, upload
 from tests.world import order_at, spot
 
 HAZARDOUS = AiAnswer(
@@ -210,3 +212,27 @@ async def test_no_more_than_max_answering_answers_are_made_at_once(make_gateway,
             await asyncio.sleep(0.01)
         assert [a.answer.verdict for _, a in await answers] == ["continue"] * 4  # every one answered, in turn
         assert most == 2 and len(server.requests()) == 4
+
+
+@pytest.mark.parametrize("vision", [True, False])
+async def test_the_consumers_photos_reach_a_vision_model_and_no_other(make_gateway, server, signed_in, vision):
+    """Photos uploaded through the gateway and attached to the turns go to the model as image inputs, in
+    the turns' order, only when OPENAI_VISION is on; the words go either way."""
+    async with make_gateway(openai_api_key=API_KEY, openai_base_url=server.url + "/v1", openai_model=MODELS[0],
+                            ai_max_retries=0, openai_vision=vision) as gw:
+        consumer, _ = await signed_in("consumer", gw=gw)
+        first = await upload(consumer, JPEG, "image/jpeg")
+        started = await consumer.request(AiStart(**FRIDGE, description="Warm, the display shows this",
+                                                 attachments=[first]))
+        await answer_of(consumer, started.conversation_id, 1)
+        second = await upload(consumer, PNG, "image/png")
+        again = await consumer.request(AiReply(conversation_id=started.conversation_id, text="Here is the back",
+                                               attachments=[second]))
+        await answer_of(consumer, started.conversation_id, again.turn)
+    last = server.requests()[-1]["body"]["messages"]
+    images = [part["image_url"]["url"] for message in last if isinstance(message.get("content"), list)
+              for part in message["content"] if part.get("type") == "image_url"]
+    expected = [f"data:image/jpeg;base64,{base64.b64encode(JPEG).decode()}",
+                f"data:image/png;base64,{base64.b64encode(PNG).decode()}"]
+    assert images == (expected if vision else [])
+    assert "Here is the back" in "\n".join(server.prompts())
