@@ -10,8 +10,8 @@ project's client library (`protocol.client.Reconnecting`) does: reconnect when t
 frame arrives, after its default backoff (0.1 s base, 5 s cap, full jitter), to the fleet's nodes
 round robin, and try a sign-in refused `unavailable` or `rate_limited` again. By default
 (`--apps sansio`) they are built on websockets' Sans-I/O protocol (bench/storm_sansio.py), which
-spends a fraction of the library's CPU per connection: on a real deployment each app is on its
-own phone, and here the apps' CPU would compete with the surviving nodes'. `--apps library` runs
+spends less than half the library's CPU per moved session: on a real deployment each app is on
+its own phone, and here the apps' CPU competes with the surviving nodes'. `--apps library` runs
 the client library itself.
 
 A consumer on node C then creates an order every half second near one area after another (each
@@ -341,9 +341,11 @@ def conditions(f: Figures) -> str:
 
 def notes(f: Figures) -> list[str]:
     out = ["One machine: the three nodes, PostgreSQL, Redis and the client processes share its 2 cores (nothing "
-           "pinned), so the clients' own work (15,000 TLS-less handshakes, decoding) competes with the nodes'; "
-           "on separate machines the survivors would have their cores to themselves. Not covered: a real "
-           "network's latency and a load balancer in front of the nodes."]
+           "pinned), so the apps' own work (per session a closing handshake, a new connection and its handshake, "
+           "two or three requests) competes with the nodes'; on separate machines (an app per phone) the "
+           "survivors would have their cores to themselves. The Sans-I/O apps (`--apps sansio`, the default) "
+           "spend less of it than the client library's (`--apps library`) for the same frames. Not covered: a "
+           "real network's latency and a load balancer in front of the nodes."]
     out.append(f"The apps tried {f.attempts:,} connections in all ({f.attempts / max(1, f.sessions):.2f} per session; "
                "2 when each signs in on node A, then on a survivor at the first try).")
     if f.refused:
@@ -366,9 +368,10 @@ def print_report(f: Figures) -> None:
                                 dispatch_rows(f))], notes(f))
 
 
-def last_run(path: Path) -> tuple[list[str], str, str] | None:
+def last_run(path: Path) -> tuple[list[str], str, str, str] | None:
     """The section's figures as the file has them now (the run this one replaces): its summary
-    row, its dispatch p99 during the storm, and when it ran; None when there are none."""
+    row, its dispatch p99 during the storm, when it ran and its apps (runs before `--apps` had the
+    library's); None when there are none."""
     old = next((m.group(2) for m in report.SECTION.finditer(path.read_text() if path.exists() else "")
                 if m.group(1) == "storm"), "")
     when = re.search(r"on (\d{4}-\d\d-\d\d \d\d:\d\d UTC)", old)
@@ -379,7 +382,8 @@ def last_run(path: Path) -> tuple[list[str], str, str] | None:
     row = [cell.strip() for cell in lines[lines.index(head) + 2].strip("|").split("|")]
     storm = next((line for line in lines if line.startswith("| during the storm |")), "")
     p99 = storm.split("|")[5].strip() if storm.count("|") > 6 else "-"
-    return row, p99, when.group(1)
+    apps = next((name for name in APP_NAMES.values() if f"of {name})" in old), APP_NAMES["library"])
+    return row, p99, when.group(1), apps
 
 
 def beside_last(f: Figures, path: Path) -> str:
@@ -387,11 +391,12 @@ def beside_last(f: Figures, path: Path) -> str:
     found = last_run(path)
     if found is None:
         return ""
-    row, p99, when = found
+    row, p99, when, apps = found
     header = ["Run", *BACK_HEADER, "Dispatch p99 during the storm"]
     now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(f.started))
-    rows = [[f"before ({when})", *row[:len(BACK_HEADER)], p99],
-            [f"this run ({now})", *back_rows(f)[0], report.ms(percentile(f.storm, 0.99))]]
+    rows = [[f"before ({when}, {apps})", *row[:len(BACK_HEADER)], p99],
+            [f"this run ({now}, {APP_NAMES[f.settings['apps']]})", *back_rows(f)[0],
+             report.ms(percentile(f.storm, 0.99))]]
     return f"\n\n### Beside the run before\n\n{markdown_table(header, rows)}"
 
 
