@@ -11,6 +11,7 @@ import asyncio
 import collections
 import time
 from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -19,6 +20,7 @@ from websockets.client import ClientProtocol
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
 from websockets.protocol import State
+from websockets.typing import Subprotocol
 from websockets.uri import WebSocketURI
 
 RESULT = b'{"type":"result"'  # both servers put the tag first, as msgspec encodes it
@@ -64,8 +66,8 @@ class Stream:
 
 
 class Session(asyncio.Protocol):
-    def __init__(self, uri: WebSocketURI, hello: bytes) -> None:
-        self.ws = ClientProtocol(uri, max_size=1 << 20)
+    def __init__(self, uri: WebSocketURI, hello: bytes, subprotocols: Sequence[Subprotocol] | None = None) -> None:
+        self.ws = ClientProtocol(uri, subprotocols=subprotocols, max_size=1 << 20)
         self.hello = hello
         loop = asyncio.get_running_loop()
         self.opened: asyncio.Future[bytes] = loop.create_future()  # the hello's reply

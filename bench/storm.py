@@ -1,19 +1,27 @@
 """Reconnect storm: a node holding thousands of technician sessions is stopped (SIGTERM, a deploy),
 and its apps sign in and go back on duty on the two other nodes of the fleet.
 
-    .venv/bin/python -m bench.storm [--sessions 15000] [--quick] [--markdown docs/benchmarks.md]
+    .venv/bin/python -m bench.storm [--sessions 15000] [--apps sansio|library] [--quick] [--markdown docs/benchmarks.md]
 
 Three gateway nodes (`run.py serve` processes, each its own data folder) share embedded
-PostgreSQL and Redis. Client processes (`bench/storm_clients.py`, the project's client library
-with its default reconnect backoff: 0.1 s base, 5 s cap, full jitter) sign every technician in on
-node A, on duty, each at a position in one of 40 metro areas. A consumer on node C then creates an
-order every half second near one area after another (each reaches that area's technicians): first
-while all is quiet (the baseline), then from the moment node A gets SIGTERM until every session
-is back or the time limit passes. A session is back when, on its new connection, `auth` is
-answered and its `location.update` reply says it is on duty. Reported: the seconds from the
-SIGTERM until 50%, 90%, 99% and 100% of the sessions are back, where they landed, node A's time
-to exit, the surviving nodes' CPU, and dispatch (an order's `order.create` sent -> each
-technician's `order.available` received) quiet and during the storm.
+PostgreSQL and Redis. Client processes (`bench/storm_clients.py`) sign every technician in on
+node A, on duty, each at a position in one of 40 metro areas. Their apps do on the wire what the
+project's client library (`protocol.client.Reconnecting`) does: reconnect when the server's close
+frame arrives, after its default backoff (0.1 s base, 5 s cap, full jitter), to the fleet's nodes
+round robin, and try a sign-in refused `unavailable` or `rate_limited` again. By default
+(`--apps sansio`) they are built on websockets' Sans-I/O protocol (bench/storm_sansio.py), which
+spends less than half the library's CPU per moved session: on a real deployment each app is on
+its own phone, and here the apps' CPU competes with the surviving nodes'. `--apps library` runs
+the client library itself.
+
+A consumer on node C then creates an order every half second near one area after another (each
+reaches that area's technicians): first while all is quiet (the baseline), then from the moment
+node A gets SIGTERM until every session is back or the time limit passes. A session is back when,
+on its new connection, `auth` is answered and its `location.update` reply says it is on duty.
+Reported: the seconds from the SIGTERM until 50%, 90%, 99% and 100% of the sessions are back,
+where they landed, node A's time to exit, every process's CPU, and dispatch (an order's
+`order.create` sent -> each technician's `order.available` received; and the `order.create`
+reply's own time) quiet and during the storm.
 """
 
 import sys
@@ -44,7 +52,7 @@ from bench import cli, report
 from bench.procfs import busy_seconds, cpu_seconds, family_cpu_seconds
 from bench.report import MARK, markdown_table, percentile, print_tables, rich_table
 from bench.servers import MAX_SESSIONS, SECRET, Backends, ServerProcess, backends, gateway_server, postmaster_pid
-from bench.storm_clients import Plan, Progress, clusters
+from bench.storm_clients import APPS, Plan, Progress, clusters
 from bench.storm_clients import main as client_main
 from gateway.app import token_issuer
 from gateway.config import Config
@@ -52,6 +60,7 @@ from protocol.auth import Auth
 from protocol.client import Client
 from protocol.orders import OrderCreate
 
+APP_NAMES = {"sansio": "Sans-I/O apps", "library": "client-library apps"}
 GOAL_S = 15.0  # 99% of the sessions back within this after the SIGTERM
 CLUSTERS = 40
 
@@ -64,6 +73,8 @@ class Settings:
     order_interval_s: float
     limit_s: float  # how long the storm may take before the bench stops waiting
     logs: Path | None = None
+    apps: str = "sansio"  # the client processes' technician apps: bench.storm_clients.APPS
+    spread_s: float | None = None  # node A's SHUTDOWN_SPREAD_S; None: the gateway's default
 
     @property
     def budget_s(self) -> int:
@@ -83,6 +94,7 @@ class Figures(report.Figures):
     exit_s: float = math.nan  # node A's exit after the SIGTERM
     quiet: list[float] = field(default_factory=list)  # dispatch latencies, seconds
     storm: list[float] = field(default_factory=list)
+    created: dict[str, list[float]] = field(default_factory=dict)  # order.create sent -> its reply, by phase
     orders: dict[str, int] = field(default_factory=dict)
     cpu: dict[str, float] = field(default_factory=dict)  # CPU during the storm by process, 1.0 = a core
     busy: float = math.nan  # the machine's CPUs busy during the storm, 1.0 = all of them
@@ -94,6 +106,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet-s", type=float, default=15.0, help="seconds of orders before the SIGTERM")
     p.add_argument("--limit-s", type=float, default=90.0, help="longest wait for the sessions to come back")
     p.add_argument("--logs", type=Path, metavar="DIR", help="keep the nodes' logs in DIR (node A's at INFO)")
+    p.add_argument("--shutdown-spread-s", type=float, metavar="S",
+                   help="node A's SHUTDOWN_SPREAD_S (its close frames in waves over S seconds; default: the gateway's)")
+    p.add_argument("--apps", choices=APPS, default="sansio",
+                   help="the technician apps: sansio (websockets' Sans-I/O protocol, cheap on CPU; the default) or "
+                        "library (the project's client library, protocol.client.Reconnecting); the same on the wire")
     p = cli.common_options(p, quick="about a minute", profile=("PATH", "not supported by this bench"),
                            pinned="nothing (three nodes and the clients share the machine)")
     p.set_defaults(clients=4)
@@ -105,7 +122,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         args.sessions, args.quiet_s, args.limit_s = 1000, 5.0, 60.0
     if not 1 <= args.sessions <= MAX_SESSIONS:
         raise SystemExit(f"--sessions must be 1..{MAX_SESSIONS} (node A holds them all: 20,000 open files)")
-    return Settings(args.sessions, max(1, args.clients), args.quiet_s, 0.5, args.limit_s, args.logs)
+    return Settings(args.sessions, max(1, args.clients), args.quiet_s, 0.5, args.limit_s, args.logs, args.apps,
+                    args.shutdown_spread_s)
 
 
 def measure(s: Settings, command: str) -> Figures:
@@ -117,7 +135,9 @@ def measure(s: Settings, command: str) -> Figures:
             node = gateway_server(b.root / f"{name}.log", None, database_url=b.database_url, redis_url=b.redis_url,
                                   data_dir=b.root / name, secret=SECRET,
                                   flags=("--key-dir", str(keys), "--shutdown-grace-s", "10",
-                                         *(("--log-level", "INFO") if name == "a" and s.logs else ())))
+                                         *(("--log-level", "INFO") if name == "a" and s.logs else ()),
+                                         *(("--shutdown-spread-s", str(s.spread_s))
+                                           if name == "a" and s.spread_s is not None else ())))
             nodes.append(stack.enter_context(node))
         print(f"three nodes up; {s.sessions:,} sessions signing in on node A ...", flush=True)
         try:
@@ -139,7 +159,8 @@ async def storm(s: Settings, f: Figures, b: Backends, nodes: list[ServerProcess]
     spawn = multiprocessing.get_context("spawn")
     reports: Queue[Any] = spawn.Queue()
     stop = spawn.Event()
-    plans = [Plan(w, urls, config, prefix, range(w, s.sessions, s.clients), CLUSTERS, 50) for w in range(s.clients)]
+    plans = [Plan(w, urls, config, prefix, range(w, s.sessions, s.clients), CLUSTERS, 50, s.apps)
+             for w in range(s.clients)]
     workers = [spawn.Process(target=client_main, args=(p, reports, stop), daemon=True) for p in plans]
     for w in workers:
         w.start()
@@ -178,7 +199,7 @@ async def storm(s: Settings, f: Figures, b: Backends, nodes: list[ServerProcess]
         issuer = token_issuer(config, create_secret=False)
         await consumer.request(Auth(token=issuer.mint(f"{prefix}-consumer", "consumer")[0]))
         phase = ["quiet"]
-        ordering = asyncio.create_task(orders(consumer, s.order_interval_s, sent, phase))
+        ordering = asyncio.create_task(orders(consumer, s.order_interval_s, sent, phase, f.created))
         await collect(s.quiet_s)
         postmaster = postmaster_pid(b)
         probes: dict[str, Callable[[], float]] = {
@@ -256,17 +277,20 @@ async def storm(s: Settings, f: Figures, b: Backends, nodes: list[ServerProcess]
     f.orders = {which: sum(1 for _, w in sent_phase.values() if w == which) for which in ("quiet", "storm")}
 
 
-async def orders(consumer: Client, interval_s: float, sent: dict[str, tuple[float, str]], phase: list[str]) -> None:
-    """An order every `interval_s` near one area after another; each one's send time and phase."""
+async def orders(consumer: Client, interval_s: float, sent: dict[str, tuple[float, str]], phase: list[str],
+                 created: dict[str, list[float]]) -> None:
+    """An order every `interval_s` near one area after another; each one's send time and phase, and
+    how long its `order.create` took to be answered (by phase)."""
     centres = clusters(CLUSTERS)
     for i in range(10**9):
         lat, lng = centres[i % len(centres)]
         started, which = time.monotonic(), phase[0]
         with contextlib.suppress(Exception):  # a reply lost in the storm: that order is not counted
-            created = await consumer.request(OrderCreate(
+            order = await consumer.request(OrderCreate(
                 brand="whirlpool", sku="WRF535SWHZ", service_type="repair", description="Fridge is warm",
                 address=f"{i} Main St", lat=lat + 0.01, lng=lng + 0.01), timeout=30)
-            sent[created.order.id] = (started, which)
+            sent[order.order.id] = (started, which)
+            created.setdefault(which, []).append(time.monotonic() - started)
         await asyncio.sleep(max(0.0, started + interval_s - time.monotonic()))
 
 
@@ -288,24 +312,28 @@ def back_rows(f: Figures) -> list[list[str]]:
 
 BACK_HEADER = ["Sessions on A", "50% back", "90%", "99%", "100%", "Back in all", "Where now", "A exited after",
                f"99% within {GOAL_S:g} s"]
-DISPATCH_HEADER = ["Dispatch", "Orders", "Deliveries", "p50", "p99", "max", "p99 vs quiet"]
+DISPATCH_HEADER = ["Dispatch", "Orders", "Deliveries", "p50", "p99", "max", "p99 vs quiet",
+                   "order.create answered: p50, p99"]
 
 
 def dispatch_rows(f: Figures) -> list[list[str]]:
     quiet99 = percentile(f.quiet, 0.99)
     out = []
-    for name, values in (("quiet (baseline)", f.quiet), ("during the storm", f.storm)):
+    for name, phase, values in (("quiet (baseline)", "quiet", f.quiet), ("during the storm", "storm", f.storm)):
         p99 = percentile(values, 0.99)
-        out.append([name, f"{f.orders.get(name.split()[0] if name.startswith('quiet') else 'storm', 0):,}",
+        created = f.created.get(phase, [])
+        out.append([name, f"{f.orders.get(phase, 0):,}",
                     f"{len(values):,}", report.ms(percentile(values, 0.5)), report.ms(p99),
-                    report.ms(max(values, default=math.nan)), f"{report.ratio(p99, quiet99):.2f}x"])
+                    report.ms(max(values, default=math.nan)), f"{report.ratio(p99, quiet99):.2f}x",
+                    f"{report.ms(percentile(created, 0.5))}, {report.ms(percentile(created, 0.99))}"])
     return out
 
 
 def conditions(f: Figures) -> str:
     cpu = ", ".join(f"{name} {share:.0%}" for name, share in f.cpu.items())
     return (f"{f.sessions:,} technician sessions signed in on node A ({f.signed_in_s:.0f} s to sign them all in, "
-            f"50 connecting at a time per client process, {f.settings['clients']} client processes); CPU from the "
+            f"50 connecting at a time per client process, {f.settings['clients']} client processes of "
+            f"{APP_NAMES[f.settings.get('apps', 'library')]}); CPU from the "
             f"SIGTERM until the sessions were back (100% = one core): {cpu} (node A's until its last reading, half a "
             f"second or less before it exited; other: the rest of the machine); the machine's CPUs were "
             f"{f.busy:.0%} busy")
@@ -313,9 +341,11 @@ def conditions(f: Figures) -> str:
 
 def notes(f: Figures) -> list[str]:
     out = ["One machine: the three nodes, PostgreSQL, Redis and the client processes share its 2 cores (nothing "
-           "pinned), so the clients' own work (15,000 TLS-less handshakes, decoding) competes with the nodes'; "
-           "on separate machines the survivors would have their cores to themselves. Not covered: a real "
-           "network's latency and a load balancer in front of the nodes."]
+           "pinned), so the apps' own work (per session a closing handshake, a new connection and its handshake, "
+           "two or three requests) competes with the nodes'; on separate machines (an app per phone) the "
+           "survivors would have their cores to themselves. The Sans-I/O apps (`--apps sansio`, the default) "
+           "spend less of it than the client library's (`--apps library`) for the same frames. Not covered: a "
+           "real network's latency and a load balancer in front of the nodes."]
     out.append(f"The apps tried {f.attempts:,} connections in all ({f.attempts / max(1, f.sessions):.2f} per session; "
                "2 when each signs in on node A, then on a survivor at the first try).")
     if f.refused:
@@ -338,9 +368,10 @@ def print_report(f: Figures) -> None:
                                 dispatch_rows(f))], notes(f))
 
 
-def last_run(path: Path) -> tuple[list[str], str, str] | None:
+def last_run(path: Path) -> tuple[list[str], str, str, str] | None:
     """The section's figures as the file has them now (the run this one replaces): its summary
-    row, its dispatch p99 during the storm, and when it ran; None when there are none."""
+    row, its dispatch p99 during the storm, when it ran and its apps (runs before `--apps` had the
+    library's); None when there are none."""
     old = next((m.group(2) for m in report.SECTION.finditer(path.read_text() if path.exists() else "")
                 if m.group(1) == "storm"), "")
     when = re.search(r"on (\d{4}-\d\d-\d\d \d\d:\d\d UTC)", old)
@@ -351,7 +382,8 @@ def last_run(path: Path) -> tuple[list[str], str, str] | None:
     row = [cell.strip() for cell in lines[lines.index(head) + 2].strip("|").split("|")]
     storm = next((line for line in lines if line.startswith("| during the storm |")), "")
     p99 = storm.split("|")[5].strip() if storm.count("|") > 6 else "-"
-    return row, p99, when.group(1)
+    apps = next((name for name in APP_NAMES.values() if f"of {name})" in old), APP_NAMES["library"])
+    return row, p99, when.group(1), apps
 
 
 def beside_last(f: Figures, path: Path) -> str:
@@ -359,11 +391,12 @@ def beside_last(f: Figures, path: Path) -> str:
     found = last_run(path)
     if found is None:
         return ""
-    row, p99, when = found
+    row, p99, when, apps = found
     header = ["Run", *BACK_HEADER, "Dispatch p99 during the storm"]
     now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(f.started))
-    rows = [[f"before ({when})", *row[:len(BACK_HEADER)], p99],
-            [f"this run ({now})", *back_rows(f)[0], report.ms(percentile(f.storm, 0.99))]]
+    rows = [[f"before ({when}, {apps})", *row[:len(BACK_HEADER)], p99],
+            [f"this run ({now}, {APP_NAMES[f.settings['apps']]})", *back_rows(f)[0],
+             report.ms(percentile(f.storm, 0.99))]]
     return f"\n\n### Beside the run before\n\n{markdown_table(header, rows)}"
 
 

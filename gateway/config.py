@@ -39,6 +39,7 @@ class Config:
     outbox_limit: int = 1000
     db_pool_size: int = 10
     shutdown_grace_s: float = 10.0
+    shutdown_spread_s: float = 0.0  # a stopping node sends its sessions' close frames in waves over this; 0: at once
     dispatch_radius_mi: float = 50.0
     max_radius_mi: float = 100.0
     position_stale_s: float = 300.0
@@ -117,6 +118,7 @@ ENV = {
     "DB_POOL_SIZE": "db_pool_size",
     "METRICS_DB_INTERVAL_S": "metrics_db_interval_s",
     "SHUTDOWN_GRACE_S": "shutdown_grace_s",
+    "SHUTDOWN_SPREAD_S": "shutdown_spread_s",
     "DISPATCH_RADIUS_MI": "dispatch_radius_mi",
     "MAX_RADIUS_MI": "max_radius_mi",
     "POSITION_STALE_S": "position_stale_s",

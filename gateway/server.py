@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from datetime import UTC, datetime
@@ -17,6 +18,7 @@ from websockets.datastructures import Headers
 from websockets.frames import CloseCode
 from websockets.http11 import Request as HttpRequest
 from websockets.http11 import Response
+from websockets.protocol import State
 
 from gateway.config import Config
 from gateway.connection import UNREACHABLE, Deliveries, Session
@@ -40,6 +42,7 @@ WS_PATH = "/ws"
 # node's thousands of apps reconnect within a tenth of a second: the handshakes it drops stall in
 # TCP retransmits for seconds (bench.storm). Linux caps it at net.core.somaxconn (4096 by default).
 LISTEN_BACKLOG = 4096
+WAVE_EVERY_S = 0.1  # SHUTDOWN_SPREAD_S: a wave of close frames this often
 
 
 
@@ -258,7 +261,8 @@ class Gateway:
         collecting = gc.isenabled()
         gc.disable()
         try:
-            self.server.close(code=CloseCode.SERVICE_RESTART, reason="service restart")
+            await self._close_in_waves()
+            self.server.close(code=CloseCode.SERVICE_RESTART, reason="service restart")  # (the rest)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.server.wait_closed(), self.config.shutdown_grace_s)
         finally:
@@ -267,6 +271,27 @@ class Gateway:
         log.debug("sessions closed; stopping background tasks")
         await lifecycle.stop(list(self._background))
         log.debug("background tasks stopped")
+
+    async def _close_in_waves(self) -> None:
+        """With SHUTDOWN_SPREAD_S, stop accepting, then send the close frames a wave every
+        WAVE_EVERY_S over that time rather than all at once: the other nodes get the apps'
+        handshakes and sign-ins as a stream instead of one burst."""
+        assert self.server is not None
+        spread = self.config.shutdown_spread_s
+        connections = [c for c in self.server.connections if c.protocol.state is State.OPEN]
+        if spread <= 0 or not connections:
+            return
+        self.server.server.close()  # no new sessions: websockets answers handshakes under way with 503
+        waves = max(1, min(len(connections), math.ceil(spread / WAVE_EVERY_S)))
+        size = math.ceil(len(connections) / waves)
+        log.info("closing %d sessions in %d waves over %.1f s", len(connections), waves, spread)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for wave in range(waves):
+            await asyncio.sleep(max(0.0, started + wave * spread / waves - loop.time()))
+            for connection in connections[wave * size:(wave + 1) * size]:
+                if connection.protocol.state is State.OPEN:
+                    self.spawn(connection.close(CloseCode.SERVICE_RESTART, "service restart"))
 
 
 # Close codes counted by their number; any other (an app's own 4xxx) as "other": bounded labels.

@@ -171,3 +171,25 @@ async def test_an_app_reconnects_when_the_close_frame_arrives_while_its_node_sti
         assert session.ws.state is not State.CLOSED  # the old connection is still closing
         session.ws.transport.resume_reading()
         await app.close()
+
+
+async def test_with_a_shutdown_spread_the_close_frames_go_out_in_waves_and_no_new_session_lands(make_gateway):
+    """SHUTDOWN_SPREAD_S: a stopping node stops accepting, then closes its sessions a wave at a
+    time over the spread (here 4 sessions over 2 s: one every half second) rather than all at
+    once, so the other nodes get their apps as a stream; every app still gets 1012."""
+    async with make_gateway(shutdown_spread_s=2.0) as gw:
+        url = ws_url(gw)  # (the port is read from the listening socket, closed first)
+        clients = [await Client.connect(url) for _ in range(4)]
+        for client in clients:
+            await client.request(Auth(token=mint(gw, "technician")[1]))
+        stopping = asyncio.create_task(gw.shutdown())
+        closings = [asyncio.create_task(client.closing()) for client in clients]
+        done, _ = await asyncio.wait(closings, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+        assert len(done) == 1  # the first wave: the others are still open, for a later wave
+        assert sum(client.ws.state is State.OPEN for client in clients) == 3
+        with pytest.raises(OSError):  # a draining node takes no new session meanwhile
+            await Client.connect(url)
+        await asyncio.wait_for(stopping, 30)
+        for client in clients:
+            await asyncio.wait_for(client.ws.wait_closed(), 5)
+            assert client.ws.close_code == 1012 and client.ws.close_reason == "service restart"
