@@ -220,13 +220,18 @@ def _children_cpu() -> float:
 
 def _load_generator(server: ServerProcess, s: Settings, out: Path, client_cpus: set[int] | None) -> Run:
     argv = [sys.executable, str(ROOT / "run.py"), "load", "--url", server.url, "--secret", SECRET,
-            "--technicians", str(s.sessions), "--interval", str(s.interval), "--duration", str(s.seconds),
+            "--technicians", str(s.sessions), "--interval", str(s.interval), "--duration", str(s.ramp + s.seconds),
             "--ramp", str(s.ramp), "--json", str(out), "--quiet", "--id-prefix", f"ingest-{server.name}"]
     cpu_before, wait_before, clients_before = server.cpu(), wait_seconds(server.pid), _children_cpu()
     started = time.monotonic()
     process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                preexec_fn=(lambda: os.sched_setaffinity(0, client_cpus)) if client_cpus else None)
-    _, errors = process.communicate(timeout=s.budget_s)
+    try:
+        _, errors = process.communicate(timeout=s.budget_s)
+    except BaseException:  # Ctrl-C, SIGTERM, the budget: the load generator stops too
+        process.terminate()
+        process.wait(30)
+        raise
     wall = time.monotonic() - started
     if process.returncode != 0:
         raise RuntimeError(f"run.py load exited {process.returncode}: {errors.decode()[-2000:]}")
@@ -270,8 +275,9 @@ def conditions(f: Figures) -> str:
 def notes(f: Figures) -> list[str]:
     s = f.settings
     if s["load_generator"]:
-        out = ["Load: the project's load generator (`run.py load`). Its latencies count from when each update "
-               "left (not when it was due) and include the ramp; CPU is over the whole load run (ramp included)."]
+        out = ["Load: the project's load generator (`run.py load`, its --duration the ramp and the seconds after it). "
+               "Its latencies count from when each update left (not when it was due) and include the ramp; CPU is over "
+               "the whole load run (ramp included)."]
     else:
         out = [f"Latencies count from when each update was due on the timetable (the clients' lag included), for the "
                f"updates due in the {s['seconds']:g} s measured after the ramp (sessions connecting, signing in and "
