@@ -11,6 +11,7 @@ Session i of the whole group is session i // processes of child i % processes. T
 
 import asyncio
 import contextlib
+import gc
 import multiprocessing
 import os
 import signal
@@ -28,7 +29,7 @@ from hdrh.histogram import HdrHistogram
 from websockets.uri import WebSocketURI, parse_uri
 
 from bench.procfs import busy_seconds, cpu_seconds
-from bench.session import RESULT, Counts, Session, Stream, histogram
+from bench.session import HIGHEST_US, RESULT, Counts, Session, Stream, Walk, device_time, histogram
 
 CLOSE_TIMEOUT_S = 30.0
 CONNECT_CONCURRENCY = 32  # handshakes in flight per process (the listen backlog is 100)
@@ -53,6 +54,8 @@ class Share:
     url: str
     hellos: Sequence[bytes]  # the first frame of each session
     window: int  # pings in flight per session
+    then: Sequence[bytes] = ()  # frames each session sends after its hello, one by one, each answered by a result
+    starts: Sequence[float] = ()  # when each session connects (time.monotonic); empty: all at once
 
 
 @dataclass
@@ -175,12 +178,18 @@ class Children:
 
 
 class Clients(Children):
-    """`with Clients(url, hellos, processes=2) as clients: clients.open(); clients.ping(...)`."""
+    """`with Clients(url, hellos, processes=2) as clients: clients.open(); clients.ping(...)`.
+    With `then`, each session sends those frames after its hello (e.g. `tech.duty`), each answered
+    by a result, before it counts as open; with `ramp`, the sessions connect evenly spread over
+    that many seconds from now (`open`'s timeout must allow for it)."""
 
     def __init__(self, url: str, hellos: Sequence[bytes], *, processes: int, window: int = 4,
-                 cpus: set[int] | None = None) -> None:
+                 cpus: set[int] | None = None, then: Sequence[bytes] = (), ramp: float = 0.0) -> None:
         self.size = len(hellos)
-        super().__init__("bench-client", _drive, [(Share(url, hellos[i::processes], window),)
+        begin = time.monotonic() + 1.0  # after the children have started
+        starts = [begin + ramp * i / self.size for i in range(self.size)] if ramp > 0 else []
+        super().__init__("bench-client", _drive, [(Share(url, hellos[i::processes], window, then,
+                                                         starts[i::processes]),)
                                                   for i in range(processes)], cpus)
 
     def each(self, frames: Sequence[bytes], timeout: float) -> list[bytes]:
@@ -265,17 +274,22 @@ class Clients(Children):
         return tally
 
     def paced(self, frame: bytes, rate: float, warmup: float, seconds: float, server_pid: int,
-              watch: Mapping[str, int] | None = None) -> tuple[Tally, HdrHistogram]:
-        """The sessions send `frame` at `rate` a second in all, on a timetable, round robin, whether
-        or not earlier requests are answered (an open loop), for warmup + seconds; the replies to
-        requests due in the last `seconds`, latencies from when each was due (Session.start_paced)."""
+              watch: Mapping[str, int] | None = None, walks: Sequence[Walk] | None = None,
+              hooks: Hooks | None = None) -> tuple[Tally, HdrHistogram, HdrHistogram]:
+        """The sessions send `frame` (with `walks`, walks[i]'s next update for session i) at `rate` a
+        second in all, on a timetable, round robin, whether or not earlier requests are answered (an
+        open loop), for warmup + seconds. Returns the tally (replies to, and `sent`: requests due
+        in, the last `seconds`), the latencies from when each was due (Session.start_paced) and
+        the clients' lag: from when each was due to when it left (their event loops' lateness)."""
         n = len(self.pipes)
-        tally, replies = self._measure("paced", "paced", [(frame, rate / n, i / rate) for i in range(n)], warmup,
-                                       seconds, server_pid, None, watch or {})
-        merged = histogram()
+        assert walks is None or len(walks) == self.size
+        plans = [(frame, rate / n, i / rate, None if walks is None else walks[i::n]) for i in range(n)]
+        tally, replies = self._measure("paced", "paced", plans, warmup, seconds, server_pid, hooks, watch or {})
+        merged, lag = histogram(), histogram()
         for reply in replies:
             merged.decode_and_add(reply[2])
-        return tally, merged
+            lag.decode_and_add(reply[3])
+        return tally, merged, lag
 
     def _measure(self, kind: str, expect: str, payloads: list[Any] | None, warmup: float, seconds: float,
                  server_pid: int, hooks: Hooks | None, watch: Mapping[str, int]) -> tuple[Tally, list[Any]]:
@@ -349,26 +363,35 @@ def commands(pipe: Connection) -> asyncio.Queue[tuple[Any, ...]]:
     return queue
 
 
-async def open_sessions(uri: WebSocketURI, sessions: Sequence[S]) -> tuple[list[S], int, str]:
-    """Connect the sessions, each answered its hello: (those open, how many failed, the first error)."""
+async def open_sessions(uri: WebSocketURI, sessions: Sequence[S], then: Sequence[bytes] = (),
+                        starts: Sequence[float] = ()) -> tuple[list[S], int, str]:
+    """Connect the sessions (session i at starts[i] if given), each answered its hello and then
+    each frame of `then` with a result: (those open, how many failed, the first error)."""
     gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
     loop = asyncio.get_running_loop()
 
-    async def open_one(session: S) -> S:
+    async def open_one(session: S, start: float) -> S:
+        await until(start)
         async with gate:
             try:
                 async with asyncio.timeout(30):
                     await loop.create_connection(lambda: session, uri.host, uri.port)
                     reply = await session.opened
+                    for frame in then:
+                        if not reply.startswith(RESULT):
+                            break
+                        reply = await session.request(frame)
             except BaseException:
                 session.abort()
                 raise
             if not reply.startswith(RESULT):
                 session.close()
-                raise RuntimeError(f"hello refused: {reply[:200]!r}")
+                raise RuntimeError(f"refused: {reply[:200]!r}")  # the hello or a frame of `then`
             return session
 
-    results = await asyncio.gather(*(open_one(s) for s in sessions), return_exceptions=True)
+    moments = starts or [0.0] * len(sessions)
+    results = await asyncio.gather(*(open_one(s, t) for s, t in zip(sessions, moments, strict=True)),
+                                   return_exceptions=True)
     opened = [r for r in results if not isinstance(r, BaseException)]
     errors = [r for r in results if isinstance(r, BaseException)]
     return opened, len(errors), f"{type(errors[0]).__name__}: {errors[0]}" if errors else ""
@@ -391,7 +414,8 @@ async def until(moment: float) -> None:
 async def _drive(pipe: Connection, share: Share) -> None:
     queue = commands(pipe)
     uri = parse_uri(share.url)
-    sessions, failed, first = await open_sessions(uri, [Session(uri, hello) for hello in share.hellos])
+    sessions, failed, first = await open_sessions(uri, [Session(uri, hello) for hello in share.hellos], share.then,
+                                                  share.starts)
     pipe.send(("ready", len(sessions), failed, first))
     heard: dict[bytes, list[float]] = {}
     arrivals: dict[bytes, array[float]] = {}
@@ -471,24 +495,40 @@ async def _loop_all(sessions: list[Session], start: float, t_from: float, t_unti
 
 
 async def _paced_all(sessions: list[Session], start: float, t_from: float, t_until: float,
-                     plan: tuple[bytes, float, float]) -> tuple[Counts, bytes]:
+                     plan: tuple[bytes, float, float, Sequence[Walk] | None]) -> tuple[Counts, bytes, bytes]:
     """This process's share of an open loop: request k due at start + phase + k / rate, sent by
-    session k mod n as soon as it is due (every request that fell due meanwhile goes at once)."""
-    frame, rate, phase = plan
+    session k mod n as soon as it is due (every request that fell due meanwhile goes at once).
+    Also how late each request due in the window left (`Counts.lag`)."""
+    frame, rate, phase, walks = plan
+    if not sessions:
+        raise RuntimeError("no session of this process is open")
+    # The sessions live as long as the run: out of the collector's way, so that no full collection
+    # scans thousands of them while updates are due (the gateway does the same, gateway.app).
+    gc.collect()
+    gc.freeze()
     await until(start)
-    counts = Counts(histogram=histogram())
-    for session in sessions:
-        session.start_paced(frame, t_from, counts)
+    lag = histogram()
+    counts = Counts(histogram=histogram(), lag=lag)
+    for i, session in enumerate(sessions):
+        session.start_paced(frame, t_from, counts, None if walks is None else walks[i])
     k, n = 0, len(sessions)
+    second, clock = -1, b""
     while (due := start + phase + k / rate) < t_until:
-        if due > time.monotonic():
+        now = time.monotonic()
+        if due > now:
             await until(due)
-        sessions[k % n].send_paced(due)
+            now = time.monotonic()
+        if walks is not None and (wall := int(time.time())) != second:  # the devices' clocks, to the second
+            second, clock = wall, device_time(wall)
+        sessions[k % n].send_paced(due, clock)
+        if due >= t_from:
+            counts.sent += 1
+            lag.record_value(max(1, min(HIGHEST_US, int((now - due) * 1e6))))
         k += 1
     await _drained(sessions, counts)
     assert counts.histogram is not None
-    encoded, counts.histogram = counts.histogram.encode(), None
-    return counts, encoded
+    encoded, encoded_lag, counts.histogram, counts.lag = counts.histogram.encode(), lag.encode(), None, None
+    return counts, encoded, encoded_lag
 
 
 async def _schedule(session: Session, frames: Sequence[bytes], rate: float) -> list[tuple[float, float, bytes]]:

@@ -178,7 +178,7 @@ def feed(s: Settings, b: Backends, config: Config, server_cpus: set[int] | None,
                         server_pid = server.pid if side == "gateway" else b.redis_pid
                         wait_from = wait_seconds(server_pid)
                         if side == "gateway":
-                            tally, h = techs.paced(NEARBY, rate, s.warmup, seconds, server.pid,
+                            tally, h, _ = techs.paced(NEARBY, rate, s.warmup, seconds, server.pid,
                                                    {"redis": b.redis_pid})
                             cpu, redis_cpu = tally.server_cpu, tally.watched_cpu["redis"]
                         else:

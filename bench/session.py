@@ -42,9 +42,10 @@ class Counts:
 
     replies: int = 0  # ping, loop: replies in the window; stream: updates confirmed by a marker's reply
     errors: int = 0  # error frames, lost sessions: the run is not valid
-    sent: int = 0  # stream: location updates sent, markers included
+    sent: int = 0  # stream: location updates sent, markers included; paced: requests due in the window
     latencies: "array[float]" = field(default_factory=lambda: array("d"))  # loop: seconds per request in the window
     histogram: HdrHistogram | None = None  # paced: microseconds from when each request was due to its reply
+    lag: HdrHistogram | None = None  # paced: microseconds from when each request was due to when it left
     finished: float = 0.0  # stream: when the last marker's reply came; paced: the last reply (time.monotonic)
 
 
@@ -63,6 +64,26 @@ class Stream:
     def lng(self, n: int) -> float:
         return self.lng0 + n * self.step
 
+
+def device_time(wall: int) -> bytes:
+    """A device's clock reading (Unix seconds) as its apps write it: ISO 8601 in UTC."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(wall)).encode()
+
+
+@dataclass(frozen=True)
+class Walk:
+    """A technician driving east for paced updates (`Session.start_paced`): update n is at (lat,
+    lng0 + n * step), each one a `location.update` with an id and the fields the load generator's
+    apps send (accuracy, heading, speed, the device's time)."""
+
+    lat: float
+    lng0: float
+    step: float  # degrees of longitude per update
+    speed: float  # metres per second the step makes at the pace
+
+    def frame(self, n: int, device_time: bytes) -> bytes:
+        return (b'{"type":"location.update","id":"u%d","lat":%.6f,"lng":%.6f,"accuracy":10.0,"heading":90.0,'
+                b'"speed":%.1f,"device_time":"%s"}' % (n, self.lat, self.lng0 + n * self.step, self.speed, device_time))
 
 
 class Session(asyncio.Protocol):
@@ -86,6 +107,7 @@ class Session(asyncio.Protocol):
         self._markers: collections.deque[int] = collections.deque()
         self.confirmed = 0  # stream: updates up to this number are confirmed
         self.frame = b""  # loop, paced: the request
+        self.walk: Walk | None = None  # paced: the updates' positions, instead of `frame`
         self._due: collections.deque[float] = collections.deque()  # paced: when each request in flight was due
         # order id -> when each `order.available` reached this process's sessions; shared like `heard`
         self.arrivals: dict[bytes, array[float]] | None = None
@@ -162,17 +184,22 @@ class Session(asyncio.Protocol):
         self.ws.send_text(frame)
         self._flush()
 
-    def start_paced(self, frame: bytes, t_from: float, counts: Counts) -> None:
-        """From now on `send_paced(due)` sends `frame`; each reply to a request due from t_from
-        counts, its latency from when it was due (not sent) into `counts.histogram`: an open loop,
-        free of coordinated omission."""
-        self.frame, self.counts, self.t_from = frame, counts, t_from
+    def start_paced(self, frame: bytes, t_from: float, counts: Counts, walk: Walk | None = None) -> None:
+        """From now on `send_paced(due)` sends `frame` (with a `walk`, the walk's next update); each
+        reply to a request due from t_from counts, its latency from when it was due (not sent) into
+        `counts.histogram`: an open loop, free of coordinated omission."""
+        self.frame, self.walk, self.counts, self.t_from = frame, walk, counts, t_from
+        self.sent = 0
         self._due.clear()
         self._on_reply = self._paced
 
-    def send_paced(self, due: float) -> None:
+    def send_paced(self, due: float, device_time: bytes = b"") -> None:
         self._due.append(due)
-        self.ws.send_text(self.frame)
+        if self.walk is None:
+            self.ws.send_text(self.frame)
+        else:
+            self.sent += 1
+            self.ws.send_text(self.walk.frame(self.sent, device_time))
         self._flush()
 
     @property
