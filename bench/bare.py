@@ -1,6 +1,9 @@
 """The baseline server: bare websockets on uvloop with the gateway's transport settings, decoding
 each frame with msgspec and answering it with a small Struct when it has an `id` (frames without
-one are a stream, as the gateway's `location.update`). Nothing else: no sessions, no auth.
+one are a stream, as the gateway's `location.update`). Nothing else: no sessions, no auth. Its
+garbage collector is kept as the gateway keeps its own (`gateway.app.settle_garbage_collector`:
+long-lived objects frozen every second, the young generation collected every 20,000 allocations),
+so that at thousands of sessions neither side's tail is set by full collections the other avoids.
 
 Replies are written the way the gateway writes: a ready-made frame straight to the transport while
 its buffer is under the high-water mark (`gateway.wire.write_now`), `await ws.send()` only
@@ -25,6 +28,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from gateway.app import settle_garbage_collector
 from gateway.config import Config
 from gateway.wire import write_now
 
@@ -78,7 +82,9 @@ async def main(host: str, port: int, write: str) -> None:
                      max_size=defaults.max_frame_bytes * 4,
                      ping_interval=defaults.ping_interval_s, ping_timeout=defaults.ping_interval_s,
                      close_timeout=defaults.ping_interval_s):
+        settling = asyncio.create_task(settle_garbage_collector())  # as the gateway's
         await stop.wait()
+        settling.cancel()
 
 
 if __name__ == "__main__":
